@@ -1,0 +1,79 @@
+import type { Config } from "../config/index.js";
+import { buildApp } from "../http/app.js";
+import { ModelCatalog } from "../models/catalog.js";
+import { InputValidator } from "../models/validation.js";
+import { makeGuard } from "../queue/guard.js";
+import { JobService } from "../queue/jobs.js";
+import { JobWaiter } from "../queue/waiter.js";
+import { createRedis } from "../redis/connection.js";
+import { HealthService } from "../telemetry/health.js";
+import { createLogger, type Logger } from "../telemetry/logger.js";
+import { WorkerRegistry } from "../telemetry/workers.js";
+
+export interface ApiHandle {
+  readonly url: string;
+  readonly port: number;
+  /** Idempotent: drains, closes the server, then Redis. */
+  close(): Promise<void>;
+}
+
+/** Composition root of an API process: wires config → Redis → services → HTTP, and back down. */
+export async function startApi(
+  config: Config,
+  logger: Logger = createLogger(config, { role: "api" }),
+): Promise<ApiHandle> {
+  const catalog = await ModelCatalog.load(config.MODEL_REPOSITORY, config.MODELS);
+  for (const p of catalog.problems) logger.warn({ event: "model_skipped", path: p.path }, p.message);
+  if (catalog.names().length === 0) throw new Error(`no loadable model in ${config.MODEL_REPOSITORY}`);
+
+  const redis = createRedis(config.redisUrl, "command", { commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS });
+  redis.on("error", (err) => logger.debug({ event: "redis_error", err: err.message }, "redis error"));
+  const blocking: ReturnType<typeof createRedis>[] = [];
+  const waiter = new JobWaiter(() => {
+    const c = createRedis(config.redisUrl, "blocking");
+    c.on("error", () => {});
+    blocking.push(c);
+    return c;
+  }, config.REDIS_KEY_PREFIX);
+  const jobs = new JobService(
+    redis,
+    config.REDIS_KEY_PREFIX,
+    {
+      attempts: config.JOB_ATTEMPTS,
+      backoffMs: config.JOB_BACKOFF_MS,
+      backoffJitter: config.JOB_BACKOFF_JITTER,
+      retentionSeconds: config.RESULT_RETENTION_SECONDS,
+    },
+    makeGuard(redis, config.REDIS_COMMAND_TIMEOUT_MS),
+    waiter,
+  );
+  const workers = new WorkerRegistry(redis, config.REDIS_KEY_PREFIX, config.WORKER_HEARTBEAT_INTERVAL_MS * 3);
+  const health = new HealthService(redis, workers, () => catalog.names());
+  await waiter.start(catalog.names());
+
+  const app = await buildApp({ config, logger, catalog, validator: new InputValidator(), jobs, health });
+  await app.listen({ host: config.HOST, port: config.PORT });
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : config.PORT;
+  const host = config.HOST === "0.0.0.0" || config.HOST === "::" ? "127.0.0.1" : config.HOST;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  logger.info({ event: "api_started", url, models: catalog.names() }, `API listening on ${url}`);
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      health.startDraining();
+      logger.info({ event: "api_stopping" }, "API draining");
+      const timer = setTimeout(() => app.server.closeAllConnections(), config.SHUTDOWN_TIMEOUT_MS);
+      try {
+        await waiter.close();
+        await app.close();
+      } finally {
+        clearTimeout(timer);
+      }
+      await jobs.close();
+      for (const c of [redis, ...blocking]) c.disconnect();
+      logger.info({ event: "api_stopped" }, "API stopped");
+    })());
+  return { url, port, close };
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env node
+import { fileURLToPath } from "node:url";
+import { Command, InvalidArgumentError } from "commander";
+import { startApi } from "../api/main.js";
+import { ConfigError, loadConfig, type Config } from "../config/index.js";
+import { RedisNotAvailableError } from "../supervisor/local-redis.js";
+import { runStart } from "../supervisor/start.js";
+import { createLogger } from "../telemetry/logger.js";
+import { startWorker } from "../worker/main.js";
+
+const positiveInt = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("must be a whole number");
+  return n;
+};
+const modelList = (v: string) =>
+  v
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+
+function config(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`inferline: ${err.message}\nSee env.example for every variable.\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}
+
+/** Runs `close` on SIGTERM/SIGINT (once), then exits 0; a second signal exits at once. */
+function onSignals(close: () => Promise<void>, logger: { info: (o: object, m: string) => void }): void {
+  let count = 0;
+  const handler = (signal: NodeJS.Signals) => {
+    if (++count > 1) process.exit(130);
+    logger.info({ event: "signal", signal }, `${signal}: shutting down`);
+    close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on("SIGTERM", handler);
+  process.on("SIGINT", handler);
+}
+
+function fail(err: unknown): never {
+  process.stderr.write(`inferline: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}
+
+const program = new Command()
+  .name("inferline")
+  .description("Machine-learning models behind an HTTP API that never blocks.")
+  .showHelpAfterError();
+
+program
+  .command("start")
+  .description("Run everything on one box: Redis (found or started), the API and worker processes.")
+  .option("-w, --workers <n>", "worker processes (default: WORKERS)", positiveInt)
+  .action(async (opts: { workers?: number }) => {
+    const cfg = config();
+    const logger = createLogger(cfg, { role: "supervisor" });
+    try {
+      const handle = await runStart(cfg, logger, {
+        entry: fileURLToPath(import.meta.url),
+        env: process.env,
+        workers: opts.workers ?? cfg.WORKERS,
+        print: (l) => process.stderr.write(`${l}\n`),
+      });
+      onSignals(() => handle.stop(), logger);
+    } catch (err) {
+      if (err instanceof RedisNotAvailableError) fail(err);
+      throw err;
+    }
+  });
+
+program
+  .command("api")
+  .description("Run one API process (stateless; run as many as you like behind a load balancer).")
+  .option("-p, --port <port>", "port (default: PORT)", positiveInt)
+  .action(async (opts: { port?: number }) => {
+    const cfg = config();
+    const effective = opts.port === undefined ? cfg : Object.freeze({ ...cfg, PORT: opts.port });
+    const logger = createLogger(effective, { role: "api" });
+    const handle = await startApi(effective, logger).catch(fail);
+    process.send?.({ type: "listening", url: handle.url });
+    onSignals(() => handle.close(), logger);
+  });
+
+program
+  .command("worker")
+  .description("Run one worker process: takes jobs, runs the models, stores results.")
+  .option("-m, --models <list>", "comma-separated models (default: MODELS, or all)", modelList)
+  .option("-c, --concurrency <n>", "jobs held at once per model (default: WORKER_CONCURRENCY)", positiveInt)
+  .action(async (opts: { models?: string[]; concurrency?: number }) => {
+    const cfg = config();
+    const logger = createLogger(cfg, { role: "worker" });
+    const handle = await startWorker(
+      cfg,
+      { models: opts.models, concurrency: opts.concurrency },
+      logger,
+    ).catch(fail);
+    onSignals(() => handle.close(), logger);
+    void handle.recycled.then(async (reason) => {
+      logger.info({ event: "worker_recycling", reason }, `recycling: ${reason}`);
+      await handle.close();
+      process.exit(0);
+    });
+  });
+
+process.on("unhandledRejection", (err) => {
+  process.stderr.write(`inferline: unhandled rejection: ${String((err as Error)?.stack ?? err)}\n`);
+  process.exit(1);
+});
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,145 @@
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { z } from "zod";
+
+/** Where the package lives; defaults that point into the package are resolved from here. */
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+const num = (min: number, max: number) => z.coerce.number().min(min).max(max);
+const bool = z
+  .enum(["true", "false", "1", "0", "yes", "no"])
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+const list = z
+  .string()
+  .transform((v) =>
+    v
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0),
+  )
+  .pipe(z.array(z.string().regex(/^[a-z0-9][a-z0-9-]*$/, "lowercase names separated by commas")));
+
+/**
+ * Every environment variable Inferline reads. Each entry: schema with its default, and a
+ * one-line description (unit and default) that README's configuration table and env.example
+ * are generated from (`node scripts/config-docs.mjs`).
+ */
+export const ENV_SCHEMA = {
+  NODE_ENV: z
+    .enum(["development", "production", "test"])
+    .default("development")
+    .describe("development | production | test. `.env` is read and logs are pretty only in development."),
+  LOG_LEVEL: z
+    .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+    .default("info")
+    .describe("pino log level."),
+  LOG_PRETTY: bool
+    .optional()
+    .describe("Human-readable logs (default: on in development on a terminal, off otherwise)."),
+  HOST: z
+    .string()
+    .min(1)
+    .default("127.0.0.1")
+    .describe("Address the API listens on (0.0.0.0 in containers)."),
+  PORT: int(0, 65535).default(3000).describe("API port (0 picks a free one)."),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, "must start with redis:// or rediss://")
+    .optional()
+    .describe(
+      "Redis connection URL (redis:// or rediss://, user and password allowed). Unset: 127.0.0.1:LOCAL_REDIS_PORT, started by `inferline start` when nothing answers.",
+    ),
+  REDIS_KEY_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, "letters, digits, _ . - only")
+    .default("inferline")
+    .describe("Prefix of every Redis key; each queue's keys share one hash tag so Redis Cluster works."),
+  REDIS_COMMAND_TIMEOUT_MS: int(50, 60_000)
+    .default(1000)
+    .describe("API: a Redis call slower than this answers 503 instead of hanging (ms)."),
+  LOCAL_REDIS_PORT: int(1, 65535)
+    .default(6379)
+    .describe("`start` without REDIS_URL: loopback port to use, and to start redis-server on when free."),
+  LOCAL_REDIS_DIR: z
+    .string()
+    .default(".inferline/redis")
+    .describe("`start`: data folder (AOF) of a redis-server it starts itself."),
+  MODEL_REPOSITORY: z
+    .string()
+    .default(path.join(PACKAGE_ROOT, "models"))
+    .describe("Model repository folder: <name>/<version>/manifest.json (default: the package's models/)."),
+  MODELS: list
+    .optional()
+    .describe("Comma-separated models to serve (default: every model in the repository)."),
+  WORKERS: int(0, 64).default(2).describe("`start`: worker processes to run."),
+  WORKER_CONCURRENCY: int(1, 1024)
+    .default(32)
+    .describe("Jobs one worker process takes at once per model (also bounds its batch size)."),
+  WORKER_LOCK_DURATION_MS: int(500)
+    .default(30_000)
+    .describe("Job lease: a worker that stops renewing it for this long has its job redelivered (ms)."),
+  WORKER_STALLED_INTERVAL_MS: int(500)
+    .default(15_000)
+    .describe("How often workers look for jobs whose lease expired (ms)."),
+  WORKER_MAX_STALLED_COUNT: int(0, 100)
+    .default(2)
+    .describe("Times a job may lose its worker (crash) before it fails as stalled."),
+  WORKER_SHUTDOWN_TIMEOUT_MS: int(0)
+    .default(30_000)
+    .describe("On SIGTERM, time to finish jobs in hand before exiting anyway (ms)."),
+  WORKER_MAX_JOBS: int(0).default(0).describe("Recycle a worker process after this many jobs (0: never)."),
+  WORKER_MAX_RSS_BYTES: int(0)
+    .default(1_610_612_736)
+    .describe("Recycle a worker process once its RSS exceeds this (bytes; 0: never). Default 1.5 GiB."),
+  WORKER_HEARTBEAT_INTERVAL_MS: int(100)
+    .default(5000)
+    .describe("How often a worker publishes its heartbeat record (ms)."),
+  JOB_ATTEMPTS: int(1, 100).default(3).describe("Attempts per job before it ends `failed`."),
+  JOB_BACKOFF_MS: int(0).default(1000).describe("First retry delay; doubles each attempt (ms)."),
+  JOB_BACKOFF_JITTER: num(0, 1).default(0.5).describe("Share of each retry delay that is randomised (0..1)."),
+  RESULT_RETENTION_SECONDS: int(1)
+    .default(3600)
+    .describe("Finished jobs and their results are kept this long, then removed (s)."),
+  WAIT_MAX_SECONDS: int(0, 3600).default(60).describe("Cap on `Prefer: wait=N` (s)."),
+  BODY_LIMIT_BYTES: int(1024)
+    .default(1_048_576)
+    .describe("Largest request body accepted; larger gets 413 (bytes)."),
+  SHUTDOWN_TIMEOUT_MS: int(0).default(10_000).describe("API: time to drain open requests on SIGTERM (ms)."),
+  RETRY_AFTER_UNAVAILABLE_SECONDS: int(1, 3600)
+    .default(5)
+    .describe("Retry-After sent with 503 when Redis is unreachable (s)."),
+  SUPERVISOR_RESTART_BACKOFF_MS: int(10)
+    .default(1000)
+    .describe("`start`: first delay before restarting a crashed worker; doubles up to 30 s (ms)."),
+} as const;
+
+const schema = z.object(ENV_SCHEMA);
+export type Env = z.infer<typeof schema>;
+
+export class ConfigError extends Error {
+  constructor(readonly issues: readonly string[]) {
+    super(`Invalid configuration:\n  ${issues.join("\n  ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Parses the environment once. Throws ConfigError naming every bad variable. */
+export function parseEnv(source: Readonly<Record<string, string | undefined>>): Env {
+  // Empty strings mean "unset", as in most shells' `VAR=` usage.
+  const cleaned: Record<string, string> = {};
+  for (const key of Object.keys(ENV_SCHEMA)) {
+    const v = source[key];
+    if (v !== undefined && v !== "") cleaned[key] = v;
+  }
+  const parsed = schema.safeParse(cleaned);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((i) => {
+        const key = String(i.path[0] ?? "?");
+        return `${key}=${JSON.stringify(cleaned[key] ?? "")}: ${i.message}`;
+      }),
+    );
+  }
+  return parsed.data;
+}

@@ -1,0 +1,56 @@
+/** What travels through the queue. Type-only; imports nothing of ours. */
+
+export type Priority = "high" | "normal" | "low";
+
+/** BullMQ priorities (lower runs first). Every job has one, so FIFO holds within a level. */
+export const PRIORITY_LEVELS: Readonly<Record<Priority, number>> = { high: 1, normal: 2, low: 3 };
+
+export interface JobData {
+  readonly model: string;
+  readonly version: string;
+  readonly input: unknown;
+  readonly priority: Priority;
+  /** The API request that created the job, carried into worker logs. */
+  readonly requestId: string;
+}
+
+/** A completed job's return value. */
+export interface JobResult {
+  readonly output: unknown;
+  readonly inferenceMs: number;
+  readonly batchSize: number;
+  readonly worker: string;
+  /** When this (successful) attempt started, ms since epoch. */
+  readonly startedAt: number;
+}
+
+export type JobStatus = "queued" | "active" | "completed" | "failed" | "canceled" | "expired";
+
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set([
+  "completed",
+  "failed",
+  "canceled",
+  "expired",
+]);
+
+/** What the API reports for a job. */
+export interface JobView {
+  readonly job_id: string;
+  readonly status: JobStatus;
+  readonly model: string;
+  readonly version: string;
+  readonly priority: Priority;
+  readonly created_at: string;
+  readonly attempts: number;
+  readonly max_attempts: number;
+  readonly result?: unknown;
+  readonly error?: { readonly code: string; readonly message: string };
+  readonly timings?: {
+    readonly queue_wait_ms: number;
+    readonly inference_ms: number;
+    readonly total_ms: number;
+  };
+  readonly batch_size?: number;
+  readonly finished_at?: string;
+  readonly next_attempt_at?: string;
+}

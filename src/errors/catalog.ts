@@ -1,0 +1,156 @@
+/**
+ * The one catalog of errors Inferline reports. Every client-facing error is one of these
+ * classes: a stable `code`, an HTTP status, a message naming the field at fault, and optional
+ * details. The HTTP error handler turns them into `{error: {code, message, details}}`.
+ */
+export abstract class AppError extends Error {
+  abstract readonly code: string;
+  abstract readonly status: number;
+  /** Extra response headers (Retry-After, Allow, ...). */
+  headers: Record<string, string> = {};
+  constructor(
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+export class MalformedJsonError extends AppError {
+  readonly code = "malformed_json";
+  readonly status = 400;
+}
+
+export class InvalidParameterError extends AppError {
+  readonly code = "invalid_parameter";
+  readonly status = 400;
+}
+
+export class RouteNotFoundError extends AppError {
+  readonly code = "route_not_found";
+  readonly status = 404;
+}
+
+export class ModelNotFoundError extends AppError {
+  readonly code = "model_not_found";
+  readonly status = 404;
+  constructor(model: string, available: readonly string[]) {
+    super(`model "${model}" does not exist`, { model, available });
+  }
+}
+
+export class VersionNotFoundError extends AppError {
+  readonly code = "version_not_found";
+  readonly status = 404;
+  constructor(model: string, version: string, available: readonly string[]) {
+    super(`model "${model}" has no version "${version}"`, { model, version, available });
+  }
+}
+
+export class JobNotFoundError extends AppError {
+  readonly code = "job_not_found";
+  readonly status = 404;
+  constructor(jobId: string) {
+    super(`job "${jobId}" does not exist or its result has expired`, { job_id: jobId });
+  }
+}
+
+export class MethodNotAllowedError extends AppError {
+  readonly code = "method_not_allowed";
+  readonly status = 405;
+}
+
+export class JobNotCancelableError extends AppError {
+  readonly code = "job_not_cancelable";
+  readonly status = 409;
+  constructor(jobId: string, status: string) {
+    super(`job "${jobId}" is ${status} and can no longer be canceled`, { job_id: jobId, status });
+  }
+}
+
+export class PayloadTooLargeError extends AppError {
+  readonly code = "payload_too_large";
+  readonly status = 413;
+}
+
+export class UnsupportedMediaTypeError extends AppError {
+  readonly code = "unsupported_media_type";
+  readonly status = 415;
+}
+
+export class InvalidInputError extends AppError {
+  readonly code = "invalid_input";
+  readonly status = 422;
+}
+
+export class QueueFullError extends AppError {
+  readonly code = "queue_full";
+  readonly status = 429;
+  constructor(model: string, depth: number, retryAfterSeconds: number) {
+    super(`the queue of model "${model}" is full (${depth} jobs); retry later`, {
+      model,
+      depth,
+      retry_after_seconds: retryAfterSeconds,
+    });
+    this.headers["retry-after"] = String(retryAfterSeconds);
+  }
+}
+
+export class ServiceUnavailableError extends AppError {
+  readonly code = "service_unavailable";
+  readonly status = 503;
+  constructor(message: string, retryAfterSeconds: number) {
+    super(message, { retry_after_seconds: retryAfterSeconds });
+    this.headers["retry-after"] = String(retryAfterSeconds);
+  }
+}
+
+export class InternalError extends AppError {
+  readonly code = "internal_error";
+  readonly status = 500;
+  constructor() {
+    super("internal error; the request id identifies it in the server logs");
+  }
+}
+
+/** Thrown by Redis-backed modules when Redis does not answer in time. */
+export class RedisUnavailableError extends Error {
+  constructor(cause?: unknown) {
+    super("Redis is unreachable", { cause });
+    this.name = "RedisUnavailableError";
+  }
+}
+
+/**
+ * Job failures, as the worker records them and the API reports them. `retryable: false`
+ * errors fail the job at once (bad input found by the worker); others are retried with backoff.
+ */
+export class JobError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly retryable: boolean,
+  ) {
+    super(message);
+    this.name = "JobError";
+  }
+  /** How a job error travels through BullMQ's failedReason string. */
+  toReason(): string {
+    return `[${this.code}] ${this.message}`;
+  }
+  static fromReason(reason: string | undefined): { code: string; message: string } {
+    const m = /^\[([a-z_]+)\] ([\s\S]*)$/.exec(reason ?? "");
+    if (m?.[1] !== undefined && m[2] !== undefined) return { code: m[1], message: m[2] };
+    if (reason?.includes("stalled more than allowable limit")) {
+      return { code: "worker_lost", message: "the job's worker stopped too many times while running it" };
+    }
+    return { code: "inference_failed", message: reason ?? "unknown error" };
+  }
+}
+
+export const jobErrors = {
+  invalidInput: (message: string) => new JobError("invalid_input", message, false),
+  inference: (message: string) => new JobError("inference_failed", message, true),
+  modelUnavailable: (message: string) => new JobError("model_unavailable", message, true),
+};

@@ -1,0 +1,45 @@
+import { randomUUID } from "node:crypto";
+import Fastify, { type FastifyInstance, LogController } from "fastify";
+import { installErrorHandling } from "./error-handler.js";
+import { healthRoutes } from "./routes/health.js";
+import { modelRoutes } from "./routes/models.js";
+import { predictRoutes } from "./routes/predict.js";
+import { resultRoutes } from "./routes/results.js";
+import type { HttpDeps } from "./types.js";
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Builds the API. Wires routes to the services it is given; opens no port itself. */
+export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
+  const { config } = deps;
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    requestIdHeader: "x-request-id",
+    logController: new LogController({ requestIdLogLabel: "request_id" }),
+    genReqId: (req) => {
+      const given = req.headers["x-request-id"];
+      return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    return503OnClosing: true,
+    // Long `Prefer: wait` requests must outlive the defaults.
+    requestTimeout: (config.WAIT_MAX_SECONDS + 30) * 1000,
+    ajv: { customOptions: { coerceTypes: "array", removeAdditional: false, allErrors: false } },
+  });
+
+  // Only JSON bodies: text/plain would otherwise parse into a string.
+  app.removeContentTypeParser("text/plain");
+  app.addHook("onRequest", async (request, reply) => {
+    void reply.header("x-request-id", request.id);
+  });
+  installErrorHandling(app, {
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    retryAfterSeconds: config.RETRY_AFTER_UNAVAILABLE_SECONDS,
+  });
+
+  await app.register(healthRoutes, deps);
+  await app.register(modelRoutes, deps);
+  await app.register(predictRoutes, deps);
+  await app.register(resultRoutes, deps);
+  return app;
+}

@@ -1,0 +1,71 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import {
+  AppError,
+  InternalError,
+  InvalidParameterError,
+  MalformedJsonError,
+  PayloadTooLargeError,
+  RedisUnavailableError,
+  RouteNotFoundError,
+  ServiceUnavailableError,
+  UnsupportedMediaTypeError,
+} from "../errors/catalog.js";
+
+/** Maps Fastify's own errors (parsing, limits, schema checks) onto the catalog. */
+function fromFastify(err: FastifyError, bodyLimit: number): AppError | undefined {
+  switch (err.code) {
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+    case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":
+      return new UnsupportedMediaTypeError("request body must be JSON (Content-Type: application/json)");
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return new PayloadTooLargeError(`request body is larger than ${bodyLimit} bytes`, {
+        limit_bytes: bodyLimit,
+      });
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+      return new MalformedJsonError("request body is empty; send a JSON object");
+    case "FST_ERR_CTP_INVALID_JSON_BODY":
+      return new MalformedJsonError(`request body is not valid JSON: ${err.message}`);
+    case "FST_ERR_VALIDATION": {
+      const v = err.validation?.[0];
+      const field = v
+        ? `${err.validationContext ?? "request"}.${(v.instancePath || "/" + String((v.params as { missingProperty?: string }).missingProperty ?? "")).slice(1).replace(/\//g, ".")}`
+        : (err.validationContext ?? "request");
+      return new InvalidParameterError(`${field} ${v?.message ?? "is invalid"}`, { field });
+    }
+  }
+  if (err instanceof SyntaxError || (err.statusCode === 400 && /JSON/i.test(err.message))) {
+    return new MalformedJsonError(`request body is not valid JSON: ${err.message}`);
+  }
+  return undefined;
+}
+
+export function installErrorHandling(
+  app: FastifyInstance,
+  opts: { bodyLimit: number; retryAfterSeconds: number },
+) {
+  app.setErrorHandler((raw: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    let err: AppError;
+    if (raw instanceof AppError) err = raw;
+    else if (raw instanceof RedisUnavailableError) {
+      err = new ServiceUnavailableError(
+        "the queue store (Redis) is unreachable; retry shortly",
+        opts.retryAfterSeconds,
+      );
+    } else {
+      err = fromFastify(raw, opts.bodyLimit) ?? new InternalError();
+    }
+    if (err.status >= 500) {
+      request.log.error({ err: raw, event: "request_error" }, "request failed");
+    } else {
+      request.log.info({ code: err.code, event: "request_rejected" }, err.message);
+    }
+    void reply
+      .code(err.status)
+      .headers(err.headers)
+      .send({ error: { code: err.code, message: err.message, details: err.details ?? {} } });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const err = new RouteNotFoundError(`no route ${request.method} ${request.url.split("?")[0]}`);
+    void reply.code(err.status).send({ error: { code: err.code, message: err.message, details: {} } });
+  });
+}

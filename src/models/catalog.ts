@@ -1,0 +1,121 @@
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { ModelNotFoundError, VersionNotFoundError } from "../errors/catalog.js";
+import { manifestSchema } from "./manifest.js";
+import type { ModelDescriptor } from "./types.js";
+
+export interface CatalogProblem {
+  readonly path: string;
+  readonly message: string;
+}
+
+/**
+ * The model repository on disk: `<dir>/<name>/<version>/manifest.json`. A version whose
+ * manifest is broken is left out and reported in `problems`; the others still serve.
+ */
+export class ModelCatalog {
+  private constructor(
+    private readonly byName: ReadonlyMap<string, readonly ModelDescriptor[]>,
+    readonly problems: readonly CatalogProblem[],
+  ) {}
+
+  static async load(dir: string, only?: readonly string[]): Promise<ModelCatalog> {
+    const problems: CatalogProblem[] = [];
+    const byName = new Map<string, ModelDescriptor[]>();
+    const names = (await readdir(dir, { withFileTypes: true }))
+      .filter((d) => d.isDirectory() && !d.name.startsWith("."))
+      .map((d) => d.name)
+      .filter((n) => !only || only.includes(n))
+      .sort();
+    for (const name of names) {
+      const versions: ModelDescriptor[] = [];
+      const versionDirs = (await readdir(path.join(dir, name), { withFileTypes: true })).filter(
+        (d) => d.isDirectory() && /^[0-9]+$/.test(d.name),
+      );
+      for (const v of versionDirs) {
+        const vdir = path.join(dir, name, v.name);
+        try {
+          versions.push(await readDescriptor(vdir, name, v.name));
+        } catch (err) {
+          problems.push({ path: vdir, message: (err as Error).message });
+        }
+      }
+      if (versions.length > 0)
+        byName.set(
+          name,
+          versions.sort((a, b) => Number(b.version) - Number(a.version)),
+        );
+    }
+    for (const wanted of only ?? []) {
+      if (!byName.has(wanted))
+        problems.push({ path: path.join(dir, wanted), message: "no loadable version" });
+    }
+    return new ModelCatalog(byName, problems);
+  }
+
+  names(): string[] {
+    return [...this.byName.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+
+  /** Versions of a model, newest first. */
+  versions(name: string): readonly ModelDescriptor[] {
+    const list = this.byName.get(name);
+    if (!list) throw new ModelNotFoundError(name, this.names());
+    return list;
+  }
+
+  /** The named version, or the latest one. */
+  resolve(name: string, version?: string): ModelDescriptor {
+    const list = this.versions(name);
+    if (version === undefined) return list[0]!;
+    const found = list.find((d) => d.version === version);
+    if (!found)
+      throw new VersionNotFoundError(
+        name,
+        version,
+        list.map((d) => d.version),
+      );
+    return found;
+  }
+
+  all(): ModelDescriptor[] {
+    return [...this.byName.values()].flat();
+  }
+}
+
+export async function readDescriptor(dir: string, name: string, version: string): Promise<ModelDescriptor> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8"));
+  } catch (err) {
+    throw new Error(`manifest.json unreadable: ${(err as Error).message}`, { cause: err });
+  }
+  const parsed = manifestSchema.safeParse(raw);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    throw new Error(`manifest.json invalid at ${first?.path.join(".") || "(root)"}: ${first?.message}`);
+  }
+  const m = parsed.data;
+  if (m.name !== name || m.version !== version) {
+    throw new Error(`manifest.json says ${m.name}/${m.version} but lives in ${name}/${version}`);
+  }
+  return Object.freeze({
+    name: m.name,
+    version: m.version,
+    description: m.description,
+    kind: m.kind,
+    inputSchema: m.input,
+    task: m.output.task,
+    labels: m.output.labels,
+    batching: m.batching,
+    cacheTtlSeconds: m.cache.ttlSeconds,
+    maxQueueDepth: m.limits?.maxQueueDepth,
+    training: m.training,
+    dir,
+    manifest: raw as Record<string, unknown>,
+  });
+}

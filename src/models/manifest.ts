@@ -1,0 +1,44 @@
+import { z } from "zod";
+
+const jsonSchemaObject = z
+  .record(z.string(), z.unknown())
+  .refine((s) => s.type === "object", "input must be a JSON Schema of type object");
+
+/** manifest.json of one model version, as written on disk. */
+export const manifestSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lowercase letters, digits and dashes"),
+    version: z.string().regex(/^[0-9]{1,9}$/, 'a positive integer, e.g. "1"'),
+    description: z.string().default(""),
+    kind: z.enum(["builtin", "onnx"]),
+    /** kind builtin: which built-in implementation. */
+    builtin: z.string().optional(),
+    /** kind onnx: model file name inside the version folder. */
+    file: z.string().optional(),
+    input: jsonSchemaObject,
+    preprocessing: z.record(z.string(), z.unknown()).optional(),
+    output: z
+      .object({
+        task: z.enum(["classification", "regression", "sentiment", "diagnostic"]),
+        labels: z.array(z.string()).optional(),
+      })
+      .passthrough(),
+    batching: z
+      .object({
+        maxBatchSize: z.number().int().min(1).max(4096).default(32),
+        maxDelayMs: z.number().min(0).max(10_000).default(0),
+      })
+      .default({ maxBatchSize: 32, maxDelayMs: 0 }),
+    cache: z.object({ ttlSeconds: z.number().int().min(0).default(3600) }).default({ ttlSeconds: 3600 }),
+    limits: z.object({ maxQueueDepth: z.number().int().min(1).optional() }).optional(),
+    training: z.record(z.string(), z.unknown()).optional(),
+  })
+  .passthrough()
+  .superRefine((m, ctx) => {
+    if (m.kind === "builtin" && !m.builtin)
+      ctx.addIssue({ code: "custom", path: ["builtin"], message: "required when kind is builtin" });
+    if (m.kind === "onnx" && !m.file)
+      ctx.addIssue({ code: "custom", path: ["file"], message: "required when kind is onnx" });
+  });
+
+export type Manifest = z.infer<typeof manifestSchema>;

@@ -1,0 +1,44 @@
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import type { JsonSchema, ModelDescriptor } from "./types.js";
+
+export interface InputProblem {
+  readonly field: string;
+  readonly message: string;
+}
+
+/** Compiles each model version's input schema once and checks inputs against it. */
+export class InputValidator {
+  private readonly ajv = new Ajv({ strict: false, allErrors: false, coerceTypes: false });
+  private readonly compiled = new Map<JsonSchema, ValidateFunction>();
+
+  /** Returns the problems with `input`, empty when it is valid. */
+  check(descriptor: ModelDescriptor, input: unknown): InputProblem[] {
+    let validate = this.compiled.get(descriptor.inputSchema);
+    if (!validate) {
+      validate = this.ajv.compile(descriptor.inputSchema);
+      this.compiled.set(descriptor.inputSchema, validate);
+    }
+    if (validate(input)) return [];
+    return (validate.errors ?? []).map(describe);
+  }
+}
+
+function describe(e: ErrorObject): InputProblem {
+  const base = e.instancePath
+    .split("/")
+    .slice(1)
+    .map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
+  if (e.keyword === "required") base.push(String((e.params as { missingProperty: string }).missingProperty));
+  if (e.keyword === "additionalProperties") {
+    base.push(String((e.params as { additionalProperty: string }).additionalProperty));
+    return { field: base.join(".") || "(body)", message: "is not an input of this model" };
+  }
+  const field = base.join(".") || "(body)";
+  const message = e.keyword === "required" ? "is required" : (e.message ?? "is invalid");
+  return { field, message };
+}
+
+/** "text is required; age must be number" */
+export function problemsToMessage(problems: readonly InputProblem[]): string {
+  return problems.map((p) => `${p.field} ${p.message}`).join("; ");
+}

@@ -1,0 +1,125 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Config } from "../config/index.js";
+import { createRedis, waitReady } from "../redis/connection.js";
+import type { Logger } from "../telemetry/logger.js";
+
+export class RedisNotAvailableError extends Error {}
+
+export interface RedisHandle {
+  readonly url: string;
+  /** True when `start` launched this redis-server itself (it stops it on exit). */
+  readonly owned: boolean;
+  stop(): Promise<void>;
+}
+
+async function answers(url: string, ms: number): Promise<boolean> {
+  const probe = createRedis(url, "command", { retryStrategy: () => null, connectTimeout: ms });
+  probe.on("error", () => {});
+  try {
+    await waitReady(probe, ms);
+    return (await probe.ping()) === "PONG";
+  } catch {
+    return false;
+  } finally {
+    probe.disconnect();
+  }
+}
+
+function onPath(binary: string, pathVar: string | undefined): string | undefined {
+  for (const dir of (pathVar ?? "").split(path.delimiter)) {
+    if (!dir) continue;
+    const candidate = path.join(dir, binary);
+    if (existsSync(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+/**
+ * Redis for `inferline start`: REDIS_URL when set; else 127.0.0.1:LOCAL_REDIS_PORT if it
+ * answers; else a redis-server from PATH started as a child (loopback only, AOF on, data under
+ * LOCAL_REDIS_DIR). Without one, a message that says how to get Redis.
+ */
+export async function ensureRedis(
+  config: Config,
+  logger: Logger,
+  pathVar: string | undefined,
+): Promise<RedisHandle> {
+  const none = { url: config.redisUrl, owned: false, stop: async () => {} };
+  if (config.redisUrlFromEnv) {
+    if (!(await answers(config.redisUrl, 2000))) {
+      logger.warn(
+        { event: "redis_unreachable" },
+        "REDIS_URL does not answer yet; the API answers 503 until it does",
+      );
+    }
+    return none;
+  }
+  if (await answers(config.redisUrl, 1000)) {
+    logger.info(
+      { event: "redis_found", port: config.LOCAL_REDIS_PORT },
+      `using the Redis answering on 127.0.0.1:${config.LOCAL_REDIS_PORT}`,
+    );
+    return none;
+  }
+  const binary = onPath("redis-server", pathVar);
+  if (!binary) {
+    throw new RedisNotAvailableError(
+      [
+        `No Redis answers on 127.0.0.1:${config.LOCAL_REDIS_PORT} and redis-server is not on PATH.`,
+        "Either install Redis (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)",
+        "or point Inferline at one: REDIS_URL=redis://host:6379 npm start",
+      ].join("\n"),
+    );
+  }
+  const dir = path.resolve(config.LOCAL_REDIS_DIR);
+  mkdirSync(dir, { recursive: true });
+  const args = [
+    "--port",
+    String(config.LOCAL_REDIS_PORT),
+    "--bind",
+    "127.0.0.1",
+    "--protected-mode",
+    "yes",
+    "--dir",
+    dir,
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "everysec",
+    "--save",
+    "",
+    "--daemonize",
+    "no",
+    "--loglevel",
+    "warning",
+  ];
+  const child: ChildProcess = spawn(binary, args, { stdio: ["ignore", "inherit", "inherit"] });
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  for (let i = 0; i < 100; i++) {
+    if (child.exitCode !== null) break;
+    if (await answers(config.redisUrl, 500)) {
+      logger.info(
+        { event: "redis_started", port: config.LOCAL_REDIS_PORT, dir },
+        `started redis-server on 127.0.0.1:${config.LOCAL_REDIS_PORT} (data in ${dir})`,
+      );
+      let stopping: Promise<void> | undefined;
+      return {
+        url: config.redisUrl,
+        owned: true,
+        stop: () =>
+          (stopping ??= (async () => {
+            if (child.exitCode === null) child.kill("SIGTERM");
+            await Promise.race([exited, sleep(10_000).then(() => void child.kill("SIGKILL"))]);
+          })()),
+      };
+    }
+    await sleep(100);
+  }
+  child.kill("SIGKILL");
+  throw new RedisNotAvailableError(
+    `redis-server (${binary}) did not start on port ${config.LOCAL_REDIS_PORT}`,
+  );
+}

@@ -1,0 +1,103 @@
+import { fork, type ChildProcess } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger } from "../telemetry/logger.js";
+
+export interface ChildSpec {
+  readonly name: string;
+  readonly args: readonly string[];
+}
+
+interface Slot {
+  readonly spec: ChildSpec;
+  child: ChildProcess | undefined;
+  failures: number;
+  stopping: boolean;
+  exited: Promise<void>;
+}
+
+export interface SupervisorOptions {
+  /** The CLI entry to fork (`inferline <args>`). */
+  readonly entry: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly restartBackoffMs: number;
+  readonly stopTimeoutMs: number;
+  readonly logger: Logger;
+  /** Messages children send over IPC (the API reports its URL). */
+  readonly onMessage?: (name: string, message: unknown) => void;
+}
+
+/**
+ * Runs child processes and keeps them running: a child that exits 0 (a worker recycling
+ * itself) is replaced at once, one that crashes is restarted after an exponential backoff
+ * (reset once it has run for a minute). `stop()` sends SIGTERM to all and waits. Idempotent.
+ */
+export class Supervisor {
+  private readonly slots = new Map<string, Slot>();
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly opts: SupervisorOptions) {}
+
+  add(spec: ChildSpec): void {
+    const slot: Slot = { spec, child: undefined, failures: 0, stopping: false, exited: Promise.resolve() };
+    this.slots.set(spec.name, slot);
+    this.launch(slot);
+  }
+
+  /** Stops one child gracefully (SIGTERM, then SIGKILL after the timeout) and forgets it. */
+  async remove(name: string): Promise<void> {
+    const slot = this.slots.get(name);
+    if (!slot) return;
+    this.slots.delete(name);
+    await this.terminate(slot);
+  }
+
+  names(): string[] {
+    return [...this.slots.keys()];
+  }
+
+  pid(name: string): number | undefined {
+    return this.slots.get(name)?.child?.pid;
+  }
+
+  private launch(slot: Slot): void {
+    const { logger } = this.opts;
+    const started = Date.now();
+    const child = fork(this.opts.entry, [...slot.spec.args], { env: this.opts.env, stdio: "inherit" });
+    slot.child = child;
+    child.on("message", (m) => this.opts.onMessage?.(slot.spec.name, m));
+    slot.exited = new Promise((resolve) => {
+      child.once("exit", (code, signal) => {
+        resolve();
+        if (slot.stopping || this.stopping) return;
+        if (Date.now() - started > 60_000) slot.failures = 0;
+        const clean = code === 0;
+        const delay = clean ? 0 : Math.min(this.opts.restartBackoffMs * 2 ** slot.failures, 30_000);
+        if (!clean) slot.failures++;
+        logger[clean ? "info" : "warn"](
+          { event: "child_exited", child: slot.spec.name, code, signal, restart_in_ms: delay },
+          `${slot.spec.name} exited (${signal ?? code}); restarting in ${delay} ms`,
+        );
+        setTimeout(() => {
+          if (!slot.stopping && !this.stopping && this.slots.get(slot.spec.name) === slot) this.launch(slot);
+        }, delay).unref();
+      });
+    });
+  }
+
+  private async terminate(slot: Slot): Promise<void> {
+    slot.stopping = true;
+    const child = slot.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    child.kill("SIGTERM");
+    const killed = sleep(this.opts.stopTimeoutMs).then(() => "timeout" as const);
+    if ((await Promise.race([slot.exited.then(() => "exited" as const), killed])) === "timeout") {
+      child.kill("SIGKILL");
+      await slot.exited;
+    }
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= Promise.all([...this.slots.values()].map((s) => this.terminate(s))).then(() => {});
+    return this.stopping;
+  }
+}

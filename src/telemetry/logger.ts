@@ -1,0 +1,45 @@
+import { createRequire } from "node:module";
+import { pino, type Logger, type LoggerOptions } from "pino";
+import type { Config } from "../config/index.js";
+
+export type { Logger } from "pino";
+
+/** Paths pino blanks in every log line: keys, passwords, Redis URLs with credentials. */
+export const REDACT_PATHS = [
+  "req.headers.authorization",
+  'req.headers["x-api-key"]',
+  "req.headers.cookie",
+  'res.headers["set-cookie"]',
+  "headers.authorization",
+  'headers["x-api-key"]',
+  "*.password",
+  "*.apiKey",
+  "*.api_key",
+  "redisUrl",
+  "*.redisUrl",
+];
+
+/** JSON lines (pino) for every process; pretty only in development on a terminal. */
+export function createLogger(config: Config, bindings: Record<string, unknown>): Logger {
+  const options: LoggerOptions = {
+    level: config.LOG_LEVEL,
+    base: { pid: process.pid, ...bindings },
+    redact: { paths: REDACT_PATHS, censor: "[redacted]" },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+  };
+  const pretty = config.LOG_PRETTY ?? (config.NODE_ENV === "development" && process.stdout.isTTY);
+  if (pretty && canResolve("pino-pretty")) {
+    return pino({ ...options, transport: { target: "pino-pretty", options: { colorize: true } } });
+  }
+  return pino(options);
+}
+
+function canResolve(name: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(name);
+    return true;
+  } catch {
+    return false;
+  }
+}

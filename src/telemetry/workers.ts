@@ -1,0 +1,58 @@
+import type { Redis } from "ioredis";
+import { globalKey } from "../queue/keys.js";
+
+/** A worker process's heartbeat, as health checks and the dashboard read it. */
+export interface WorkerRecord {
+  readonly id: string;
+  readonly pid: number;
+  readonly host: string;
+  readonly models: readonly string[];
+  readonly state: "starting" | "running" | "draining";
+  readonly started_at: string;
+  readonly last_seen: string;
+  readonly processed: number;
+  readonly failed: number;
+  readonly rss_bytes: number;
+  /** p99 event-loop delay since the previous heartbeat: proves job locks keep renewing. */
+  readonly event_loop_delay_p99_ms: number;
+}
+
+/**
+ * Heartbeat records in Redis: one key per worker expiring after `ttlMs`, indexed by a sorted
+ * set scored by last-seen time. A worker that dies simply stops refreshing and drops out.
+ */
+export class WorkerRegistry {
+  private readonly indexKey: string;
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly ttlMs: number,
+  ) {
+    this.indexKey = globalKey(prefix, "workers");
+  }
+
+  private key(id: string): string {
+    return globalKey(this.prefix, "worker", id);
+  }
+
+  async publish(record: WorkerRecord): Promise<void> {
+    await this.redis
+      .multi()
+      .set(this.key(record.id), JSON.stringify(record), "PX", this.ttlMs)
+      .zadd(this.indexKey, Date.now(), record.id)
+      .zremrangebyscore(this.indexKey, "-inf", Date.now() - this.ttlMs * 10)
+      .exec();
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.redis.multi().del(this.key(id)).zrem(this.indexKey, id).exec();
+  }
+
+  /** Workers seen within the TTL. */
+  async list(): Promise<WorkerRecord[]> {
+    const ids = await this.redis.zrangebyscore(this.indexKey, Date.now() - this.ttlMs, "+inf");
+    if (ids.length === 0) return [];
+    const raw = await this.redis.mget(ids.map((id) => this.key(id)));
+    return raw.filter((r): r is string => r !== null).map((r) => JSON.parse(r) as WorkerRecord);
+  }
+}

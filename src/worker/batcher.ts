@@ -1,0 +1,92 @@
+import type { LoadedModel, PredictItem } from "../models/types.js";
+
+export interface BatchOutcome {
+  readonly output: unknown;
+  readonly inferenceMs: number;
+  readonly batchSize: number;
+}
+
+interface Pending {
+  readonly item: PredictItem;
+  resolve(v: BatchOutcome): void;
+  reject(e: unknown): void;
+}
+
+/**
+ * Dynamic batching for one model version. Jobs the worker holds concurrently queue here; when
+ * the model is idle the batcher takes up to `maxBatchSize` of them at once (after waiting up to
+ * `maxDelayMs` for more, 0 = take what is there) and runs one inference. A batch that throws is
+ * re-run item by item, so a poison input fails alone.
+ */
+export class Batcher {
+  private readonly queue: Pending[] = [];
+  private running = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly model: LoadedModel,
+    private readonly onBatch: (size: number, ms: number) => void = () => {},
+  ) {}
+
+  submit(item: PredictItem): Promise<BatchOutcome> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ item, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.running || this.timer) return;
+    const { maxBatchSize, maxDelayMs } = this.model.descriptor.batching;
+    if (maxDelayMs > 0 && this.queue.length < maxBatchSize) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        void this.drain();
+      }, maxDelayMs);
+    } else {
+      // Let jobs fetched in the same tick join this batch.
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        void this.drain();
+      }, 0);
+    }
+  }
+
+  private async drain(): Promise<void> {
+    if (this.running || this.queue.length === 0) return;
+    this.running = true;
+    try {
+      const batch = this.queue.splice(0, this.model.descriptor.batching.maxBatchSize);
+      await this.run(batch);
+    } finally {
+      this.running = false;
+      if (this.queue.length > 0) this.schedule();
+    }
+  }
+
+  private async run(batch: Pending[]): Promise<void> {
+    const t0 = performance.now();
+    let outputs: unknown[];
+    try {
+      outputs = await this.model.predictBatch(batch.map((p) => p.item));
+      if (outputs.length !== batch.length) {
+        throw new Error(`model returned ${outputs.length} outputs for ${batch.length} inputs`);
+      }
+    } catch (err) {
+      if (batch.length === 1) {
+        batch[0]!.reject(err);
+        return;
+      }
+      for (const p of batch) await this.run([p]);
+      return;
+    }
+    const ms = performance.now() - t0;
+    this.onBatch(batch.length, ms);
+    batch.forEach((p, i) => p.resolve({ output: outputs[i], inferenceMs: ms, batchSize: batch.length }));
+  }
+
+  /** Jobs waiting for the model right now. */
+  get backlog(): number {
+    return this.queue.length;
+  }
+}

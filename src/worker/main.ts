@@ -1,0 +1,75 @@
+import type { Redis } from "ioredis";
+import type { Config } from "../config/index.js";
+import { builtinRuntime } from "../models/builtin/runtime.js";
+import { ModelCatalog } from "../models/catalog.js";
+import { InputValidator } from "../models/validation.js";
+import { createRedis } from "../redis/connection.js";
+import { createLogger, type Logger } from "../telemetry/logger.js";
+import { WorkerRegistry } from "../telemetry/workers.js";
+import { ModelPool } from "./pool.js";
+import { WorkerService } from "./service.js";
+
+export interface WorkerOptions {
+  /** Models to take jobs for (default: MODELS, or every model in the repository). */
+  readonly models?: readonly string[];
+  readonly concurrency?: number;
+}
+
+export interface WorkerHandle {
+  readonly id: string;
+  close(): Promise<void>;
+  /** Resolves with the reason once the worker asks to be recycled. */
+  readonly recycled: Promise<string>;
+}
+
+/** Composition root of a worker process. */
+export async function startWorker(
+  config: Config,
+  options: WorkerOptions = {},
+  logger: Logger = createLogger(config, { role: "worker" }),
+): Promise<WorkerHandle> {
+  const catalog = await ModelCatalog.load(config.MODEL_REPOSITORY, options.models ?? config.MODELS);
+  for (const p of catalog.problems) logger.warn({ event: "model_skipped", path: p.path }, p.message);
+  const models = catalog.names();
+  if (models.length === 0) throw new Error(`no loadable model to serve in ${config.MODEL_REPOSITORY}`);
+
+  const connections: Redis[] = [];
+  const connection = () => {
+    const c = createRedis(config.redisUrl, "blocking");
+    c.on("error", (err) => logger.debug({ event: "redis_error", err: err.message }, "redis error"));
+    connections.push(c);
+    return c;
+  };
+  const registry = new WorkerRegistry(
+    connection(),
+    config.REDIS_KEY_PREFIX,
+    config.WORKER_HEARTBEAT_INTERVAL_MS * 3,
+  );
+  const pool = new ModelPool(catalog, [builtinRuntime]);
+  let onRecycle: (reason: string) => void = () => {};
+  const recycled = new Promise<string>((r) => (onRecycle = r));
+  const service = new WorkerService({
+    config,
+    logger,
+    catalog,
+    validator: new InputValidator(),
+    pool,
+    registry,
+    connection,
+    models,
+    concurrency: options.concurrency ?? config.WORKER_CONCURRENCY,
+    onRecycle: (reason) => onRecycle(reason),
+  });
+  await service.start();
+
+  let closing: Promise<void> | undefined;
+  return {
+    id: service.id,
+    recycled,
+    close: () =>
+      (closing ??= (async () => {
+        await service.close();
+        for (const c of connections) c.disconnect();
+      })()),
+  };
+}

@@ -1,0 +1,85 @@
+import { type Job, UnrecoverableError } from "bullmq";
+import type { JobData, JobResult } from "../contracts/jobs.js";
+import { JobError, jobErrors } from "../errors/catalog.js";
+import type { ModelCatalog } from "../models/catalog.js";
+import { type InputValidator, problemsToMessage } from "../models/validation.js";
+import type { Logger } from "../telemetry/logger.js";
+import type { ModelPool } from "./pool.js";
+
+export interface ProcessorDeps {
+  readonly workerId: string;
+  readonly catalog: ModelCatalog;
+  readonly validator: InputValidator;
+  readonly pool: ModelPool;
+  readonly logger: Logger;
+  readonly onFinished: (ok: boolean) => void;
+}
+
+/**
+ * The BullMQ processor: re-checks the input (a job the worker finds invalid fails at once,
+ * without retries), hands it to the model's batcher and returns its row of the output.
+ */
+export function makeProcessor(deps: ProcessorDeps) {
+  return async function process(job: Job<JobData, JobResult>): Promise<JobResult> {
+    const startedAt = Date.now();
+    const { model, version, input, requestId } = job.data;
+    const attempt = job.attemptsMade + 1;
+    const log = deps.logger.child({ job_id: job.id, model, version, request_id: requestId, attempt });
+    log.info({ event: "job_started", queue_wait_ms: startedAt - job.timestamp }, "job started");
+    try {
+      let descriptor;
+      try {
+        descriptor = deps.catalog.resolve(model, version);
+      } catch {
+        throw new JobError(
+          "version_not_found",
+          `model ${model} version ${version} is not served by this worker`,
+          false,
+        );
+      }
+      const problems = deps.validator.check(descriptor, input);
+      if (problems.length > 0) throw jobErrors.invalidInput(problemsToMessage(problems));
+      let entry;
+      try {
+        entry = await deps.pool.get(model, version);
+      } catch (err) {
+        throw jobErrors.modelUnavailable(
+          `model ${model}@${version} failed to load: ${(err as Error).message}`,
+        );
+      }
+      const out = await entry.batcher.submit({ input, attempt });
+      deps.onFinished(true);
+      log.info(
+        {
+          event: "job_completed",
+          duration_ms: Date.now() - startedAt,
+          inference_ms: out.inferenceMs,
+          batch_size: out.batchSize,
+        },
+        "job completed",
+      );
+      return {
+        output: out.output,
+        inferenceMs: out.inferenceMs,
+        batchSize: out.batchSize,
+        worker: deps.workerId,
+        startedAt,
+      };
+    } catch (err) {
+      deps.onFinished(false);
+      const jobErr =
+        err instanceof JobError ? err : jobErrors.inference((err as Error)?.message ?? String(err));
+      const final = !jobErr.retryable || attempt >= (job.opts.attempts ?? 1);
+      log.warn(
+        {
+          event: final ? "job_failed" : "job_retrying",
+          code: jobErr.code,
+          duration_ms: Date.now() - startedAt,
+        },
+        jobErr.message,
+      );
+      if (!jobErr.retryable) throw new UnrecoverableError(jobErr.toReason());
+      throw new Error(jobErr.toReason(), { cause: err });
+    }
+  };
+}

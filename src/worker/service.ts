@@ -1,0 +1,179 @@
+import { hostname } from "node:os";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { Worker } from "bullmq";
+import type { Redis } from "ioredis";
+import type { Config } from "../config/index.js";
+import type { JobData, JobResult } from "../contracts/jobs.js";
+import type { ModelCatalog } from "../models/catalog.js";
+import type { InputValidator } from "../models/validation.js";
+import { queueName } from "../queue/keys.js";
+import type { Logger } from "../telemetry/logger.js";
+import type { WorkerRecord, WorkerRegistry } from "../telemetry/workers.js";
+import type { ModelPool } from "./pool.js";
+import { makeProcessor } from "./processor.js";
+
+export interface WorkerServiceDeps {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly catalog: ModelCatalog;
+  readonly validator: InputValidator;
+  readonly pool: ModelPool;
+  readonly registry: WorkerRegistry;
+  readonly connection: () => Redis;
+  readonly models: readonly string[];
+  readonly concurrency: number;
+  /** Called once when the process should be replaced (job count or RSS limit reached). */
+  readonly onRecycle: (reason: string) => void;
+}
+
+/**
+ * One worker process's job intake: a BullMQ Worker per model queue feeding the model pool,
+ * a heartbeat record in Redis, and recycling after WORKER_MAX_JOBS jobs or WORKER_MAX_RSS_BYTES.
+ */
+export class WorkerService {
+  readonly id = `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 6)}`;
+  private readonly workers: Worker<JobData, JobResult>[] = [];
+  private readonly startedAt = new Date().toISOString();
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  private processed = 0;
+  private failed = 0;
+  private state: WorkerRecord["state"] = "starting";
+  private heartbeat: NodeJS.Timeout | undefined;
+  private recycleRequested = false;
+  private closing: Promise<void> | undefined;
+
+  private readonly log: Logger;
+
+  constructor(private readonly deps: WorkerServiceDeps) {
+    this.log = deps.logger.child({ worker: this.id });
+  }
+
+  async start(): Promise<void> {
+    const { config } = this.deps;
+    const logger = this.log;
+    this.loopDelay.enable();
+    await this.beat();
+    this.heartbeat = setInterval(() => void this.beat(), config.WORKER_HEARTBEAT_INTERVAL_MS);
+    this.heartbeat.unref();
+    await this.deps.pool.warm(this.deps.models);
+    const processor = makeProcessor({
+      workerId: this.id,
+      catalog: this.deps.catalog,
+      validator: this.deps.validator,
+      pool: this.deps.pool,
+      logger,
+      onFinished: (ok) => this.finished(ok),
+    });
+    for (const model of this.deps.models) {
+      const w = new Worker<JobData, JobResult>(queueName(model), processor, {
+        connection: this.deps.connection(),
+        prefix: config.REDIS_KEY_PREFIX,
+        concurrency: this.deps.concurrency,
+        lockDuration: config.WORKER_LOCK_DURATION_MS,
+        stalledInterval: config.WORKER_STALLED_INTERVAL_MS,
+        maxStalledCount: config.WORKER_MAX_STALLED_COUNT,
+        autorun: false,
+      });
+      w.on("error", (err) =>
+        logger.warn({ event: "worker_error", model, err: err.message }, "queue worker error"),
+      );
+      w.on("stalled", (jobId) =>
+        logger.warn({ event: "job_stalled", job_id: jobId, model }, "job lost its worker; redelivering"),
+      );
+      this.workers.push(w);
+    }
+    for (const w of this.workers)
+      void w.run().catch((err: Error) => logger.error({ err }, "worker loop stopped"));
+    await Promise.all(this.workers.map((w) => w.waitUntilReady()));
+    this.state = "running";
+    await this.beat();
+    logger.info(
+      {
+        event: "worker_started",
+        worker: this.id,
+        models: this.deps.models,
+        concurrency: this.deps.concurrency,
+      },
+      `worker ${this.id} taking jobs for ${this.deps.models.join(", ")}`,
+    );
+  }
+
+  private finished(ok: boolean): void {
+    if (ok) this.processed++;
+    else this.failed++;
+    const { WORKER_MAX_JOBS, WORKER_MAX_RSS_BYTES } = this.deps.config;
+    if (this.recycleRequested) return;
+    let reason: string | undefined;
+    if (WORKER_MAX_JOBS > 0 && this.processed + this.failed >= WORKER_MAX_JOBS)
+      reason = `processed ${WORKER_MAX_JOBS} jobs`;
+    else if (WORKER_MAX_RSS_BYTES > 0 && process.memoryUsage.rss() > WORKER_MAX_RSS_BYTES)
+      reason = "RSS limit reached";
+    if (reason) {
+      this.recycleRequested = true;
+      this.deps.onRecycle(reason);
+    }
+  }
+
+  private record(): WorkerRecord {
+    const p99 = this.loopDelay.percentile(99) / 1e6;
+    this.loopDelay.reset();
+    return {
+      id: this.id,
+      pid: process.pid,
+      host: hostname(),
+      models: this.deps.models,
+      state: this.state,
+      started_at: this.startedAt,
+      last_seen: new Date().toISOString(),
+      processed: this.processed,
+      failed: this.failed,
+      rss_bytes: process.memoryUsage.rss(),
+      event_loop_delay_p99_ms: Math.round(p99 * 100) / 100,
+    };
+  }
+
+  private async beat(): Promise<void> {
+    try {
+      await this.deps.registry.publish(this.record());
+    } catch (err) {
+      this.log.debug({ event: "heartbeat_failed", err: (err as Error).message }, "heartbeat failed");
+    }
+  }
+
+  get stats() {
+    return { processed: this.processed, failed: this.failed };
+  }
+
+  /**
+   * Stops taking jobs, lets the ones in hand finish within WORKER_SHUTDOWN_TIMEOUT_MS (after
+   * that they are abandoned and redelivered by the lease), then closes everything. Idempotent.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const { config } = this.deps;
+      const logger = this.log;
+      this.state = "draining";
+      logger.info({ event: "worker_draining", worker: this.id }, "worker draining");
+      await this.beat();
+      const graceful = Promise.allSettled(this.workers.map((w) => w.close()));
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<"timeout">(
+        (r) => (timer = setTimeout(() => r("timeout"), config.WORKER_SHUTDOWN_TIMEOUT_MS)),
+      );
+      if ((await Promise.race([graceful, deadline])) === "timeout") {
+        logger.warn(
+          { event: "worker_shutdown_timeout" },
+          "jobs still running at the deadline; leaving them to be redelivered",
+        );
+        await Promise.allSettled(this.workers.map((w) => w.close(true)));
+      }
+      clearTimeout(timer);
+      clearInterval(this.heartbeat);
+      this.loopDelay.disable();
+      await this.deps.registry.remove(this.id).catch(() => {});
+      await this.deps.pool.close();
+      logger.info({ event: "worker_stopped", worker: this.id, ...this.stats }, "worker stopped");
+    })();
+    return this.closing;
+  }
+}
