@@ -1,0 +1,21 @@
+import { buildConfig, type Config } from "../../src/config/index.js";
+import { REDIS_URL } from "./redis.js";
+
+/** A config for tests: the shared Redis, the test's own prefix, quiet logs, a free port. */
+export function testConfig(prefix: string, overrides: Record<string, string> = {}): Config {
+  return buildConfig({ ...testEnv(prefix), ...overrides });
+}
+
+export function testEnv(prefix: string, overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    NODE_ENV: "test",
+    REDIS_URL,
+    REDIS_KEY_PREFIX: prefix,
+    LOG_LEVEL: "silent",
+    HOST: "127.0.0.1",
+    PORT: "0",
+    JOB_BACKOFF_MS: "50",
+    WORKER_HEARTBEAT_INTERVAL_MS: "500",
+    ...overrides,
+  };
+}

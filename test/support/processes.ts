@@ -1,0 +1,96 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+/** The built CLI (npm test builds before running tests). */
+export const CLI = path.join(ROOT, "dist", "cli", "index.js");
+
+export interface Spawned {
+  readonly proc: ChildProcess;
+  /** Every stdout line parsed as JSON (log lines), plus raw stderr text. */
+  readonly lines: Record<string, unknown>[];
+  readonly stderr: () => string;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves with the first log line matching `pred`, rejects after `ms`. */
+  waitForLine(pred: (l: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/** Spawns `inferline <args>` as a real process with the given environment (plus PATH). */
+export function spawnCli(args: readonly string[], env: Record<string, string>): Spawned {
+  const proc = spawn(process.execPath, [CLI, ...args], {
+    env: { PATH: process.env.PATH ?? "", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: Record<string, unknown>[] = [];
+  const listeners = new Set<(l: Record<string, unknown>) => void>();
+  let buf = "";
+  let err = "";
+  proc.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+    buf += chunk;
+    let i: number;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        const parsed = JSON.parse(line) as Record<string, unknown>;
+        lines.push(parsed);
+        for (const l of listeners) l(parsed);
+      } catch {
+        /* not a log line */
+      }
+    }
+  });
+  proc.stderr!.setEncoding("utf8").on("data", (c: string) => (err += c));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  return {
+    proc,
+    lines,
+    stderr: () => err,
+    exited,
+    waitForLine(pred, ms = 20_000) {
+      const found = lines.find(pred);
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          listeners.delete(check);
+          reject(new Error(`no matching log line within ${ms} ms; stderr: ${err.slice(-2000)}`));
+        }, ms);
+        const check = (l: Record<string, unknown>) => {
+          if (!pred(l)) return;
+          clearTimeout(timer);
+          listeners.delete(check);
+          resolve(l);
+        };
+        listeners.add(check);
+        void exited.then(({ code, signal }) => {
+          if (!listeners.has(check)) return;
+          clearTimeout(timer);
+          listeners.delete(check);
+          reject(new Error(`process exited (${signal ?? code}) before a matching line; stderr: ${err.slice(-2000)}`));
+        });
+      });
+    },
+    kill(signal = "SIGTERM") {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+    },
+  };
+}
+
+/** Starts a worker process and resolves once it is taking jobs. */
+export async function spawnWorker(env: Record<string, string>, args: readonly string[] = []): Promise<Spawned> {
+  const w = spawnCli(["worker", ...args], { LOG_LEVEL: "info", ...env });
+  await w.waitForLine((l) => l.event === "worker_started", 30_000);
+  return w;
+}
+
+/** Stops a spawned process (SIGTERM, then SIGKILL after `ms`). */
+export async function stop(p: Spawned, ms = 15_000): Promise<void> {
+  p.kill("SIGTERM");
+  const t = setTimeout(() => p.kill("SIGKILL"), ms);
+  await p.exited;
+  clearTimeout(t);
+}
