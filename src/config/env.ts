@@ -20,6 +20,16 @@ const list = z
   )
   .pipe(z.array(z.string().regex(/^[a-z0-9][a-z0-9-]*$/, "lowercase names separated by commas")));
 
+const hostPorts = z
+  .string()
+  .transform((v) =>
+    v
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0),
+  )
+  .pipe(z.array(z.string().regex(/^[^\s,:]+:\d{1,5}$/, "host:port entries separated by commas")).min(1));
+
 /**
  * Every environment variable Inferline reads. Each entry: schema with its default, and a
  * one-line description (unit and default) that README's configuration table and env.example
@@ -112,6 +122,58 @@ export const ENV_SCHEMA = {
   SUPERVISOR_RESTART_BACKOFF_MS: int(10)
     .default(1000)
     .describe("`start`: first delay before restarting a crashed worker; doubles up to 30 s (ms)."),
+  REDIS_CLUSTER_NODES: hostPorts
+    .optional()
+    .describe(
+      "Redis Cluster seed nodes, host:port separated by commas (user, password and TLS still come from REDIS_URL). Unset: no cluster.",
+    ),
+  REDIS_SENTINELS: hostPorts
+    .optional()
+    .describe(
+      "Redis Sentinel addresses, host:port separated by commas; the master is found through them (password from REDIS_URL). Unset: no Sentinel.",
+    ),
+  REDIS_SENTINEL_NAME: z
+    .string()
+    .min(1)
+    .default("mymaster")
+    .describe("Name of the master the Sentinels watch (with REDIS_SENTINELS)."),
+  AUTOSCALE: bool
+    .default(true)
+    .describe(
+      "`start`: scale worker processes on queue depth between AUTOSCALE_MIN_WORKERS and AUTOSCALE_MAX_WORKERS.",
+    ),
+  AUTOSCALE_MIN_WORKERS: int(1, 64)
+    .default(2)
+    .describe(
+      "`start`: fewest worker processes the autoscaler keeps (lowered to WORKERS when that is smaller).",
+    ),
+  AUTOSCALE_MAX_WORKERS: int(1, 64)
+    .default(10)
+    .describe("`start`: most worker processes the autoscaler runs (raised to WORKERS when that is larger)."),
+  AUTOSCALE_INTERVAL_MS: int(100)
+    .default(30_000)
+    .describe("`start`: how often the autoscaler reads queue depth and throughput (ms)."),
+  AUTOSCALE_UP_QUEUE_DEPTH: int(1)
+    .default(50)
+    .describe("`start`: add workers when the queued jobs of all models exceed this."),
+  AUTOSCALE_UP_DRAIN_SECONDS: int(1)
+    .default(60)
+    .describe(
+      "`start`: also add workers when the queue would take longer than this to drain at the measured rate (s).",
+    ),
+  AUTOSCALE_UP_STEP: int(1, 64).default(2).describe("`start`: workers added per scale-up."),
+  AUTOSCALE_DOWN_QUEUE_DEPTH: int(0)
+    .default(10)
+    .describe("`start`: remove workers once the queued jobs stay under this for AUTOSCALE_DOWN_AFTER_MS."),
+  AUTOSCALE_DOWN_AFTER_MS: int(0)
+    .default(300_000)
+    .describe("`start`: how long the queue must stay shallow before workers are removed (ms)."),
+  AUTOSCALE_DOWN_STEP: int(1, 64)
+    .default(2)
+    .describe("`start`: workers removed (drained gracefully) per scale-down."),
+  AUTOSCALE_COOLDOWN_MS: int(0)
+    .default(60_000)
+    .describe("`start`: quiet time after any scaling step before the next one (ms)."),
 } as const;
 
 const schema = z.object(ENV_SCHEMA);

@@ -1,7 +1,13 @@
 import type { Config } from "../config/index.js";
+import { ModelCatalog } from "../models/catalog.js";
+import { createRedis } from "../redis/connection.js";
 import type { Logger } from "../telemetry/logger.js";
+import { WorkerRegistry } from "../telemetry/workers.js";
+import { Autoscaler, type ScalePolicy } from "./autoscaler.js";
 import { ensureRedis } from "./local-redis.js";
+import { QueueProbe } from "./queue-probe.js";
 import { Supervisor } from "./supervisor.js";
+import { WorkerPool } from "./worker-pool.js";
 
 export interface StartOptions {
   readonly entry: string;
@@ -16,7 +22,27 @@ export interface StartHandle {
   stop(): Promise<void>;
 }
 
-/** `inferline start`: Redis (found or started), one API process and N worker processes. */
+/** The autoscaler's bounds always include the worker count `start` was asked for. */
+export function scalePolicy(config: Config, initial: number): ScalePolicy {
+  const min = Math.min(config.AUTOSCALE_MIN_WORKERS, initial);
+  return {
+    min,
+    max: Math.max(config.AUTOSCALE_MAX_WORKERS, initial, min),
+    intervalMs: config.AUTOSCALE_INTERVAL_MS,
+    upDepth: config.AUTOSCALE_UP_QUEUE_DEPTH,
+    upDrainSeconds: config.AUTOSCALE_UP_DRAIN_SECONDS,
+    upStep: config.AUTOSCALE_UP_STEP,
+    downDepth: config.AUTOSCALE_DOWN_QUEUE_DEPTH,
+    downAfterMs: config.AUTOSCALE_DOWN_AFTER_MS,
+    downStep: config.AUTOSCALE_DOWN_STEP,
+    cooldownMs: config.AUTOSCALE_COOLDOWN_MS,
+  };
+}
+
+/**
+ * `inferline start`: Redis (found or started), one API process and N worker processes, the
+ * worker count then following queue depth (AUTOSCALE_*) unless AUTOSCALE=false or N is 0.
+ */
 export async function runStart(config: Config, logger: Logger, opts: StartOptions): Promise<StartHandle> {
   const redis = await ensureRedis(config, logger, opts.env.PATH);
   let announce: (url: string) => void = () => {};
@@ -33,7 +59,42 @@ export async function runStart(config: Config, logger: Logger, opts: StartOption
     },
   });
   supervisor.add({ name: "api", args: ["api"] });
-  for (let i = 1; i <= opts.workers; i++) supervisor.add({ name: `worker-${i}`, args: ["worker"] });
+  const pool = new WorkerPool(supervisor);
+  await pool.scaleTo(opts.workers);
+
+  let scaling: { autoscaler: Autoscaler; close: () => Promise<void> } | undefined;
+  if (config.AUTOSCALE && opts.workers > 0) {
+    const policy = scalePolicy(config, opts.workers);
+    const connection = createRedis(redis.url, "command");
+    connection.on("error", () => {});
+    const catalog = await ModelCatalog.load(config.MODEL_REPOSITORY, config.MODELS);
+    const registry = new WorkerRegistry(
+      connection,
+      config.REDIS_KEY_PREFIX,
+      config.WORKER_HEARTBEAT_INTERVAL_MS * 3,
+    );
+    const probe = new QueueProbe(connection, config.REDIS_KEY_PREFIX, catalog.names(), registry);
+    const autoscaler = new Autoscaler({
+      policy,
+      logger,
+      sample: () => probe.sample(),
+      current: () => pool.size(),
+      scaleTo: (n) => pool.scaleTo(n),
+    });
+    autoscaler.start();
+    logger.info(
+      { event: "autoscaler_started", ...policy },
+      `autoscaler: ${policy.min}..${policy.max} worker processes, checking every ${policy.intervalMs} ms`,
+    );
+    scaling = {
+      autoscaler,
+      close: async () => {
+        await autoscaler.stop();
+        await probe.close();
+        connection.disconnect();
+      },
+    };
+  }
 
   void url.then((u) => {
     opts.print(
@@ -44,7 +105,7 @@ export async function runStart(config: Config, logger: Logger, opts: StartOption
         `    models    ${u}/api/models`,
         `    health    ${u}/health`,
         `    redis     ${redis.owned ? `started here on 127.0.0.1:${config.LOCAL_REDIS_PORT} (stopped on exit)` : "external"}`,
-        `    workers   ${opts.workers} process(es)`,
+        `    workers   ${opts.workers} process(es)${scaling ? " (autoscaled on queue depth)" : ""}`,
         "  Ctrl-C stops everything gracefully.",
         "",
       ].join("\n"),
@@ -56,7 +117,8 @@ export async function runStart(config: Config, logger: Logger, opts: StartOption
     url,
     stop: () =>
       (stopping ??= (async () => {
-        await supervisor.stop();
+        await scaling?.close();
+        await Promise.all([supervisor.stop(), pool.settled()]);
         await redis.stop();
       })()),
   };
