@@ -111,6 +111,25 @@ program
     });
   });
 
+program
+  .command("train")
+  .description("Train built-in models from the datasets npm ships (development install), or re-check them.")
+  .argument("[names...]", "models to train (default: all built-in models)")
+  .option("-r, --repository <dir>", "model repository to write into (default: MODEL_REPOSITORY)")
+  .option("--evaluate", "re-evaluate the committed models on their held-out splits instead of training")
+  .action(async (names: string[], opts: { repository?: string; evaluate?: boolean }) => {
+    // Loaded on demand: training needs the dataset packages, which production installs lack.
+    const { trainCommand } = await import("../training/command.js").catch((err: Error) =>
+      fail(new Error(`training needs the development dependencies (npm install): ${err.message}`)),
+    );
+    const ok = await trainCommand(names, {
+      repository: opts.repository ?? config().MODEL_REPOSITORY,
+      evaluate: opts.evaluate ?? false,
+      print: (l) => process.stdout.write(`${l}\n`),
+    }).catch(fail);
+    process.exitCode = ok ? 0 : 1;
+  });
+
 process.on("unhandledRejection", (err) => {
   process.stderr.write(`inferline: unhandled rejection: ${String((err as Error)?.stack ?? err)}\n`);
   process.exit(1);

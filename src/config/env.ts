@@ -105,6 +105,14 @@ export const ENV_SCHEMA = {
   WORKER_HEARTBEAT_INTERVAL_MS: int(100)
     .default(5000)
     .describe("How often a worker publishes its heartbeat record (ms)."),
+  ORT_INTRA_OP_THREADS: int(0, 256)
+    .default(1)
+    .describe(
+      "ONNX Runtime threads per operator in each worker (0: one per core). Default 1: worker processes are the unit of parallelism.",
+    ),
+  ORT_INTER_OP_THREADS: int(0, 256)
+    .default(1)
+    .describe("ONNX Runtime threads running independent operators in parallel in each worker (0: default)."),
   JOB_ATTEMPTS: int(1, 100).default(3).describe("Attempts per job before it ends `failed`."),
   JOB_BACKOFF_MS: int(0).default(1000).describe("First retry delay; doubles each attempt (ms)."),
   JOB_BACKOFF_JITTER: num(0, 1).default(0.5).describe("Share of each retry delay that is randomised (0..1)."),

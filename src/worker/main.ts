@@ -2,6 +2,7 @@ import type { Redis } from "ioredis";
 import type { Config } from "../config/index.js";
 import { builtinRuntime } from "../models/builtin/runtime.js";
 import { ModelCatalog } from "../models/catalog.js";
+import { onnxRuntime } from "../models/onnx/runtime.js";
 import { InputValidator } from "../models/validation.js";
 import { createRedis } from "../redis/connection.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
@@ -45,7 +46,10 @@ export async function startWorker(
     config.REDIS_KEY_PREFIX,
     config.WORKER_HEARTBEAT_INTERVAL_MS * 3,
   );
-  const pool = new ModelPool(catalog, [builtinRuntime]);
+  const pool = new ModelPool(catalog, [
+    builtinRuntime,
+    onnxRuntime({ intraOpThreads: config.ORT_INTRA_OP_THREADS, interOpThreads: config.ORT_INTER_OP_THREADS }),
+  ]);
   let onRecycle: (reason: string) => void = () => {};
   const recycled = new Promise<string>((r) => (onRecycle = r));
   const service = new WorkerService({

@@ -1,0 +1,121 @@
+import path from "node:path";
+import ort from "onnxruntime-node";
+import { makeEncoder, parsePreprocessing, type Encoder } from "../preprocess/index.js";
+import type { LoadedModel, ModelDescriptor, ModelRuntime, PredictItem } from "../types.js";
+import { onnxSectionSchema, postprocess, type OnnxSection } from "./postprocess.js";
+
+export interface OnnxRuntimeOptions {
+  /** Threads one operator may use (0: ONNX Runtime's default, one per core). */
+  readonly intraOpThreads: number;
+  /** Threads running independent operators in parallel (0: default). */
+  readonly interOpThreads: number;
+}
+
+/**
+ * Models in ONNX format, run by ONNX Runtime on the CPU. One InferenceSession per model
+ * version per worker process; each is warmed with one inference before the worker takes jobs,
+ * so the first request does not pay for graph optimisation and allocation.
+ */
+export function onnxRuntime(options: OnnxRuntimeOptions): ModelRuntime {
+  return {
+    kind: "onnx",
+    async load(descriptor) {
+      const file = descriptor.manifest.file;
+      if (typeof file !== "string") throw new Error("manifest has no model file");
+      if (descriptor.task !== "classification" && descriptor.task !== "regression")
+        throw new Error(`an onnx model's task must be classification or regression, not ${descriptor.task}`);
+      const encoder = makeEncoder(parsePreprocessing(descriptor.manifest.preprocessing));
+      const section = parseSection(descriptor.manifest.onnx);
+      const sessionOptions: ort.InferenceSession.SessionOptions = {
+        graphOptimizationLevel: "all",
+        executionMode: "sequential",
+      };
+      if (options.intraOpThreads > 0) sessionOptions.intraOpNumThreads = options.intraOpThreads;
+      if (options.interOpThreads > 0) sessionOptions.interOpNumThreads = options.interOpThreads;
+      let session: ort.InferenceSession;
+      try {
+        session = await ort.InferenceSession.create(path.join(descriptor.dir, file), sessionOptions);
+      } catch (err) {
+        throw new Error(`${file}: ONNX Runtime could not load it: ${(err as Error).message}`, { cause: err });
+      }
+      try {
+        const model = new OnnxModel(descriptor, session, encoder, section);
+        await model.warmUp();
+        return model;
+      } catch (err) {
+        await session.release().catch(() => {});
+        throw err;
+      }
+    },
+  };
+}
+
+function parseSection(raw: unknown): OnnxSection {
+  const parsed = onnxSectionSchema.safeParse(raw);
+  if (!parsed.success) throw new Error(`onnx: ${parsed.error.issues[0]?.message ?? "invalid"}`);
+  return parsed.data;
+}
+
+class OnnxModel implements LoadedModel {
+  private readonly inputName: string;
+  private readonly outputName: string;
+
+  constructor(
+    readonly descriptor: ModelDescriptor,
+    private readonly session: ort.InferenceSession,
+    private readonly encoder: Encoder,
+    private readonly section: OnnxSection,
+  ) {
+    this.inputName = pick(section.input, session.inputNames, "input");
+    this.outputName = pick(section.output, session.outputNames, "output");
+    const meta = session.inputMetadata.find((m) => m.name === this.inputName);
+    const width = meta?.isTensor ? meta.shape.at(-1) : undefined;
+    if (typeof width === "number" && width !== encoder.width)
+      throw new Error(
+        `preprocessing makes ${encoder.width} features but input "${this.inputName}" takes ${width}`,
+      );
+  }
+
+  /** One inference on a neutral row: fails the load (not a request) if the graph cannot run. */
+  async warmUp(): Promise<void> {
+    await this.infer(new Float32Array(this.encoder.width), 1);
+  }
+
+  async predictBatch(items: readonly PredictItem[]): Promise<unknown[]> {
+    const width = this.encoder.width;
+    const data = new Float32Array(items.length * width);
+    items.forEach((item, i) => this.encoder.encode(item.input, data.subarray(i * width, (i + 1) * width)));
+    return this.infer(data, items.length);
+  }
+
+  private async infer(data: Float32Array, rows: number) {
+    const feeds = { [this.inputName]: new ort.Tensor("float32", data, [rows, this.encoder.width]) };
+    const results = await this.session.run(feeds, [this.outputName]);
+    const out = results[this.outputName];
+    if (!out) throw new Error(`model gave no output "${this.outputName}"`);
+    if (!(out.data instanceof Float32Array) && !(out.data instanceof Float64Array))
+      throw new Error(`output "${this.outputName}" is ${out.type}, expected float`);
+    return postprocess(
+      out.data,
+      rows,
+      this.descriptor.task as "classification" | "regression",
+      this.descriptor.labels,
+      this.section.activation,
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+function pick(wanted: string | undefined, names: readonly string[], what: string): string {
+  if (wanted === undefined) {
+    const first = names[0];
+    if (first === undefined) throw new Error(`model has no ${what}`);
+    return first;
+  }
+  if (!names.includes(wanted))
+    throw new Error(`model has no ${what} "${wanted}" (it has ${names.join(", ")})`);
+  return wanted;
+}

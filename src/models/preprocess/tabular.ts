@@ -1,0 +1,50 @@
+import { z } from "zod";
+
+/** One input column: a number standardised by its training mean and spread, or a one-hot category. */
+const numericFeature = z.object({
+  name: z.string().min(1),
+  kind: z.literal("numeric"),
+  mean: z.number(),
+  std: z.number().positive(),
+});
+const categoricalFeature = z.object({
+  name: z.string().min(1),
+  kind: z.literal("categorical"),
+  values: z.array(z.string()).min(1),
+});
+
+/** Tabular inputs → features in the order the model was trained on. */
+export const tabularPreprocessingSchema = z.object({
+  type: z.literal("tabular"),
+  features: z.array(z.discriminatedUnion("kind", [numericFeature, categoricalFeature])).min(1),
+});
+export type TabularPreprocessing = z.infer<typeof tabularPreprocessingSchema>;
+export type TabularFeature = TabularPreprocessing["features"][number];
+
+export function tabularWidth(p: TabularPreprocessing): number {
+  return p.features.reduce((n, f) => n + (f.kind === "numeric" ? 1 : f.values.length), 0);
+}
+
+/**
+ * Writes one row. Inputs were validated against the manifest's schema by then; an unknown
+ * category still encodes (all zeros) rather than throwing, as the schema's enum is the guard.
+ */
+export function encodeTabular(
+  row: Readonly<Record<string, unknown>>,
+  p: TabularPreprocessing,
+  out?: Float32Array,
+): Float32Array {
+  const target = out ?? new Float32Array(tabularWidth(p));
+  let j = 0;
+  for (const f of p.features) {
+    const v = row[f.name];
+    if (f.kind === "numeric") {
+      if (typeof v !== "number" || !Number.isFinite(v))
+        throw new TypeError(`${f.name} must be a finite number`);
+      target[j++] = (v - f.mean) / f.std;
+    } else {
+      for (const value of f.values) target[j++] = v === value ? 1 : 0;
+    }
+  }
+  return target;
+}

@@ -1,0 +1,150 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { makeEncoder } from "../models/preprocess/index.js";
+import type { Example } from "./datasets.js";
+import { classificationMetrics, regressionMetrics, type Metrics } from "./metrics.js";
+import { Mlp, toSparse, train, type SparseRow } from "./mlp.js";
+import { exportMlp } from "./onnx-export.js";
+import { progressBar } from "./progress.js";
+import type { Recipe, Threshold } from "./recipes.js";
+import { split } from "./rng.js";
+
+export const MODEL_FILE = "model.onnx";
+
+export interface TrainReport {
+  readonly name: string;
+  readonly metrics: Metrics;
+  readonly passed: boolean;
+  readonly dir: string;
+  readonly bytes: number;
+}
+
+/** The split every consumer (training, evaluation, tests) uses for a recipe. */
+export async function datasetSplit(r: Recipe, seed = r.seed, testFraction = r.testFraction) {
+  return split(await r.load(), seed, testFraction);
+}
+
+export function targetOf(r: Recipe, e: Example): number {
+  if (r.task === "regression") return e.target as number;
+  const i = r.labels!.indexOf(e.target as string);
+  if (i < 0) throw new Error(`${r.name}: unknown label ${String(e.target)}`);
+  return i;
+}
+
+export function meetsThreshold(t: Threshold, m: Metrics): boolean {
+  return t.metric === "accuracy" ? (m.accuracy ?? 0) >= t.min : (m.rmse ?? Infinity) <= t.max;
+}
+
+/**
+ * Trains one built-in model from its recipe and writes `<repo>/<name>/1/` (model.onnx and
+ * manifest.json). Deterministic: the same recipe gives byte-identical model.onnx.
+ */
+export async function trainRecipe(r: Recipe, repo: string, now = new Date()): Promise<TrainReport> {
+  const { train: trainRows, test: testRows } = await datasetSplit(r);
+  const preprocessing = r.preprocessing(trainRows);
+  const encoder = makeEncoder(preprocessing);
+  const encode = (rows: readonly Example[]): SparseRow[] =>
+    rows.map((e) => toSparse(encoder.encode(e.input)));
+  const xTrain = encode(trainRows);
+  const xTest = encode(testRows);
+  let yTrain = trainRows.map((e) => targetOf(r, e));
+  const yTest = testRows.map((e) => targetOf(r, e));
+
+  // Regression trains on a standardised target; the scale is folded back into the last layer.
+  let yMean = 0;
+  let yStd = 1;
+  if (r.task === "regression") {
+    yMean = yTrain.reduce((a, b) => a + b, 0) / yTrain.length;
+    yStd = Math.sqrt(yTrain.reduce((a, b) => a + (b - yMean) ** 2, 0) / yTrain.length);
+    yTrain = yTrain.map((y) => (y - yMean) / yStd);
+  }
+  const outputs = r.task === "regression" ? 1 : r.labels!.length;
+  const model = Mlp.init([encoder.width, ...r.hidden, outputs], r.loss, r.seed);
+  const bar = progressBar(r.name);
+  train(model, xTrain, yTrain, {
+    ...r.training,
+    seed: r.seed,
+    onProgress: (f, loss) => bar.update(f, `loss ${loss.toFixed(4)}`),
+  });
+  if (r.task === "regression") {
+    const last = model.layers.at(-1)!;
+    for (let i = 0; i < last.weights.length; i++) last.weights[i]! *= yStd;
+    last.bias[0] = last.bias[0]! * yStd + yMean;
+  }
+
+  const predictions = xTest.map((x) => model.predict(x));
+  const metrics =
+    r.task === "regression"
+      ? regressionMetrics(
+          predictions.map((p) => p[0]!),
+          yTest,
+        )
+      : classificationMetrics(predictions, yTest);
+  const passed = meetsThreshold(r.threshold, metrics);
+  bar.done(
+    Object.entries(metrics)
+      .map(([k, v]) => `${k} ${v}`)
+      .join("  "),
+  );
+
+  const dir = path.join(repo, r.name, "1");
+  await mkdir(dir, { recursive: true });
+  const bytes = exportMlp(model, { docString: `${r.name}: ${r.description}` });
+  await writeFile(path.join(dir, MODEL_FILE), bytes);
+  await writeFile(
+    path.join(dir, "manifest.json"),
+    `${JSON.stringify(manifestFor(r, preprocessing, model, metrics, trainRows.length, now), null, 2)}\n`,
+  );
+  return { name: r.name, metrics, passed, dir, bytes: bytes.length };
+}
+
+function manifestFor(
+  r: Recipe,
+  preprocessing: unknown,
+  model: Mlp,
+  metrics: Metrics,
+  trainRows: number,
+  now: Date,
+) {
+  return {
+    name: r.name,
+    version: "1",
+    description: r.description,
+    kind: "onnx",
+    file: MODEL_FILE,
+    input: r.input,
+    preprocessing,
+    onnx: {
+      input: "features",
+      output: r.task === "regression" ? "value" : "probabilities",
+      activation: "none",
+    },
+    output:
+      r.task === "regression"
+        ? { task: "regression", unit: "miles per gallon" }
+        : { task: "classification", labels: r.labels },
+    batching: r.batching,
+    cache: { ttlSeconds: r.cacheTtlSeconds },
+    training: {
+      dataset: r.dataset.name,
+      source: r.dataset.source,
+      seed: r.seed,
+      split: {
+        method: "seeded shuffle, first share held out",
+        test_fraction: r.testFraction,
+        train_rows: trainRows,
+        test_rows: metrics.rows,
+      },
+      architecture: {
+        layers: model.layers.map((l) => [l.inputs, l.outputs]),
+        activation: "relu",
+        parameters: model.parameterCount(),
+      },
+      optimiser: { name: "adam", ...r.training },
+      metrics,
+      threshold: r.threshold,
+      trained_at: now.toISOString(),
+      command: `inferline train ${r.name}`,
+    },
+  };
+}
