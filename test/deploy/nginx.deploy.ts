@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { testEnv } from "../support/config.js";
+import { freePort } from "../support/http.js";
+import { spawnCli, stop, type Spawned } from "../support/processes.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { load } from "./support/load.js";
+import { startNginx, type LocalNginx } from "./support/nginx.js";
+
+void describe("nginx load balancing over three API processes (deploy/nginx)", () => {
+  const prefix = uniquePrefix("nginx");
+  const apis: { port: number; proc: Spawned }[] = [];
+  let nginx: LocalNginx;
+
+  before(async () => {
+    for (let i = 0; i < 3; i++) {
+      const port = await freePort();
+      const proc = spawnCli(
+        ["api", "--port", String(port)],
+        testEnv(prefix, { LOG_LEVEL: "info", MODELS: "echo" }),
+      );
+      apis.push({ port, proc });
+    }
+    await Promise.all(apis.map((a) => a.proc.waitForLine((l) => l.event === "api_started", 30_000)));
+    nginx = await startNginx(
+      await freePort(),
+      apis.map((a) => `127.0.0.1:${a.port}`),
+      // One loopback client makes all the load: lift the per-client limit (checked separately).
+      { ratePerSecond: 100_000 },
+    );
+  });
+
+  after(async () => {
+    await nginx?.stop();
+    await Promise.all(apis.map((a) => stop(a.proc)));
+    await cleanupPrefix(prefix);
+  });
+
+  void it("answers JSON for nginx's own errors and hides /metrics", async () => {
+    const metrics = await fetch(`${nginx.url}/metrics`);
+    assert.equal(metrics.status, 404);
+    assert.match(metrics.headers.get("content-type") ?? "", /application\/json/);
+    const body = (await metrics.json()) as { error: { code: string } };
+    assert.equal(body.error.code, "not_found");
+    const big = await fetch(`${nginx.url}/api/ml/echo`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ text: "x".repeat(2 * 1024 * 1024) }),
+    });
+    assert.equal(big.status, 413);
+    assert.equal(((await big.json()) as { error: { code: string } }).error.code, "payload_too_large");
+  });
+
+  void it("rate-limits one client on the prediction routes with a JSON 429", async () => {
+    const limited = await startNginx(await freePort(), [`127.0.0.1:${apis[0]!.port}`]);
+    try {
+      const replies = await Promise.all(
+        Array.from({ length: 300 }, () =>
+          fetch(`${limited.url}/api/ml/echo`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ text: "burst" }),
+          }).then(async (r) => ({
+            status: r.status,
+            retry: r.headers.get("retry-after"),
+            body: await r.text(),
+          })),
+        ),
+      );
+      const over = replies.filter((r) => r.status === 429);
+      assert.ok(over.length > 50, `429s: ${over.length}`);
+      assert.equal(over[0]!.retry, "1");
+      assert.equal((JSON.parse(over[0]!.body) as { error: { code: string } }).error.code, "rate_limited");
+      assert.ok(replies.filter((r) => r.status === 202).length >= 100, "the burst allowance is served");
+    } finally {
+      await limited.stop();
+    }
+  });
+
+  void it("spreads requests over all three and loses < 0.1% when one is killed mid-load", async () => {
+    const paths = ["/api/models", "/health/live", "/api/ml/echo"];
+    let killed = false;
+    const result = await load(
+      9000,
+      16,
+      (i) => {
+        const p = paths[i % paths.length]!;
+        return p === "/api/ml/echo"
+          ? fetch(nginx.url + p, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify({ text: `load ${i}` }),
+            })
+          : fetch(nginx.url + p);
+      },
+      (done) => {
+        if (!killed && done > 1500) {
+          killed = true;
+          apis[2]!.proc.kill("SIGKILL");
+        }
+      },
+    );
+    assert.ok(killed, "an API process was killed during the run");
+    const rate = result.failed / result.total;
+    console.log(
+      `nginx load: ${result.total} requests, ${result.failed} failed (${(rate * 100).toFixed(3)}%)`,
+      result.byStatus,
+    );
+    assert.ok(result.total > 3000, `enough load: ${result.total}`);
+    assert.ok(rate < 0.001, `failed ${result.failed}/${result.total}: ${JSON.stringify(result.byStatus)}`);
+
+    const served = new Map<string, number>();
+    for (const line of nginx.accessLog()) {
+      for (const addr of String(line.upstream).split(/[ ,:]+\s*/)) {
+        if (addr) served.set(addr, (served.get(addr) ?? 0) + 1);
+      }
+    }
+    for (const a of apis) {
+      const n = served.get(String(a.port)) ?? 0;
+      assert.ok(n > 100, `127.0.0.1:${a.port} served ${n} requests`);
+    }
+  });
+});
