@@ -126,6 +126,8 @@ export function importMlp(bytes: Uint8Array, loss: "softmax-cross-entropy" | "ms
 
 function floats(raw: Uint8Array | null | undefined): Float32Array {
   if (!raw) throw new Error("tensor without raw_data");
-  // Copy: the decoded buffer may not be 4-byte aligned.
-  return new Float32Array(raw.slice().buffer);
+  // Copy: the decoded bytes are a view into a larger buffer, not necessarily 4-byte aligned.
+  const copy = new Uint8Array(raw.byteLength);
+  copy.set(raw);
+  return new Float32Array(copy.buffer);
 }

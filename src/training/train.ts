@@ -39,7 +39,12 @@ export function meetsThreshold(t: Threshold, m: Metrics): boolean {
  * Trains one built-in model from its recipe and writes `<repo>/<name>/1/` (model.onnx and
  * manifest.json). Deterministic: the same recipe gives byte-identical model.onnx.
  */
-export async function trainRecipe(r: Recipe, repo: string, now = new Date()): Promise<TrainReport> {
+export async function trainRecipe(
+  r: Recipe,
+  repo: string,
+  options: { readonly now?: Date; readonly progress?: boolean } = {},
+): Promise<TrainReport> {
+  const now = options.now ?? new Date();
   const { train: trainRows, test: testRows } = await datasetSplit(r);
   const preprocessing = r.preprocessing(trainRows);
   const encoder = makeEncoder(preprocessing);
@@ -60,7 +65,7 @@ export async function trainRecipe(r: Recipe, repo: string, now = new Date()): Pr
   }
   const outputs = r.task === "regression" ? 1 : r.labels!.length;
   const model = Mlp.init([encoder.width, ...r.hidden, outputs], r.loss, r.seed);
-  const bar = progressBar(r.name);
+  const bar = options.progress === false ? { update: () => {}, done: () => {} } : progressBar(r.name);
   train(model, xTrain, yTrain, {
     ...r.training,
     seed: r.seed,
