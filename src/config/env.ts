@@ -113,6 +113,16 @@ export const ENV_SCHEMA = {
   ORT_INTER_OP_THREADS: int(0, 256)
     .default(1)
     .describe("ONNX Runtime threads running independent operators in parallel in each worker (0: default)."),
+  MODEL_RELOAD_TIMEOUT_MS: int(100, 600_000)
+    .default(30_000)
+    .describe("POST /api/admin/models/reload: how long to wait for workers to load new versions (ms)."),
+  ADMIN_API_KEY: z
+    .string()
+    .min(16, "at least 16 characters")
+    .optional()
+    .describe(
+      "Bearer token for /api/admin/* routes (Authorization: Bearer <key>). Unset: admin routes answer 403.",
+    ),
   JOB_ATTEMPTS: int(1, 100).default(3).describe("Attempts per job before it ends `failed`."),
   JOB_BACKOFF_MS: int(0).default(1000).describe("First retry delay; doubles each attempt (ms)."),
   JOB_BACKOFF_JITTER: num(0, 1).default(0.5).describe("Share of each retry delay that is randomised (0..1)."),

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import { installErrorHandling } from "./error-handler.js";
+import { adminModelRoutes } from "./routes/admin-models.js";
 import { healthRoutes } from "./routes/health.js";
 import { modelRoutes } from "./routes/models.js";
 import { predictRoutes } from "./routes/predict.js";
@@ -41,5 +42,6 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   await app.register(modelRoutes, deps);
   await app.register(predictRoutes, deps);
   await app.register(resultRoutes, deps);
+  await app.register(adminModelRoutes, deps);
   return app;
 }

@@ -15,9 +15,35 @@ export interface CatalogProblem {
  */
 export class ModelCatalog {
   private constructor(
-    private readonly byName: ReadonlyMap<string, readonly ModelDescriptor[]>,
-    readonly problems: readonly CatalogProblem[],
+    private byName: ReadonlyMap<string, readonly ModelDescriptor[]>,
+    private problemList: readonly CatalogProblem[],
   ) {}
+
+  get problems(): readonly CatalogProblem[] {
+    return this.problemList;
+  }
+
+  /**
+   * Serves `next`'s versions from now on. The catalog object is shared by everything that was
+   * given it (routes, validator, model pool), so a reload swaps the contents, not the object.
+   */
+  adopt(next: ModelCatalog): void {
+    this.byName = next.byName;
+    this.problemList = next.problemList;
+  }
+
+  /** A copy without one version (one that failed to load), which is reported as a problem. */
+  without(name: string, version: string, reason: string): ModelCatalog {
+    const byName = new Map(this.byName);
+    const left = (byName.get(name) ?? []).filter((d) => d.version !== version);
+    const dropped = this.byName.get(name)?.find((d) => d.version === version);
+    if (left.length > 0) byName.set(name, left);
+    else byName.delete(name);
+    return new ModelCatalog(byName, [
+      ...this.problemList,
+      { path: dropped?.dir ?? `${name}/${version}`, message: reason },
+    ]);
+  }
 
   static async load(dir: string, only?: readonly string[]): Promise<ModelCatalog> {
     const problems: CatalogProblem[] = [];

@@ -3,11 +3,13 @@ import type { Config } from "../config/index.js";
 import { builtinRuntime } from "../models/builtin/runtime.js";
 import { ModelCatalog } from "../models/catalog.js";
 import { onnxRuntime } from "../models/onnx/runtime.js";
+import { ReloadBus } from "../models/reload.js";
 import { InputValidator } from "../models/validation.js";
 import { createRedis } from "../redis/connection.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { WorkerRegistry } from "../telemetry/workers.js";
 import { ModelPool } from "./pool.js";
+import { reloadModels } from "./reload.js";
 import { WorkerService } from "./service.js";
 
 export interface WorkerOptions {
@@ -29,7 +31,8 @@ export async function startWorker(
   options: WorkerOptions = {},
   logger: Logger = createLogger(config, { role: "worker" }),
 ): Promise<WorkerHandle> {
-  const catalog = await ModelCatalog.load(config.MODEL_REPOSITORY, options.models ?? config.MODELS);
+  const loadCatalog = () => ModelCatalog.load(config.MODEL_REPOSITORY, options.models ?? config.MODELS);
+  const catalog = await loadCatalog();
   for (const p of catalog.problems) logger.warn({ event: "model_skipped", path: p.path }, p.message);
   const models = catalog.names();
   if (models.length === 0) throw new Error(`no loadable model to serve in ${config.MODEL_REPOSITORY}`);
@@ -64,7 +67,15 @@ export async function startWorker(
     concurrency: options.concurrency ?? config.WORKER_CONCURRENCY,
     onRecycle: (reason) => onRecycle(reason),
   });
+  const reload = () =>
+    reloadModels({ workerId: service.id, catalog, pool, load: loadCatalog, models, logger });
+  // A newest version that cannot load must not stop the worker serving the one before it.
+  await reload();
   await service.start();
+  // POST /api/admin/models/reload reaches every worker through this subscription.
+  await new ReloadBus(connection(), connection, config.REDIS_KEY_PREFIX).listen(reload, (err) =>
+    logger.warn({ event: "reload_failed", err: err.message }, "model reload failed"),
+  );
 
   let closing: Promise<void> | undefined;
   return {

@@ -1,0 +1,116 @@
+import assert from "node:assert/strict";
+import { cp, mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { testConfig, testEnv } from "../support/config.js";
+import { call } from "../support/http.js";
+import { spawnWorker, stop, type Spawned } from "../support/processes.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { MODELS_DIR, predict } from "./reference.js";
+
+const KEY = "reload-test-admin-key-0123456789";
+const ADELIE = {
+  island: "Torgersen",
+  bill_length_mm: 39,
+  bill_depth_mm: 18.7,
+  flipper_length_mm: 181,
+  body_mass_g: 3750,
+};
+
+async function addVersion(repo: string, version: string, broken: boolean) {
+  const dir = path.join(repo, "penguins", version);
+  await mkdir(dir, { recursive: true });
+  const manifest = JSON.parse(
+    await readFile(path.join(MODELS_DIR, "penguins", "1", "manifest.json"), "utf8"),
+  ) as {
+    version: string;
+  };
+  manifest.version = version;
+  await writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
+  if (broken) await writeFile(path.join(dir, "model.onnx"), "this is not an ONNX model");
+  else await cp(path.join(MODELS_DIR, "penguins", "1", "model.onnx"), path.join(dir, "model.onnx"));
+}
+
+void describe("model reload", () => {
+  const prefix = uniquePrefix("onnx-reload");
+  let repo: string;
+  let api: ApiHandle;
+  const workers: Spawned[] = [];
+  const env = () => testEnv(prefix, { MODEL_REPOSITORY: repo, ADMIN_API_KEY: KEY });
+
+  before(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), "inferline-reload-"));
+    await addVersion(repo, "1", false);
+    api = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo, ADMIN_API_KEY: KEY }));
+    for (let i = 0; i < 2; i++) workers.push(await spawnWorker(env()));
+  });
+  after(async () => {
+    await Promise.all(workers.map((w) => stop(w)));
+    await api.close();
+    await cleanupPrefix(prefix);
+    await rm(repo, { recursive: true, force: true });
+  });
+
+  const reload = () =>
+    call(api.url, "POST", "/api/admin/models/reload", undefined, { authorization: `Bearer ${KEY}` });
+
+  void it("needs the admin key", async () => {
+    const r = await call(api.url, "POST", "/api/admin/models/reload");
+    assert.equal(r.status, 401);
+    assert.equal((r.body.error as { code: string }).code, "admin_key_required");
+  });
+
+  void it("a broken new version keeps the old one serving, and the response says why", async () => {
+    await addVersion(repo, "2", true);
+    const r = await reload();
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.status, "partial");
+    const failed = r.body.failed as { model: string; version: string; reason: string; worker: string }[];
+    assert.equal(failed.length, 2, "both workers report the failure");
+    for (const f of failed) {
+      assert.equal(f.model, "penguins");
+      assert.equal(f.version, "2");
+      assert.match(f.reason, /ONNX Runtime could not load/);
+    }
+    const models = r.body.models as { name: string; latest_version: string }[];
+    assert.deepEqual(
+      models.find((m) => m.name === "penguins"),
+      { name: "penguins", latest_version: "1", versions: ["1"] },
+    );
+    const p = await predict(api.url, "penguins", ADELIE);
+    assert.equal(p.status, 200, JSON.stringify(p.body));
+    assert.equal(p.body.version, "1");
+    assert.equal((p.body.result as { label: string }).label, "Adelie");
+    const m = await call(api.url, "GET", "/api/models/penguins");
+    assert.equal(m.body.latest_version, "1");
+  });
+
+  void it("a good new version is loaded by every worker and becomes the latest", async () => {
+    await addVersion(repo, "3", false);
+    const r = await reload();
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const workersReport = r.body.workers as { loaded: { model: string; version: string }[] }[];
+    assert.equal(workersReport.length, 2);
+    for (const w of workersReport) assert.deepEqual(w.loaded, [{ model: "penguins", version: "3" }]);
+    const p = await predict(api.url, "penguins", { ...ADELIE, body_mass_g: 3751 });
+    assert.equal(p.status, 200, JSON.stringify(p.body));
+    assert.equal(p.body.version, "3");
+    assert.equal((p.body.result as { label: string }).label, "Adelie");
+  });
+
+  void it("a worker started while the newest version is broken serves the one before it", async () => {
+    await addVersion(repo, "4", true);
+    const late = await spawnWorker(env());
+    workers.push(late);
+    const failedLine = await late.waitForLine((l) => l.event === "model_load_failed");
+    assert.equal(failedLine.version, "4");
+    // The API was not told to reload, so it still routes to version 3, which every worker serves.
+    await stop(workers[0]!);
+    await stop(workers[1]!);
+    const p = await predict(api.url, "penguins", { ...ADELIE, body_mass_g: 3752 });
+    assert.equal(p.status, 200, JSON.stringify(p.body));
+    assert.equal(p.body.version, "3");
+  });
+});
