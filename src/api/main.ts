@@ -1,11 +1,12 @@
 import type { Config } from "../config/index.js";
+import { runSteps } from "../lifecycle/shutdown.js";
 import { buildApp } from "../http/app.js";
 import { ModelCatalog } from "../models/catalog.js";
 import { InputValidator } from "../models/validation.js";
 import { makeGuard } from "../queue/guard.js";
 import { JobService } from "../queue/jobs.js";
 import { JobWaiter } from "../queue/waiter.js";
-import { createRedis } from "../redis/connection.js";
+import { createRedis, waitReady } from "../redis/connection.js";
 import { HealthService } from "../telemetry/health.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { WorkerRegistry } from "../telemetry/workers.js";
@@ -28,6 +29,11 @@ export async function startApi(
 
   const redis = createRedis(config.redisUrl, "command", { commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS });
   redis.on("error", (err) => logger.debug({ event: "redis_error", err: err.message }, "redis error"));
+  // Start serving even when Redis is away (health says so, requests get 503), but give it a
+  // moment first so the first requests after boot do not fail needlessly.
+  await waitReady(redis, 3000).catch(() =>
+    logger.warn({ event: "redis_unreachable" }, "Redis not reachable yet; answering 503 until it is"),
+  );
   const blocking: ReturnType<typeof createRedis>[] = [];
   const waiter = new JobWaiter(() => {
     const c = createRedis(config.redisUrl, "blocking");
@@ -65,14 +71,16 @@ export async function startApi(
       health.startDraining();
       logger.info({ event: "api_stopping" }, "API draining");
       const timer = setTimeout(() => app.server.closeAllConnections(), config.SHUTDOWN_TIMEOUT_MS);
-      try {
-        await waiter.close();
-        await app.close();
-      } finally {
-        clearTimeout(timer);
-      }
-      await jobs.close();
-      for (const c of [redis, ...blocking]) c.disconnect();
+      await runSteps(
+        [
+          { name: "wake waiting requests", run: () => waiter.close(), timeoutMs: 2000 },
+          { name: "close HTTP server", run: () => app.close(), timeoutMs: config.SHUTDOWN_TIMEOUT_MS + 1000 },
+          { name: "close queues", run: () => jobs.close(), timeoutMs: 2000 },
+          { name: "disconnect Redis", run: () => [redis, ...blocking].forEach((c) => c.disconnect()) },
+        ],
+        logger,
+      );
+      clearTimeout(timer);
       logger.info({ event: "api_stopped" }, "API stopped");
     })());
   return { url, port, close };

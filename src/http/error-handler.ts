@@ -54,7 +54,12 @@ export function installErrorHandling(
     } else {
       err = fromFastify(raw, opts.bodyLimit) ?? new InternalError();
     }
-    if (err.status >= 500) {
+    if (err.status === 503) {
+      request.log.warn(
+        { code: err.code, event: "request_unavailable", err: (raw as Error).message },
+        err.message,
+      );
+    } else if (err.status >= 500) {
       request.log.error({ err: raw, event: "request_error" }, "request failed");
     } else {
       request.log.info({ code: err.code, event: "request_rejected" }, err.message);

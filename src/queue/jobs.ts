@@ -176,7 +176,8 @@ export function toView(job: Job<JobData, JobResult>, state: string): JobView {
     version: d.version,
     priority: d.priority,
     created_at: new Date(job.timestamp).toISOString(),
-    attempts: job.attemptsMade,
+    // attemptsStarted also counts an attempt that ended in a no-retry failure.
+    attempts: Math.max(job.attemptsMade, job.attemptsStarted ?? 0),
     max_attempts: job.opts.attempts ?? 1,
   };
   switch (state) {

@@ -81,8 +81,23 @@ export class JobWaiter {
     this.closing ??= (async () => {
       for (const set of this.waiters.values()) for (const fn of set) fn();
       this.waiters.clear();
-      await Promise.allSettled([...this.events.values()].map((qe) => qe.close()));
+      await Promise.allSettled([...this.events.values()].map((qe) => closeReader(qe)));
     })();
     return this.closing;
+  }
+}
+
+/**
+ * QueueEvents.close() waits for its (duplicated) connection to become ready, which never
+ * happens when Redis was unreachable since boot; after a grace period, disconnect it directly.
+ */
+async function closeReader(qe: QueueEvents, graceMs = 1000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), graceMs)));
+  const outcome = await Promise.race([qe.close().then(() => "closed" as const), timeout]);
+  clearTimeout(timer);
+  if (outcome === "timeout") {
+    const internal = qe as unknown as { connection?: { _client?: { disconnect(): void } } };
+    internal.connection?._client?.disconnect();
   }
 }

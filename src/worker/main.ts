@@ -1,5 +1,6 @@
 import type { Redis } from "ioredis";
 import type { Config } from "../config/index.js";
+import { runSteps } from "../lifecycle/shutdown.js";
 import { builtinRuntime } from "../models/builtin/runtime.js";
 import { ModelCatalog } from "../models/catalog.js";
 import { onnxRuntime } from "../models/onnx/runtime.js";
@@ -82,9 +83,16 @@ export async function startWorker(
     id: service.id,
     recycled,
     close: () =>
-      (closing ??= (async () => {
-        await service.close();
-        for (const c of connections) c.disconnect();
-      })()),
+      (closing ??= runSteps(
+        [
+          {
+            name: "drain worker",
+            run: () => service.close(),
+            timeoutMs: config.WORKER_SHUTDOWN_TIMEOUT_MS + 5000,
+          },
+          { name: "disconnect Redis", run: () => connections.forEach((c) => c.disconnect()) },
+        ],
+        logger,
+      )),
   };
 }

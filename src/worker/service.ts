@@ -3,6 +3,7 @@ import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Config } from "../config/index.js";
+import { runSteps } from "../lifecycle/shutdown.js";
 import type { JobData, JobResult } from "../contracts/jobs.js";
 import type { ModelCatalog } from "../models/catalog.js";
 import type { InputValidator } from "../models/validation.js";
@@ -154,25 +155,31 @@ export class WorkerService {
       const logger = this.log;
       this.state = "draining";
       logger.info({ event: "worker_draining", worker: this.id }, "worker draining");
-      await this.beat();
-      const graceful = Promise.allSettled(this.workers.map((w) => w.close()));
-      let timer: NodeJS.Timeout | undefined;
-      const deadline = new Promise<"timeout">(
-        (r) => (timer = setTimeout(() => r("timeout"), config.WORKER_SHUTDOWN_TIMEOUT_MS)),
+      let drained = false;
+      await runSteps(
+        [
+          { name: "announce draining", run: () => this.beat(), timeoutMs: 1000 },
+          {
+            name: "finish jobs in hand",
+            run: async () => {
+              await Promise.allSettled(this.workers.map((w) => w.close()));
+              drained = true;
+            },
+            timeoutMs: config.WORKER_SHUTDOWN_TIMEOUT_MS,
+          },
+          {
+            name: "abandon unfinished jobs to redelivery",
+            run: () => (drained ? undefined : Promise.allSettled(this.workers.map((w) => w.close(true)))),
+            timeoutMs: 2000,
+          },
+          { name: "remove heartbeat", run: () => this.deps.registry.remove(this.id), timeoutMs: 1000 },
+          { name: "unload models", run: () => this.deps.pool.close() },
+        ],
+        logger,
       );
-      if ((await Promise.race([graceful, deadline])) === "timeout") {
-        logger.warn(
-          { event: "worker_shutdown_timeout" },
-          "jobs still running at the deadline; leaving them to be redelivered",
-        );
-        await Promise.allSettled(this.workers.map((w) => w.close(true)));
-      }
-      clearTimeout(timer);
       clearInterval(this.heartbeat);
       this.loopDelay.disable();
-      await this.deps.registry.remove(this.id).catch(() => {});
-      await this.deps.pool.close();
-      logger.info({ event: "worker_stopped", worker: this.id, ...this.stats }, "worker stopped");
+      logger.info({ event: "worker_stopped", worker: this.id, drained, ...this.stats }, "worker stopped");
     })();
     return this.closing;
   }

@@ -70,7 +70,11 @@ export function spawnCli(args: readonly string[], env: Record<string, string>): 
           if (!listeners.has(check)) return;
           clearTimeout(timer);
           listeners.delete(check);
-          reject(new Error(`process exited (${signal ?? code}) before a matching line; stderr: ${err.slice(-2000)}`));
+          reject(
+            new Error(
+              `process exited (${signal ?? code}) before a matching line; stderr: ${err.slice(-2000)}`,
+            ),
+          );
         });
       });
     },
@@ -81,8 +85,11 @@ export function spawnCli(args: readonly string[], env: Record<string, string>): 
 }
 
 /** Starts a worker process and resolves once it is taking jobs. */
-export async function spawnWorker(env: Record<string, string>, args: readonly string[] = []): Promise<Spawned> {
-  const w = spawnCli(["worker", ...args], { LOG_LEVEL: "info", ...env });
+export async function spawnWorker(
+  env: Record<string, string>,
+  args: readonly string[] = [],
+): Promise<Spawned> {
+  const w = spawnCli(["worker", ...args], { ...env, LOG_LEVEL: "info" });
   await w.waitForLine((l) => l.event === "worker_started", 30_000);
   return w;
 }
