@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 
 export interface Step {
   readonly name: string;
-  readonly run: () => Promise<unknown> | unknown;
+  readonly run: () => unknown;
   /** Longest this step may take before shutdown moves on (ms). */
   readonly timeoutMs?: number;
 }

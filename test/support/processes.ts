@@ -27,7 +27,7 @@ export function spawnCli(args: readonly string[], env: Record<string, string>): 
   const listeners = new Set<(l: Record<string, unknown>) => void>();
   let buf = "";
   let err = "";
-  proc.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+  proc.stdout.setEncoding("utf8").on("data", (chunk: string) => {
     buf += chunk;
     let i: number;
     while ((i = buf.indexOf("\n")) >= 0) {
@@ -42,7 +42,7 @@ export function spawnCli(args: readonly string[], env: Record<string, string>): 
       }
     }
   });
-  proc.stderr!.setEncoding("utf8").on("data", (c: string) => (err += c));
+  proc.stderr.setEncoding("utf8").on("data", (c: string) => (err += c));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     proc.once("exit", (code, signal) => resolve({ code, signal })),
   );

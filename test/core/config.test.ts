@@ -1,0 +1,38 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+import { buildConfig, ConfigError, ENV_SCHEMA } from "../../src/config/index.js";
+
+describe("config", () => {
+  it("applies documented defaults and freezes the result", () => {
+    const c = buildConfig({});
+    assert.equal(c.PORT, 3000);
+    assert.equal(c.redisUrl, "redis://127.0.0.1:6379");
+    assert.equal(c.redisUrlFromEnv, false);
+    assert.ok(Object.isFrozen(c));
+    assert.throws(() => ((c as { PORT: number }).PORT = 1));
+  });
+
+  it("names every bad variable", () => {
+    try {
+      buildConfig({ PORT: "99999", REDIS_URL: "http://x", WORKER_CONCURRENCY: "many" });
+      assert.fail("should throw");
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      const text = err.message;
+      for (const v of ["PORT", "REDIS_URL", "WORKER_CONCURRENCY"]) assert.match(text, new RegExp(v));
+    }
+  });
+
+  it("treats empty strings as unset", () => {
+    assert.equal(buildConfig({ PORT: "" }).PORT, 3000);
+  });
+
+  it("every variable is described and listed in env.example", () => {
+    const example = readFileSync("env.example", "utf8");
+    for (const [name, schema] of Object.entries(ENV_SCHEMA)) {
+      assert.ok(schema.description && schema.description.length > 10, `${name} has a description`);
+      assert.match(example, new RegExp(`^#? ?${name}=`, "m"), `${name} in env.example`);
+    }
+  });
+});

@@ -1,0 +1,127 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { describe, it } from "node:test";
+import { testEnv } from "../support/config.js";
+import { call, eventually, freePort } from "../support/http.js";
+import { spawnCli, stop } from "../support/processes.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+
+async function bannerUrl(stderr: () => string): Promise<string> {
+  return eventually(async () => /Inferline is up: (http:\/\/\S+)/.exec(stderr())?.[1], 30_000);
+}
+
+async function portAnswers(port: number): Promise<boolean> {
+  const { Redis } = await import("ioredis");
+  const r = new Redis({
+    port,
+    host: "127.0.0.1",
+    retryStrategy: () => null,
+    maxRetriesPerRequest: 0,
+    lazyConnect: true,
+  });
+  r.on("error", () => {});
+  try {
+    await r.connect();
+    return (await r.ping()) === "PONG";
+  } catch {
+    return false;
+  } finally {
+    r.disconnect();
+  }
+}
+
+describe("inferline start", () => {
+  it("starts its own redis-server when nothing answers, serves a prediction, stops everything on Ctrl-C", async () => {
+    const port = await freePort();
+    const dir = mkdtempSync(path.join(tmpdir(), "inferline-start-"));
+    const env = testEnv("start", {
+      LOCAL_REDIS_PORT: String(port),
+      LOCAL_REDIS_DIR: dir,
+      WORKERS: "1",
+      LOG_LEVEL: "warn",
+    });
+    delete (env as Record<string, string | undefined>).REDIS_URL;
+    const proc = spawnCli(["start"], env);
+    try {
+      const url = await bannerUrl(proc.stderr);
+      assert.ok(await portAnswers(port), "redis-server started on the local port");
+      const r = await eventually(
+        async () => {
+          const res = await call(
+            url,
+            "POST",
+            "/api/ml/sentiment",
+            { text: "I love it, Inferline is great!" },
+            { prefer: "wait=5" },
+          );
+          return res.status === 200 ? res : undefined;
+        },
+        30_000,
+        250,
+      );
+      assert.equal(r.body.status, "completed");
+      assert.equal((r.body.result as { label: string }).label, "positive");
+      assert.match(proc.stderr(), /redis\s+started here/);
+      proc.kill("SIGINT");
+      const exit = await proc.exited;
+      assert.equal(exit.code, 0);
+      assert.equal(await portAnswers(port), false, "its redis-server stopped with it");
+    } finally {
+      await stop(proc);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("uses REDIS_URL when set and never starts a redis-server", async () => {
+    const prefix = uniquePrefix("start-url");
+    const proc = spawnCli(["start", "--workers", "1"], testEnv(prefix, { LOG_LEVEL: "warn" }));
+    try {
+      const url = await bannerUrl(proc.stderr);
+      assert.match(proc.stderr(), /redis\s+external/);
+      const r = await eventually(
+        async () => {
+          const res = await call(url, "POST", "/api/ml/echo", { text: "hi" }, { prefer: "wait=5" });
+          return res.status === 200 ? res : undefined;
+        },
+        30_000,
+        250,
+      );
+      assert.deepEqual(r.body.result, { echo: "hi", attempt: 1 });
+      proc.kill("SIGTERM");
+      assert.equal((await proc.exited).code, 0);
+    } finally {
+      await stop(proc);
+      await cleanupPrefix(prefix);
+    }
+  });
+
+  it("says how to get Redis when none answers and redis-server is not installed", async () => {
+    const port = await freePort();
+    const env = testEnv("start-none", { LOCAL_REDIS_PORT: String(port), PATH: "/nonexistent" });
+    delete (env as Record<string, string | undefined>).REDIS_URL;
+    const proc = spawnCli(["start"], env);
+    const exit = await proc.exited;
+    assert.equal(exit.code, 1);
+    assert.match(proc.stderr(), /redis-server is not on PATH/);
+    assert.match(proc.stderr(), /REDIS_URL=/);
+  });
+});
+
+describe("configuration", () => {
+  it("fails at boot naming the bad variable", async () => {
+    const proc = spawnCli(["api"], testEnv("cfg", { PORT: "not-a-port", JOB_ATTEMPTS: "0" }));
+    const exit = await proc.exited;
+    assert.equal(exit.code, 2);
+    assert.match(proc.stderr(), /PORT="not-a-port"/);
+    assert.match(proc.stderr(), /JOB_ATTEMPTS="0"/);
+  });
+
+  it("every command has --help", async () => {
+    for (const cmd of ["start", "api", "worker"]) {
+      const proc = spawnCli([cmd, "--help"], {});
+      assert.equal((await proc.exited).code, 0);
+    }
+  });
+});

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { testConfig, testEnv } from "../support/config.js";
+import { call } from "../support/http.js";
+import { spawnWorker, stop } from "../support/processes.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+
+describe("worker processes", () => {
+  const prefix = uniquePrefix("lifecycle");
+  // Short leases so a killed worker's job is redelivered within a couple of seconds.
+  const env = testEnv(prefix, { WORKER_LOCK_DURATION_MS: "1000", WORKER_STALLED_INTERVAL_MS: "500" });
+  let api: ApiHandle;
+  before(async () => {
+    api = await startApi(testConfig(prefix));
+  });
+  after(async () => {
+    await api.close();
+    await cleanupPrefix(prefix);
+  });
+
+  it("kill -9 mid-job: the job completes on another worker", async () => {
+    const a = await spawnWorker(env, ["--models", "echo"]);
+    const b = await spawnWorker(env, ["--models", "echo"]);
+    try {
+      const r = await call(api.url, "POST", "/api/ml/echo", { text: "survive", sleep_ms: 2000 });
+      const id = r.body.job_id as string;
+      const started = await Promise.race(
+        [a, b].map((w) => w.waitForLine((l) => l.event === "job_started" && l.job_id === id).then(() => w)),
+      );
+      const survivor = started === a ? b : a;
+      started.kill("SIGKILL");
+      await started.exited;
+      const g = await call(api.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=20" });
+      assert.equal(g.body.status, "completed");
+      assert.deepEqual(g.body.result, { echo: "survive", attempt: 1 });
+      await survivor.waitForLine((l) => l.event === "job_completed" && l.job_id === id);
+    } finally {
+      await Promise.all([stop(a), stop(b)]);
+    }
+  });
+
+  it("SIGTERM while jobs run: in-flight jobs complete, nothing is lost, exit code 0", async () => {
+    const w = await spawnWorker(env, ["--models", "echo", "--concurrency", "8"]);
+    const replies = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        call(api.url, "POST", "/api/ml/echo", { value: i, sleep_ms: 1200 }),
+      ),
+    );
+    await w.waitForLine((l) => l.event === "job_started");
+    w.kill("SIGTERM");
+    const exit = await w.exited;
+    assert.equal(exit.code, 0);
+    const completedInWorker = w.lines.filter((l) => l.event === "job_completed").length;
+    assert.ok(completedInWorker >= 1, "jobs in hand finished before exit");
+    // Whatever it had not started stays queued for the next worker: nothing is lost.
+    const next = await spawnWorker(env, ["--models", "echo"]);
+    try {
+      for (const r of replies) {
+        const g = await call(api.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, {
+          prefer: "wait=20",
+        });
+        assert.equal(g.body.status, "completed");
+        assert.equal(g.body.attempts, 1, "no job ran twice");
+      }
+    } finally {
+      await stop(next);
+    }
+  });
+
+  it("recycles itself after WORKER_MAX_JOBS jobs and exits 0", async () => {
+    const w = await spawnWorker({ ...env, WORKER_MAX_JOBS: "3" }, ["--models", "echo", "--concurrency", "1"]);
+    const replies = await Promise.all(
+      Array.from({ length: 3 }, (_, i) =>
+        call(api.url, "POST", "/api/ml/echo", { value: i }, { prefer: "wait=10" }),
+      ),
+    );
+    assert.ok(replies.every((r) => r.body.status === "completed"));
+    const exit = await w.exited;
+    assert.equal(exit.code, 0);
+    assert.ok(w.lines.some((l) => l.event === "worker_recycling"));
+  });
+});
