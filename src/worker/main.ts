@@ -70,13 +70,13 @@ export async function startWorker(
   });
   const reload = () =>
     reloadModels({ workerId: service.id, catalog, pool, load: loadCatalog, models, logger });
-  // A newest version that cannot load must not stop the worker serving the one before it.
-  await reload();
-  await service.start();
   // POST /api/admin/models/reload reaches every worker through this subscription.
   await new ReloadBus(connection(), connection, config.REDIS_KEY_PREFIX).listen(reload, (err) =>
     logger.warn({ event: "reload_failed", err: err.message }, "model reload failed"),
   );
+  // A newest version that cannot load must not stop the worker serving the one before it.
+  await reload();
+  await service.start();
 
   let closing: Promise<void> | undefined;
   return {

@@ -1,8 +1,9 @@
 import path from "node:path";
-import ort from "onnxruntime-node";
+import type { InferenceSession } from "onnxruntime-node";
 import { makeEncoder, parsePreprocessing, type Encoder } from "../preprocess/index.js";
 import type { LoadedModel, ModelDescriptor, ModelRuntime, PredictItem } from "../types.js";
 import { onnxSectionSchema, postprocess, type OnnxSection } from "./postprocess.js";
+import { SessionHost } from "./session-host.js";
 
 export interface OnnxRuntimeOptions {
   /** Threads one operator may use (0: ONNX Runtime's default, one per core). */
@@ -13,8 +14,10 @@ export interface OnnxRuntimeOptions {
 
 /**
  * Models in ONNX format, run by ONNX Runtime on the CPU. One InferenceSession per model
- * version per worker process; each is warmed with one inference before the worker takes jobs,
- * so the first request does not pay for graph optimisation and allocation.
+ * version per worker process, each on a thread of its own (onnxruntime-node runs inference on
+ * the calling thread, which would stall the worker's event loop for the length of every batch).
+ * Each is warmed with one inference before the worker takes jobs, so the first request does not
+ * pay for graph optimisation and allocation.
  */
 export function onnxRuntime(options: OnnxRuntimeOptions): ModelRuntime {
   return {
@@ -26,15 +29,15 @@ export function onnxRuntime(options: OnnxRuntimeOptions): ModelRuntime {
         throw new Error(`an onnx model's task must be classification or regression, not ${descriptor.task}`);
       const encoder = makeEncoder(parsePreprocessing(descriptor.manifest.preprocessing));
       const section = parseSection(descriptor.manifest.onnx);
-      const sessionOptions: ort.InferenceSession.SessionOptions = {
+      const sessionOptions: InferenceSession.SessionOptions = {
         graphOptimizationLevel: "all",
         executionMode: "sequential",
       };
       if (options.intraOpThreads > 0) sessionOptions.intraOpNumThreads = options.intraOpThreads;
       if (options.interOpThreads > 0) sessionOptions.interOpNumThreads = options.interOpThreads;
-      let session: ort.InferenceSession;
+      let session: SessionHost;
       try {
-        session = await ort.InferenceSession.create(path.join(descriptor.dir, file), sessionOptions);
+        session = await SessionHost.start({ file: path.join(descriptor.dir, file), options: sessionOptions });
       } catch (err) {
         throw new Error(`${file}: ONNX Runtime could not load it: ${(err as Error).message}`, { cause: err });
       }
@@ -62,14 +65,13 @@ class OnnxModel implements LoadedModel {
 
   constructor(
     readonly descriptor: ModelDescriptor,
-    private readonly session: ort.InferenceSession,
+    private readonly session: SessionHost,
     private readonly encoder: Encoder,
     private readonly section: OnnxSection,
   ) {
     this.inputName = pick(section.input, session.inputNames, "input");
     this.outputName = pick(section.output, session.outputNames, "output");
-    const meta = session.inputMetadata.find((m) => m.name === this.inputName);
-    const width = meta?.isTensor ? meta.shape.at(-1) : undefined;
+    const width = session.inputShapes[this.inputName]?.at(-1);
     if (typeof width === "number" && width !== encoder.width)
       throw new Error(
         `preprocessing makes ${encoder.width} features but input "${this.inputName}" takes ${width}`,
@@ -89,14 +91,9 @@ class OnnxModel implements LoadedModel {
   }
 
   private async infer(data: Float32Array, rows: number) {
-    const feeds = { [this.inputName]: new ort.Tensor("float32", data, [rows, this.encoder.width]) };
-    const results = await this.session.run(feeds, [this.outputName]);
-    const out = results[this.outputName];
-    if (!out) throw new Error(`model gave no output "${this.outputName}"`);
-    if (!(out.data instanceof Float32Array) && !(out.data instanceof Float64Array))
-      throw new Error(`output "${this.outputName}" is ${out.type}, expected float`);
+    const out = await this.session.run(this.inputName, this.outputName, data, [rows, this.encoder.width]);
     return postprocess(
-      out.data,
+      out,
       rows,
       this.descriptor.task as "classification" | "regression",
       this.descriptor.labels,
