@@ -216,4 +216,55 @@ COMPOSE_PROJECT_NAME=$PROJECT "$ROOT/scripts/scale-workers.sh" 2
 
 step "down"
 compose down -v -t 10
+
+step "scripts/deploy.sh with compose.prod.yaml: deploy, then a broken image rolls back"
+# The dev stack's settings above must not leak into the production stack's interpolation.
+unset INFERLINE_HTTP_PORT WORKER_CONCURRENCY WORKER_LOCK_DURATION_MS WORKER_STALLED_INTERVAL_MS
+D=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+HTTP=$(free_port)
+HTTPS=$(free_port)
+PW=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+cat >"$D/.env.production" <<ENV
+REDIS_PASSWORD=$PW
+REDIS_URL=redis://:$PW@redis:6379
+INFERLINE_HTTP_PORT=$HTTP
+INFERLINE_HTTPS_PORT=$HTTPS
+LETSENCRYPT_DIR=$D/letsencrypt
+CERTBOT_WEBROOT=$D/certbot
+ENV
+# The "host" is this machine: a stand-in for ssh that runs the command locally.
+cat >"$D/ssh" <<'SH'
+#!/bin/sh
+shift
+exec sh -c "$*"
+SH
+chmod +x "$D/ssh"
+printf 'FROM inferline:local\nENTRYPOINT ["/bin/false"]\n' | docker build -q -t inferline:broken - >/dev/null
+deploy() {
+  DEPLOY_SSH="$D/ssh" DEPLOY_DIR="$D" DEPLOY_PROJECT=inferline-ci-prod DEPLOY_HTTP_PORT=$HTTP \
+    DEPLOY_READY_TIMEOUT=60 DEPLOY_PULL=0 "$ROOT/scripts/deploy.sh" "$@"
+}
+prod_down() {
+  (cd "$D" && docker-compose -p inferline-ci-prod --env-file .env.production -f compose.yaml -f compose.prod.yaml ps)
+  (cd "$D" && docker-compose -p inferline-ci-prod --env-file .env.production -f compose.yaml -f compose.prod.yaml down -v -t 5 >/dev/null 2>&1)
+}
+deploy deploy localhost inferline:local || { prod_down; exit 1; }
+[ "$(cat "$D/.release")" = inferline:local ]
+curl -fsS "http://127.0.0.1:$HTTP/api/ml/sentiment" -H 'content-type: application/json' -H 'Prefer: wait=10' \
+  -d '{"text":"works in production too"}' | grep -q '"status":"completed"' || { prod_down; exit 1; }
+# Redis requires the password there.
+(cd "$D" && docker-compose -p inferline-ci-prod --env-file .env.production -f compose.yaml -f compose.prod.yaml \
+  exec -T redis redis-cli ping) | grep -q NOAUTH || { prod_down; echo "prod Redis answers without a password" >&2; exit 1; }
+if deploy deploy localhost inferline:broken; then
+  prod_down
+  echo "deploy.sh reported success for a broken image" >&2
+  exit 1
+fi
+[ "$(cat "$D/.release")" = inferline:local ] || { prod_down; echo "release record changed" >&2; exit 1; }
+curl -fsS -m 5 "http://127.0.0.1:$HTTP/health/ready" >/dev/null || { prod_down; echo "not ready after rollback" >&2; exit 1; }
+deploy status localhost
+prod_down
+rm -rf "$D"
+
 echo "container test passed; image inferline:local is ${SIZE_MB} MB"
