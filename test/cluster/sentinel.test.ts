@@ -1,0 +1,105 @@
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createRedis, waitReady } from "../../src/redis/connection.js";
+import { testEnv } from "../support/config.js";
+import { call, eventually, freePort } from "../support/http.js";
+import { spawnCli, stop, type Spawned } from "../support/processes.js";
+
+void describe("Redis behind Sentinel (REDIS_SENTINELS)", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "inferline-sentinel-"));
+  const procs: ChildProcess[] = [];
+  let sentinelPort = 0;
+  let start: Spawned | undefined;
+
+  before(async () => {
+    const masterPort = await freePort();
+    sentinelPort = await freePort();
+    procs.push(
+      spawn(
+        "redis-server",
+        ["--port", String(masterPort), "--bind", "127.0.0.1", "--save", "", "--dir", dir],
+        {
+          stdio: "ignore",
+        },
+      ),
+    );
+    const conf = path.join(dir, "sentinel.conf");
+    writeFileSync(
+      conf,
+      [
+        `port ${sentinelPort}`,
+        "bind 127.0.0.1",
+        `dir ${dir}`,
+        `sentinel monitor inferline-main 127.0.0.1 ${masterPort} 1`,
+        "sentinel down-after-milliseconds inferline-main 2000",
+        "",
+      ].join("\n"),
+    );
+    procs.push(spawn("redis-server", [conf, "--sentinel"], { stdio: "ignore" }));
+  });
+
+  after(async () => {
+    if (start) await stop(start, 20_000);
+    for (const p of procs) p.kill("SIGKILL");
+    await sleep(100);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  void it("createRedis finds the master through the Sentinel", async () => {
+    const url = `redis://127.0.0.1:${sentinelPort}?sentinel=inferline-main`;
+    const redis = await eventually(
+      async () => {
+        const r = createRedis(url, "command");
+        r.on("error", () => {});
+        try {
+          await waitReady(r, 1000);
+          return r;
+        } catch {
+          r.disconnect();
+          return undefined;
+        }
+      },
+      15_000,
+      200,
+    );
+    try {
+      await redis.set("inferline-sentinel-probe", "ok", "EX", 10);
+      assert.equal(await redis.get("inferline-sentinel-probe"), "ok");
+      const role = (await redis.call("role")) as unknown[];
+      assert.equal(role[0], "master");
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  void it("inferline start serves predictions through REDIS_SENTINELS", async () => {
+    start = spawnCli(
+      ["start", "--workers", "1"],
+      testEnv("inferline-sentinel", {
+        LOG_LEVEL: "info",
+        REDIS_URL: "",
+        REDIS_SENTINELS: `127.0.0.1:${sentinelPort}`,
+        REDIS_SENTINEL_NAME: "inferline-main",
+        MODELS: "echo,sentiment",
+        AUTOSCALE: "false",
+      }),
+    );
+    const base = (await start.waitForLine((l) => l.event === "api_started", 30_000)).url as string;
+    await start.waitForLine((l) => l.event === "worker_started", 30_000);
+    await eventually(async () => (await call(base, "GET", "/health/ready")).status === 200, 15_000, 100);
+    const r = await call(
+      base,
+      "POST",
+      "/api/ml/sentiment",
+      { text: "Sentinel works, great" },
+      { prefer: "wait=10" },
+    );
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal((r.body.result as { label: string }).label, "positive");
+  });
+});
