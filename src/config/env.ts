@@ -143,12 +143,12 @@ export const ENV_SCHEMA = {
   REDIS_CLUSTER_NODES: hostPorts
     .optional()
     .describe(
-      "Redis Cluster seed nodes, host:port separated by commas (user, password and TLS still come from REDIS_URL). Unset: no cluster.",
+      "`start`: Redis Cluster seed nodes, host:port separated by commas (user, password and TLS from REDIS_URL); passed to its processes as a cluster REDIS_URL. Unset: no cluster.",
     ),
   REDIS_SENTINELS: hostPorts
     .optional()
     .describe(
-      "Redis Sentinel addresses, host:port separated by commas; the master is found through them (password from REDIS_URL). Unset: no Sentinel.",
+      "`start`: Redis Sentinel addresses, host:port separated by commas (password from REDIS_URL); passed to its processes as a Sentinel REDIS_URL. Unset: no Sentinel.",
     ),
   REDIS_SENTINEL_NAME: z
     .string()
