@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
-import Fastify, { type FastifyInstance, LogController } from "fastify";
+import Fastify, { type FastifyInstance } from "fastify";
+import { RequestLog } from "./request-log.js";
 import { installErrorHandling } from "./error-handler.js";
 import { adminModelRoutes } from "./routes/admin-models.js";
 import { healthRoutes } from "./routes/health.js";
@@ -17,7 +18,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
     loggerInstance: deps.logger,
     bodyLimit: config.BODY_LIMIT_BYTES,
     requestIdHeader: "x-request-id",
-    logController: new LogController({ requestIdLogLabel: "request_id" }),
+    logController: new RequestLog(),
     genReqId: (req) => {
       const given = req.headers["x-request-id"];
       return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();

@@ -56,9 +56,14 @@ export class JobService {
     return q;
   }
 
-  async submit(req: SubmitRequest): Promise<JobView> {
+  /**
+   * Queues a job. With `waitMs`, holds until it ends or the time passes; the wake-up is
+   * registered before the job exists, so no event about it can be missed.
+   */
+  async submit(req: SubmitRequest, waitMs = 0): Promise<JobView> {
     // 128 random bits: unique under any concurrency, across any number of API processes.
     const jobId = makeJobId(req.model, randomBytes(16).toString("hex"));
+    const sub = waitMs > 0 ? this.waiter.subscribe(req.model, jobId, waitMs) : undefined;
     const data: JobData = {
       model: req.model,
       version: req.version,
@@ -66,17 +71,26 @@ export class JobService {
       priority: req.priority,
       requestId: req.requestId,
     };
-    const job = await this.guard(() =>
-      this.queue(req.model).add("predict", data, {
-        jobId,
-        priority: PRIORITY_LEVELS[req.priority],
-        attempts: this.policy.attempts,
-        backoff: { type: "exponential", delay: this.policy.backoffMs, jitter: this.policy.backoffJitter },
-        removeOnComplete: { age: this.policy.retentionSeconds },
-        removeOnFail: { age: this.policy.retentionSeconds },
-      }),
-    );
-    return toView(job, "queued");
+    let job;
+    try {
+      job = await this.guard(() =>
+        this.queue(req.model).add("predict", data, {
+          jobId,
+          priority: PRIORITY_LEVELS[req.priority],
+          attempts: this.policy.attempts,
+          backoff: { type: "exponential", delay: this.policy.backoffMs, jitter: this.policy.backoffJitter },
+          removeOnComplete: { age: this.policy.retentionSeconds },
+          removeOnFail: { age: this.policy.retentionSeconds },
+        }),
+      );
+    } catch (err) {
+      sub?.cancel();
+      throw err;
+    }
+    const queued = toView(job, "queued");
+    if (!sub) return queued;
+    await sub.signal;
+    return this.waitFor(jobId, waitMs - (Date.now() - job.timestamp), undefined);
   }
 
   /** The job's current view; JobNotFoundError when unknown or expired. */
@@ -85,13 +99,20 @@ export class JobService {
     if (model === undefined) throw new JobNotFoundError(jobId);
     return this.guard(async () => {
       const queue = this.queue(model);
-      const job = await Job.fromId<JobData, JobResult>(queue, jobId);
+      let job = await Job.fromId<JobData, JobResult>(queue, jobId);
       if (!job) {
         const tomb = await this.redis.get(this.canceledKey(model, jobId));
         if (tomb) return JSON.parse(tomb) as JobView;
         throw new JobNotFoundError(jobId);
       }
+      // A finished job's record says how it ended: one round trip.
+      if (job.finishedOn) return toView(job, finishedState(job));
       const state = await job.getState();
+      if (state === "completed" || state === "failed") {
+        // It finished between the two reads: read the record again for its result.
+        job = (await Job.fromId<JobData, JobResult>(queue, jobId)) ?? job;
+        if (job.finishedOn) return toView(job, finishedState(job));
+      }
       return toView(job, state);
     });
   }
@@ -162,6 +183,10 @@ export class JobService {
     this.closing ??= Promise.allSettled([...this.queues.values()].map((q) => q.close())).then(() => {});
     return this.closing;
   }
+}
+
+function finishedState(job: Job<JobData, JobResult>): "completed" | "failed" {
+  return job.returnvalue !== null && job.returnvalue !== undefined ? "completed" : "failed";
 }
 
 function iso(ms: number | undefined): string | undefined {

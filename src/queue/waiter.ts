@@ -34,7 +34,6 @@ export class JobWaiter {
       qe.on("completed", wake);
       qe.on("failed", wake);
       qe.on("removed", wake);
-      qe.on("active", wake);
       this.events.set(model, qe);
     }
     return qe;

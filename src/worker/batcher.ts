@@ -21,8 +21,6 @@ interface Pending {
 export class Batcher {
   private readonly queue: Pending[] = [];
   private running = false;
-  private timer: NodeJS.Timeout | undefined;
-
   constructor(
     private readonly model: LoadedModel,
     private readonly onBatch: (size: number, ms: number) => void = () => {},
@@ -35,21 +33,19 @@ export class Batcher {
     });
   }
 
+  private timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
+
   private schedule(): void {
     if (this.running || this.timer) return;
     const { maxBatchSize, maxDelayMs } = this.model.descriptor.batching;
-    if (maxDelayMs > 0 && this.queue.length < maxBatchSize) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        void this.drain();
-      }, maxDelayMs);
-    } else {
-      // Let jobs fetched in the same tick join this batch.
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        void this.drain();
-      }, 0);
-    }
+    const fire = () => {
+      this.timer = undefined;
+      void this.drain();
+    };
+    // With a delay, wait for more jobs (up to maxDelayMs); without, let the jobs fetched in this
+    // turn of the event loop join the batch and go.
+    this.timer =
+      maxDelayMs > 0 && this.queue.length < maxBatchSize ? setTimeout(fire, maxDelayMs) : setImmediate(fire);
   }
 
   private async drain(): Promise<void> {

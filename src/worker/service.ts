@@ -115,7 +115,11 @@ export class WorkerService {
     }
   }
 
+  /** RSS as of the last heartbeat (reading it per job costs more than the job). */
+  private lastRss = 0;
+
   private record(): WorkerRecord {
+    this.lastRss = process.memoryUsage.rss();
     const p99 = this.loopDelay.percentile(99) / 1e6;
     this.loopDelay.reset();
     return {
@@ -128,7 +132,7 @@ export class WorkerService {
       last_seen: new Date().toISOString(),
       processed: this.processed,
       failed: this.failed,
-      rss_bytes: process.memoryUsage.rss(),
+      rss_bytes: this.lastRss,
       event_loop_delay_p99_ms: Math.round(p99 * 100) / 100,
     };
   }

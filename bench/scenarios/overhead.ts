@@ -1,0 +1,149 @@
+import { randomBytes } from "node:crypto";
+import { Queue, QueueEvents } from "bullmq";
+import { Redis } from "ioredis";
+import { closedLoop, summarize, type Scenario } from "../lib.js";
+import { startBaseline, startCli, stopChild } from "../support/processes.js";
+
+async function cleanup(url: string, prefix: string): Promise<void> {
+  const r = new Redis(url);
+  let cursor = "0";
+  do {
+    const [next, keys] = await r.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+    cursor = next;
+    if (keys.length) await r.unlink(...keys);
+  } while (cursor !== "0");
+  r.disconnect();
+}
+
+/**
+ * What durability and the HTTP contract cost: the same trivial job, the same concurrency, one
+ * worker process each, measured back to back in one run:
+ *  - list queue: the tutorial design (LPUSH, BRPOP, SET; no leases, retries or ids), the client
+ *    woken by BLPOP on a per-job key (kinder to it than polling);
+ *  - bare BullMQ: Queue.add + waitUntilFinished on QueueEvents, trivial processor;
+ *  - Inferline end to end: HTTP POST /api/ml/echo with `Prefer: wait` (validation, job record,
+ *    priority queue, worker, batcher, result), through a separate API process.
+ */
+export const run: Scenario = async (ctx) => {
+  const total = ctx.quick ? 600 : 6000;
+  const warm = ctx.quick ? 100 : 500;
+  const concurrency = 16;
+  const url = ctx.redisUrl;
+  const rows: Record<string, ReturnType<typeof summarize>> = {};
+
+  // --- list queue (tutorial)
+  {
+    const prefix = `bench-list-${randomBytes(3).toString("hex")}`;
+    const w = await startBaseline("list", url, prefix, concurrency);
+    const conns = Array.from({ length: concurrency }, () => new Redis(url));
+    let n = 0;
+    const one = async (i: number) => {
+      const c = conns[i % concurrency]!;
+      const id = `${process.pid}-${n++}`;
+      await c.lpush(`${prefix}:jobs`, JSON.stringify({ id, data: { text: "hello" } }));
+      const done = await c.blpop(`${prefix}:done:${id}`, 10);
+      if (!done) throw new Error("timeout");
+      await c.get(`${prefix}:result:${id}`);
+    };
+    // Requests on one connection must not interleave: one caller per connection.
+    await closedLoop(concurrency, warm, async (i) => one(i));
+    const r = await closedLoop(
+      concurrency,
+      total,
+      async (i) => one(i),
+      (d) => ctx.progress("list queue", d, total),
+    );
+    rows["list queue (tutorial)"] = summarize(r);
+    conns.forEach((c) => c.disconnect());
+    await stopChild(w);
+    await cleanup(url, prefix);
+  }
+
+  // --- bare BullMQ
+  {
+    const prefix = `bench-bare-${randomBytes(3).toString("hex")}`;
+    const w = await startBaseline("bare", url, prefix, concurrency);
+    const queue = new Queue("bare", { connection: new Redis(url), prefix });
+    queue.setMaxListeners(0);
+    const events = new QueueEvents("bare", {
+      connection: new Redis(url, { maxRetriesPerRequest: null }),
+      prefix,
+    });
+    events.setMaxListeners(0);
+    await events.waitUntilReady();
+    const one = async () => {
+      const job = await queue.add(
+        "x",
+        { text: "hello" },
+        { removeOnComplete: { age: 3600 }, removeOnFail: { age: 3600 } },
+      );
+      await job.waitUntilFinished(events, 10_000);
+    };
+    await closedLoop(concurrency, warm, one);
+    const r = await closedLoop(concurrency, total, one, (d) => ctx.progress("bare BullMQ", d, total));
+    rows["bare BullMQ"] = summarize(r);
+    await events.close();
+    await queue.close();
+    await stopChild(w);
+    await cleanup(url, prefix);
+  }
+
+  // --- Inferline end to end
+  {
+    const prefix = `bench-e2e-${randomBytes(3).toString("hex")}`;
+    const env = { REDIS_URL: url, REDIS_KEY_PREFIX: prefix, PORT: "3917", HOST: "127.0.0.1", MODELS: "echo" };
+    const api = await startCli(["api"], env, "api_started");
+    const worker = await startCli(
+      ["worker", "--concurrency", String(concurrency)],
+      env,
+      "worker_started",
+    ).catch(async (e) => {
+      await stopChild(api);
+      throw e;
+    });
+    const body = JSON.stringify({ text: "hello" });
+    const one = async () => {
+      const res = await fetch("http://127.0.0.1:3917/api/ml/echo", {
+        method: "POST",
+        headers: { "content-type": "application/json", prefer: "wait=10" },
+        body,
+      });
+      const json = (await res.json()) as { status: string };
+      if (res.status !== 200 || json.status !== "completed") throw new Error(`status ${res.status}`);
+    };
+    await closedLoop(concurrency, warm, one);
+    const r = await closedLoop(concurrency, total, one, (d) => ctx.progress("Inferline e2e", d, total));
+    rows["Inferline (HTTP, Prefer: wait)"] = summarize(r);
+    await stopChild(worker);
+    await stopChild(api);
+    await cleanup(url, prefix);
+  }
+
+  const bare = rows["bare BullMQ"];
+  const e2e = rows["Inferline (HTTP, Prefer: wait)"];
+  const ratio = e2e.throughput_per_s / bare.throughput_per_s;
+  return {
+    name: "overhead",
+    tables: [
+      {
+        title: `Trivial job, ${concurrency} in flight, ${total} requests each, one worker process`,
+        columns: ["system", "jobs/s", "p50 ms", "p99 ms", "errors", "throughput vs bare BullMQ"],
+        rows: Object.entries(rows).map(([name, s]) => [
+          name,
+          s.throughput_per_s,
+          s.p50_ms,
+          s.p99_ms,
+          s.errors,
+          `${((s.throughput_per_s / bare.throughput_per_s) * 100).toFixed(0)}%`,
+        ]),
+      },
+    ],
+    data: {
+      concurrency,
+      requests: total,
+      results: rows,
+      inferline_vs_bare_throughput: ratio,
+      inferline_minus_bare_p50_ms: e2e.p50_ms - bare.p50_ms,
+    },
+  };
+};
