@@ -3,7 +3,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Config } from "../config/index.js";
-import { createRedis, redisTargetUrl, waitReady } from "../redis/connection.js";
+import { createRedis, waitReady } from "../redis/connection.js";
 import type { Logger } from "../telemetry/logger.js";
 
 export class RedisNotAvailableError extends Error {}
@@ -47,14 +47,9 @@ export async function ensureRedis(
   logger: Logger,
   pathVar: string | undefined,
 ): Promise<RedisHandle> {
-  const target = redisTargetUrl({
-    url: config.redisUrl,
-    clusterNodes: config.REDIS_CLUSTER_NODES,
-    sentinels: config.REDIS_SENTINELS,
-    sentinelName: config.REDIS_SENTINEL_NAME,
-  });
+  const target = config.redisUrl;
   const none = { url: target, owned: false, stop: async () => {} };
-  if (config.redisUrlFromEnv || target !== config.redisUrl) {
+  if (config.redisUrlFromEnv) {
     if (!(await answers(target, 2000))) {
       logger.warn(
         { event: "redis_unreachable" },
