@@ -129,6 +129,24 @@ export const ENV_SCHEMA = {
   RESULT_RETENTION_SECONDS: int(1)
     .default(3600)
     .describe("Finished jobs and their results are kept this long, then removed (s)."),
+  CACHE_ENABLED: bool
+    .default(true)
+    .describe("Serve repeated inputs from the result cache (TTL per model manifest)."),
+  COALESCE_ENABLED: bool
+    .default(true)
+    .describe("A request whose input is already being computed joins that job instead of queueing another."),
+  QUEUE_MAX_DEPTH: int(1)
+    .default(10_000)
+    .describe("Jobs waiting per model beyond which the API answers 429 (a manifest may set its own)."),
+  IDEMPOTENCY_TTL_SECONDS: int(1)
+    .default(86_400)
+    .describe("How long an Idempotency-Key is remembered (s)."),
+  BATCH_MAX_ITEMS: int(1, 10_000)
+    .default(256)
+    .describe("Most inputs one batch request may carry."),
+  TIMEOUT_MAX_MS: int(1)
+    .default(86_400_000)
+    .describe("Largest per-request deadline (`timeout_ms`) accepted (ms)."),
   WAIT_MAX_SECONDS: int(0, 3600).default(60).describe("Cap on `Prefer: wait=N` (s)."),
   BODY_LIMIT_BYTES: int(1024)
     .default(1_048_576)
