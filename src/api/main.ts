@@ -7,7 +7,7 @@ import { makeGuard } from "../queue/guard.js";
 import { JobService } from "../queue/jobs.js";
 import { JobWaiter } from "../queue/waiter.js";
 import { createRedis, waitReady } from "../redis/connection.js";
-import { HealthService } from "../telemetry/health.js";
+import { createApiObservability } from "../telemetry/observability.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { WorkerRegistry } from "../telemetry/workers.js";
 
@@ -54,10 +54,19 @@ export async function startApi(
     waiter,
   );
   const workers = new WorkerRegistry(redis, config.REDIS_KEY_PREFIX, config.WORKER_HEARTBEAT_INTERVAL_MS * 3);
-  const health = new HealthService(redis, workers, () => catalog.names());
+  const obs = createApiObservability(config, redis, workers, () => catalog.names(), logger);
+  const health = obs.health;
   await waiter.start(catalog.names());
 
-  const app = await buildApp({ config, logger, catalog, validator: new InputValidator(), jobs, health });
+  const app = await buildApp({
+    config,
+    logger,
+    catalog,
+    validator: new InputValidator(),
+    jobs,
+    health,
+    ...obs.http,
+  });
   await app.listen({ host: config.HOST, port: config.PORT });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.PORT;
@@ -76,6 +85,7 @@ export async function startApi(
           { name: "wake waiting requests", run: () => waiter.close(), timeoutMs: 2000 },
           { name: "close HTTP server", run: () => app.close(), timeoutMs: config.SHUTDOWN_TIMEOUT_MS + 1000 },
           { name: "close queues", run: () => jobs.close(), timeoutMs: 2000 },
+          { name: "flush stats", run: () => obs.close(), timeoutMs: 2000 },
           { name: "disconnect Redis", run: () => [redis, ...blocking].forEach((c) => c.disconnect()) },
         ],
         logger,

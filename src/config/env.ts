@@ -210,6 +210,62 @@ export const ENV_SCHEMA = {
   AUTOSCALE_COOLDOWN_MS: int(0)
     .default(60_000)
     .describe("`start`: quiet time after any scaling step before the next one (ms)."),
+  METRICS_ENABLED: bool
+    .default(true)
+    .describe(
+      "Prometheus metrics (/metrics, worker metrics port) and cluster-wide stats (/api/stats, dashboard). Off: nothing is recorded and those routes answer 404.",
+    ),
+  WORKER_METRICS_PORT: int(0, 65535)
+    .default(9464)
+    .describe(
+      "Port a worker serves its Prometheus /metrics on, at HOST (0: off). A port in use is logged and skipped.",
+    ),
+  STATS_FLUSH_INTERVAL_MS: int(50, 600_000)
+    .default(5000)
+    .describe(
+      "How often each process adds its counts to the per-minute stats buckets in Redis, in one round trip (ms).",
+    ),
+  STATS_RETENTION_SECONDS: int(120, 30 * 86_400)
+    .default(86_400)
+    .describe(
+      "Per-minute stats buckets are kept this long (s). Default 24 h: the longest /api/stats window.",
+    ),
+  HEALTH_WARMUP_MS: int(0)
+    .default(60_000)
+    .describe(
+      "After start, /health is warming_up (and /health/ready 503) until Redis answered and a worker serving the models was seen, for at most this long (ms; 0: no warm-up).",
+    ),
+  HEALTH_ERROR_WINDOW_JOBS: int(1, 100_000)
+    .default(100)
+    .describe(
+      "Error rate window: the last this-many finished jobs (also bounded by HEALTH_ERROR_WINDOW_MS).",
+    ),
+  HEALTH_ERROR_WINDOW_MS: int(1000)
+    .default(300_000)
+    .describe("Error rate window: jobs that finished within this time (ms)."),
+  HEALTH_ERROR_MIN_JOBS: int(1)
+    .default(10)
+    .describe("Fewest finished jobs in the window before the error rate counts towards health."),
+  HEALTH_ERROR_RATE_DEGRADED: num(0, 1)
+    .default(0.05)
+    .describe("Share of failed jobs in the window above which health is degraded (0..1)."),
+  HEALTH_ERROR_RATE_UNHEALTHY: num(0, 1)
+    .default(0.2)
+    .describe("Share of failed jobs in the window above which health is unhealthy (0..1)."),
+  HEALTH_QUEUE_DEPTH_DEGRADED: int(1)
+    .default(1000)
+    .describe("Jobs waiting (all models) above which health is degraded."),
+  HEALTH_CACHE_HIT_RATE_MIN: num(0, 1)
+    .default(0.2)
+    .describe("Cache hit rate (over HEALTH_ERROR_WINDOW_MS) below which health is degraded (0..1)."),
+  HEALTH_CACHE_MIN_LOOKUPS: int(1)
+    .default(100)
+    .describe("Fewest cache lookups in the window before the hit rate counts towards health."),
+  HEALTH_MEMORY_MAX_RATIO: num(0.1, 1)
+    .default(0.9)
+    .describe(
+      "API process memory (RSS against its cgroup limit, else heap against the V8 limit) above which health is unhealthy (0..1).",
+    ),
 } as const;
 
 const schema = z.object(ENV_SCHEMA);

@@ -2,11 +2,16 @@ import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyInstance } from "fastify";
 import { RequestLog } from "./request-log.js";
 import { installErrorHandling } from "./error-handler.js";
+import { adminJobRoutes } from "./routes/admin-jobs.js";
 import { adminModelRoutes } from "./routes/admin-models.js";
+import { dashboardRoutes } from "./routes/dashboard.js";
+import { feedbackRoutes } from "./routes/feedback.js";
 import { healthRoutes } from "./routes/health.js";
+import { installRequestMetrics, metricsRoutes } from "./routes/metrics.js";
 import { modelRoutes } from "./routes/models.js";
 import { predictRoutes } from "./routes/predict.js";
 import { resultRoutes } from "./routes/results.js";
+import { statsRoutes } from "./routes/stats.js";
 import type { HttpDeps } from "./types.js";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -31,6 +36,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
 
   // Only JSON bodies: text/plain would otherwise parse into a string.
   app.removeContentTypeParser("text/plain");
+  installRequestMetrics(app, deps.telemetry);
   app.addHook("onRequest", async (request, reply) => {
     void reply.header("x-request-id", request.id);
   });
@@ -44,5 +50,10 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   await app.register(predictRoutes, deps);
   await app.register(resultRoutes, deps);
   await app.register(adminModelRoutes, deps);
+  await app.register(metricsRoutes, deps);
+  await app.register(statsRoutes, deps);
+  await app.register(feedbackRoutes, deps);
+  await app.register(adminJobRoutes, deps);
+  await app.register(dashboardRoutes, deps);
   return app;
 }

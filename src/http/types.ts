@@ -3,10 +3,16 @@ import type { ModelCatalog } from "../models/catalog.js";
 import type { InputValidator } from "../models/validation.js";
 import type { JobService } from "../queue/jobs.js";
 import type { FastifyBaseLogger } from "fastify";
+import type { FeedbackStore } from "../telemetry/feedback.js";
+import type { QueueInspector } from "../telemetry/queues.js";
+import type { StatsReader } from "../telemetry/stats-report.js";
+import type { ApiTelemetry } from "../telemetry/telemetry.js";
 
 export interface Readiness {
   readonly ready: boolean;
   readonly reasons: readonly string[];
+  /** The health state behind the answer (warming_up, unhealthy, degraded, healthy). */
+  readonly status?: string;
 }
 
 /** What the HTTP layer is given; it reaches Redis only through these. */
@@ -16,6 +22,14 @@ export interface HttpDeps {
   readonly catalog: ModelCatalog;
   readonly validator: InputValidator;
   readonly jobs: JobService;
+  /** Metrics and stats hooks; no-ops when METRICS_ENABLED is off. */
+  readonly telemetry: ApiTelemetry;
+  /** Cluster-wide stats; absent when METRICS_ENABLED is off. */
+  readonly stats?: StatsReader;
+  /** Queue counts and failed jobs, for health, /metrics and the dashboard. */
+  readonly queues: QueueInspector;
+  /** Ground truth sent back for finished jobs. */
+  readonly feedback: FeedbackStore;
   readonly health: {
     readiness(): Promise<Readiness>;
     detailed(): Promise<Record<string, unknown>>;

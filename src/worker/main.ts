@@ -8,6 +8,8 @@ import { ReloadBus } from "../models/reload.js";
 import { InputValidator } from "../models/validation.js";
 import { createRedis } from "../redis/connection.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
+import { serveMetrics } from "../telemetry/metrics-server.js";
+import { createWorkerObservability } from "../telemetry/observability.js";
 import { WorkerRegistry } from "../telemetry/workers.js";
 import { ModelPool } from "./pool.js";
 import { reloadModels } from "./reload.js";
@@ -50,10 +52,18 @@ export async function startWorker(
     config.REDIS_KEY_PREFIX,
     config.WORKER_HEARTBEAT_INTERVAL_MS * 3,
   );
-  const pool = new ModelPool(catalog, [
-    builtinRuntime,
-    onnxRuntime({ intraOpThreads: config.ORT_INTRA_OP_THREADS, interOpThreads: config.ORT_INTER_OP_THREADS }),
-  ]);
+  const obs = createWorkerObservability(config, connection(), logger);
+  const pool = new ModelPool(
+    catalog,
+    [
+      builtinRuntime,
+      onnxRuntime({
+        intraOpThreads: config.ORT_INTRA_OP_THREADS,
+        interOpThreads: config.ORT_INTER_OP_THREADS,
+      }),
+    ],
+    (d, size) => obs.telemetry.batch(d, size),
+  );
   let onRecycle: (reason: string) => void = () => {};
   const recycled = new Promise<string>((r) => (onRecycle = r));
   const service = new WorkerService({
@@ -66,6 +76,7 @@ export async function startWorker(
     connection,
     models,
     concurrency: options.concurrency ?? config.WORKER_CONCURRENCY,
+    telemetry: obs.telemetry,
     onRecycle: (reason) => onRecycle(reason),
   });
   const reload = () =>
@@ -77,6 +88,20 @@ export async function startWorker(
   // A newest version that cannot load must not stop the worker serving the one before it.
   await reload();
   await service.start();
+  const metricsServer =
+    obs.metrics && config.WORKER_METRICS_PORT > 0
+      ? await serveMetrics(obs.metrics, config.HOST, config.WORKER_METRICS_PORT)
+      : undefined;
+  if (metricsServer)
+    logger.info(
+      { event: "metrics_listening", port: config.WORKER_METRICS_PORT },
+      "worker metrics on /metrics",
+    );
+  else if (obs.metrics && config.WORKER_METRICS_PORT > 0)
+    logger.warn(
+      { event: "metrics_port_in_use", port: config.WORKER_METRICS_PORT },
+      "worker metrics port is taken (another worker on this host?); serving no /metrics",
+    );
 
   let closing: Promise<void> | undefined;
   return {
@@ -90,6 +115,8 @@ export async function startWorker(
             run: () => service.close(),
             timeoutMs: config.WORKER_SHUTDOWN_TIMEOUT_MS + 5000,
           },
+          { name: "close metrics", run: () => void metricsServer?.close(), timeoutMs: 1000 },
+          { name: "flush stats", run: () => obs.close(), timeoutMs: 2000 },
           { name: "disconnect Redis", run: () => connections.forEach((c) => c.disconnect()) },
         ],
         logger,

@@ -4,6 +4,7 @@ import { JobError, jobErrors } from "../errors/catalog.js";
 import type { ModelCatalog } from "../models/catalog.js";
 import { type InputValidator, problemsToMessage } from "../models/validation.js";
 import type { Logger } from "../telemetry/logger.js";
+import type { WorkerTelemetry } from "../telemetry/telemetry.js";
 import type { ModelPool } from "./pool.js";
 
 export interface ProcessorDeps {
@@ -13,6 +14,8 @@ export interface ProcessorDeps {
   readonly pool: ModelPool;
   readonly logger: Logger;
   readonly onFinished: (ok: boolean) => void;
+  /** Metrics and stats (absent or no-op with METRICS_ENABLED off). */
+  readonly telemetry?: WorkerTelemetry;
 }
 
 /**
@@ -48,6 +51,12 @@ export function makeProcessor(deps: ProcessorDeps) {
         );
       }
       const out = await entry.batcher.submit({ input, attempt });
+      const doneAt = Date.now();
+      deps.telemetry?.jobCompleted(
+        descriptor,
+        { waitMs: startedAt - job.timestamp, inferenceMs: out.inferenceMs, totalMs: doneAt - job.timestamp },
+        out.output,
+      );
       deps.onFinished(true);
       log.info(
         {
@@ -70,6 +79,7 @@ export function makeProcessor(deps: ProcessorDeps) {
       const jobErr =
         err instanceof JobError ? err : jobErrors.inference((err as Error)?.message ?? String(err));
       const final = !jobErr.retryable || attempt >= (job.opts.attempts ?? 1);
+      deps.telemetry?.jobFailed(model, version, final);
       log.warn(
         {
           event: final ? "job_failed" : "job_retrying",

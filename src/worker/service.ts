@@ -9,6 +9,7 @@ import type { ModelCatalog } from "../models/catalog.js";
 import type { InputValidator } from "../models/validation.js";
 import { queueName } from "../queue/keys.js";
 import type { Logger } from "../telemetry/logger.js";
+import type { WorkerTelemetry } from "../telemetry/telemetry.js";
 import type { WorkerRecord, WorkerRegistry } from "../telemetry/workers.js";
 import type { ModelPool } from "./pool.js";
 import { makeProcessor } from "./processor.js";
@@ -23,6 +24,8 @@ export interface WorkerServiceDeps {
   readonly connection: () => Redis;
   readonly models: readonly string[];
   readonly concurrency: number;
+  /** Per-job metrics and stats. */
+  readonly telemetry?: WorkerTelemetry;
   /** Called once when the process should be replaced (job count or RSS limit reached). */
   readonly onRecycle: (reason: string) => void;
 }
@@ -64,6 +67,7 @@ export class WorkerService {
       pool: this.deps.pool,
       logger,
       onFinished: (ok) => this.finished(ok),
+      telemetry: this.deps.telemetry,
     });
     for (const model of this.deps.models) {
       const w = new Worker<JobData, JobResult>(queueName(model), processor, {

@@ -16,6 +16,9 @@ export function testEnv(prefix: string, overrides: Record<string, string> = {}):
     PORT: "0",
     JOB_BACKOFF_MS: "50",
     WORKER_HEARTBEAT_INTERVAL_MS: "500",
+    // No warm-up wait (tests that want one set it) and no worker metrics port (many workers per host).
+    HEALTH_WARMUP_MS: "0",
+    WORKER_METRICS_PORT: "0",
     ...overrides,
   };
 }

@@ -1,0 +1,249 @@
+/* global document, window, fetch, uPlot, setInterval */
+// The live dashboard: polls /health and /api/stats (same origin, the session cookie goes along)
+// and redraws. Everything from the server is inserted as text, never as HTML.
+"use strict";
+
+const POLL_MS = 3000;
+const CHART_MS = 10000;
+const charts = {};
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof window.Node ? c : String(c ?? ""));
+  return e;
+}
+
+function fmt(v, digits = 1) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  if (Math.abs(v) >= 100) return Math.round(v).toString();
+  return Number(v).toFixed(digits);
+}
+const pct = (v) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(1)}%`);
+
+function setMetric(name, text) {
+  for (const e of document.querySelectorAll(`[data-metric="${name}"]`)) e.textContent = text;
+}
+
+function fill(tableId, rows) {
+  const body = document.querySelector(`#${tableId} tbody`);
+  body.replaceChildren(...rows);
+}
+
+async function getJson(url, init) {
+  const res = await fetch(url, { credentials: "same-origin", ...init });
+  if (res.status === 401 || res.status === 403) {
+    window.location.href = "/dashboard/login";
+    throw new Error("not signed in");
+  }
+  return { status: res.status, body: await res.json() };
+}
+
+async function pollHealth() {
+  const { body: h } = await getJson("/health");
+  const badge = document.getElementById("status");
+  badge.textContent = h.status;
+  badge.dataset.status = h.status;
+  document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  document.getElementById("reasons").replaceChildren(...(h.reasons || []).map((r) => el("li", {}, r)));
+  setMetric("queue_depth", String(h.queue ? h.queue.depth : "–"));
+  setMetric("workers", String(h.system ? h.system.active_workers : "–"));
+  fill(
+    "queues",
+    Object.entries(h.models || {}).map(([name, m]) =>
+      el(
+        "tr",
+        {},
+        el("td", {}, name),
+        el("td", { class: "num" }, m.workers),
+        el("td", { class: "num" }, m.queue_depth),
+        el("td", { class: "num" }, m.active),
+        el("td", { class: "num" }, m.retrying),
+        el("td", { class: "num" }, m.failed),
+        el("td", { class: "num" }, fmt(m.oldest_waiting_age_seconds)),
+        el("td", { class: "num" }, fmt(m.avg_processing_ms, 2)),
+      ),
+    ),
+  );
+  fill(
+    "workers",
+    (h.workers || []).map((w) =>
+      el(
+        "tr",
+        {},
+        el("td", {}, w.host),
+        el("td", { class: "num" }, w.pid),
+        el("td", {}, (w.models || []).join(", ")),
+        el("td", {}, w.state),
+        el("td", { class: "num" }, w.processed),
+        el("td", { class: "num" }, w.failed),
+        el("td", { class: "num" }, fmt(w.rss_bytes / 1048576, 0)),
+        el("td", {}, new Date(w.last_seen).toLocaleTimeString()),
+      ),
+    ),
+  );
+}
+
+async function pollSummary() {
+  const { body: s } = await getJson("/api/stats?window=5m");
+  const l = s.latency_ms;
+  setMetric("throughput", fmt(s.throughput_per_s, 2));
+  setMetric("total_p50", fmt(l.total.p50_ms));
+  setMetric("total_p95", fmt(l.total.p95_ms));
+  setMetric("total_p99", fmt(l.total.p99_ms));
+  setMetric("wait_p95", fmt(l.wait.p95_ms));
+  setMetric("inference_p95", fmt(l.inference.p95_ms, 2));
+  setMetric("error_rate", pct(s.error_rate));
+  setMetric("cache_hit_rate", pct(s.cache.hit_rate));
+  setMetric("batch_avg", fmt(s.batch.avg_size, 2));
+  setMetric("completed", String(s.completed));
+}
+
+function chart(id, series, data) {
+  const target = document.getElementById(id);
+  const width = Math.max(300, target.clientWidth || 540);
+  if (!charts[id]) {
+    charts[id] = new uPlot(
+      {
+        width,
+        height: 200,
+        series: [{}, ...series],
+        axes: [{}, { size: 60 }],
+        scales: { x: { time: true } },
+        hooks: { draw: [() => (target.dataset.drawn = String(Number(target.dataset.drawn || 0) + 1))] },
+      },
+      data,
+      target,
+    );
+  } else {
+    charts[id].setData(data);
+  }
+}
+
+const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df"];
+const line = (label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false });
+
+function predictionText(p) {
+  if (!p) return "–";
+  if (p.kind === "classes")
+    return Object.entries(p.shares)
+      .map(([label, share]) => `${label} ${pct(share)}`)
+      .join(" · ");
+  return `${p.count} values, ${p.bins.length} bins`;
+}
+
+function liveText(f) {
+  const live = f.live;
+  if (!live || live.count === 0) return "no feedback yet";
+  if (live.accuracy !== undefined) return `accuracy ${pct(live.accuracy)} (n=${live.count})`;
+  return `MAE ${fmt(live.mae, 3)} · RMSE ${fmt(live.rmse, 3)} (n=${live.count})`;
+}
+
+function trainingText(f) {
+  const m = f.training && f.training.metrics;
+  if (!m) return "–";
+  return Object.entries(m)
+    .filter(([, v]) => typeof v === "number" || typeof v === "string")
+    .slice(0, 4)
+    .map(([k, v]) => `${k} ${typeof v === "number" ? fmt(v, 3) : v}`)
+    .join(" · ");
+}
+
+async function pollCharts() {
+  const { body: s } = await getJson("/api/stats?window=1h");
+  const xs = s.series.map((p) => Date.parse(p.t) / 1000);
+  const col = (k) => s.series.map((p) => p[k]);
+  chart("chart-throughput", [line("completed/s", 0)], [xs, col("throughput_per_s")]);
+  chart(
+    "chart-latency",
+    [line("p50", 0), line("p95", 3), line("p99", 1)],
+    [xs, col("total_p50_ms"), col("total_p95_ms"), col("total_p99_ms")],
+  );
+  chart(
+    "chart-rates",
+    [line("error rate", 1), line("cache hit rate", 2)],
+    [xs, col("error_rate"), col("cache_hit_rate")],
+  );
+  chart("chart-batch", [line("avg batch size", 4)], [xs, col("batch_avg_size")]);
+
+  const rows = [];
+  for (const [name, m] of Object.entries(s.models)) {
+    for (const [version, v] of Object.entries(m.versions)) {
+      rows.push(
+        el(
+          "tr",
+          {},
+          el("td", {}, `${name}@${version}`),
+          el("td", { class: "num" }, v.completed),
+          el(
+            "td",
+            { class: "num" },
+            `${fmt(v.latency_ms.inference.p50_ms, 2)} / ${fmt(v.latency_ms.inference.p95_ms, 2)}`,
+          ),
+          el("td", {}, predictionText(v.predictions)),
+          el("td", {}, liveText(v.feedback)),
+          el("td", {}, trainingText(v.feedback)),
+        ),
+      );
+    }
+  }
+  fill("models", rows);
+}
+
+async function pollFailed() {
+  const { body } = await getJson("/api/admin/jobs/failed?limit=20");
+  fill(
+    "failed",
+    body.jobs.map((j) =>
+      el(
+        "tr",
+        {},
+        el("td", {}, j.job_id),
+        el("td", {}, `${j.model}@${j.version}`),
+        el("td", {}, `${j.error.code}: ${j.error.message}`),
+        el("td", { class: "num" }, j.attempts),
+        el("td", {}, j.failed_at ? new Date(j.failed_at).toLocaleTimeString() : "–"),
+        el(
+          "td",
+          {},
+          el(
+            "button",
+            {
+              type: "button",
+              "data-retry": j.job_id,
+              onclick: async (ev) => {
+                ev.target.disabled = true;
+                await fetch(`/api/admin/jobs/${encodeURIComponent(j.job_id)}/retry`, {
+                  method: "POST",
+                  credentials: "same-origin",
+                });
+                await pollFailed();
+              },
+            },
+            "Retry",
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+function every(ms, fn) {
+  const run = () =>
+    fn().catch((err) => {
+      document.getElementById("updated").textContent = `update failed: ${err.message}`;
+    });
+  setInterval(run, ms);
+  return run();
+}
+
+Promise.all([
+  every(POLL_MS, pollHealth),
+  every(POLL_MS, pollSummary),
+  every(CHART_MS, pollCharts),
+  every(CHART_MS, pollFailed),
+]).then(() => (document.body.dataset.ready = "true"));

@@ -1,0 +1,58 @@
+import type { FastifyPluginAsync } from "fastify";
+import { AppError, JobNotFoundError, RedisUnavailableError } from "../../errors/catalog.js";
+import { isConnectionError } from "../../redis/connection.js";
+import { JobNotRetryableError } from "../../telemetry/queues.js";
+import type { HttpDeps } from "../types.js";
+
+class JobNotFailedError extends AppError {
+  readonly code = "job_not_failed";
+  readonly status = 409;
+}
+
+async function guarded<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (isConnectionError(err)) throw new RedisUnavailableError(err);
+    throw err;
+  }
+}
+
+/** Failed jobs for operators: list them with their error, put one back in its queue. */
+export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues, catalog }) => {
+  app.get<{ Querystring: { limit?: number } }>(
+    "/api/admin/jobs/failed",
+    {
+      config: { access: "admin" },
+      schema: {
+        querystring: {
+          type: "object",
+          properties: { limit: { type: "integer", minimum: 1, maximum: 500 } },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (req) => ({ jobs: await guarded(() => queues.failed(catalog.names(), req.query.limit ?? 50)) }),
+  );
+
+  app.post<{ Params: { id: string } }>(
+    "/api/admin/jobs/:id/retry",
+    {
+      config: { access: "admin" },
+      schema: { params: { type: "object", properties: { id: { type: "string", maxLength: 128 } } } },
+    },
+    async (req, reply) => {
+      const id = req.params.id;
+      const done = await guarded(() => queues.retry(id)).catch((err: unknown) => {
+        if (err instanceof JobNotRetryableError) throw new JobNotFailedError(err.message, { job_id: id });
+        throw err;
+      });
+      if (!done) throw new JobNotFoundError(id);
+      req.log.info(
+        { event: "job_retried", job_id: id, model: done.model, by: "admin" },
+        "failed job queued again",
+      );
+      return reply.code(202).header("location", `/api/results/${id}`).send({ job_id: id, status: "queued" });
+    },
+  );
+};

@@ -1,0 +1,58 @@
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import type { FastifyPluginAsync } from "fastify";
+import type { HttpDeps } from "../types.js";
+
+const HERE = fileURLToPath(new URL("../dashboard/", import.meta.url));
+const require = createRequire(import.meta.url);
+
+/** The only files served, by name: no path from the request reaches the file system. */
+const ASSETS: Readonly<Record<string, { path: () => string; type: string }>> = {
+  "dashboard.js": { path: () => HERE + "dashboard.js", type: "text/javascript; charset=utf-8" },
+  "dashboard.css": { path: () => HERE + "dashboard.css", type: "text/css; charset=utf-8" },
+  // The charting library, from its npm package (no CDN).
+  "uplot.js": {
+    path: () => require.resolve("uplot/dist/uPlot.iife.min.js"),
+    type: "text/javascript; charset=utf-8",
+  },
+  "uplot.css": { path: () => require.resolve("uplot/dist/uPlot.min.css"), type: "text/css; charset=utf-8" },
+};
+
+/**
+ * `GET /dashboard`: a live page (polls /health and /api/stats every few seconds) with status and
+ * reasons, workers, queues, throughput, latency, cache, errors, batches, the last hour as
+ * charts, per-version predictions and accuracy, and failed jobs with a retry button. Scripts and
+ * styles are files (no inline code, so a strict Content-Security-Policy holds).
+ */
+export const dashboardRoutes: FastifyPluginAsync<HttpDeps> = async (app) => {
+  const cache = new Map<string, Buffer>();
+  const load = async (name: string, path: string) => {
+    let body = cache.get(name);
+    if (!body) {
+      body = await readFile(path);
+      cache.set(name, body);
+    }
+    return body;
+  };
+
+  app.get("/dashboard", { config: { access: "admin" } }, async (_req, reply) =>
+    reply
+      .type("text/html; charset=utf-8")
+      .header("cache-control", "no-store")
+      .send(await load("index.html", HERE + "index.html")),
+  );
+
+  app.get<{ Params: { name: string } }>(
+    "/dashboard/assets/:name",
+    { config: { access: "admin" } },
+    async (req, reply) => {
+      const asset = ASSETS[req.params.name];
+      if (!asset) return reply.callNotFound();
+      return reply
+        .type(asset.type)
+        .header("cache-control", "private, max-age=300")
+        .send(await load(req.params.name, asset.path()));
+    },
+  );
+};

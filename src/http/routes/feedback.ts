@@ -1,0 +1,81 @@
+import type { FastifyPluginAsync } from "fastify";
+import { AppError, InvalidInputError, RedisUnavailableError } from "../../errors/catalog.js";
+import { isConnectionError } from "../../redis/connection.js";
+import { compare } from "../../telemetry/feedback.js";
+import type { HttpDeps } from "../types.js";
+
+class JobNotCompletedError extends AppError {
+  readonly code = "job_not_completed";
+  readonly status = 409;
+}
+class FeedbackExistsError extends AppError {
+  readonly code = "feedback_exists";
+  readonly status = 409;
+}
+
+/**
+ * `POST /api/results/{job_id}/feedback` with `{label}` (classification, sentiment) or `{value}`
+ * (regression): the truth for a completed job, counted once per job into live accuracy (or
+ * MAE/RMSE) of the model version that answered.
+ */
+export const feedbackRoutes: FastifyPluginAsync<HttpDeps> = async (
+  app,
+  { jobs, catalog, telemetry, feedback },
+) => {
+  app.post<{ Params: { id: string }; Body: { label?: string; value?: number } }>(
+    "/api/results/:id/feedback",
+    {
+      config: { access: "predict" },
+      schema: {
+        params: { type: "object", properties: { id: { type: "string", maxLength: 128 } } },
+        body: {
+          type: "object",
+          properties: { label: { type: "string", minLength: 1, maxLength: 200 }, value: { type: "number" } },
+          additionalProperties: false,
+          minProperties: 1,
+          maxProperties: 1,
+        },
+      },
+    },
+    async (req, reply) => {
+      const view = await jobs.view(req.params.id);
+      if (view.status !== "completed")
+        throw new JobNotCompletedError(
+          `job "${view.job_id}" is ${view.status}; feedback needs a completed job`,
+        );
+      let labels: readonly string[] | undefined;
+      try {
+        labels = catalog.resolve(view.model, view.version).labels;
+      } catch {
+        labels = undefined;
+      }
+      if (req.body.label !== undefined && labels && !labels.includes(req.body.label))
+        throw new InvalidInputError(`label must be one of ${labels.join(", ")}`, { labels });
+      const outcome = compare(view.result, req.body);
+      if (!outcome)
+        throw new InvalidInputError(
+          `this model's results take ${typeof (view.result as { value?: unknown })?.value === "number" ? "{value}" : "{label}"} as feedback`,
+        );
+      let first: boolean;
+      try {
+        first = await feedback.claim(view.model, view.job_id, outcome);
+      } catch (err) {
+        if (isConnectionError(err)) throw new RedisUnavailableError(err);
+        throw err;
+      }
+      if (!first) throw new FeedbackExistsError(`feedback for job "${view.job_id}" was already recorded`);
+      telemetry.feedback(
+        view.model,
+        view.version,
+        outcome.kind === "label" ? { correct: outcome.correct } : { error: outcome.error },
+      );
+      req.log.info(
+        { event: "job_feedback", job_id: view.job_id, model: view.model, version: view.version, ...outcome },
+        "feedback recorded",
+      );
+      return reply
+        .code(201)
+        .send({ job_id: view.job_id, model: view.model, version: view.version, ...outcome });
+    },
+  );
+};

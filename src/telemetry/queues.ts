@@ -1,0 +1,142 @@
+import { Job, Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import { type JobData, type JobResult, PRIORITY_LEVELS } from "../contracts/jobs.js";
+import { JobError } from "../errors/catalog.js";
+import { modelKey, parseJobId, queueName } from "../queue/keys.js";
+
+export interface QueueReading {
+  readonly model: string;
+  /** Jobs waiting to start (BullMQ wait + prioritized + paused). */
+  readonly waiting: number;
+  readonly active: number;
+  /** Jobs waiting out a retry backoff (BullMQ delayed). */
+  readonly retrying: number;
+  /** Failed jobs still retained. */
+  readonly failed: number;
+  /** Age of the oldest job waiting to start; 0 when none waits. */
+  readonly oldest_waiting_age_seconds: number;
+}
+
+export interface FailedJob {
+  readonly job_id: string;
+  readonly model: string;
+  readonly version: string;
+  readonly request_id: string;
+  readonly error: { readonly code: string; readonly message: string };
+  readonly attempts: number;
+  readonly created_at: string;
+  readonly failed_at: string | null;
+}
+
+export class JobNotRetryableError extends Error {}
+
+const PRIORITIES = Object.values(PRIORITY_LEVELS);
+
+/**
+ * Read-only views of the model queues for health, /metrics and the dashboard, plus the retry
+ * of failed jobs. Counts come from BullMQ's keys in one pipeline per model (one hash tag, so
+ * one Redis Cluster slot each).
+ */
+export class QueueInspector {
+  private readonly queues = new Map<string, Queue<JobData, JobResult>>();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  private queue(model: string): Queue<JobData, JobResult> {
+    let q = this.queues.get(model);
+    if (!q) {
+      q = new Queue<JobData, JobResult>(queueName(model), { connection: this.redis, prefix: this.prefix });
+      q.on("error", () => {});
+      this.queues.set(model, q);
+    }
+    return q;
+  }
+
+  async read(models: readonly string[]): Promise<QueueReading[]> {
+    return Promise.all(models.map((m) => this.readOne(m)));
+  }
+
+  private async readOne(model: string): Promise<QueueReading> {
+    const k = (type: string) => modelKey(this.prefix, model, type);
+    const p = this.redis
+      .pipeline()
+      .llen(k("wait"))
+      .zcard(k("prioritized"))
+      .llen(k("paused"))
+      .llen(k("active"))
+      .zcard(k("delayed"))
+      .zcard(k("failed"))
+      // Oldest candidates: the tail of the wait and paused lists, and the first job of each
+      // priority level (scores are priority * 2^32 + arrival counter).
+      .lindex(k("wait"), -1)
+      .lindex(k("paused"), -1);
+    for (const prio of PRIORITIES)
+      p.zrangebyscore(k("prioritized"), prio * 2 ** 32, (prio + 1) * 2 ** 32 - 1, "LIMIT", 0, 1);
+    const res = (await p.exec()) ?? [];
+    const values = res.map(([err, v]) => {
+      if (err) throw err;
+      return v;
+    });
+    const num = (i: number) => Number(values[i] ?? 0);
+    const candidates = [values[6], values[7], ...values.slice(8).map((v) => (v as string[])[0])].filter(
+      (id): id is string => typeof id === "string",
+    );
+    let oldest = 0;
+    if (candidates.length > 0) {
+      const tp = this.redis.pipeline();
+      for (const id of candidates) tp.hget(k(id), "timestamp");
+      const stamps = ((await tp.exec()) ?? []).map(([, v]) => Number(v)).filter((t) => t > 0);
+      if (stamps.length > 0) oldest = Math.max(0, (Date.now() - Math.min(...stamps)) / 1000);
+    }
+    return {
+      model,
+      waiting: num(0) + num(1) + num(2),
+      active: num(3),
+      retrying: num(4),
+      failed: num(5),
+      oldest_waiting_age_seconds: Math.round(oldest * 1000) / 1000,
+    };
+  }
+
+  /** The most recent failed jobs across models, newest first. */
+  async failed(models: readonly string[], limit: number): Promise<FailedJob[]> {
+    const lists = await Promise.all(models.map((m) => this.queue(m).getFailed(0, limit - 1)));
+    return lists
+      .flat()
+      .filter((j): j is Job<JobData, JobResult> => Boolean(j?.id))
+      .sort((a, b) => (b.finishedOn ?? 0) - (a.finishedOn ?? 0))
+      .slice(0, limit)
+      .map((j) => ({
+        job_id: j.id!,
+        model: j.data.model,
+        version: j.data.version,
+        request_id: j.data.requestId,
+        error: JobError.fromReason(j.failedReason),
+        attempts: j.attemptsMade,
+        created_at: new Date(j.timestamp).toISOString(),
+        failed_at: j.finishedOn ? new Date(j.finishedOn).toISOString() : null,
+      }));
+  }
+
+  /**
+   * Puts a failed job back in its queue with a fresh set of attempts. Undefined when the job
+   * is unknown; JobNotRetryableError when it is not failed.
+   */
+  async retry(jobId: string): Promise<{ job_id: string; model: string } | undefined> {
+    const model = parseJobId(jobId)?.model;
+    if (model === undefined) return undefined;
+    const job = await Job.fromId<JobData, JobResult>(this.queue(model), jobId);
+    if (!job) return undefined;
+    const state = await job.getState();
+    if (state !== "failed") throw new JobNotRetryableError(`job ${jobId} is ${state}, not failed`);
+    await job.retry("failed", { resetAttemptsMade: true, resetAttemptsStarted: true });
+    return { job_id: jobId, model };
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
+  }
+}

@@ -1,0 +1,282 @@
+import type { Redis } from "ioredis";
+import { type Buckets, percentileOf, signedBounds } from "./histogram.js";
+import { statsKey } from "./stats.js";
+
+/** Windows /api/stats answers for, in minutes. */
+export const STATS_WINDOWS = { "5m": 5, "15m": 15, "1h": 60, "6h": 360, "24h": 1440 } as const;
+export type StatsWindow = keyof typeof STATS_WINDOWS;
+
+/** What a model version is, for labelling predictions and comparing feedback with training. */
+export interface VersionInfo {
+  readonly task: string;
+  readonly labels?: readonly string[];
+  readonly training?: unknown;
+}
+
+export interface LatencySummary {
+  readonly count: number;
+  readonly avg_ms: number | null;
+  readonly p50_ms: number | null;
+  readonly p95_ms: number | null;
+  readonly p99_ms: number | null;
+}
+
+/** Sums of one scope (everything, a model, a version, a minute): metric (+sub) → value. */
+type Acc = Map<string, number>;
+
+function bump(acc: Acc, k: string, n: number): void {
+  acc.set(k, (acc.get(k) ?? 0) + n);
+}
+
+function buckets(acc: Acc, metric: string): Buckets {
+  const b: Buckets = new Map();
+  const p = `${metric}|`;
+  for (const [k, n] of acc) if (k.startsWith(p)) b.set(Number(k.slice(p.length)), n);
+  return b;
+}
+
+function subs(acc: Acc, metric: string): [string, number][] {
+  const p = `${metric}|`;
+  return [...acc]
+    .filter(([k]) => k.startsWith(p))
+    .map(([k, n]) => [decodeURIComponent(k.slice(p.length)), n]);
+}
+
+const r3 = (v: number | undefined) =>
+  v === undefined || !Number.isFinite(v) ? null : Math.round(v * 1000) / 1000;
+const ratio = (a: number, b: number) => (b > 0 ? r3(a / b) : null);
+
+function latency(acc: Acc, metric: "w" | "i" | "t"): LatencySummary {
+  const b = buckets(acc, metric);
+  let count = 0;
+  for (const n of b.values()) count += n;
+  return {
+    count,
+    avg_ms: count > 0 ? r3((acc.get(`${metric}s`) ?? 0) / count) : null,
+    p50_ms: r3(percentileOf(b, 50)),
+    p95_ms: r3(percentileOf(b, 95)),
+    p99_ms: r3(percentileOf(b, 99)),
+  };
+}
+
+function summary(acc: Acc, seconds: number) {
+  const get = (k: string) => acc.get(k) ?? 0;
+  const completed = get("ok");
+  const failed = get("fail");
+  const sizes = subs(acc, "b");
+  const batches = sizes.reduce((s, [, n]) => s + n, 0);
+  const batched = sizes.reduce((s, [size, n]) => s + Number(size) * n, 0);
+  return {
+    submitted: get("sub"),
+    completed,
+    failed,
+    retried: get("retry"),
+    throughput_per_s: r3(completed / seconds),
+    error_rate: ratio(failed, completed + failed),
+    cache: { hits: get("hit"), misses: get("miss"), hit_rate: ratio(get("hit"), get("hit") + get("miss")) },
+    latency_ms: { wait: latency(acc, "w"), inference: latency(acc, "i"), total: latency(acc, "t") },
+    batch: {
+      batches,
+      avg_size: ratio(batched, batches),
+      sizes: Object.fromEntries(sizes.sort((a, b) => Number(a[0]) - Number(b[0]))),
+    },
+  };
+}
+
+function predictions(acc: Acc, info: VersionInfo | undefined) {
+  const classes = subs(acc, "p");
+  if (classes.length > 0) {
+    const n = classes.reduce((s, [, c]) => s + c, 0);
+    const labels = info?.labels ?? classes.map(([l]) => l);
+    const counts = Object.fromEntries(labels.map((l) => [l, acc.get(`p|${l}`) ?? 0]));
+    return {
+      kind: "classes" as const,
+      count: n,
+      counts,
+      shares: Object.fromEntries(Object.entries(counts).map(([l, c]) => [l, ratio(c, n)])),
+    };
+  }
+  const bins = subs(acc, "r")
+    .map(([k, count]) => ({ idx: Number(k), count }))
+    .sort((a, b) => a.idx - b.idx);
+  if (bins.length > 0) {
+    return {
+      kind: "histogram" as const,
+      count: bins.reduce((s, b) => s + b.count, 0),
+      bins: bins.map((b) => {
+        const [low, high] = signedBounds(b.idx);
+        return { low: r3(low), high: r3(high), count: b.count };
+      }),
+    };
+  }
+  return null;
+}
+
+function feedback(acc: Acc, info: VersionInfo | undefined) {
+  const n = acc.get("fbn") ?? 0;
+  const regression = info?.task === "regression";
+  const live =
+    n === 0
+      ? { count: 0 }
+      : regression
+        ? { count: n, mae: r3((acc.get("fba") ?? 0) / n), rmse: r3(Math.sqrt((acc.get("fbs") ?? 0) / n)) }
+        : { count: n, accuracy: ratio(acc.get("fbc") ?? 0, n) };
+  return { live, training: info?.training ?? null };
+}
+
+/** Reads the per-minute buckets of a window and sums them by fleet, model, version and minute. */
+export class StatsReader {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  async report(
+    window: StatsWindow | number,
+    describe: (model: string, version: string) => VersionInfo | undefined = () => undefined,
+  ) {
+    const minutes = typeof window === "number" ? window : STATS_WINDOWS[window];
+    const now = Math.floor(Date.now() / 60_000);
+    const first = now - minutes + 1;
+    const p = this.redis.pipeline();
+    for (let m = first; m <= now; m++) p.hgetall(statsKey(this.prefix, m));
+    const rows = (await p.exec()) ?? [];
+
+    const all: Acc = new Map();
+    const http: Acc = new Map();
+    const byModel = new Map<string, Acc>();
+    const byVersion = new Map<string, Acc>();
+    const series: { t: string; acc: Acc; http: Acc }[] = [];
+    const versionSeries = new Map<string, Map<number, Acc>>();
+    rows.forEach(([err, raw], i) => {
+      if (err) throw err;
+      const minuteAcc: Acc = new Map();
+      const minuteHttp: Acc = new Map();
+      for (const [f, v] of Object.entries((raw ?? {}) as Record<string, string>)) {
+        const n = Number(v);
+        const cut = f.indexOf("|", f.indexOf("|") + 1);
+        const [model, version] = f.slice(0, cut).split("|") as [string, string];
+        const metric = f.slice(cut + 1);
+        if (model === "") {
+          bump(http, metric, n);
+          bump(minuteHttp, metric, n);
+          continue;
+        }
+        bump(all, metric, n);
+        bump(minuteAcc, metric, n);
+        let ma = byModel.get(model);
+        if (!ma) byModel.set(model, (ma = new Map<string, number>()));
+        bump(ma, metric, n);
+        const vk = `${model}|${version}`;
+        let va = byVersion.get(vk);
+        if (!va) byVersion.set(vk, (va = new Map<string, number>()));
+        bump(va, metric, n);
+        if (metric.startsWith("p|") || metric.startsWith("i")) {
+          let vs = versionSeries.get(vk);
+          if (!vs) versionSeries.set(vk, (vs = new Map<number, Acc>()));
+          let acc = vs.get(i);
+          if (!acc) vs.set(i, (acc = new Map<string, number>()));
+          bump(acc, metric, n);
+        }
+      }
+      series.push({ t: new Date((first + i) * 60_000).toISOString(), acc: minuteAcc, http: minuteHttp });
+    });
+
+    const seconds = minutes * 60;
+    const models: Record<string, unknown> = {};
+    for (const [model, acc] of [...byModel].sort((a, b) => a[0].localeCompare(b[0]))) {
+      const versions: Record<string, unknown> = {};
+      for (const [vk, va] of byVersion) {
+        const [m, version] = vk.split("|") as [string, string];
+        if (m !== model) continue;
+        const info = describe(model, version);
+        const vs = versionSeries.get(vk) ?? new Map<number, Acc>();
+        versions[version] = {
+          ...summary(va, seconds),
+          task: info?.task ?? null,
+          predictions: predictions(va, info),
+          feedback: feedback(va, info),
+          // Per minute: prediction class counts and inference time, to see drift over time.
+          series: series.map((s, i) => {
+            const acc = vs.get(i) ?? new Map<string, number>();
+            const lat = latency(acc, "i");
+            return {
+              t: s.t,
+              predictions: Object.fromEntries(subs(acc, "p")),
+              inference_p50_ms: lat.p50_ms,
+              inference_p95_ms: lat.p95_ms,
+            };
+          }),
+        };
+      }
+      models[model] = { ...summary(acc, seconds), versions };
+    }
+
+    return {
+      window: typeof window === "number" ? `${window}m` : window,
+      minutes,
+      from: new Date(first * 60_000).toISOString(),
+      to: new Date((now + 1) * 60_000).toISOString(),
+      generated_at: new Date().toISOString(),
+      requests: {
+        total: http.get("req") ?? 0,
+        server_errors: http.get("5xx") ?? 0,
+        per_s: r3((http.get("req") ?? 0) / seconds),
+      },
+      ...summary(all, seconds),
+      models,
+      series: series.map((s) => {
+        const sm = summary(s.acc, 60);
+        return {
+          t: s.t,
+          requests: s.http.get("req") ?? 0,
+          completed: sm.completed,
+          failed: sm.failed,
+          throughput_per_s: sm.throughput_per_s,
+          error_rate: sm.error_rate,
+          cache_hit_rate: sm.cache.hit_rate,
+          wait_p95_ms: sm.latency_ms.wait.p95_ms,
+          inference_p95_ms: sm.latency_ms.inference.p95_ms,
+          total_p50_ms: sm.latency_ms.total.p50_ms,
+          total_p95_ms: sm.latency_ms.total.p95_ms,
+          total_p99_ms: sm.latency_ms.total.p99_ms,
+          batch_avg_size: sm.batch.avg_size,
+        };
+      }),
+    };
+  }
+
+  /** Finished jobs in the error-rate window: the last `jobs` of them within `ms`. */
+  async recentOutcomes(key: string, jobs: number, ms: number): Promise<{ total: number; failed: number }> {
+    const entries = await this.redis.lrange(key, 0, jobs - 1);
+    const since = Date.now() - ms;
+    let total = 0;
+    let failed = 0;
+    for (const e of entries) {
+      const [t, ok] = e.split(":");
+      if (Number(t) < since) continue;
+      total++;
+      if (ok === "0") failed++;
+    }
+    return { total, failed };
+  }
+
+  /** Cache lookups over the last `minutes` (for health). */
+  async cacheCounts(minutes: number): Promise<{ hits: number; misses: number }> {
+    const now = Math.floor(Date.now() / 60_000);
+    const p = this.redis.pipeline();
+    for (let m = now - minutes + 1; m <= now; m++) p.hgetall(statsKey(this.prefix, m));
+    let hits = 0;
+    let misses = 0;
+    for (const [err, raw] of (await p.exec()) ?? []) {
+      if (err) throw err;
+      for (const [f, v] of Object.entries((raw ?? {}) as Record<string, string>)) {
+        if (f.endsWith("|hit")) hits += Number(v);
+        else if (f.endsWith("|miss")) misses += Number(v);
+      }
+    }
+    return { hits, misses };
+  }
+}
+
+export type StatsReport = Awaited<ReturnType<StatsReader["report"]>>;
