@@ -1,0 +1,182 @@
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { after, before, describe, it } from "node:test";
+import { Redis } from "ioredis";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { testConfig, testEnv } from "../support/config.js";
+import { call, eventually, freePort } from "../support/http.js";
+import { spawnWorker, stop, type Spawned } from "../support/processes.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+
+interface Health {
+  status: string;
+  reasons: string[];
+}
+
+async function health(base: string): Promise<{ body: Health; ready: number; live: number }> {
+  const [h, r, l] = await Promise.all([
+    call(base, "GET", "/health"),
+    call(base, "GET", "/health/ready"),
+    call(base, "GET", "/health/live"),
+  ]);
+  return { body: h.body as unknown as Health, ready: r.status, live: l.status };
+}
+
+/** Polls until /health reports `status`, then returns the reading. */
+function until(base: string, status: string, ms = 15_000) {
+  return eventually(async () => {
+    const h = await health(base);
+    return h.body.status === status ? h : undefined;
+  }, ms);
+}
+
+const ONLY_ECHO = { MODELS: "echo", JOB_ATTEMPTS: "1" };
+
+describe("health states, each caused for real", () => {
+  describe("warm-up, healthy, degraded and unhealthy as workers come and go", () => {
+    const prefix = uniquePrefix("health-life");
+    let api: ApiHandle;
+    let worker: Spawned | undefined;
+    before(async () => {
+      api = await startApi(testConfig(prefix, { ...ONLY_ECHO, HEALTH_WARMUP_MS: "60000" }));
+    });
+    after(async () => {
+      if (worker) await stop(worker);
+      await api.close();
+      await cleanupPrefix(prefix);
+    });
+
+    it("a fresh process with no worker yet is warming_up and not ready, but live", async () => {
+      const h = await health(api.url);
+      assert.equal(h.body.status, "warming_up");
+      assert.match(h.body.reasons.join("\n"), /waiting for workers/);
+      assert.equal(h.ready, 503);
+      assert.equal(h.live, 200);
+    });
+
+    it("idle with a live worker: healthy and ready", async () => {
+      worker = await spawnWorker(testEnv(prefix, ONLY_ECHO));
+      const h = await until(api.url, "healthy");
+      assert.deepEqual(h.body.reasons, []);
+      assert.equal(h.ready, 200);
+      const full = (await call(api.url, "GET", "/health")).body as Record<string, Record<string, unknown>>;
+      assert.equal(full.system!.active_workers, 1);
+      assert.equal((full.models!.echo as { workers: number }).workers, 1);
+      for (const k of ["depth", "retrying", "failed", "avg_processing_ms", "oldest_waiting_age_seconds"])
+        assert.ok(k in full.queue!, `queue.${k}`);
+      for (const k of ["hit_rate", "hits", "misses"]) assert.ok(k in full.cache!, `cache.${k}`);
+    });
+
+    it("all workers killed: degraded while nothing waits, unhealthy once jobs wait", async () => {
+      worker!.kill("SIGKILL");
+      await worker!.exited;
+      worker = undefined;
+      // The heartbeat expires after three intervals; then nobody serves echo.
+      let h = await until(api.url, "degraded");
+      assert.match(h.body.reasons.join("\n"), /no active worker/);
+      assert.equal(h.ready, 200);
+
+      const queued = await call(api.url, "POST", "/api/ml/echo", { text: "nobody home" });
+      assert.equal(queued.status, 202);
+      h = await until(api.url, "unhealthy");
+      assert.match(h.body.reasons.join("\n"), /1 job\(s\) waiting for echo and no live worker/);
+      assert.equal(h.ready, 503);
+      assert.equal(h.live, 200);
+      const full = (await call(api.url, "GET", "/health")).body as Record<string, Record<string, number>>;
+      assert.equal(full.queue!.depth, 1);
+      assert.ok(full.queue!.oldest_waiting_age_seconds! > 0);
+    });
+  });
+
+  describe("error rate over the recent-jobs window", () => {
+    const prefix = uniquePrefix("health-errors");
+    const env = { ...ONLY_ECHO, STATS_FLUSH_INTERVAL_MS: "100", HEALTH_ERROR_MIN_JOBS: "10" };
+    let api: ApiHandle;
+    let worker: Spawned;
+    before(async () => {
+      api = await startApi(testConfig(prefix, env));
+      worker = await spawnWorker(testEnv(prefix, env));
+    });
+    after(async () => {
+      await stop(worker);
+      await api.close();
+      await cleanupPrefix(prefix);
+    });
+
+    const send = (n: number, fail: boolean, tag: string) =>
+      Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          call(
+            api.url,
+            "POST",
+            "/api/ml/echo",
+            fail ? { text: `${tag}-${i}`, fail: "error" } : { text: `${tag}-${i}` },
+            { prefer: "wait=10" },
+          ).then((r) => assert.equal(r.body.status, fail ? "failed" : "completed")),
+        ),
+      );
+
+    it("over 5% failed: degraded, still ready", async () => {
+      await until(api.url, "healthy");
+      await send(18, false, "ok");
+      await send(2, true, "bad"); // 10%
+      const h = await until(api.url, "degraded");
+      assert.match(h.body.reasons.join("\n"), /error rate 10\.0% of the last 20 jobs failed/);
+      assert.equal(h.ready, 200);
+    });
+
+    it("over 20% failed: unhealthy, not ready", async () => {
+      await send(4, true, "worse"); // 6 of 24 = 25%
+      const h = await until(api.url, "unhealthy");
+      assert.match(h.body.reasons.join("\n"), /error rate 25\.0% of the last 24 jobs failed/);
+      assert.equal(h.ready, 503);
+    });
+  });
+
+  describe("Redis stops", () => {
+    let redis: ChildProcess;
+    let api: ApiHandle;
+    let worker: Spawned;
+    const prefix = uniquePrefix("health-redis");
+    before(async () => {
+      const port = await freePort();
+      // A Redis of this test's own: stopping the shared one would break every other test.
+      redis = spawn(
+        "redis-server",
+        ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        { stdio: "ignore" },
+      );
+      const url = `redis://127.0.0.1:${port}`;
+      await eventually(async () => {
+        const probe = new Redis(url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
+        probe.on("error", () => {});
+        try {
+          return (await probe.ping()) === "PONG";
+        } catch {
+          return false;
+        } finally {
+          probe.disconnect();
+        }
+      }, 10_000);
+      api = await startApi(testConfig(prefix, { ...ONLY_ECHO, REDIS_URL: url }));
+      worker = await spawnWorker(testEnv(prefix, { ...ONLY_ECHO, REDIS_URL: url }));
+    });
+    after(async () => {
+      worker.kill("SIGKILL");
+      await worker.exited;
+      await api.close();
+      if (redis.exitCode === null) redis.kill("SIGKILL");
+    });
+
+    it("healthy while it runs; unhealthy and not ready once it is gone; live all along", async () => {
+      await until(api.url, "healthy");
+      const exited = new Promise((r) => redis.once("exit", r));
+      redis.kill("SIGTERM");
+      await exited;
+      const h = await until(api.url, "unhealthy");
+      assert.match(h.body.reasons.join("\n"), /Redis unreachable/);
+      assert.equal(h.ready, 503);
+      assert.equal(h.live, 200);
+    });
+  });
+});

@@ -1,0 +1,172 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { testConfig, testEnv } from "../support/config.js";
+import { call, eventually, freePort } from "../support/http.js";
+import { spawnWorker, stop, type Spawned } from "../support/processes.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { promtoolProblems, scrape, value, type Scrape } from "./prom.js";
+
+const ENV = { MODELS: "echo", JOB_ATTEMPTS: "2", STATS_FLUSH_INTERVAL_MS: "100" };
+
+const predict = (base: string, input: Record<string, unknown>) =>
+  call(base, "POST", "/api/ml/echo", input, { prefer: "wait=10" });
+
+describe("Prometheus metrics move by exactly the traffic sent", () => {
+  const prefix = uniquePrefix("metrics");
+  let api: ApiHandle;
+  let worker: Spawned;
+  let workerMetrics: string;
+  before(async () => {
+    const port = await freePort();
+    workerMetrics = `http://127.0.0.1:${port}/metrics`;
+    api = await startApi(testConfig(prefix, ENV));
+    worker = await spawnWorker(testEnv(prefix, { ...ENV, WORKER_METRICS_PORT: String(port) }));
+  });
+  after(async () => {
+    await stop(worker);
+    await api.close();
+    await cleanupPrefix(prefix);
+  });
+
+  it("API and worker counters and histograms", async () => {
+    const apiBefore = await scrape(`${api.url}/metrics`);
+    const wBefore = await scrape(workerMetrics);
+
+    const ok = 7;
+    const bad = 3;
+    for (let i = 0; i < ok; i++)
+      assert.equal((await predict(api.url, { text: `m-${i}` })).body.status, "completed");
+    for (let i = 0; i < bad; i++)
+      assert.equal((await predict(api.url, { text: `f-${i}`, fail: "error" })).body.status, "failed");
+    assert.equal((await call(api.url, "POST", "/api/ml/echo", { nope: 1 })).status, 422);
+
+    const apiAfter = await scrape(`${api.url}/metrics`);
+    const wAfter = await scrape(workerMetrics);
+    const delta = (a: Scrape, b: Scrape, name: string, labels: Record<string, string>) =>
+      value(a, name, labels) - value(b, name, labels);
+
+    const post = { route: "/api/ml/:model", method: "POST" };
+    assert.equal(
+      delta(apiAfter, apiBefore, "inferline_http_requests_total", { ...post, status: "200" }),
+      ok + bad,
+    );
+    assert.equal(delta(apiAfter, apiBefore, "inferline_http_requests_total", { ...post, status: "422" }), 1);
+    assert.equal(
+      value(apiAfter, "inferline_http_request_duration_seconds_count", post) -
+        value(apiBefore, "inferline_http_request_duration_seconds_count", post),
+      ok + bad + 1,
+    );
+
+    const echo = { model: "echo", version: "1" };
+    assert.equal(delta(wAfter, wBefore, "inferline_jobs_completed_total", echo), ok);
+    assert.equal(delta(wAfter, wBefore, "inferline_jobs_failed_total", echo), bad);
+    // Two attempts each: the first failure is retried, the second is final.
+    assert.equal(delta(wAfter, wBefore, "inferline_jobs_retried_total", echo), bad);
+    for (const name of ["inferline_job_wait_seconds", "inferline_job_duration_seconds"])
+      assert.equal(
+        value(wAfter, name + "_count", { model: "echo" }) -
+          value(wBefore, name + "_count", { model: "echo" }),
+        ok,
+      );
+    assert.equal(
+      value(wAfter, "inferline_inference_seconds_count", echo) -
+        value(wBefore, "inferline_inference_seconds_count", echo),
+      ok,
+    );
+    // Sequential requests: one job per batch.
+    assert.equal(delta(wAfter, wBefore, "inferline_batch_size_sum", { model: "echo" }), ok);
+
+    // Gauges read on scrape; process metrics with the prefix; the role label on everything.
+    assert.equal(value(apiAfter, "inferline_queue_depth", { model: "echo" }), 0);
+    assert.equal(apiAfter.families.find((f) => f.name === "inferline_queue_depth")?.type, "GAUGE");
+    assert.equal(apiAfter.families.find((f) => f.name === "inferline_http_requests_total")?.type, "COUNTER");
+    assert.equal(wAfter.families.find((f) => f.name === "inferline_inference_seconds")?.type, "HISTOGRAM");
+    assert.equal(value(apiAfter, "inferline_workers"), 1);
+    assert.equal(value(apiAfter, "inferline_redis_up"), 1);
+    assert.ok(value(apiAfter, "inferline_process_resident_memory_bytes") > 0);
+    assert.ok(value(wAfter, "inferline_process_cpu_seconds_total", { role: "worker" }) > 0);
+    for (const f of [...apiAfter.families, ...wAfter.families])
+      assert.match(f.name, /^inferline_[a-z0-9_]+$/);
+    // Prometheus's own checker, where installed (CI installs it).
+    for (const text of [apiAfter.text, wAfter.text]) {
+      const problems = promtoolProblems(text);
+      if (problems !== undefined) assert.equal(problems, "");
+    }
+  });
+
+  it("inferline_queue_depth and the oldest job age count jobs nobody takes", async () => {
+    await stop(worker);
+    for (let i = 0; i < 3; i++)
+      assert.equal((await call(api.url, "POST", "/api/ml/echo", { text: `q-${i}` })).status, 202);
+    await new Promise((r) => setTimeout(r, 300));
+    const m = await scrape(`${api.url}/metrics`);
+    assert.equal(value(m, "inferline_queue_depth", { model: "echo" }), 3);
+    assert.ok(value(m, "inferline_queue_oldest_job_age_seconds", { model: "echo" }) >= 0.3);
+    worker = await spawnWorker(testEnv(prefix, ENV));
+  });
+});
+
+describe("stats from two API processes merge in /api/stats", () => {
+  const prefix = uniquePrefix("stats-merge");
+  let a: ApiHandle;
+  let b: ApiHandle;
+  let worker: Spawned;
+  before(async () => {
+    a = await startApi(testConfig(prefix, ENV));
+    b = await startApi(testConfig(prefix, ENV));
+    worker = await spawnWorker(testEnv(prefix, ENV));
+  });
+  after(async () => {
+    await stop(worker);
+    await Promise.all([a.close(), b.close()]);
+    await cleanupPrefix(prefix);
+  });
+
+  it("requests counted by both APIs and jobs by the worker add up exactly", async () => {
+    for (let i = 0; i < 4; i++) assert.equal((await predict(a.url, { text: `a-${i}` })).status, 200);
+    for (let i = 0; i < 6; i++) assert.equal((await predict(b.url, { text: `b-${i}` })).status, 200);
+    assert.equal((await predict(b.url, { text: "b-bad", fail: "error" })).body.status, "failed");
+
+    // Each /api/stats call is itself a request, counted once it has answered.
+    let calls = 0;
+    const stats = await eventually(async () => {
+      const r = await call(calls % 2 === 0 ? a.url : b.url, "GET", "/api/stats?window=5m");
+      const expectedRequests = 11 + calls++;
+      const s = r.body as {
+        completed: number;
+        failed: number;
+        requests: { total: number };
+      };
+      return s.completed === 10 && s.failed === 1 && s.requests.total === expectedRequests
+        ? r.body
+        : undefined;
+    }, 10_000);
+
+    const s = stats as {
+      retried: number;
+      error_rate: number;
+      latency_ms: Record<string, { count: number; p50_ms: number; p99_ms: number }>;
+      batch: { batches: number; avg_size: number };
+      models: Record<string, { completed: number; versions: Record<string, { completed: number }> }>;
+      series: { completed: number; failed: number; total_p50_ms: number | null }[];
+    };
+    assert.equal(s.retried, 1);
+    assert.equal(s.error_rate, Math.round((1 / 11) * 1000) / 1000);
+    for (const k of ["wait", "inference", "total"]) {
+      assert.equal(s.latency_ms[k]!.count, 10);
+      assert.ok(s.latency_ms[k]!.p99_ms >= s.latency_ms[k]!.p50_ms);
+    }
+    assert.ok(s.latency_ms.total!.p50_ms > 0);
+    assert.equal(s.batch.batches, 10);
+    assert.equal(s.batch.avg_size, 1);
+    assert.equal(s.models.echo!.completed, 10);
+    assert.equal(s.models.echo!.versions["1"]!.completed, 10);
+    assert.equal(s.series.length, 5);
+    assert.equal(
+      s.series.reduce((n, p) => n + p.completed, 0),
+      10,
+    );
+    assert.equal((await call(a.url, "GET", "/api/stats?window=2d")).status, 400);
+  });
+});
