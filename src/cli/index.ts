@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError } from "commander";
 import { startApi } from "../api/main.js";
 import { ConfigError, loadConfig, type Config } from "../config/index.js";
+import { configEntry, generateKey } from "../security/keys.js";
 import { RedisNotAvailableError } from "../supervisor/local-redis.js";
 import { runStart } from "../supervisor/start.js";
 import { createLogger } from "../telemetry/logger.js";
@@ -109,6 +110,36 @@ program
       await handle.close();
       process.exit(0);
     });
+  });
+
+const keys = program.command("keys").description("API keys (the server keeps only their SHA-256 hashes).");
+keys
+  .command("create")
+  .description("Print a new random key and the API_KEYS entry that enables it.")
+  .option(
+    "-s, --scope <scope>",
+    "predict (call models, read results) or admin (also admin routes, dashboard)",
+    "predict",
+  )
+  .option("-n, --name <name>", "a label for logs and rate limits (letters, digits, _ . -)")
+  .action((opts: { scope: string; name?: string }) => {
+    if (opts.scope !== "predict" && opts.scope !== "admin")
+      fail(new Error("--scope must be predict or admin"));
+    const name = opts.name ?? `${opts.scope}-${new Date().toISOString().slice(0, 10)}`;
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) fail(new Error("--name: 1 to 64 letters, digits, _ . -"));
+    const key = generateKey();
+    process.stdout.write(
+      [
+        `key        ${key}`,
+        `scope      ${opts.scope}`,
+        `API_KEYS   ${configEntry(key, opts.scope, name)}`,
+        "",
+        "Add the API_KEYS entry to the server's API_KEYS (entries separated by commas) or as a line",
+        "of API_KEYS_FILE. The key itself is shown only now; clients send it as",
+        `  Authorization: Bearer ${key}`,
+        "",
+      ].join("\n"),
+    );
   });
 
 program

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { z } from "zod";
@@ -29,6 +30,25 @@ const hostPorts = z
       .filter((s) => s.length > 0),
   )
   .pipe(z.array(z.string().regex(/^[^\s,:]+:\d{1,5}$/, "host:port entries separated by commas")).min(1));
+
+/** API_KEYS entries: `<sha256-hex>:<scope>[:<name>]`, separated by commas. */
+const apiKeys = z.string().transform((v, ctx) => {
+  const entries: { hash: string; scope: "predict" | "admin"; name: string }[] = [];
+  for (const raw of v.split(",")) {
+    const entry = raw.trim();
+    if (entry.length === 0) continue;
+    const [hash = "", scope = "", name] = entry.split(":");
+    if (!/^[0-9a-f]{64}$/.test(hash) || (scope !== "predict" && scope !== "admin")) {
+      ctx.addIssue({
+        code: "custom",
+        message: `entry ${entries.length + 1} is not <sha256-hex>:<predict|admin>[:<name>]`,
+      });
+      return z.NEVER;
+    }
+    entries.push({ hash, scope, name: name || hash.slice(0, 8) });
+  }
+  return entries;
+});
 
 /**
  * Every environment variable Inferline reads. Each entry: schema with its default, and a
@@ -116,13 +136,81 @@ export const ENV_SCHEMA = {
   MODEL_RELOAD_TIMEOUT_MS: int(100, 600_000)
     .default(30_000)
     .describe("POST /api/admin/models/reload: how long to wait for workers to load new versions (ms)."),
-  ADMIN_API_KEY: z
-    .string()
-    .min(16, "at least 16 characters")
+  AUTH_DISABLED: bool
+    .default(false)
+    .describe(
+      "Turn API key checks off: every route is open (local experiments only; `start` says so in its banner).",
+    ),
+  API_KEYS: apiKeys
     .optional()
     .describe(
-      "Bearer token for /api/admin/* routes (Authorization: Bearer <key>). Unset: admin routes answer 403.",
+      "API keys as `<sha256-hex>:<predict|admin>[:<name>]` entries separated by commas (admin implies predict); `inferline keys create` prints one. Unset: `start` generates a key for its run, `api` answers 401.",
     ),
+  API_KEYS_FILE: z
+    .string()
+    .optional()
+    .describe("File with API_KEYS entries, one per line (# comments allowed), instead of API_KEYS."),
+  SESSION_SECRET: z
+    .string()
+    .min(32, "at least 32 characters")
+    .optional()
+    .describe(
+      "Signs dashboard session cookies; give every API instance the same one. Unset: random per process (sessions end on restart).",
+    ),
+  SESSION_SECRET_FILE: z.string().optional().describe("File holding SESSION_SECRET."),
+  SESSION_TTL_SECONDS: int(60, 30 * 86_400)
+    .default(43_200)
+    .describe("How long a dashboard login lasts (s)."),
+  REDIS_URL_FILE: z
+    .string()
+    .optional()
+    .describe("File holding REDIS_URL (keeps a Redis password out of the environment listing)."),
+  HEALTH_PUBLIC: bool
+    .default(true)
+    .describe("GET /health (detailed) without a key; false: it needs a key of any scope."),
+  METRICS_PUBLIC: bool
+    .default(true)
+    .describe(
+      "GET /metrics without a key (keep it off the public edge: the nginx config does); false: it needs a key.",
+    ),
+  TRUST_PROXY: z
+    .string()
+    .default("false")
+    .transform((v): boolean | string => (v === "true" ? true : v === "false" ? false : v))
+    .describe(
+      "Take client address and scheme from X-Forwarded-* sent by these proxies: false, true (any), or addresses/CIDRs separated by commas.",
+    ),
+  CORS_ORIGINS: z
+    .string()
+    .transform((v) =>
+      v
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0),
+    )
+    .pipe(z.array(z.url({ protocol: /^https?$/ })))
+    .optional()
+    .describe("Origins allowed to call the API from browsers, separated by commas. Unset: CORS off."),
+  RATE_LIMIT_KEY_RPS: num(0, 1_000_000)
+    .default(100)
+    .describe("Requests per second each API key may make, shared by all API instances (0: no limit)."),
+  RATE_LIMIT_KEY_BURST: int(1)
+    .default(200)
+    .describe("Requests an API key may make at once above its rate before 429."),
+  RATE_LIMIT_IP_RPS: num(0, 1_000_000)
+    .default(10)
+    .describe(
+      "Requests per second per client address without a valid key (public routes, failed logins; 0: no limit).",
+    ),
+  RATE_LIMIT_IP_BURST: int(1)
+    .default(50)
+    .describe("Requests a client address without a valid key may make at once before 429."),
+  JSON_MAX_DEPTH: int(1, 1000)
+    .default(32)
+    .describe("Deepest nesting of arrays and objects accepted in a JSON body; deeper gets 400."),
+  SSE_MAX_STREAMS: int(0)
+    .default(1000)
+    .describe("Server-sent event streams one API process keeps open at once; more get 429."),
   JOB_ATTEMPTS: int(1, 100).default(3).describe("Attempts per job before it ends `failed`."),
   JOB_BACKOFF_MS: int(0).default(1000).describe("First retry delay; doubles each attempt (ms)."),
   JOB_BACKOFF_JITTER: num(0, 1).default(0.5).describe("Share of each retry delay that is randomised (0..1)."),
@@ -138,12 +226,8 @@ export const ENV_SCHEMA = {
   QUEUE_MAX_DEPTH: int(1)
     .default(10_000)
     .describe("Jobs waiting per model beyond which the API answers 429 (a manifest may set its own)."),
-  IDEMPOTENCY_TTL_SECONDS: int(1)
-    .default(86_400)
-    .describe("How long an Idempotency-Key is remembered (s)."),
-  BATCH_MAX_ITEMS: int(1, 10_000)
-    .default(256)
-    .describe("Most inputs one batch request may carry."),
+  IDEMPOTENCY_TTL_SECONDS: int(1).default(86_400).describe("How long an Idempotency-Key is remembered (s)."),
+  BATCH_MAX_ITEMS: int(1, 10_000).default(256).describe("Most inputs one batch request may carry."),
   TIMEOUT_MAX_MS: int(1)
     .default(86_400_000)
     .describe("Largest per-request deadline (`timeout_ms`) accepted (ms)."),
@@ -278,6 +362,39 @@ export class ConfigError extends Error {
   }
 }
 
+/** Variables whose values are secrets: readable from `<NAME>_FILE`, never echoed in errors. */
+const SECRETS = new Set(["API_KEYS", "SESSION_SECRET", "REDIS_URL"]);
+
+/** Resolves `<NAME>_FILE` into `<NAME>` (in place); returns problems naming the variable. */
+function readSecretFiles(vars: Record<string, string>): string[] {
+  const problems: string[] = [];
+  for (const name of SECRETS) {
+    const file = vars[`${name}_FILE`];
+    if (file === undefined) continue;
+    if (vars[name] !== undefined) {
+      problems.push(`${name}_FILE=${JSON.stringify(file)}: set ${name} or ${name}_FILE, not both`);
+      continue;
+    }
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (err) {
+      problems.push(
+        `${name}_FILE=${JSON.stringify(file)}: cannot read it (${(err as NodeJS.ErrnoException).code ?? "error"})`,
+      );
+      continue;
+    }
+    const lines = text
+      .split(/\r?\n/)
+      .map((l) => l.trim())
+      .filter((l) => l.length > 0 && !l.startsWith("#"));
+    // API_KEYS files hold one entry per line; the others one value.
+    const value = name === "API_KEYS" ? lines.join(",") : (lines[0] ?? "");
+    if (value !== "") vars[name] = value;
+  }
+  return problems;
+}
+
 /** Parses the environment once. Throws ConfigError naming every bad variable. */
 export function parseEnv(source: Readonly<Record<string, string | undefined>>): Env {
   // Empty strings mean "unset", as in most shells' `VAR=` usage.
@@ -286,12 +403,15 @@ export function parseEnv(source: Readonly<Record<string, string | undefined>>): 
     const v = source[key];
     if (v !== undefined && v !== "") cleaned[key] = v;
   }
+  const fileProblems = readSecretFiles(cleaned);
+  if (fileProblems.length > 0) throw new ConfigError(fileProblems);
   const parsed = schema.safeParse(cleaned);
   if (!parsed.success) {
     throw new ConfigError(
       parsed.error.issues.map((i) => {
         const key = String(i.path[0] ?? "?");
-        return `${key}=${JSON.stringify(cleaned[key] ?? "")}: ${i.message}`;
+        const shown = SECRETS.has(key) ? "[redacted]" : JSON.stringify(cleaned[key] ?? "");
+        return `${key}=${shown}: ${i.message}`;
       }),
     );
   }

@@ -97,6 +97,65 @@ export class QueueFullError extends AppError {
   }
 }
 
+export class UnauthorizedError extends AppError {
+  readonly code = "unauthorized";
+  readonly status = 401;
+  constructor(message = "this route needs an API key: Authorization: Bearer <key> or X-API-Key: <key>") {
+    super(message);
+    this.headers["www-authenticate"] = 'Bearer realm="inferline"';
+  }
+}
+
+export class ForbiddenError extends AppError {
+  readonly code = "forbidden";
+  readonly status = 403;
+  constructor(needed: string) {
+    super(`this route needs a key with the "${needed}" scope`, { needed_scope: needed });
+  }
+}
+
+export class JsonTooDeepError extends AppError {
+  readonly code = "json_too_deep";
+  readonly status = 400;
+  constructor(maxDepth: number) {
+    super(`request body nests arrays/objects deeper than ${maxDepth} levels`, { max_depth: maxDepth });
+  }
+}
+
+export class BatchTooLargeError extends AppError {
+  readonly code = "batch_too_large";
+  readonly status = 413;
+  constructor(items: number, maxItems: number) {
+    super(`a batch may carry at most ${maxItems} inputs; this one has ${items}`, {
+      items,
+      max_items: maxItems,
+    });
+  }
+}
+
+export class RateLimitedError extends AppError {
+  readonly code = "rate_limited";
+  readonly status = 429;
+  constructor(retryAfterSeconds: number) {
+    super("too many requests for this key or address; retry later", {
+      retry_after_seconds: retryAfterSeconds,
+    });
+    this.headers["retry-after"] = String(retryAfterSeconds);
+  }
+}
+
+export class TooManyStreamsError extends AppError {
+  readonly code = "too_many_streams";
+  readonly status = 429;
+  constructor(maxStreams: number, retryAfterSeconds: number) {
+    super(`this server already holds ${maxStreams} open event streams; retry later or poll`, {
+      max_streams: maxStreams,
+      retry_after_seconds: retryAfterSeconds,
+    });
+    this.headers["retry-after"] = String(retryAfterSeconds);
+  }
+}
+
 export class ServiceUnavailableError extends AppError {
   readonly code = "service_unavailable";
   readonly status = 503;

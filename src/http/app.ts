@@ -1,5 +1,10 @@
 import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyInstance } from "fastify";
+import { createSecurity } from "../security/index.js";
+import { installAuth } from "./auth.js";
+import { dashboardLogin } from "./plugins/dashboard-login.js";
+import { installJsonBody } from "./plugins/json-body.js";
+import { installSecurityHeaders } from "./plugins/security-headers.js";
 import { RequestLog } from "./request-log.js";
 import { installErrorHandling } from "./error-handler.js";
 import { adminJobRoutes } from "./routes/admin-jobs.js";
@@ -29,6 +34,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
       return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
     },
     return503OnClosing: true,
+    trustProxy: config.TRUST_PROXY,
     // Long `Prefer: wait` requests must outlive the defaults.
     requestTimeout: (config.WAIT_MAX_SECONDS + 30) * 1000,
     ajv: { customOptions: { coerceTypes: "array", removeAdditional: false, allErrors: false } },
@@ -36,6 +42,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
 
   // Only JSON bodies: text/plain would otherwise parse into a string.
   app.removeContentTypeParser("text/plain");
+  installJsonBody(app, config.JSON_MAX_DEPTH);
   installRequestMetrics(app, deps.telemetry);
   app.addHook("onRequest", async (request, reply) => {
     void reply.header("x-request-id", request.id);
@@ -44,6 +51,13 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
     bodyLimit: config.BODY_LIMIT_BYTES,
     retryAfterSeconds: config.RETRY_AFTER_UNAVAILABLE_SECONDS,
   });
+
+  // Protection comes before every route: headers, CORS, then keys, scopes and rate limits.
+  const security = createSecurity(config);
+  app.addHook("onClose", async () => security.close());
+  await installSecurityHeaders(app, config);
+  installAuth(app, config, security);
+  await app.register(dashboardLogin, { config, security });
 
   await app.register(healthRoutes, deps);
   await app.register(modelRoutes, deps);

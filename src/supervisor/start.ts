@@ -1,6 +1,8 @@
+import { randomBytes } from "node:crypto";
 import type { Config } from "../config/index.js";
 import { ModelCatalog } from "../models/catalog.js";
 import { createRedis } from "../redis/connection.js";
+import { configEntry, generateKey } from "../security/keys.js";
 import type { Logger } from "../telemetry/logger.js";
 import { WorkerRegistry } from "../telemetry/workers.js";
 import { Autoscaler, type ScalePolicy } from "./autoscaler.js";
@@ -40,16 +42,48 @@ export function scalePolicy(config: Config, initial: number): ScalePolicy {
 }
 
 /**
+ * API keys for this run. With none configured (and auth not switched off), `start` makes an
+ * admin key for the run and prints it, so `npm start` works out of the box without leaving
+ * the API open; the session secret is shared with its API process the same way.
+ */
+export function runKeys(config: Config): { env: Record<string, string>; banner: (url: string) => string[] } {
+  if (config.AUTH_DISABLED) {
+    return {
+      env: {},
+      banner: () => [
+        "    auth      OFF (AUTH_DISABLED=true): every route is open to anyone who can reach it",
+      ],
+    };
+  }
+  const env: Record<string, string> = {};
+  if (config.SESSION_SECRET === undefined) env.SESSION_SECRET = randomBytes(32).toString("base64url");
+  if ((config.API_KEYS?.length ?? 0) > 0) {
+    return { env, banner: () => [`    auth      ${config.API_KEYS?.length} API key(s) from API_KEYS`] };
+  }
+  const key = generateKey();
+  env.API_KEYS = configEntry(key, "admin", "start");
+  return {
+    env,
+    banner: (url) => [
+      `    auth      admin key for this run (set API_KEYS to use your own; \`inferline keys create\`):`,
+      `              export INFERLINE_API_KEY=${key}`,
+      `    dashboard ${url}/dashboard (sign in with the key)`,
+    ],
+  };
+}
+
+/**
  * `inferline start`: Redis (found or started), one API process and N worker processes, the
  * worker count then following queue depth (AUTOSCALE_*) unless AUTOSCALE=false or N is 0.
  */
 export async function runStart(config: Config, logger: Logger, opts: StartOptions): Promise<StartHandle> {
   const redis = await ensureRedis(config, logger, opts.env.PATH);
+  const keys = runKeys(config);
   let announce: (url: string) => void = () => {};
   const url = new Promise<string>((r) => (announce = r));
   const supervisor = new Supervisor({
     entry: opts.entry,
-    env: { ...opts.env, REDIS_URL: redis.url },
+    env: { ...opts.env, ...keys.env, REDIS_URL: redis.url },
     restartBackoffMs: config.SUPERVISOR_RESTART_BACKOFF_MS,
     stopTimeoutMs: config.WORKER_SHUTDOWN_TIMEOUT_MS + 5000,
     logger,
@@ -101,9 +135,10 @@ export async function runStart(config: Config, logger: Logger, opts: StartOption
       [
         "",
         `  Inferline is up: ${u}`,
-        `    predict   curl -s -XPOST ${u}/api/ml/sentiment -H 'content-type: application/json' -H 'Prefer: wait=5' -d '{"text":"I love it"}'`,
+        `    predict   curl -s -XPOST ${u}/api/ml/sentiment -H 'content-type: application/json' -H 'Prefer: wait=5'${config.AUTH_DISABLED ? "" : ' -H "Authorization: Bearer $INFERLINE_API_KEY"'} -d '{"text":"I love it"}'`,
         `    models    ${u}/api/models`,
         `    health    ${u}/health`,
+        ...keys.banner(u),
         `    redis     ${redis.owned ? `started here on 127.0.0.1:${config.LOCAL_REDIS_PORT} (stopped on exit)` : "external"}`,
         `    workers   ${opts.workers} process(es)${scaling ? " (autoscaled on queue depth)" : ""}`,
         "  Ctrl-C stops everything gracefully.",

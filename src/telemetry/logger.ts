@@ -17,6 +17,14 @@ export const REDACT_PATHS = [
   "*.api_key",
   "redisUrl",
   "*.redisUrl",
+  "REDIS_URL",
+  "*.REDIS_URL",
+  "SESSION_SECRET",
+  "*.SESSION_SECRET",
+  "*.headers.authorization",
+  '*.headers["x-api-key"]',
+  "*.headers.cookie",
+  "*.token",
 ];
 
 /** JSON lines (pino) for every process; pretty only in development on a terminal. */

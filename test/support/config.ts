@@ -1,7 +1,10 @@
 import { buildConfig, type Config } from "../../src/config/index.js";
 import { REDIS_URL } from "./redis.js";
 
-/** A config for tests: the shared Redis, the test's own prefix, quiet logs, a free port. */
+/**
+ * A config for tests: the shared Redis, the test's own prefix, quiet logs, a free port, and
+ * API keys and rate limits off.
+ */
 export function testConfig(prefix: string, overrides: Record<string, string> = {}): Config {
   return buildConfig({ ...testEnv(prefix), ...overrides });
 }
@@ -19,6 +22,10 @@ export function testEnv(prefix: string, overrides: Record<string, string> = {}):
     // No warm-up wait (tests that want one set it) and no worker metrics port (many workers per host).
     HEALTH_WARMUP_MS: "0",
     WORKER_METRICS_PORT: "0",
+    // Keys and rate limits are tested in test/security; elsewhere they would only get in the way.
+    AUTH_DISABLED: "true",
+    RATE_LIMIT_KEY_RPS: "0",
+    RATE_LIMIT_IP_RPS: "0",
     ...overrides,
   };
 }

@@ -1,31 +1,16 @@
-import { timingSafeEqual } from "node:crypto";
 import type { FastifyPluginAsync } from "fastify";
 import type { Redis } from "ioredis";
-import { AppError, RedisUnavailableError } from "../../errors/catalog.js";
+import { RedisUnavailableError } from "../../errors/catalog.js";
 import { ModelCatalog } from "../../models/catalog.js";
 import { ReloadBus, reloadCatalog } from "../../models/reload.js";
 import { createRedis, isConnectionError, waitReady } from "../../redis/connection.js";
 import type { HttpDeps } from "../types.js";
 
-class AdminKeyRequiredError extends AppError {
-  readonly code = "admin_key_required";
-  readonly status = 401;
-}
-class AdminDisabledError extends AppError {
-  readonly code = "admin_disabled";
-  readonly status = 403;
-}
-
-function sameKey(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
 /**
  * Admin routes of the model repository. `POST /api/admin/models/reload` rescans
  * MODEL_REPOSITORY; workers load and warm the new versions; a version that fails to load in
  * any worker is not served, its predecessor stays latest, and the response says why.
+ * Needs an admin key (the auth hook checks the route's `access`).
  */
 export const adminModelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { config, catalog }) => {
   const connect = (role: "command" | "blocking") => {
@@ -38,13 +23,7 @@ export const adminModelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { conf
   let bus: ReloadBus | undefined;
   app.addHook("onClose", async () => publisher?.disconnect());
 
-  app.post("/api/admin/models/reload", async (req) => {
-    const key = config.ADMIN_API_KEY;
-    if (!key) throw new AdminDisabledError("admin routes are disabled: set ADMIN_API_KEY to enable them");
-    const auth = req.headers.authorization ?? "";
-    if (!auth.startsWith("Bearer ") || !sameKey(auth.slice(7), key))
-      throw new AdminKeyRequiredError("this route needs Authorization: Bearer <ADMIN_API_KEY>");
-
+  app.post("/api/admin/models/reload", { config: { access: "admin" } }, async () => {
     publisher ??= connect("command");
     bus ??= new ReloadBus(publisher, () => connect("blocking"), config.REDIS_KEY_PREFIX);
     try {

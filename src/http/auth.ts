@@ -1,0 +1,147 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Config } from "../config/index.js";
+import { ForbiddenError, RateLimitedError, UnauthorizedError } from "../errors/catalog.js";
+import {
+  allows,
+  type Principal,
+  type RateDecision,
+  type RateRule,
+  type Security,
+  type StreamSlots,
+} from "../security/index.js";
+
+/**
+ * Who may call a route. Routes declare it as `config: { access }`; a route that does not is
+ * given one by its path (see `accessFor`), and anything unknown needs an admin key.
+ */
+export type Access = "public" | "predict" | "admin";
+
+declare module "fastify" {
+  interface FastifyInstance {
+    /** Open server-sent event streams of this process: `const release = app.streams.acquire()`. */
+    streams: StreamSlots;
+  }
+  interface FastifyContextConfig {
+    access?: Access;
+  }
+  interface FastifyRequest {
+    /** The caller's key (or the admin stand-in when AUTH_DISABLED); null on public routes. */
+    principal: Principal | null;
+  }
+}
+
+export const SESSION_COOKIE = "inferline_session";
+
+const BY_PATH: readonly [RegExp, Access][] = [
+  [/^\/health\/(live|ready)$/, "public"],
+  [/^\/api\/(ml|results|models)(\/|$)/, "predict"],
+  [/^\/docs(\/|$)/, "public"],
+];
+/** Probes from load balancers and orchestrators: never rate limited, never touch Redis. */
+const PROBES = /^\/health\/(live|ready)$/;
+
+/** The access a route gets: config for /health and /metrics, then its declaration, then its path. */
+export function accessFor(url: string, method: string, declared: Access | undefined, config: Config): Access {
+  if (url === "/health") return config.HEALTH_PUBLIC ? "public" : "predict";
+  if (url === "/metrics") return config.METRICS_PUBLIC ? "public" : "predict";
+  // CORS preflights carry no credentials by design.
+  if (method === "OPTIONS") return "public";
+  if (declared) return declared;
+  return BY_PATH.find(([re]) => re.test(url))?.[1] ?? "admin";
+}
+
+function presentedKey(req: FastifyRequest): string | undefined {
+  const auth = req.headers.authorization;
+  if (typeof auth === "string" && auth.length > 0) {
+    const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(auth);
+    // An Authorization header that is not a bearer token still counts as a (wrong) credential.
+    return m?.[1] ?? auth;
+  }
+  const header = req.headers["x-api-key"];
+  return typeof header === "string" && header.length > 0 ? header.trim() : undefined;
+}
+
+export function readCookie(req: FastifyRequest, name: string): string | undefined {
+  const header = req.headers.cookie;
+  if (typeof header !== "string") return undefined;
+  for (const part of header.split(";")) {
+    const i = part.indexOf("=");
+    if (i > 0 && part.slice(0, i).trim() === name) return part.slice(i + 1).trim();
+  }
+  return undefined;
+}
+
+function rateHeaders(reply: FastifyReply, d: RateDecision, rule: RateRule): void {
+  void reply.headers({
+    "ratelimit-limit": String(d.limit),
+    "ratelimit-remaining": String(d.remaining),
+    "ratelimit-reset": String(Math.ceil(d.resetMs / 1000)),
+    "ratelimit-policy": `${rule.burst};w=${Math.max(1, Math.ceil(rule.burst / rule.rps))}`,
+  });
+}
+
+/**
+ * Authentication (API keys, dashboard sessions), authorization by route access, and rate
+ * limits shared through Redis. Installed on the root instance before any route, so every
+ * route, including the not-found handler, goes through it.
+ */
+export function installAuth(app: FastifyInstance, config: Config, security: Security): void {
+  const keyRule: RateRule = { rps: config.RATE_LIMIT_KEY_RPS, burst: config.RATE_LIMIT_KEY_BURST };
+  const ipRule: RateRule = { rps: config.RATE_LIMIT_IP_RPS, burst: config.RATE_LIMIT_IP_BURST };
+
+  app.decorate("streams", security.streams);
+  app.decorateRequest("principal", null);
+  app.addHook("onRoute", (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    const declared = route.config?.access;
+    const access = accessFor(route.url, String(methods[0]), declared, config);
+    route.config = { ...route.config, access };
+  });
+
+  const limit = async (reply: FastifyReply, caller: string, rule: RateRule) => {
+    if (rule.rps <= 0 || !security.limiter) return;
+    const d = await security.limiter.take(caller, rule);
+    if (!d) return;
+    rateHeaders(reply, d, rule);
+    if (!d.allowed) throw new RateLimitedError(Math.max(1, Math.ceil(d.retryAfterMs / 1000)));
+  };
+
+  app.addHook("onRequest", async (req, reply) => {
+    const path = req.routeOptions.url ?? "";
+    // Unknown routes need a key of any scope before they learn that the route does not exist.
+    const access: Access = req.is404 ? "predict" : (req.routeOptions.config.access ?? "admin");
+    if (access === "public") {
+      if (!PROBES.test(path)) await limit(reply, `ip:${req.ip}`, ipRule);
+      return;
+    }
+    if (config.AUTH_DISABLED) {
+      req.principal = { id: "anonymous", name: "anonymous", scope: "admin" };
+      await limit(reply, `anon:${req.ip}`, keyRule);
+      return;
+    }
+
+    const key = presentedKey(req);
+    let principal: Principal | undefined;
+    if (key !== undefined) principal = security.keys.verify(key);
+    else {
+      const session = readCookie(req, SESSION_COOKIE);
+      const id = session === undefined ? undefined : security.sessions.verify(session);
+      principal = id === undefined ? undefined : security.keys.byId(id);
+    }
+    if (!principal) {
+      await limit(reply, `ip:${req.ip}`, ipRule);
+      const browser = req.method === "GET" && (req.headers.accept ?? "").includes("text/html");
+      if (browser && /^\/dashboard(\/|$|\?)/.test(req.url)) return reply.redirect("/dashboard/login", 303);
+      throw new UnauthorizedError(
+        key === undefined
+          ? undefined
+          : security.keys.size === 0
+            ? "no API keys are configured on this server (API_KEYS); see `inferline keys create`"
+            : "the API key is not valid",
+      );
+    }
+    req.principal = principal;
+    await limit(reply, `key:${principal.id}`, keyRule);
+    if (!allows(principal.scope, access === "admin" ? "admin" : "predict")) throw new ForbiddenError(access);
+  });
+}

@@ -1,0 +1,88 @@
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
+import type { Config } from "../../config/index.js";
+import { ForbiddenError, UnauthorizedError } from "../../errors/catalog.js";
+import { allows, type Security } from "../../security/index.js";
+import { SESSION_COOKIE } from "../auth.js";
+
+const page = (message = "") => `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Inferline dashboard: sign in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body>
+<main>
+<h1>Inferline dashboard</h1>
+${message ? `<p role="alert">${message}</p>` : ""}
+<form method="post" action="/dashboard/login">
+<label for="key">Admin API key</label>
+<input id="key" name="key" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button>
+</form>
+</main>
+</body>
+</html>
+`;
+
+function cookie(req: FastifyRequest, value: string, maxAgeSeconds: number): string {
+  // Secure whenever the client reached us over TLS (directly, or through a proxy saying so).
+  const tls = req.protocol === "https" || req.headers["x-forwarded-proto"] === "https";
+  return [
+    `${SESSION_COOKIE}=${value}`,
+    "Path=/",
+    `Max-Age=${maxAgeSeconds}`,
+    "HttpOnly",
+    "SameSite=Strict",
+    ...(tls ? ["Secure"] : []),
+  ].join("; ");
+}
+
+/**
+ * The dashboard's sign-in: a form posting an admin key, answered with a signed session cookie
+ * (HttpOnly, SameSite=Strict, Secure over TLS). Sessions are checked by the auth hook.
+ */
+export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Security }> = async (
+  app,
+  { security },
+) => {
+  app.addContentTypeParser(
+    "application/x-www-form-urlencoded",
+    { parseAs: "string", bodyLimit: 4096 },
+    (_req, body, done) => done(null, Object.fromEntries(new URLSearchParams(body as string))),
+  );
+  const isForm = (req: FastifyRequest) =>
+    (req.headers["content-type"] ?? "").startsWith("application/x-www-form-urlencoded");
+  const html = (reply: FastifyReply, status: number, message?: string) =>
+    reply
+      .code(status)
+      .type("text/html; charset=utf-8")
+      .header("cache-control", "no-store")
+      .send(page(message));
+
+  app.get("/dashboard/login", { config: { access: "public" } }, async (_req, reply) => html(reply, 200));
+
+  app.post<{ Body: unknown }>(
+    "/dashboard/login",
+    { config: { access: "public" }, bodyLimit: 4096 },
+    async (req, reply) => {
+      const body = req.body as { key?: unknown } | null;
+      const key = typeof body?.key === "string" ? body.key : "";
+      const principal = security.keys.verify(key);
+      if (!principal || !allows(principal.scope, "admin")) {
+        req.log.info({ event: "login_failed" }, "dashboard sign-in refused");
+        if (isForm(req))
+          return html(reply, 401, principal ? "That key has no admin scope." : "That key is not valid.");
+        throw principal ? new ForbiddenError("admin") : new UnauthorizedError("the API key is not valid");
+      }
+      req.log.info({ event: "login", key_name: principal.name }, "dashboard sign-in");
+      void reply.header(
+        "set-cookie",
+        cookie(req, security.sessions.issue(principal.id), security.sessions.ttlSeconds),
+      );
+      return isForm(req) ? reply.redirect("/dashboard", 303) : reply.code(204).send();
+    },
+  );
+
+  app.post("/dashboard/logout", { config: { access: "public" } }, async (req, reply) => {
+    void reply.header("set-cookie", cookie(req, "", 0));
+    return reply.redirect("/dashboard/login", 303);
+  });
+};

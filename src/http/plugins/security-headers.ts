@@ -1,0 +1,56 @@
+import cors from "@fastify/cors";
+import helmet from "@fastify/helmet";
+import type { FastifyInstance } from "fastify";
+import type { Config } from "../../config/index.js";
+
+/**
+ * Browser-facing protection: security headers on every response (a CSP that allows no inline
+ * or foreign scripts, no MIME sniffing, no framing), and CORS only for CORS_ORIGINS.
+ */
+export async function installSecurityHeaders(app: FastifyInstance, config: Config): Promise<void> {
+  await app.register(helmet, {
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        // Inline style attributes are harmless without script; the docs UI uses them.
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+      },
+    },
+    frameguard: { action: "deny" },
+    // HTTPS is the proxy's business; the header is ignored over plain HTTP anyway.
+    strictTransportSecurity: { maxAge: 15_552_000, includeSubDomains: false },
+  });
+  if (config.CORS_ORIGINS && config.CORS_ORIGINS.length > 0) {
+    await app.register(cors, {
+      origin: [...config.CORS_ORIGINS],
+      methods: ["GET", "POST", "DELETE"],
+      allowedHeaders: [
+        "authorization",
+        "x-api-key",
+        "content-type",
+        "prefer",
+        "idempotency-key",
+        "x-request-id",
+      ],
+      exposedHeaders: [
+        "location",
+        "retry-after",
+        "preference-applied",
+        "x-request-id",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+      ],
+      maxAge: 600,
+    });
+  }
+}

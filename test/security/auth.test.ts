@@ -1,0 +1,173 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { accessFor } from "../../src/http/auth.js";
+import { hashKey, KeyRing } from "../../src/security/keys.js";
+import { SessionSigner } from "../../src/security/sessions.js";
+import { testConfig } from "../support/config.js";
+import { call } from "../support/http.js";
+import { spawnCli } from "../support/processes.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { bearer, testKeys } from "./support.js";
+
+const code = (body: Record<string, unknown>) => (body.error as { code?: string } | undefined)?.code;
+
+void describe("API keys", () => {
+  const prefix = uniquePrefix("sec-auth");
+  const keys = testKeys();
+  let api: ApiHandle;
+  before(async () => {
+    api = await startApi(testConfig(prefix, { ...keys.env, MODELS: "echo", MODEL_RELOAD_TIMEOUT_MS: "100" }));
+  });
+  after(async () => {
+    await api.close();
+    await cleanupPrefix(prefix);
+  });
+  const echo = (headers: Record<string, string>) =>
+    call(api.url, "POST", "/api/ml/echo", { text: "hi" }, headers);
+  const reload = (headers: Record<string, string>) =>
+    call(api.url, "POST", "/api/admin/models/reload", undefined, headers);
+
+  void it("probes are open without a key", async () => {
+    assert.equal((await call(api.url, "GET", "/health/live")).status, 200);
+    assert.notEqual((await call(api.url, "GET", "/health/ready")).status, 401);
+  });
+
+  void it("no key: 401 with WWW-Authenticate and the catalog's code", async () => {
+    const r = await echo({});
+    assert.equal(r.status, 401);
+    assert.equal(code(r.body), "unauthorized");
+    assert.match(r.headers.get("www-authenticate") ?? "", /^Bearer /);
+  });
+
+  void it("a wrong or malformed key: 401", async () => {
+    assert.equal((await echo(bearer("ilk_not-a-key"))).status, 401);
+    assert.equal((await echo({ authorization: "Basic Zm9vOmJhcg==" })).status, 401);
+    assert.equal((await echo({ "x-api-key": keys.predict + "x" })).status, 401);
+  });
+
+  void it("a predict key submits, as Bearer or X-API-Key", async () => {
+    assert.equal((await echo(bearer(keys.predict))).status, 202);
+    assert.equal((await echo({ "x-api-key": keys.predict })).status, 202);
+    assert.equal((await call(api.url, "GET", "/api/models", undefined, bearer(keys.predict))).status, 200);
+  });
+
+  void it("a predict key on an admin route: 403", async () => {
+    const r = await reload(bearer(keys.predict));
+    assert.equal(r.status, 403);
+    assert.equal(code(r.body), "forbidden");
+  });
+
+  void it("an admin key reaches admin routes and, implying predict, the model routes", async () => {
+    const r = await reload(bearer(keys.admin));
+    assert.ok(r.status !== 401 && r.status !== 403, `status ${r.status}`);
+    assert.equal((await echo(bearer(keys.admin))).status, 202);
+    assert.equal((await reload({})).status, 401);
+  });
+
+  void it("unknown routes need a key before they answer 404", async () => {
+    assert.equal((await call(api.url, "GET", "/nothing-here")).status, 401);
+    assert.equal((await call(api.url, "GET", "/nothing-here", undefined, bearer(keys.predict))).status, 404);
+  });
+
+  void it("dashboard: a browser without a session is sent to the sign-in form", async () => {
+    const res = await fetch(`${api.url}/dashboard`, { headers: { accept: "text/html" }, redirect: "manual" });
+    assert.equal(res.status, 303);
+    assert.equal(res.headers.get("location"), "/dashboard/login");
+    const form = await fetch(`${api.url}/dashboard/login`);
+    assert.equal(form.status, 200);
+    assert.match(await form.text(), /<form method="post" action="\/dashboard\/login">/);
+    const csp = form.headers.get("content-security-policy") ?? "";
+    assert.match(csp, /script-src 'self'(;|$)/);
+    assert.match(csp, /frame-ancestors 'none'/);
+    assert.equal(form.headers.get("x-content-type-options"), "nosniff");
+    assert.equal(form.headers.get("x-frame-options"), "DENY");
+  });
+
+  const login = (key: string, headers: Record<string, string> = {}) =>
+    fetch(`${api.url}/dashboard/login`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", ...headers },
+      body: new URLSearchParams({ key }).toString(),
+      redirect: "manual",
+    });
+
+  void it("dashboard login: an admin key gets an HttpOnly, SameSite=Strict session cookie that works", async () => {
+    assert.equal((await login(keys.predict)).status, 401);
+    assert.equal((await login("wrong")).status, 401);
+    const res = await login(keys.admin);
+    assert.equal(res.status, 303);
+    assert.equal(res.headers.get("location"), "/dashboard");
+    const cookie = res.headers.get("set-cookie") ?? "";
+    assert.match(cookie, /^inferline_session=[^;]+; Path=\/; Max-Age=\d+; HttpOnly; SameSite=Strict$/);
+    const session = cookie.split(";")[0] ?? "";
+    const withCookie = await reload({ cookie: session });
+    assert.ok(withCookie.status !== 401 && withCookie.status !== 403, `status ${withCookie.status}`);
+    const forged = session.replace(/.$/, (c) => (c === "A" ? "B" : "A"));
+    assert.equal((await reload({ cookie: forged })).status, 401);
+  });
+
+  void it("dashboard login behind TLS marks the cookie Secure", async () => {
+    const res = await login(keys.admin, { "x-forwarded-proto": "https" });
+    assert.match(res.headers.get("set-cookie") ?? "", /; Secure$/);
+  });
+
+  void it("responses carry no stack traces or internal messages", async () => {
+    const r = await call(api.url, "POST", "/api/ml/echo", "{bad json", bearer(keys.predict));
+    assert.equal(r.status, 400);
+    assert.doesNotMatch(JSON.stringify(r.body), /\bat .+\.(js|ts):\d+|node_modules|\/src\//);
+  });
+});
+
+void describe("route access", () => {
+  const cfg = testConfig("unused", { AUTH_DISABLED: "false" });
+  void it("defaults by path, and to admin for anything unknown", () => {
+    assert.equal(accessFor("/health/live", "GET", undefined, cfg), "public");
+    assert.equal(accessFor("/api/ml/:model", "POST", undefined, cfg), "predict");
+    assert.equal(accessFor("/api/results/:jobId", "GET", undefined, cfg), "predict");
+    assert.equal(accessFor("/api/admin/jobs", "GET", undefined, cfg), "admin");
+    assert.equal(accessFor("/api/stats", "GET", undefined, cfg), "admin");
+    assert.equal(accessFor("/dashboard", "GET", undefined, cfg), "admin");
+    assert.equal(accessFor("/api/whatever", "GET", "predict", cfg), "predict");
+  });
+  void it("/health and /metrics follow HEALTH_PUBLIC and METRICS_PUBLIC", () => {
+    assert.equal(accessFor("/health", "GET", undefined, cfg), "public");
+    assert.equal(accessFor("/metrics", "GET", "public", cfg), "public");
+    const closed = testConfig("unused", { HEALTH_PUBLIC: "false", METRICS_PUBLIC: "false" });
+    assert.equal(accessFor("/health", "GET", "public", closed), "predict");
+    assert.equal(accessFor("/metrics", "GET", "public", closed), "predict");
+  });
+  void it("auth is on unless switched off explicitly", () => {
+    assert.equal(testConfig("unused", { AUTH_DISABLED: "" }).AUTH_DISABLED, false);
+  });
+});
+
+void describe("keys and sessions", () => {
+  void it("inferline keys create prints a key and the API_KEYS entry of its hash", async () => {
+    const p = spawnCli(["keys", "create", "--scope", "admin", "--name", "ci"], {});
+    let out = "";
+    p.proc.stdout?.on("data", (c: Buffer) => (out += c.toString()));
+    const { code: exit } = await p.exited;
+    assert.equal(exit, 0);
+    const key = /^key\s+(\S+)$/m.exec(out)?.[1] ?? "";
+    const entry = /^API_KEYS\s+(\S+)$/m.exec(out)?.[1] ?? "";
+    assert.match(key, /^ilk_[A-Za-z0-9_-]{43}$/);
+    assert.equal(entry, `${hashKey(key)}:admin:ci`);
+  });
+
+  void it("a key ring matches only the exact key", () => {
+    const ring = new KeyRing([{ hash: hashKey("k1"), scope: "predict", name: "one" }]);
+    assert.equal(ring.verify("k1")?.name, "one");
+    assert.equal(ring.verify("k2"), undefined);
+    assert.equal(ring.verify(""), undefined);
+    assert.equal(ring.verify("k".repeat(10_000)), undefined);
+  });
+
+  void it("sessions expire and do not survive another secret", () => {
+    const a = new SessionSigner("a".repeat(32), 60);
+    const token = a.issue("abc", 1_000_000);
+    assert.equal(a.verify(token, 1_000_000), "abc");
+    assert.equal(a.verify(token, 1_000_000 + 61_000), undefined);
+    assert.equal(new SessionSigner("b".repeat(32), 60).verify(token, 1_000_000), undefined);
+  });
+});

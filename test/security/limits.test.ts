@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import Fastify from "fastify";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { BatchTooLargeError } from "../../src/errors/catalog.js";
+import { installErrorHandling } from "../../src/http/error-handler.js";
+import { jsonTooDeep, StreamSlots } from "../../src/security/index.js";
+import { testConfig } from "../support/config.js";
+import { call } from "../support/http.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+
+const code = (body: Record<string, unknown>) => (body.error as { code?: string } | undefined)?.code;
+const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
+
+void describe("request limits", () => {
+  const prefix = uniquePrefix("sec-limits");
+  let api: ApiHandle;
+  before(async () => {
+    api = await startApi(
+      testConfig(prefix, {
+        MODELS: "echo,sentiment",
+        BODY_LIMIT_BYTES: "65536",
+        JSON_MAX_DEPTH: "16",
+        WAIT_MAX_SECONDS: "1",
+      }),
+    );
+  });
+  after(async () => {
+    await api.close();
+    await cleanupPrefix(prefix);
+  });
+
+  void it("JSON deeper than JSON_MAX_DEPTH: 400 json_too_deep, before parsing", async () => {
+    const deep = await call(api.url, "POST", "/api/ml/echo", `{"value":${nested(40)}}`);
+    assert.equal(deep.status, 400);
+    assert.equal(code(deep.body), "json_too_deep");
+    const hostile = await call(api.url, "POST", "/api/ml/echo", `{"value":${nested(30_000)}}`);
+    assert.equal(code(hostile.body), "json_too_deep");
+    const fine = await call(
+      api.url,
+      "POST",
+      "/api/ml/echo",
+      `{"value":${nested(10)},"text":"[[[[[[[[[[[[[[[[[[[["}`,
+    );
+    assert.equal(fine.status, 202);
+  });
+
+  void it("a body over BODY_LIMIT_BYTES: 413 payload_too_large", async () => {
+    const r = await call(api.url, "POST", "/api/ml/echo", { text: "x".repeat(70_000) });
+    assert.equal(r.status, 413);
+    assert.equal(code(r.body), "payload_too_large");
+  });
+
+  void it("text over the model's maxLength: 422 invalid_input", async () => {
+    const r = await call(api.url, "POST", "/api/ml/sentiment", { text: "a".repeat(20_001) });
+    assert.equal(r.status, 422);
+    assert.equal(code(r.body), "invalid_input");
+  });
+
+  void it("Prefer: wait is capped at WAIT_MAX_SECONDS", async () => {
+    const started = Date.now();
+    const r = await call(
+      api.url,
+      "POST",
+      "/api/ml/echo",
+      { text: "slow", sleep_ms: 30_000 },
+      { prefer: "wait=600" },
+    );
+    assert.equal(r.status, 202);
+    assert.equal(r.headers.get("preference-applied"), "wait=1");
+    assert.ok(Date.now() - started < 5000);
+  });
+
+  void it("the depth scan ignores brackets inside strings and escapes", () => {
+    assert.equal(jsonTooDeep(`{"a":"[[[[[[\\"[[[["}`, 2), false);
+    assert.equal(jsonTooDeep(`{"a":[[1]]}`, 2), true);
+  });
+});
+
+void describe("stream and batch limits", () => {
+  void it("event streams beyond SSE_MAX_STREAMS: 429 too_many_streams with Retry-After", async () => {
+    const slots = new StreamSlots(2, 3);
+    const app = Fastify();
+    installErrorHandling(app, { bodyLimit: 1024, retryAfterSeconds: 3 });
+    const held: (() => void)[] = [];
+    app.get("/stream", async () => {
+      held.push(slots.acquire());
+      return { open: slots.open };
+    });
+    assert.equal((await app.inject("/stream")).statusCode, 200);
+    assert.equal((await app.inject("/stream")).statusCode, 200);
+    const refused = await app.inject("/stream");
+    assert.equal(refused.statusCode, 429);
+    assert.equal(refused.headers["retry-after"], "3");
+    assert.equal(refused.json<{ error: { code: string } }>().error.code, "too_many_streams");
+    const release = held.pop()!;
+    release();
+    release(); // releasing twice frees one slot only
+    assert.equal(slots.open, 1);
+    assert.equal((await app.inject("/stream")).statusCode, 200);
+    await app.close();
+  });
+
+  void it("a batch over BATCH_MAX_ITEMS has its own code", () => {
+    const err = new BatchTooLargeError(300, 256);
+    assert.equal(err.status, 413);
+    assert.equal(err.code, "batch_too_large");
+  });
+});

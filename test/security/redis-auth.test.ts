@@ -1,0 +1,176 @@
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
+import { testEnv } from "../support/config.js";
+import { call, eventually, freePort } from "../support/http.js";
+import { spawnCli, spawnWorker, stop, type Spawned } from "../support/processes.js";
+import { bearer, testKeys } from "./support.js";
+
+const PASSWORD = "redis-Pa55word-that-must-never-be-logged";
+const ACL_PASSWORD = "acl-user-secret-that-must-never-be-logged";
+const SESSION_SECRET = "session-secret-that-must-never-be-logged-0123456789";
+
+/**
+ * A redis-server of this test's own on a free port, with a default-user password and an ACL
+ * user limited to the test's key prefix: Inferline must work through both, and no log line of
+ * the API or the worker may carry a key, a password or a session secret.
+ */
+void describe("Redis with a password and an ACL user; secrets never logged", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "inferline-redis-auth-"));
+  const prefix = "secure";
+  const keys = testKeys();
+  let port = 0;
+  let server: ChildProcess;
+  const procs: Spawned[] = [];
+  before(async () => {
+    port = await freePort();
+    const acl = path.join(dir, "users.acl");
+    writeFileSync(
+      acl,
+      [
+        `user default on >${PASSWORD} ~* &* +@all`,
+        // Least privilege: only the deployment's keys, no admin or dangerous commands beyond INFO.
+        `user inferline on >${ACL_PASSWORD} ~${prefix}:* &${prefix}:* +@all -@dangerous +info`,
+        "",
+      ].join("\n"),
+    );
+    server = spawn(
+      "redis-server",
+      [
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--aclfile",
+        acl,
+        "--dir",
+        dir,
+      ],
+      { stdio: "ignore" },
+    );
+    await eventually(async () => {
+      const r = new Redis({
+        port,
+        password: PASSWORD,
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      r.on("error", () => {});
+      try {
+        await r.connect();
+        return (await r.ping()) === "PONG";
+      } catch {
+        return false;
+      } finally {
+        r.disconnect();
+      }
+    });
+  });
+  after(async () => {
+    await Promise.all(procs.map((p) => stop(p)));
+    server.kill("SIGKILL");
+    await sleep(50);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const run = async (redisUrl: string) => {
+    const env = testEnv(prefix, {
+      ...keys.env,
+      REDIS_URL: redisUrl,
+      SESSION_SECRET,
+      MODELS: "echo",
+      LOG_LEVEL: "trace",
+    });
+    const api = spawnCli(["api"], env);
+    procs.push(api);
+    const started = await api.waitForLine((l) => l.event === "api_started", 30_000);
+    const url = String(started.url);
+    const worker = await spawnWorker({ ...env, LOG_LEVEL: "trace" });
+    procs.push(worker);
+    return { api, worker, url };
+  };
+
+  const exercise = async (url: string) => {
+    const done = await call(
+      url,
+      "POST",
+      "/api/ml/echo",
+      { text: "through auth" },
+      { ...bearer(keys.predict), prefer: "wait=10" },
+    );
+    assert.equal(done.status, 200, JSON.stringify(done.body));
+    assert.equal(
+      (await call(url, "POST", "/api/ml/echo", { text: "x" }, { "x-api-key": keys.admin })).status,
+      202,
+    );
+    assert.equal(
+      (await call(url, "POST", "/api/ml/echo", { text: "x" }, bearer(`${keys.predict}-wrong`))).status,
+      401,
+    );
+    const login = await fetch(`${url}/dashboard/login`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: `key=${keys.admin}`,
+      redirect: "manual",
+    });
+    const cookie = (login.headers.get("set-cookie") ?? "").split(";")[0] ?? "";
+    await call(url, "GET", "/api/models", undefined, { cookie });
+    return cookie;
+  };
+
+  const assertNoSecrets = (all: Spawned[], cookie: string) => {
+    const secrets = [
+      PASSWORD,
+      ACL_PASSWORD,
+      SESSION_SECRET,
+      keys.predict,
+      keys.admin,
+      cookie.split("=")[1] ?? "x",
+    ];
+    for (const p of all) {
+      const text = p.lines.map((l) => JSON.stringify(l)).join("\n") + p.stderr();
+      assert.ok(p.lines.length > 0, "the process logged something");
+      for (const s of secrets)
+        assert.ok(!text.includes(s), `a secret (${s.slice(0, 6)}…) appears in a log line`);
+    }
+  };
+
+  void it("works through the default user's password", async () => {
+    const { api, worker, url } = await run(`redis://:${PASSWORD}@127.0.0.1:${port}`);
+    const cookie = await exercise(url);
+    await sleep(300);
+    assertNoSecrets([api, worker], cookie);
+  });
+
+  void it("works as an ACL user restricted to its key prefix", async () => {
+    const { api, worker, url } = await run(`redis://inferline:${ACL_PASSWORD}@127.0.0.1:${port}`);
+    const cookie = await exercise(url);
+    await sleep(300);
+    assertNoSecrets([api, worker], cookie);
+  });
+
+  void it("refuses a wrong password at start, without echoing it", async () => {
+    const env = testEnv(prefix, {
+      ...keys.env,
+      REDIS_URL: `redis://:wrong-${PASSWORD}@127.0.0.1:${port}`,
+      MODELS: "echo",
+      LOG_LEVEL: "debug",
+    });
+    const api = spawnCli(["api"], env);
+    procs.push(api);
+    // Whatever it does (start and answer 503, or exit), the password must not show.
+    await Promise.race([api.exited, sleep(4000)]);
+    const text = api.lines.map((l) => JSON.stringify(l)).join("\n") + api.stderr();
+    assert.ok(!text.includes(PASSWORD));
+  });
+});
