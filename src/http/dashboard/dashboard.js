@@ -125,7 +125,14 @@ function chart(id, series, data) {
 }
 
 const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df"];
-const line = (label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false });
+// Points as well as lines: a minute with traffic between idle ones is a lone point.
+const line = (label, i) => ({
+  label,
+  stroke: COLORS[i % COLORS.length],
+  width: 1.5,
+  spanGaps: false,
+  points: { show: true, size: 5, fill: COLORS[i % COLORS.length] },
+});
 
 function predictionText(p) {
   if (!p) return "–";
@@ -149,7 +156,7 @@ function trainingText(f) {
   return Object.entries(m)
     .filter(([, v]) => typeof v === "number" || typeof v === "string")
     .slice(0, 4)
-    .map(([k, v]) => `${k} ${typeof v === "number" ? fmt(v, 3) : v}`)
+    .map(([k, v]) => `${k} ${typeof v === "number" && !Number.isInteger(v) ? fmt(v, 3) : v}`)
     .join(" · ");
 }
 

@@ -1,0 +1,144 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { chromium, type Browser } from "playwright-core";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { testConfig, testEnv } from "../support/config.js";
+import { call, eventually } from "../support/http.js";
+import { ROOT, spawnWorker, stop, type Spawned } from "../support/processes.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+
+const CHROMIUM = "/usr/bin/chromium";
+const ENV = { MODELS: "sentiment,echo,cars-mpg", JOB_ATTEMPTS: "1", STATS_FLUSH_INTERVAL_MS: "100" };
+
+const TEXTS = [
+  "I love this product, it is wonderful",
+  "Terrible service, I am very disappointed",
+  "The package arrived on Tuesday",
+  "Absolutely fantastic experience",
+  "This is the worst thing ever",
+  "It works as described",
+];
+
+const CAR = {
+  cylinders: 4,
+  displacement_cu_in: 120,
+  horsepower: 90,
+  weight_lbs: 2400,
+  acceleration_s: 15,
+  model_year: 1980,
+  origin: "Japan",
+};
+
+describe(
+  "dashboard in headless Chromium after real traffic",
+  { skip: !existsSync(CHROMIUM) && `${CHROMIUM} missing` },
+  () => {
+    const prefix = uniquePrefix("dashboard");
+    let api: ApiHandle;
+    let worker: Spawned;
+    let browser: Browser;
+    before(async () => {
+      api = await startApi(testConfig(prefix, ENV));
+      worker = await spawnWorker(testEnv(prefix, ENV));
+      browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+      });
+    });
+    after(async () => {
+      await browser?.close();
+      await stop(worker);
+      await api.close();
+      await cleanupPrefix(prefix);
+    });
+
+    it("panels show the traffic, charts draw, no console errors, retry works; saves the screenshot", async () => {
+      const wait = { prefer: "wait=10" };
+      const done: { id: string; label?: string; value?: number }[] = [];
+      await Promise.all(
+        Array.from({ length: 30 }, async (_, i) => {
+          const r = await call(
+            api.url,
+            "POST",
+            "/api/ml/sentiment",
+            { text: `${TEXTS[i % TEXTS.length]} #${i}` },
+            wait,
+          );
+          done.push({ id: r.body.job_id as string, label: (r.body.result as { label: string }).label });
+        }),
+      );
+      await Promise.all(
+        Array.from({ length: 12 }, async (_, i) => {
+          const r = await call(
+            api.url,
+            "POST",
+            "/api/ml/cars-mpg",
+            { ...CAR, weight_lbs: 2000 + i * 150 },
+            wait,
+          );
+          done.push({ id: r.body.job_id as string, value: (r.body.result as { value: number }).value });
+        }),
+      );
+      for (let i = 0; i < 20; i++) await call(api.url, "POST", "/api/ml/echo", { text: `e${i}` }, wait);
+      for (let i = 0; i < 2; i++)
+        await call(api.url, "POST", "/api/ml/echo", { text: `x${i}`, fail: "error" }, wait);
+      // Ground truth for some: labels agree for most, values are off by a little.
+      for (const [i, d] of done.entries()) {
+        if (i % 3 !== 0) continue;
+        const body =
+          d.label !== undefined ? { label: i % 6 === 0 ? d.label : "neutral" } : { value: d.value! + 1.5 };
+        assert.equal((await call(api.url, "POST", `/api/results/${d.id}/feedback`, body)).status, 201);
+      }
+
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      const errors: string[] = [];
+      page.on("console", (m) => {
+        if (m.type() === "error") errors.push(m.text());
+      });
+      page.on("pageerror", (e) => errors.push(e.message));
+      const res = await page.goto(`${api.url}/dashboard`);
+      assert.equal(res?.status(), 200);
+      await page.waitForSelector("body[data-ready=true]", { timeout: 15_000 });
+
+      const metric = (name: string) => page.locator(`[data-metric="${name}"]`).first().textContent();
+      await eventually(async () => Number(await metric("completed")) >= 62, 15_000, 250);
+      assert.ok(Number(await metric("throughput")) > 0);
+      assert.ok(Number(await metric("total_p50")) > 0);
+      assert.ok(Number(await metric("total_p99")) > 0);
+      assert.equal(await metric("workers"), "1");
+      assert.match((await metric("error_rate")) ?? "", /^[1-9][0-9.]*%$/);
+      assert.ok(Number(await metric("batch_avg")) >= 1);
+      // 2 of 64 jobs failed: 3%, under the 5% that makes it degraded.
+      assert.equal(await page.locator("#status").textContent(), "healthy");
+
+      // Charts drew (uPlot's draw hook counts on each container).
+      for (const id of ["throughput", "latency", "rates", "batch"]) {
+        const chart = page.locator(`#chart-${id}`);
+        assert.ok(Number(await chart.getAttribute("data-drawn")) >= 1, `${id} chart drew`);
+        assert.equal(await chart.locator("canvas").count(), 1);
+      }
+      assert.equal(await page.locator("#workers tbody tr").count(), 1);
+      assert.equal(await page.locator("#queues tbody tr").count(), 3);
+      const models = (await page.locator("#models tbody").textContent()) ?? "";
+      assert.match(models, /sentiment@1/);
+      assert.match(models, /accuracy \d+\.\d%/);
+      assert.match(models, /MAE 1\.50/);
+
+      // Failed jobs are listed with their error; Retry puts one back in its queue.
+      await page.waitForSelector("#failed tbody tr", { timeout: 15_000 });
+      assert.match(
+        (await page.locator("#failed tbody").textContent()) ?? "",
+        /inference_failed: fail: injected error/,
+      );
+      const retried = page.waitForResponse((r) => r.url().endsWith("/retry"));
+      await page.locator("#failed button[data-retry]").first().click();
+      assert.equal((await retried).status(), 202);
+
+      mkdirSync(path.join(ROOT, "docs", "img"), { recursive: true });
+      await page.screenshot({ path: path.join(ROOT, "docs", "img", "dashboard.png"), fullPage: true });
+      assert.deepEqual(errors, []);
+    });
+  },
+);

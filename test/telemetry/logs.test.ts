@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { testEnv } from "../support/config.js";
+import { call, freePort } from "../support/http.js";
+import { spawnCli, spawnWorker, stop, type Spawned } from "../support/processes.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+
+const KEY = "inf_logtest_5f0c1e2d3a4b5c6d7e8f9a0b1c2d3e4f";
+const SESSION_SECRET = "session-secret-that-must-never-be-logged-0123456789";
+const COOKIE = "inferline_session=cookie-value-that-must-never-be-logged";
+
+describe("JSON logs: one request id from API to worker, lifecycle events, no secrets", () => {
+  const prefix = uniquePrefix("logs");
+  let api: Spawned;
+  let worker: Spawned;
+  let base: string;
+  before(async () => {
+    const port = await freePort();
+    const env = testEnv(prefix, {
+      MODELS: "echo",
+      JOB_ATTEMPTS: "2",
+      LOG_LEVEL: "debug",
+      AUTH_DISABLED: "false",
+      API_KEYS: `${createHash("sha256").update(KEY).digest("hex")}:admin:logs`,
+      SESSION_SECRET,
+    });
+    api = spawnCli(["api", "--port", String(port)], env);
+    await api.waitForLine((l) => l.event === "api_started");
+    base = `http://127.0.0.1:${port}`;
+    worker = await spawnWorker({ ...env, LOG_LEVEL: "debug" });
+  });
+  after(async () => {
+    await stop(worker);
+    await stop(api);
+    await cleanupPrefix(prefix);
+  });
+
+  const auth = { authorization: `Bearer ${KEY}`, "x-api-key": KEY, cookie: COOKIE, prefer: "wait=10" };
+
+  it("the request id appears in the API's and the worker's lines for the job", async () => {
+    const r = await call(
+      base,
+      "POST",
+      "/api/ml/echo",
+      { text: "trace me" },
+      { ...auth, "x-request-id": "req-obs-1" },
+    );
+    assert.equal(r.status, 200);
+    const id = r.body.job_id as string;
+    const queued = await api.waitForLine((l) => l.event === "job_queued" && l.job_id === id);
+    assert.equal(queued.request_id, "req-obs-1");
+    assert.equal(queued.model, "echo");
+    const http = await api.waitForLine((l) => l.event === "http_request" && l.request_id === "req-obs-1");
+    assert.equal(http.status, 200);
+    assert.equal(typeof http.duration_ms, "number");
+    for (const event of ["job_started", "job_completed"]) {
+      const line = await worker.waitForLine((l) => l.event === event && l.job_id === id);
+      assert.equal(line.request_id, "req-obs-1");
+      assert.equal(line.model, "echo");
+      assert.match(String(line.worker), /:\d+:/);
+    }
+    const completed = await worker.waitForLine((l) => l.event === "job_completed" && l.job_id === id);
+    assert.equal(typeof completed.duration_ms, "number");
+  });
+
+  it("a failing job logs a retry and then its failure, each with its attempt", async () => {
+    const r = await call(
+      base,
+      "POST",
+      "/api/ml/echo",
+      { text: "boom", fail: "error" },
+      { ...auth, "x-request-id": "req-obs-2" },
+    );
+    assert.equal(r.body.status, "failed");
+    const id = r.body.job_id as string;
+    const retrying = await worker.waitForLine((l) => l.event === "job_retrying" && l.job_id === id);
+    const failed = await worker.waitForLine((l) => l.event === "job_failed" && l.job_id === id);
+    assert.equal(retrying.attempt, 1);
+    assert.equal(failed.attempt, 2);
+    for (const l of [retrying, failed]) {
+      assert.equal(l.request_id, "req-obs-2");
+      assert.equal(typeof l.duration_ms, "number");
+    }
+  });
+
+  it("no key, session secret or cookie appears in any log line", async () => {
+    // A request that fails authentication is logged too.
+    await call(base, "GET", "/api/stats", undefined, {
+      authorization: "Bearer not-the-key-but-still-secret",
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    const everything = [
+      ...api.lines.map((l) => JSON.stringify(l)),
+      api.stderr(),
+      ...worker.lines.map((l) => JSON.stringify(l)),
+      worker.stderr(),
+    ].join("\n");
+    assert.ok(api.lines.length > 5 && worker.lines.length > 5);
+    for (const secret of [
+      KEY,
+      SESSION_SECRET,
+      "cookie-value-that-must-never-be-logged",
+      "not-the-key-but-still-secret",
+    ])
+      assert.ok(!everything.includes(secret), `log output contains ${secret.slice(0, 12)}…`);
+  });
+});
