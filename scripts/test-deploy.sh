@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # npm run test:deploy — every deployment artifact exercised for real:
-#   1. static checks: shellcheck, yamllint, docker-compose config, kubectl kustomize,
+#   1. static checks: shellcheck, yamllint, promtool (alert rules), docker-compose config, kubectl kustomize,
 #      systemd-analyze verify, nginx -t (including the TLS template with a throwaway certificate)
 #   2. nginx load balancing and blue-green switching with the real nginx over local API processes
 #   3. the container test: image build, compose stack, deploy.sh (scripts/test-deploy-container.sh)
@@ -18,6 +18,7 @@ command -v nginx >/dev/null || need+=(nginx-light)
 command -v kubectl >/dev/null || need+=(kubectl)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v openssl >/dev/null || need+=(openssl)
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   step "install ${need[*]}"
   apt-get update -q >/dev/null
@@ -28,7 +29,11 @@ step "shellcheck"
 shellcheck scripts/*.sh .ci/run
 
 step "yamllint"
-yamllint -s -c deploy/yamllint.yaml .github/workflows deploy/k8s deploy/prometheus/prometheus.yml deploy/grafana compose.yaml compose.prod.yaml
+yamllint -s -c deploy/yamllint.yaml .github/workflows deploy/k8s deploy/prometheus deploy/grafana compose.yaml compose.prod.yaml
+
+step "promtool: alert rules and their unit tests"
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts.test.yml
 
 step "docker-compose config"
 docker-compose -f compose.yaml config -q
