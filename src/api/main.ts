@@ -4,6 +4,9 @@ import { buildApp } from "../http/app.js";
 import { ModelCatalog } from "../models/catalog.js";
 import { InputValidator } from "../models/validation.js";
 import { makeGuard } from "../queue/guard.js";
+import { ResultCache } from "../cache/result-cache.js";
+import { DrainRate } from "../queue/drain-rate.js";
+import { IdempotencyStore } from "../queue/idempotency.js";
 import { JobService } from "../queue/jobs.js";
 import { JobWaiter } from "../queue/waiter.js";
 import { createRedis, waitReady } from "../redis/connection.js";
@@ -35,24 +38,35 @@ export async function startApi(
     logger.warn({ event: "redis_unreachable" }, "Redis not reachable yet; answering 503 until it is"),
   );
   const blocking: ReturnType<typeof createRedis>[] = [];
-  const waiter = new JobWaiter(() => {
-    const c = createRedis(config.redisUrl, "blocking");
-    c.on("error", () => {});
-    blocking.push(c);
-    return c;
-  }, config.REDIS_KEY_PREFIX);
-  const jobs = new JobService(
-    redis,
+  const drain = new DrainRate();
+  const waiter = new JobWaiter(
+    () => {
+      const c = createRedis(config.redisUrl, "blocking");
+      c.on("error", () => {});
+      blocking.push(c);
+      return c;
+    },
     config.REDIS_KEY_PREFIX,
-    {
+    (model) => drain.record(model),
+  );
+  const jobs = new JobService({
+    redis,
+    prefix: config.REDIS_KEY_PREFIX,
+    policy: {
       attempts: config.JOB_ATTEMPTS,
       backoffMs: config.JOB_BACKOFF_MS,
       backoffJitter: config.JOB_BACKOFF_JITTER,
       retentionSeconds: config.RESULT_RETENTION_SECONDS,
+      cacheEnabled: config.CACHE_ENABLED,
+      coalesce: config.COALESCE_ENABLED,
+      maxQueueDepth: config.QUEUE_MAX_DEPTH,
     },
-    makeGuard(redis, config.REDIS_COMMAND_TIMEOUT_MS),
+    guard: makeGuard(redis, config.REDIS_COMMAND_TIMEOUT_MS),
     waiter,
-  );
+    cache: new ResultCache(redis, config.REDIS_KEY_PREFIX),
+    idempotency: new IdempotencyStore(redis, config.REDIS_KEY_PREFIX, config.IDEMPOTENCY_TTL_SECONDS),
+    drain,
+  });
   const workers = new WorkerRegistry(redis, config.REDIS_KEY_PREFIX, config.WORKER_HEARTBEAT_INTERVAL_MS * 3);
   const obs = createApiObservability(config, redis, workers, () => catalog.names(), logger);
   const health = obs.health;

@@ -12,6 +12,10 @@ export interface JobData {
   readonly priority: Priority;
   /** The API request that created the job, carried into worker logs. */
   readonly requestId: string;
+  /** Where the worker stores a successful result (absent when caching is off). */
+  readonly cache?: { readonly key: string; readonly inflightKey: string; readonly ttlSeconds: number };
+  /** Epoch ms: a job not started by then ends `expired` without running. */
+  readonly deadline?: number;
 }
 
 /** A completed job's return value. */
@@ -53,4 +57,7 @@ export interface JobView {
   readonly batch_size?: number;
   readonly finished_at?: string;
   readonly next_attempt_at?: string;
+  readonly deadline?: string;
+  /** True when the answer came from the result cache. */
+  readonly cached?: boolean;
 }

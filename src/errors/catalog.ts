@@ -84,6 +84,14 @@ export class InvalidInputError extends AppError {
   readonly status = 422;
 }
 
+export class IdempotencyKeyReusedError extends AppError {
+  readonly code = "idempotency_key_reused";
+  readonly status = 422;
+  constructor(key: string, jobId: string) {
+    super(`Idempotency-Key "${key}" was already used with a different request body`, { job_id: jobId });
+  }
+}
+
 export class QueueFullError extends AppError {
   readonly code = "queue_full";
   readonly status = 429;
@@ -209,6 +217,7 @@ export class JobError extends Error {
 }
 
 export const jobErrors = {
+  expired: (message: string) => new JobError("expired", message, false),
   invalidInput: (message: string) => new JobError("invalid_input", message, false),
   inference: (message: string) => new JobError("inference_failed", message, true),
   modelUnavailable: (message: string) => new JobError("model_unavailable", message, true),

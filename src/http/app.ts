@@ -7,6 +7,7 @@ import { installJsonBody } from "./plugins/json-body.js";
 import { installSecurityHeaders } from "./plugins/security-headers.js";
 import { RequestLog } from "./request-log.js";
 import { installErrorHandling } from "./error-handler.js";
+import { adminCacheRoutes } from "./routes/admin-cache.js";
 import { adminJobRoutes } from "./routes/admin-jobs.js";
 import { adminModelRoutes } from "./routes/admin-models.js";
 import { dashboardRoutes } from "./routes/dashboard.js";
@@ -69,5 +70,6 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   await app.register(feedbackRoutes, deps);
   await app.register(adminJobRoutes, deps);
   await app.register(dashboardRoutes, deps);
+  await app.register(adminCacheRoutes, deps);
   return app;
 }

@@ -22,6 +22,8 @@ export interface HttpDeps {
   readonly catalog: ModelCatalog;
   readonly validator: InputValidator;
   readonly jobs: JobService;
+  /** Caps open event streams; absent: unlimited. */
+  readonly streams?: { acquire(): () => void };
   /** Metrics and stats hooks; no-ops when METRICS_ENABLED is off. */
   readonly telemetry: ApiTelemetry;
   /** Cluster-wide stats; absent when METRICS_ENABLED is off. */

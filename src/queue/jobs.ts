@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { Job, Queue } from "bullmq";
 import type { Redis } from "ioredis";
+import { inputHash } from "../cache/canonical.js";
+import type { Admission, ResultCache } from "../cache/result-cache.js";
 import {
   type JobData,
   type JobResult,
@@ -9,9 +11,17 @@ import {
   type Priority,
   TERMINAL_STATUSES,
 } from "../contracts/jobs.js";
-import { JobError, JobNotCancelableError, JobNotFoundError } from "../errors/catalog.js";
+import {
+  IdempotencyKeyReusedError,
+  JobNotCancelableError,
+  JobNotFoundError,
+  QueueFullError,
+} from "../errors/catalog.js";
+import type { DrainRate } from "./drain-rate.js";
 import type { Guard } from "./guard.js";
+import type { IdempotencyStore } from "./idempotency.js";
 import { makeJobId, modelKey, parseJobId, queueName } from "./keys.js";
+import { cachedView, finishedState, toView } from "./view.js";
 import type { JobWaiter } from "./waiter.js";
 
 export interface JobPolicy {
@@ -19,6 +29,9 @@ export interface JobPolicy {
   readonly backoffMs: number;
   readonly backoffJitter: number;
   readonly retentionSeconds: number;
+  readonly cacheEnabled: boolean;
+  readonly coalesce: boolean;
+  readonly maxQueueDepth: number;
 }
 
 export interface SubmitRequest {
@@ -27,29 +40,48 @@ export interface SubmitRequest {
   readonly input: unknown;
   readonly priority: Priority;
   readonly requestId: string;
+  /** The model version's cache TTL (0: not cached). */
+  readonly cacheTtlSeconds: number;
+  /** The model's own queue cap, when its manifest sets one. */
+  readonly maxQueueDepth?: number;
+  /** Epoch ms by which the job must have started. */
+  readonly deadline?: number;
+  readonly idempotencyKey?: string;
 }
 
+export interface JobServiceDeps {
+  readonly redis: Redis;
+  readonly prefix: string;
+  readonly policy: JobPolicy;
+  readonly guard: Guard;
+  readonly waiter: JobWaiter;
+  readonly cache: ResultCache;
+  readonly idempotency: IdempotencyStore;
+  readonly drain: DrainRate;
+  /** Called once per cache lookup (for metrics and health). */
+  readonly onCacheLookup?: (model: string, version: string, hit: boolean) => void;
+}
+
+type Admitted = { req: SubmitRequest; jobId: string; hash: string; admission: Admission };
+
 /**
- * Jobs as the API sees them: submit, look up, cancel, wait. The only module the HTTP layer
- * uses to reach the queue. Every call is guarded so Redis trouble surfaces as
- * RedisUnavailableError quickly instead of a hanging request.
+ * Jobs as the API sees them: admit (cache, coalescing, queue cap), submit, look up, cancel,
+ * wait. The only module the HTTP layer uses to reach the queue. Every call is guarded so Redis
+ * trouble surfaces as RedisUnavailableError quickly instead of a hanging request.
  */
 export class JobService {
   private readonly queues = new Map<string, Queue<JobData, JobResult>>();
   private closing: Promise<void> | undefined;
 
-  constructor(
-    private readonly redis: Redis,
-    private readonly prefix: string,
-    private readonly policy: JobPolicy,
-    private readonly guard: Guard,
-    private readonly waiter: JobWaiter,
-  ) {}
+  constructor(private readonly deps: JobServiceDeps) {}
 
   queue(model: string): Queue<JobData, JobResult> {
     let q = this.queues.get(model);
     if (!q) {
-      q = new Queue<JobData, JobResult>(queueName(model), { connection: this.redis, prefix: this.prefix });
+      q = new Queue<JobData, JobResult>(queueName(model), {
+        connection: this.deps.redis,
+        prefix: this.deps.prefix,
+      });
       q.on("error", () => {});
       this.queues.set(model, q);
     }
@@ -57,51 +89,189 @@ export class JobService {
   }
 
   /**
-   * Queues a job. With `waitMs`, holds until it ends or the time passes; the wake-up is
-   * registered before the job exists, so no event about it can be missed.
+   * Answers one prediction request: from the cache, by joining the job already computing the
+   * same input, or with a new job. With `waitMs`, holds until the job ends or the time passes;
+   * the wake-up is registered before the job exists, so no event about it can be missed.
    */
   async submit(req: SubmitRequest, waitMs = 0): Promise<JobView> {
-    // 128 random bits: unique under any concurrency, across any number of API processes.
+    const t0 = performance.now();
+    const { guard, idempotency } = this.deps;
     const jobId = makeJobId(req.model, randomBytes(16).toString("hex"));
-    const sub = waitMs > 0 ? this.waiter.subscribe(req.model, jobId, waitMs) : undefined;
-    const data: JobData = {
+    const hash = inputHash(req.input);
+    if (req.idempotencyKey) {
+      const prior = await guard(() =>
+        idempotency.claim(req.model, req.idempotencyKey!, { jobId, bodyHash: hashBody(req) }),
+      );
+      if (prior) {
+        if (prior.bodyHash !== hashBody(req))
+          throw new IdempotencyKeyReusedError(req.idempotencyKey, prior.jobId);
+        return waitMs > 0 ? this.waitFor(prior.jobId, waitMs) : this.view(prior.jobId);
+      }
+    }
+    const sub = waitMs > 0 ? this.deps.waiter.subscribe(req.model, jobId, waitMs) : undefined;
+    try {
+      const admission = await guard(() => this.deps.cache.admit(this.admitArgs(req, jobId, hash)));
+      const outcome = await this.settle([{ req, jobId, hash, admission }]);
+      const view = outcome[0]!;
+      if (view === "cached") {
+        sub?.cancel();
+        if (admission.kind !== "hit") throw new Error("unreachable");
+        return cachedView(req.model, req.version, admission.value, req.priority, t0);
+      }
+      if (view.job_id !== jobId) {
+        // Joined a job already computing this input.
+        sub?.cancel();
+        return waitMs > 0 ? this.waitFor(view.job_id, waitMs) : view;
+      }
+      if (!sub) return view;
+      await sub.signal;
+      return this.waitFor(jobId, waitMs - (performance.now() - t0));
+    } catch (err) {
+      sub?.cancel();
+      if (req.idempotencyKey) await idempotency.forget(req.model, req.idempotencyKey).catch(() => {});
+      throw err;
+    }
+  }
+
+  /**
+   * Many inputs of one model in one call: one admission round trip for all, one to add the new
+   * jobs. A full queue turns the whole batch away.
+   */
+  async submitBatch(reqs: readonly SubmitRequest[], waitMs = 0): Promise<JobView[]> {
+    const t0 = performance.now();
+    const items = reqs.map((req) => ({
+      req,
+      jobId: makeJobId(req.model, randomBytes(16).toString("hex")),
+      hash: inputHash(req.input),
+    }));
+    const admissions = await this.deps.guard(() =>
+      this.deps.cache.admitMany(items.map((i) => this.admitArgs(i.req, i.jobId, i.hash))),
+    );
+    const admitted: Admitted[] = items.map((i, n) => ({ ...i, admission: admissions[n]! }));
+    const settled = await this.settle(admitted);
+    const views = settled.map((v, i) => {
+      const a = admitted[i]!;
+      return v === "cached" && a.admission.kind === "hit"
+        ? cachedView(a.req.model, a.req.version, a.admission.value, a.req.priority, t0)
+        : (v as JobView);
+    });
+    if (waitMs <= 0) return views;
+    return Promise.all(
+      views.map(async (v) =>
+        TERMINAL_STATUSES.has(v.status) ? v : this.waitFor(v.job_id, waitMs - (performance.now() - t0)),
+      ),
+    );
+  }
+
+  private admitArgs(req: SubmitRequest, jobId: string, hash: string) {
+    const { policy } = this.deps;
+    return {
+      model: req.model,
+      version: req.version,
+      hash,
+      useCache: policy.cacheEnabled && req.cacheTtlSeconds > 0,
+      coalesce: policy.coalesce,
+      jobId,
+      inflightTtlMs: policy.retentionSeconds * 1000,
+      maxDepth: req.maxQueueDepth ?? policy.maxQueueDepth,
+    };
+  }
+
+  /** Turns admissions into views: adds the claimed jobs (one round trip), reads joined ones. */
+  private async settle(items: readonly Admitted[]): Promise<(JobView | "cached")[]> {
+    const { guard, cache, policy, drain, onCacheLookup } = this.deps;
+    const full = items.find((i) => i.admission.kind === "full");
+    const claims = items.filter((i) => i.admission.kind === "claim");
+    for (const i of items) {
+      if (policy.cacheEnabled && i.req.cacheTtlSeconds > 0)
+        onCacheLookup?.(i.req.model, i.req.version, i.admission.kind === "hit");
+    }
+    if (full) {
+      await Promise.all(claims.map((c) => cache.release(c.admission.inflightKey, c.jobId).catch(() => {})));
+      const depth = full.admission.kind === "full" ? full.admission.depth : 0;
+      const cap = full.req.maxQueueDepth ?? policy.maxQueueDepth;
+      throw new QueueFullError(full.req.model, depth, drain.retryAfterSeconds(full.req.model, depth, cap));
+    }
+    let added: Job<JobData, JobResult>[] = [];
+    if (claims.length > 0) {
+      const model = claims[0]!.req.model;
+      try {
+        added = await guard(() =>
+          this.queue(model).addBulk(
+            claims.map((c) => ({
+              name: "predict",
+              data: this.jobData(c),
+              opts: this.jobOpts(c.req, c.jobId),
+            })),
+          ),
+        );
+      } catch (err) {
+        await Promise.all(claims.map((c) => cache.release(c.admission.inflightKey, c.jobId).catch(() => {})));
+        throw err;
+      }
+    }
+    const byId = new Map(added.map((j) => [j.id, j]));
+    return Promise.all(
+      items.map(async (i) => {
+        const a = i.admission;
+        if (a.kind === "hit") return "cached" as const;
+        if (a.kind === "join") {
+          if (i.req.idempotencyKey) {
+            await this.deps.idempotency.repoint(i.req.model, i.req.idempotencyKey, {
+              jobId: a.jobId,
+              bodyHash: hashBody(i.req),
+            });
+          }
+          return this.view(a.jobId).catch(() => this.view(a.jobId));
+        }
+        return toView(byId.get(i.jobId)!, "queued");
+      }),
+    );
+  }
+
+  private jobData(c: Admitted): JobData {
+    const { req } = c;
+    const cacheable = this.deps.policy.cacheEnabled && req.cacheTtlSeconds > 0;
+    return {
       model: req.model,
       version: req.version,
       input: req.input,
       priority: req.priority,
       requestId: req.requestId,
+      deadline: req.deadline,
+      cache:
+        cacheable || this.deps.policy.coalesce
+          ? {
+              key: c.admission.cacheKey,
+              inflightKey: c.admission.inflightKey,
+              ttlSeconds: cacheable ? req.cacheTtlSeconds : 0,
+            }
+          : undefined,
     };
-    let job;
-    try {
-      job = await this.guard(() =>
-        this.queue(req.model).add("predict", data, {
-          jobId,
-          priority: PRIORITY_LEVELS[req.priority],
-          attempts: this.policy.attempts,
-          backoff: { type: "exponential", delay: this.policy.backoffMs, jitter: this.policy.backoffJitter },
-          removeOnComplete: { age: this.policy.retentionSeconds },
-          removeOnFail: { age: this.policy.retentionSeconds },
-        }),
-      );
-    } catch (err) {
-      sub?.cancel();
-      throw err;
-    }
-    const queued = toView(job, "queued");
-    if (!sub) return queued;
-    await sub.signal;
-    return this.waitFor(jobId, waitMs - (Date.now() - job.timestamp), undefined);
   }
 
-  /** The job's current view; JobNotFoundError when unknown or expired. */
+  private jobOpts(req: SubmitRequest, jobId: string) {
+    const { policy } = this.deps;
+    return {
+      // 128 random bits: unique under any concurrency, across any number of API processes.
+      jobId,
+      priority: PRIORITY_LEVELS[req.priority],
+      attempts: policy.attempts,
+      backoff: { type: "exponential", delay: policy.backoffMs, jitter: policy.backoffJitter },
+      removeOnComplete: { age: policy.retentionSeconds },
+      removeOnFail: { age: policy.retentionSeconds },
+    };
+  }
+
+  /** The job's current view; JobNotFoundError when unknown or expired from retention. */
   async view(jobId: string): Promise<JobView> {
     const model = parseJobId(jobId)?.model;
     if (model === undefined) throw new JobNotFoundError(jobId);
-    return this.guard(async () => {
+    return this.deps.guard(async () => {
       const queue = this.queue(model);
       let job = await Job.fromId<JobData, JobResult>(queue, jobId);
       if (!job) {
-        const tomb = await this.redis.get(this.canceledKey(model, jobId));
+        const tomb = await this.deps.redis.get(this.tombstoneKey(model, jobId));
         if (tomb) return JSON.parse(tomb) as JobView;
         throw new JobNotFoundError(jobId);
       }
@@ -113,7 +283,14 @@ export class JobService {
         job = (await Job.fromId<JobData, JobResult>(queue, jobId)) ?? job;
         if (job.finishedOn) return toView(job, finishedState(job));
       }
-      return toView(job, state);
+      const view = toView(job, state);
+      if (view.status === "queued" && job.data.deadline !== undefined && job.data.deadline < Date.now()) {
+        return this.endUnstarted(view, "expired", job.data, {
+          code: "expired",
+          message: "the deadline passed before a worker could start the job",
+        }).catch(() => view);
+      }
+      return view;
     });
   }
 
@@ -122,61 +299,96 @@ export class JobService {
     const current = await this.view(jobId);
     if (current.status === "canceled") return current;
     if (current.status !== "queued") throw new JobNotCancelableError(jobId, current.status);
-    const model = current.model;
-    const canceled: JobView = {
+    const job = await this.deps.guard(() => Job.fromId<JobData, JobResult>(this.queue(current.model), jobId));
+    return this.deps.guard(() => this.endUnstarted(current, "canceled", job?.data));
+  }
+
+  /**
+   * Ends a queued job without running it (canceled, or expired past its deadline): a
+   * tombstone first, so a reader never sees "unknown" in between, then removal, undone if a
+   * worker took the job meanwhile.
+   */
+  private async endUnstarted(
+    current: JobView,
+    status: "canceled" | "expired",
+    data: JobData | undefined,
+    error?: { code: string; message: string },
+  ): Promise<JobView> {
+    const { redis, policy, cache } = this.deps;
+    const { model, job_id: jobId } = current;
+    const ended: JobView = {
       ...current,
-      status: "canceled",
+      status,
+      error,
       finished_at: new Date().toISOString(),
       next_attempt_at: undefined,
     };
-    const key = this.canceledKey(model, jobId);
-    return this.guard(async () => {
-      // Tombstone first so a reader never sees "unknown" in between; undone if removal loses
-      // the race against a worker taking the job.
-      await this.redis.set(key, JSON.stringify(canceled), "EX", this.policy.retentionSeconds);
-      try {
-        await this.queue(model).remove(jobId);
-        const still = await Job.fromId(this.queue(model), jobId);
-        if (still) throw new Error("job is locked by a worker");
-      } catch {
-        await this.redis.del(key);
-        const now = await this.view(jobId);
-        throw new JobNotCancelableError(jobId, now.status);
-      }
-      return canceled;
-    });
+    const key = this.tombstoneKey(model, jobId);
+    await redis.set(key, JSON.stringify(ended), "EX", policy.retentionSeconds);
+    try {
+      await this.queue(model).remove(jobId);
+      if (await Job.fromId(this.queue(model), jobId)) throw new Error("job is locked by a worker");
+    } catch {
+      await redis.del(key);
+      const now = await this.view(jobId);
+      if (status === "canceled") throw new JobNotCancelableError(jobId, now.status);
+      return now;
+    }
+    if (data?.cache) await cache.release(data.cache.inflightKey, jobId).catch(() => {});
+    return ended;
   }
 
   /**
    * Holds until the job reaches a terminal state or `ms` pass, then returns its view. Subscribes
-   * before each state read, so no completion is missed.
+   * before each state read, so no completion is missed; a queued job's deadline ends the wait.
    */
-  async waitFor(jobId: string, ms: number, initial?: JobView): Promise<JobView> {
+  async waitFor(jobId: string, ms: number, opts: { onChange?: (v: JobView) => void } = {}): Promise<JobView> {
     const model = parseJobId(jobId)?.model;
     if (model === undefined) throw new JobNotFoundError(jobId);
-    const deadline = Date.now() + ms;
-    let view = initial;
+    const end = Date.now() + ms;
+    let last: string | undefined;
     for (;;) {
-      const remaining = deadline - Date.now();
-      if (view && (TERMINAL_STATUSES.has(view.status) || remaining <= 0)) return view;
-      const sub = this.waiter.subscribe(model, jobId, Math.max(0, remaining));
+      const remaining = end - Date.now();
+      const sub = this.deps.waiter.subscribe(model, jobId, Math.max(0, remaining), {
+        active: opts.onChange !== undefined,
+      });
+      let view: JobView;
       try {
         view = await this.view(jobId);
       } catch (err) {
         sub.cancel();
         throw err;
       }
+      const key = `${view.status}:${view.attempts}`;
+      if (opts.onChange && key !== last) opts.onChange(view);
+      last = key;
       if (TERMINAL_STATUSES.has(view.status) || remaining <= 0) {
         sub.cancel();
         return view;
       }
       await sub.signal;
-      view = undefined;
     }
   }
 
-  private canceledKey(model: string, jobId: string): string {
-    return modelKey(this.prefix, model, "canceled", jobId);
+  /** Cache invalidation: one input, one version, a model, or (no model) every model given. */
+  async invalidateCache(target: {
+    models: readonly string[];
+    version?: string;
+    input?: unknown;
+  }): Promise<void> {
+    const { cache, guard } = this.deps;
+    await guard(async () => {
+      if (target.input !== undefined && target.version !== undefined) {
+        for (const m of target.models)
+          await cache.invalidateInput(m, target.version, inputHash(target.input));
+        return;
+      }
+      for (const m of target.models) await cache.invalidateModel(m, target.version);
+    });
+  }
+
+  private tombstoneKey(model: string, jobId: string): string {
+    return modelKey(this.deps.prefix, model, "ended", jobId);
   }
 
   close(): Promise<void> {
@@ -185,59 +397,11 @@ export class JobService {
   }
 }
 
-function finishedState(job: Job<JobData, JobResult>): "completed" | "failed" {
-  return job.returnvalue !== null && job.returnvalue !== undefined ? "completed" : "failed";
-}
-
-function iso(ms: number | undefined): string | undefined {
-  return ms ? new Date(ms).toISOString() : undefined;
-}
-
-export function toView(job: Job<JobData, JobResult>, state: string): JobView {
-  const d = job.data;
-  const base = {
-    job_id: job.id!,
-    model: d.model,
-    version: d.version,
-    priority: d.priority,
-    created_at: new Date(job.timestamp).toISOString(),
-    // attemptsStarted also counts an attempt that ended in a no-retry failure.
-    attempts: Math.max(job.attemptsMade, job.attemptsStarted ?? 0),
-    max_attempts: job.opts.attempts ?? 1,
-  };
-  switch (state) {
-    case "completed": {
-      const r = job.returnvalue;
-      const finished = job.finishedOn ?? Date.now();
-      return {
-        ...base,
-        status: "completed",
-        result: r.output,
-        timings: {
-          queue_wait_ms: Math.max(0, r.startedAt - job.timestamp),
-          inference_ms: round(r.inferenceMs),
-          total_ms: Math.max(0, finished - job.timestamp),
-        },
-        batch_size: r.batchSize,
-        finished_at: iso(finished),
-      };
-    }
-    case "failed":
-      return {
-        ...base,
-        status: "failed",
-        error: JobError.fromReason(job.failedReason),
-        finished_at: iso(job.finishedOn),
-      };
-    case "active":
-      return { ...base, attempts: job.attemptsMade + 1, status: "active" };
-    case "delayed":
-      return { ...base, status: "queued", next_attempt_at: iso(job.timestamp + (job.delay ?? 0)) };
-    default:
-      return { ...base, status: "queued" };
-  }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
+function hashBody(req: SubmitRequest): string {
+  return inputHash({
+    input: req.input,
+    version: req.version,
+    priority: req.priority,
+    deadline: req.deadline !== undefined,
+  });
 }

@@ -11,11 +11,15 @@ import { queueName } from "./keys.js";
 export class JobWaiter {
   private readonly events = new Map<string, QueueEvents>();
   private readonly waiters = new Map<string, Set<() => void>>();
+  /** Waiters that also want to hear when a job starts (event streams). */
+  private readonly activeWaiters = new Map<string, Set<() => void>>();
   private closing: Promise<void> | undefined;
 
   constructor(
     private readonly connection: () => Redis,
     private readonly prefix: string,
+    /** Told of every job that finishes (drain-rate estimates). */
+    private readonly onFinished: (model: string) => void = () => {},
     readonly recheckMs = 2000,
   ) {}
 
@@ -30,19 +34,24 @@ export class JobWaiter {
       qe = new QueueEvents(queueName(model), { connection: this.connection(), prefix: this.prefix });
       // Errors (Redis away) are reported by health checks; the reader reconnects by itself.
       qe.on("error", () => {});
-      const wake = ({ jobId }: { jobId: string }) => this.wake(jobId);
-      qe.on("completed", wake);
-      qe.on("failed", wake);
-      qe.on("removed", wake);
+      const finished = ({ jobId }: { jobId: string }) => {
+        this.onFinished(model);
+        this.wake(jobId);
+      };
+      qe.on("completed", finished);
+      qe.on("failed", finished);
+      qe.on("removed", ({ jobId }) => this.wake(jobId));
+      qe.on("active", ({ jobId }) => this.wake(jobId, this.activeWaiters));
       this.events.set(model, qe);
     }
     return qe;
   }
 
-  private wake(jobId: string): void {
-    const set = this.waiters.get(jobId);
+  private wake(jobId: string, map = this.waiters): void {
+    if (map === this.waiters) this.wake(jobId, this.activeWaiters);
+    const set = map.get(jobId);
     if (!set) return;
-    this.waiters.delete(jobId);
+    map.delete(jobId);
     for (const fn of set) fn();
   }
 
@@ -50,8 +59,14 @@ export class JobWaiter {
    * Registers interest in a job. `signal` resolves on the job's next event or after `ms`
    * (capped at recheckMs); `cancel` forgets the registration.
    */
-  subscribe(model: string, jobId: string, ms: number): { signal: Promise<void>; cancel: () => void } {
+  subscribe(
+    model: string,
+    jobId: string,
+    ms: number,
+    opts: { active?: boolean } = {},
+  ): { signal: Promise<void>; cancel: () => void } {
     this.readerFor(model);
+    const map = opts.active ? this.activeWaiters : this.waiters;
     let resolve!: () => void;
     const signal = new Promise<void>((r) => (resolve = r));
     const timer = setTimeout(() => fire(), Math.max(0, Math.min(ms, this.recheckMs)));
@@ -62,12 +77,12 @@ export class JobWaiter {
     };
     const cancel = () => {
       clearTimeout(timer);
-      const set = this.waiters.get(jobId);
+      const set = map.get(jobId);
       set?.delete(fire);
-      if (set?.size === 0) this.waiters.delete(jobId);
+      if (set?.size === 0) map.delete(jobId);
     };
-    let set = this.waiters.get(jobId);
-    if (!set) this.waiters.set(jobId, (set = new Set()));
+    let set = map.get(jobId);
+    if (!set) map.set(jobId, (set = new Set()));
     set.add(fire);
     return { signal, cancel };
   }
@@ -78,8 +93,10 @@ export class JobWaiter {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
-      for (const set of this.waiters.values()) for (const fn of set) fn();
-      this.waiters.clear();
+      for (const map of [this.waiters, this.activeWaiters]) {
+        for (const set of map.values()) for (const fn of set) fn();
+        map.clear();
+      }
       await Promise.allSettled([...this.events.values()].map((qe) => closeReader(qe)));
     })();
     return this.closing;

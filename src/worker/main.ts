@@ -1,3 +1,4 @@
+import { ResultCache } from "../cache/result-cache.js";
 import type { Redis } from "ioredis";
 import type { Config } from "../config/index.js";
 import { runSteps } from "../lifecycle/shutdown.js";
@@ -74,6 +75,7 @@ export async function startWorker(
     pool,
     registry,
     connection,
+    cache: new ResultCache(connection(), config.REDIS_KEY_PREFIX),
     models,
     concurrency: options.concurrency ?? config.WORKER_CONCURRENCY,
     telemetry: obs.telemetry,

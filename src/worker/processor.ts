@@ -1,4 +1,5 @@
 import { type Job, UnrecoverableError } from "bullmq";
+import type { ResultCache } from "../cache/result-cache.js";
 import type { JobData, JobResult } from "../contracts/jobs.js";
 import { JobError, jobErrors } from "../errors/catalog.js";
 import type { ModelCatalog } from "../models/catalog.js";
@@ -16,6 +17,8 @@ export interface ProcessorDeps {
   readonly onFinished: (ok: boolean) => void;
   /** Metrics and stats (absent or no-op with METRICS_ENABLED off). */
   readonly telemetry?: WorkerTelemetry;
+  /** Keeps successful results and frees in-flight slots (coalescing). */
+  readonly cache: ResultCache;
 }
 
 /**
@@ -28,6 +31,17 @@ export function makeProcessor(deps: ProcessorDeps) {
     const { model, version, input, requestId } = job.data;
     const attempt = job.attemptsMade + 1;
     const log = deps.logger.child({ job_id: job.id, model, version, request_id: requestId, attempt });
+    if (job.data.deadline !== undefined && startedAt > job.data.deadline) {
+      // Too late to be useful: end it without running the model.
+      log.info(
+        { event: "job_expired", queue_wait_ms: startedAt - job.timestamp },
+        "job expired before it started",
+      );
+      if (job.data.cache) await deps.cache.release(job.data.cache.inflightKey, job.id!).catch(() => {});
+      throw new UnrecoverableError(
+        jobErrors.expired("the deadline passed before a worker could start the job").toReason(),
+      );
+    }
     log.info({ event: "job_started", queue_wait_ms: startedAt - job.timestamp }, "job started");
     try {
       let descriptor;
@@ -51,6 +65,19 @@ export function makeProcessor(deps: ProcessorDeps) {
         );
       }
       const out = await entry.batcher.submit({ input, attempt });
+      if (job.data.cache) {
+        // Only successes are cached; a failure to cache costs a later recomputation, nothing else.
+        await deps.cache
+          .store(job.data.cache, job.id!, {
+            output: out.output,
+            job_id: job.id!,
+            created_at: new Date(job.timestamp).toISOString(),
+            inference_ms: out.inferenceMs,
+          })
+          .catch((err: Error) =>
+            log.warn({ event: "cache_store_failed", err: err.message }, "could not cache the result"),
+          );
+      }
       const doneAt = Date.now();
       deps.telemetry?.jobCompleted(
         descriptor,
@@ -88,6 +115,8 @@ export function makeProcessor(deps: ProcessorDeps) {
         },
         jobErr.message,
       );
+      if (final && job.data.cache)
+        await deps.cache.release(job.data.cache.inflightKey, job.id!).catch(() => {});
       if (!jobErr.retryable) throw new UnrecoverableError(jobErr.toReason());
       throw new Error(jobErr.toReason(), { cause: err });
     }

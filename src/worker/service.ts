@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Worker } from "bullmq";
 import type { Redis } from "ioredis";
+import type { ResultCache } from "../cache/result-cache.js";
 import type { Config } from "../config/index.js";
 import { runSteps } from "../lifecycle/shutdown.js";
 import type { JobData, JobResult } from "../contracts/jobs.js";
@@ -22,6 +23,7 @@ export interface WorkerServiceDeps {
   readonly pool: ModelPool;
   readonly registry: WorkerRegistry;
   readonly connection: () => Redis;
+  readonly cache: ResultCache;
   readonly models: readonly string[];
   readonly concurrency: number;
   /** Per-job metrics and stats. */
@@ -61,6 +63,7 @@ export class WorkerService {
     this.heartbeat.unref();
     await this.deps.pool.warm(this.deps.models);
     const processor = makeProcessor({
+      cache: this.deps.cache,
       workerId: this.id,
       catalog: this.deps.catalog,
       validator: this.deps.validator,

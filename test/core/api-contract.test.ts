@@ -30,7 +30,7 @@ describe("prediction API with a real worker", () => {
     const id = r.body.job_id as string;
     assert.match(id, /^sentiment\.[0-9a-f]{32}$/);
     assert.equal(r.headers.get("location"), `/api/results/${id}`);
-    assert.deepEqual(r.body.links, { self: `/api/results/${id}` });
+    assert.deepEqual(r.body.links, { self: `/api/results/${id}`, events: `/api/results/${id}/events` });
     assert.ok(r.headers.get("x-request-id"));
 
     let done: Record<string, unknown> | undefined;

@@ -1,47 +1,72 @@
-import type { FastifyPluginAsync, FastifyReply } from "fastify";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { TERMINAL_STATUSES, type JobView, type Priority } from "../../contracts/jobs.js";
-import { InvalidInputError } from "../../errors/catalog.js";
-import { problemsToMessage } from "../../models/validation.js";
+import { BatchTooLargeError, InvalidInputError } from "../../errors/catalog.js";
+import { problemsToMessage, type InputProblem } from "../../models/validation.js";
+import type { SubmitRequest } from "../../queue/jobs.js";
 import { preferredWaitSeconds } from "../prefer.js";
 import type { HttpDeps } from "../types.js";
 
 interface PredictQuery {
   priority?: Priority;
   version?: string;
+  timeout_ms?: number;
+}
+
+export function links(jobId: string) {
+  return { self: `/api/results/${jobId}`, events: `/api/results/${jobId}/events` };
 }
 
 /** Sends a job view: 200 once terminal, 202 with Location while it is queued or running. */
 export function sendJobView(reply: FastifyReply, view: JobView, waitedSeconds: number): FastifyReply {
-  const links = { self: `/api/results/${view.job_id}` };
   if (waitedSeconds > 0) void reply.header("preference-applied", `wait=${waitedSeconds}`);
-  if (TERMINAL_STATUSES.has(view.status)) return reply.code(200).send({ ...view, cached: false, links });
-  return reply
-    .code(202)
-    .header("location", links.self)
-    .send({ ...view, links });
+  const body = { ...view, cached: view.cached ?? false, links: links(view.job_id) };
+  if (TERMINAL_STATUSES.has(view.status)) return reply.code(200).send(body);
+  return reply.code(202).header("location", body.links.self).send(body);
 }
 
 export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
   app,
   { catalog, validator, jobs, config },
 ) => {
+  const params = { type: "object", properties: { model: { type: "string", maxLength: 64 } } } as const;
+  const querystring = {
+    type: "object",
+    properties: {
+      priority: { type: "string", enum: ["high", "normal", "low"], default: "normal" },
+      version: { type: "string", pattern: "^[0-9]{1,9}$" },
+      timeout_ms: { type: "integer", minimum: 1, maximum: config.TIMEOUT_MAX_MS },
+    },
+    additionalProperties: false,
+  } as const;
+  const headers = {
+    type: "object",
+    properties: { "idempotency-key": { type: "string", minLength: 1, maxLength: 255 } },
+  } as const;
+
+  /** What every prediction request shares: the model version, options and deadline. */
+  function base(req: FastifyRequest<{ Params: { model: string }; Querystring: PredictQuery }>) {
+    const descriptor = catalog.resolve(req.params.model, req.query.version);
+    return {
+      descriptor,
+      waitSeconds: preferredWaitSeconds(req.headers.prefer, config.WAIT_MAX_SECONDS),
+      request: (input: unknown): SubmitRequest => ({
+        model: descriptor.name,
+        version: descriptor.version,
+        input,
+        priority: req.query.priority ?? "normal",
+        requestId: req.id,
+        cacheTtlSeconds: descriptor.cacheTtlSeconds,
+        maxQueueDepth: descriptor.maxQueueDepth,
+        deadline: req.query.timeout_ms === undefined ? undefined : Date.now() + req.query.timeout_ms,
+      }),
+    };
+  }
+
   app.post<{ Params: { model: string }; Querystring: PredictQuery; Body: unknown }>(
     "/api/ml/:model",
-    {
-      schema: {
-        params: { type: "object", properties: { model: { type: "string", maxLength: 64 } } },
-        querystring: {
-          type: "object",
-          properties: {
-            priority: { type: "string", enum: ["high", "normal", "low"] },
-            version: { type: "string", pattern: "^[0-9]{1,9}$" },
-          },
-          additionalProperties: false,
-        },
-      },
-    },
+    { schema: { params, querystring, headers }, config: { access: "predict" } },
     async (req, reply) => {
-      const descriptor = catalog.resolve(req.params.model, req.query.version);
+      const { descriptor, waitSeconds, request } = base(req);
       const problems = validator.check(descriptor, req.body);
       if (problems.length > 0) {
         throw new InvalidInputError(
@@ -51,20 +76,65 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
           },
         );
       }
-      const waitSeconds = preferredWaitSeconds(req.headers.prefer, config.WAIT_MAX_SECONDS);
-      let view = await jobs.submit({
+      const idempotencyKey = req.headers["idempotency-key"] as string | undefined;
+      const view = await jobs.submit({ ...request(req.body), idempotencyKey }, waitSeconds * 1000);
+      req.log.info(
+        {
+          event: view.cached ? "cache_hit" : "job_queued",
+          job_id: view.job_id,
+          model: view.model,
+          version: view.version,
+        },
+        view.cached ? "answered from cache" : "job queued",
+      );
+      return sendJobView(reply, view, waitSeconds);
+    },
+  );
+
+  app.post<{ Params: { model: string }; Querystring: PredictQuery; Body: { inputs: unknown[] } }>(
+    "/api/ml/:model/batch",
+    {
+      schema: {
+        params,
+        querystring,
+        body: {
+          type: "object",
+          properties: { inputs: { type: "array", minItems: 1 } },
+          required: ["inputs"],
+          additionalProperties: false,
+        },
+      },
+      config: { access: "predict" },
+    },
+    async (req, reply) => {
+      const { inputs } = req.body;
+      if (inputs.length > config.BATCH_MAX_ITEMS)
+        throw new BatchTooLargeError(inputs.length, config.BATCH_MAX_ITEMS);
+      const { descriptor, waitSeconds, request } = base(req);
+      const problems: InputProblem[] = inputs.flatMap((input, i) =>
+        validator
+          .check(descriptor, input)
+          .map((p) => ({ field: `inputs[${i}].${p.field}`, message: p.message })),
+      );
+      if (problems.length > 0) {
+        throw new InvalidInputError(
+          `invalid input for model "${descriptor.name}": ${problemsToMessage(problems)}`,
+          {
+            problems,
+          },
+        );
+      }
+      const views = await jobs.submitBatch(inputs.map(request), waitSeconds * 1000);
+      req.log.info({ event: "batch_queued", model: descriptor.name, count: views.length }, "batch queued");
+      const done = views.every((v) => TERMINAL_STATUSES.has(v.status));
+      if (waitSeconds > 0) void reply.header("preference-applied", `wait=${waitSeconds}`);
+      return reply.code(done ? 200 : 202).send({
         model: descriptor.name,
         version: descriptor.version,
-        input: req.body,
-        priority: req.query.priority ?? "normal",
-        requestId: req.id,
+        count: views.length,
+        status: done ? "completed" : "pending",
+        jobs: views.map((v) => ({ ...v, cached: v.cached ?? false, links: links(v.job_id) })),
       });
-      req.log.info(
-        { event: "job_queued", job_id: view.job_id, model: view.model, version: view.version },
-        "job queued",
-      );
-      if (waitSeconds > 0) view = await jobs.waitFor(view.job_id, waitSeconds * 1000, view);
-      return sendJobView(reply, view, waitSeconds);
     },
   );
 };

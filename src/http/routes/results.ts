@@ -1,17 +1,18 @@
 import type { FastifyPluginAsync } from "fastify";
 import { preferredWaitSeconds } from "../prefer.js";
 import type { HttpDeps } from "../types.js";
-import { sendJobView } from "./predict.js";
+import { TERMINAL_STATUSES } from "../../contracts/jobs.js";
+import { links, sendJobView } from "./predict.js";
 
 const params = {
   type: "object",
   properties: { jobId: { type: "string", maxLength: 128 } },
 } as const;
 
-export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { jobs, config }) => {
+export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { jobs, config, streams }) => {
   app.get<{ Params: { jobId: string } }>(
     "/api/results/:jobId",
-    { schema: { params } },
+    { schema: { params }, config: { access: "predict" } },
     async (req, reply) => {
       const waitSeconds = preferredWaitSeconds(req.headers.prefer, config.WAIT_MAX_SECONDS);
       const view =
@@ -24,11 +25,58 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { jobs, co
 
   app.delete<{ Params: { jobId: string } }>(
     "/api/results/:jobId",
-    { schema: { params } },
+    { schema: { params }, config: { access: "predict" } },
     async (req, reply) => {
       const view = await jobs.cancel(req.params.jobId);
       req.log.info({ event: "job_canceled", job_id: view.job_id, model: view.model }, "job canceled");
       return reply.code(200).send(view);
+    },
+  );
+
+  /**
+   * Server-sent events: the job's view each time its status changes (queued → active →
+   * completed/failed/...), then the stream ends. Comments keep idle proxies from closing it.
+   */
+  app.get<{ Params: { jobId: string } }>(
+    "/api/results/:jobId/events",
+    { schema: { params }, config: { access: "predict" } },
+    async (req, reply) => {
+      const jobId = req.params.jobId;
+      await jobs.view(jobId); // 404 / 503 as JSON before the stream starts
+      const release = streams?.acquire() ?? (() => {});
+      let closed = false;
+      req.raw.on("close", () => {
+        closed = true;
+        release();
+      });
+      reply.hijack();
+      const raw = reply.raw;
+      raw.writeHead(200, {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-cache, no-transform",
+        connection: "keep-alive",
+        "x-accel-buffering": "no",
+        "x-request-id": req.id,
+      });
+      let seq = 0;
+      const send = (event: string, data: unknown) => {
+        if (!closed) raw.write(`event: ${event}\nid: ${++seq}\ndata: ${JSON.stringify(data)}\n\n`);
+      };
+      const keepAlive = setInterval(() => !closed && raw.write(": keep-alive\n\n"), 15_000);
+      try {
+        for (;;) {
+          const view = await jobs.waitFor(jobId, Math.max(1, config.WAIT_MAX_SECONDS) * 1000, {
+            onChange: (v) => send("status", { ...v, links: links(v.job_id) }),
+          });
+          if (closed || TERMINAL_STATUSES.has(view.status)) break;
+        }
+      } catch (err) {
+        send("error", { code: "stream_interrupted", message: (err as Error).message });
+      } finally {
+        clearInterval(keepAlive);
+        release();
+        if (!closed) raw.end();
+      }
     },
   );
 };

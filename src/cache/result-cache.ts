@@ -1,0 +1,195 @@
+import type { Redis } from "ioredis";
+import { modelKey, queueName } from "../queue/keys.js";
+
+/**
+ * Result cache and in-flight coalescing, keyed by model + version + SHA-256 of the canonical
+ * input. Invalidation never scans: each model has generation counters (`m` for the whole model,
+ * `v:<version>` per version) that are part of every key, so bumping one orphans the old entries,
+ * which then expire by TTL. "Everything" bumps each model's counter.
+ *
+ * Admission is one Lua script per request, in the model's hash slot: cache lookup, a check for a
+ * live job computing the same input (coalescing), the queue-depth cap, and claiming the in-flight
+ * slot for the job about to be added.
+ */
+
+const ADMIT = `
+local gens = redis.call('HMGET', KEYS[1], 'm', 'v:' .. ARGV[1])
+local suffix = ARGV[1] .. ':' .. (gens[1] or '0') .. '.' .. (gens[2] or '0') .. ':' .. ARGV[3]
+local cacheKey = ARGV[2] .. 'cache:' .. suffix
+local inflightKey = ARGV[2] .. 'inflight:' .. suffix
+if ARGV[4] == '1' then
+  local hit = redis.call('GET', cacheKey)
+  if hit then return {'hit', cacheKey, inflightKey, hit} end
+end
+if ARGV[5] == '1' then
+  local existing = redis.call('GET', inflightKey)
+  if existing then
+    local jobKey = ARGV[9] .. existing
+    if redis.call('EXISTS', jobKey) == 1 and not redis.call('HGET', jobKey, 'finishedOn') then
+      return {'join', cacheKey, inflightKey, existing}
+    end
+  end
+end
+local depth = redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4]) + redis.call('LLEN', KEYS[5])
+if depth >= tonumber(ARGV[8]) then return {'full', cacheKey, inflightKey, tostring(depth)} end
+if ARGV[5] == '1' then redis.call('SET', inflightKey, ARGV[6], 'PX', ARGV[7]) end
+return {'claim', cacheKey, inflightKey, tostring(depth)}
+`;
+
+/** Stores a result and frees the in-flight slot if this job still holds it. */
+const STORE = `
+if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3]) end
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return 1
+`;
+
+const RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+export type Admission =
+  | {
+      readonly kind: "hit";
+      readonly cacheKey: string;
+      readonly inflightKey: string;
+      readonly value: CachedResult;
+    }
+  | { readonly kind: "join"; readonly cacheKey: string; readonly inflightKey: string; readonly jobId: string }
+  | { readonly kind: "full"; readonly cacheKey: string; readonly inflightKey: string; readonly depth: number }
+  | {
+      readonly kind: "claim";
+      readonly cacheKey: string;
+      readonly inflightKey: string;
+      readonly depth: number;
+    };
+
+/** What the cache keeps for one input. */
+export interface CachedResult {
+  readonly output: unknown;
+  readonly job_id: string;
+  readonly created_at: string;
+  readonly inference_ms: number;
+}
+
+/** How a job finds its cache entry and in-flight slot (carried in the job data). */
+export interface CacheRef {
+  readonly key: string;
+  readonly inflightKey: string;
+  readonly ttlSeconds: number;
+}
+
+export interface AdmitRequest {
+  readonly model: string;
+  readonly version: string;
+  readonly hash: string;
+  readonly useCache: boolean;
+  readonly coalesce: boolean;
+  readonly jobId: string;
+  readonly inflightTtlMs: number;
+  readonly maxDepth: number;
+}
+
+type Scripts = Redis & {
+  inferlineAdmit(...args: (string | number)[]): Promise<[string, string, string, string]>;
+  inferlineStore(...args: (string | number)[]): Promise<number>;
+  inferlineRelease(...args: (string | number)[]): Promise<number>;
+};
+
+function withScripts(redis: Redis): Scripts {
+  const r = redis as Scripts;
+  if (typeof r.inferlineAdmit !== "function") {
+    redis.defineCommand("inferlineAdmit", { numberOfKeys: 5, lua: ADMIT });
+    redis.defineCommand("inferlineStore", { numberOfKeys: 2, lua: STORE });
+    redis.defineCommand("inferlineRelease", { numberOfKeys: 1, lua: RELEASE });
+  }
+  return r;
+}
+
+export class ResultCache {
+  private readonly redis: Scripts;
+  constructor(
+    redis: Redis,
+    private readonly prefix: string,
+  ) {
+    this.redis = withScripts(redis);
+  }
+
+  private genKey(model: string): string {
+    return modelKey(this.prefix, model, "cache", "gen");
+  }
+
+  private admitKeysAndArgs(req: AdmitRequest): (string | number)[] {
+    const q = `${this.prefix}:${queueName(req.model)}:`;
+    return [
+      this.genKey(req.model),
+      `${q}wait`,
+      `${q}prioritized`,
+      `${q}delayed`,
+      `${q}paused`,
+      req.version,
+      q,
+      req.hash,
+      req.useCache ? "1" : "0",
+      req.coalesce ? "1" : "0",
+      req.jobId,
+      req.inflightTtlMs,
+      req.maxDepth,
+      q,
+    ];
+  }
+
+  async admit(req: AdmitRequest): Promise<Admission> {
+    return parseAdmission(await this.redis.inferlineAdmit(...this.admitKeysAndArgs(req)));
+  }
+
+  /** Admits many inputs in one round trip (one pipeline). */
+  async admitMany(reqs: readonly AdmitRequest[]): Promise<Admission[]> {
+    const pipeline = this.redis.pipeline() as unknown as {
+      inferlineAdmit(...a: (string | number)[]): void;
+      exec(): Promise<[Error | null, unknown][] | null>;
+    };
+    for (const r of reqs) pipeline.inferlineAdmit(...this.admitKeysAndArgs(r));
+    const results = (await pipeline.exec()) ?? [];
+    return results.map(([err, reply]) => {
+      if (err) throw err;
+      return parseAdmission(reply as [string, string, string, string]);
+    });
+  }
+
+  /** Worker side: keep a successful result and free the in-flight slot. */
+  async store(ref: CacheRef, jobId: string, value: CachedResult): Promise<void> {
+    await this.redis.inferlineStore(ref.key, ref.inflightKey, JSON.stringify(value), jobId, ref.ttlSeconds);
+  }
+
+  /** Frees the in-flight slot held by `jobId` (failed, canceled or never queued). */
+  async release(inflightKey: string, jobId: string): Promise<void> {
+    await this.redis.inferlineRelease(inflightKey, jobId);
+  }
+
+  /** Drops one input's entry (under the current generations). */
+  async invalidateInput(model: string, version: string, hash: string): Promise<number> {
+    const [m, v] = await this.redis.hmget(this.genKey(model), "m", `v:${version}`);
+    return this.redis.del(
+      `${this.prefix}:${queueName(model)}:cache:${version}:${m ?? "0"}.${v ?? "0"}:${hash}`,
+    );
+  }
+
+  /** Orphans every entry of a model (or of one version of it). */
+  async invalidateModel(model: string, version?: string): Promise<void> {
+    await this.redis.hincrby(this.genKey(model), version === undefined ? "m" : `v:${version}`, 1);
+  }
+}
+
+function parseAdmission([kind, cacheKey, inflightKey, payload]: [string, string, string, string]): Admission {
+  switch (kind) {
+    case "hit":
+      return { kind, cacheKey, inflightKey, value: JSON.parse(payload) as CachedResult };
+    case "join":
+      return { kind, cacheKey, inflightKey, jobId: payload };
+    case "full":
+      return { kind, cacheKey, inflightKey, depth: Number(payload) };
+    default:
+      return { kind: "claim", cacheKey, inflightKey, depth: Number(payload) };
+  }
+}

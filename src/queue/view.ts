@@ -1,0 +1,90 @@
+import type { Job } from "bullmq";
+import type { JobData, JobResult, JobView } from "../contracts/jobs.js";
+import { JobError } from "../errors/catalog.js";
+import type { CachedResult } from "../cache/result-cache.js";
+
+/** How a finished job's record ended. */
+export function finishedState(job: Job<JobData, JobResult>): "completed" | "failed" {
+  return job.returnvalue !== null && job.returnvalue !== undefined ? "completed" : "failed";
+}
+
+function iso(ms: number | undefined): string | undefined {
+  return ms ? new Date(ms).toISOString() : undefined;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+/** A BullMQ job and its state, as the API reports it. */
+export function toView(job: Job<JobData, JobResult>, state: string): JobView {
+  const d = job.data;
+  const base = {
+    job_id: job.id!,
+    model: d.model,
+    version: d.version,
+    priority: d.priority,
+    created_at: new Date(job.timestamp).toISOString(),
+    // attemptsStarted also counts an attempt that ended in a no-retry failure.
+    attempts: Math.max(job.attemptsMade, job.attemptsStarted ?? 0),
+    max_attempts: job.opts.attempts ?? 1,
+    deadline: iso(d.deadline),
+  };
+  switch (state) {
+    case "completed": {
+      const r = job.returnvalue;
+      const finished = job.finishedOn ?? Date.now();
+      return {
+        ...base,
+        status: "completed",
+        result: r.output,
+        timings: {
+          queue_wait_ms: Math.max(0, r.startedAt - job.timestamp),
+          inference_ms: round(r.inferenceMs),
+          total_ms: Math.max(0, finished - job.timestamp),
+        },
+        batch_size: r.batchSize,
+        finished_at: iso(finished),
+      };
+    }
+    case "failed": {
+      const error = JobError.fromReason(job.failedReason);
+      return {
+        ...base,
+        status: error.code === "expired" ? "expired" : "failed",
+        error,
+        finished_at: iso(job.finishedOn),
+      };
+    }
+    case "active":
+      return { ...base, attempts: job.attemptsMade + 1, status: "active" };
+    case "delayed":
+      return { ...base, status: "queued", next_attempt_at: iso(job.timestamp + (job.delay ?? 0)) };
+    default:
+      return { ...base, status: "queued" };
+  }
+}
+
+/** A cache hit, reported like the job that computed it. */
+export function cachedView(
+  model: string,
+  version: string,
+  value: CachedResult,
+  priority: JobView["priority"],
+  startedAt: number,
+): JobView {
+  return {
+    job_id: value.job_id,
+    status: "completed",
+    model,
+    version,
+    priority,
+    created_at: value.created_at,
+    attempts: 0,
+    max_attempts: 0,
+    result: value.output,
+    cached: true,
+    timings: { queue_wait_ms: 0, inference_ms: 0, total_ms: round(performance.now() - startedAt) },
+    finished_at: new Date().toISOString(),
+  };
+}

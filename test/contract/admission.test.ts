@@ -1,0 +1,206 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import { Queue } from "bullmq";
+import { Redis } from "ioredis";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { testConfig, testEnv } from "../support/config.js";
+import { call, eventually, freePort } from "../support/http.js";
+import { spawnWorker, stop } from "../support/processes.js";
+import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
+import { makeRepository } from "./fixtures.js";
+
+describe("backpressure, deadlines and batches", () => {
+  const prefix = uniquePrefix("admission");
+  const repo = makeRepository({ capped: { limits: { maxQueueDepth: 5 } }, slow: {} });
+  const overrides = { MODEL_REPOSITORY: repo.dir, AUTH_DISABLED: "true", BATCH_MAX_ITEMS: "20" };
+  let api: ApiHandle;
+  before(async () => {
+    api = await startApi(testConfig(prefix, overrides));
+  });
+  after(async () => {
+    await api.close();
+    await cleanupPrefix(prefix);
+    repo.remove();
+  });
+
+  it("a queue past its cap answers 429 with a Retry-After that grows with depth", async () => {
+    for (let i = 0; i < 5; i++)
+      assert.equal((await call(api.url, "POST", "/api/ml/capped", { value: i })).status, 202);
+    const full = await call(api.url, "POST", "/api/ml/capped", { value: "one too many" });
+    assert.equal(full.status, 429);
+    assert.equal((full.body.error as { code: string }).code, "queue_full");
+    const first = Number(full.headers.get("retry-after"));
+    assert.ok(
+      Number.isInteger(first) && first >= 1,
+      `numeric Retry-After: ${full.headers.get("retry-after")}`,
+    );
+    // Deeper queue (jobs added behind the API's back) → a longer wait.
+    const conn = new Redis(REDIS_URL);
+    const q = new Queue("{capped}", { connection: conn, prefix });
+    await q.addBulk(
+      Array.from({ length: 20 }, (_, i) => ({ name: "predict", data: { value: i }, opts: { priority: 2 } })),
+    );
+    const deeper = await call(api.url, "POST", "/api/ml/capped", { value: "still too many" });
+    await q.close();
+    conn.disconnect();
+    assert.equal(deeper.status, 429);
+    assert.ok(Number(deeper.headers.get("retry-after")) > first, "grows with depth");
+  });
+
+  it("a job whose deadline passes before a worker is free ends expired, never run", async () => {
+    const waited = await call(
+      api.url,
+      "POST",
+      "/api/ml/slow?timeout_ms=300",
+      { text: "late" },
+      { prefer: "wait=5" },
+    );
+    assert.equal(waited.status, 200);
+    assert.equal(waited.body.status, "expired");
+    assert.equal((waited.body.error as { code: string }).code, "expired");
+    const later = await call(api.url, "POST", "/api/ml/slow?timeout_ms=200", { text: "later" });
+    await sleep(400);
+    const worker = await spawnWorker(testEnv(prefix, overrides), ["--models", "slow"]);
+    try {
+      const g = await call(api.url, "GET", `/api/results/${String(later.body.job_id)}`, undefined, {
+        prefer: "wait=5",
+      });
+      assert.equal(g.body.status, "expired");
+      const ok = await call(
+        api.url,
+        "POST",
+        "/api/ml/slow?timeout_ms=5000",
+        { text: "in time" },
+        { prefer: "wait=10" },
+      );
+      assert.equal(ok.body.status, "completed");
+      const ran = worker.lines.filter((l) => l.event === "job_started").map((l) => l.job_id);
+      assert.ok(
+        !ran.includes(waited.body.job_id) && !ran.includes(later.body.job_id),
+        "expired jobs never ran",
+      );
+    } finally {
+      await stop(worker);
+    }
+  });
+
+  it("the batch endpoint queues many inputs at once and can wait for all", async () => {
+    const worker = await spawnWorker(testEnv(prefix, overrides), ["--models", "sentiment"]);
+    try {
+      const texts = Array.from({ length: 10 }, (_, i) => ({ text: `batch item ${i} is great` }));
+      const queued = await call(api.url, "POST", "/api/ml/sentiment/batch", { inputs: texts });
+      assert.ok([200, 202].includes(queued.status));
+      const jobs = queued.body.jobs as { job_id: string }[];
+      assert.equal(jobs.length, 10);
+      assert.equal(new Set(jobs.map((j) => j.job_id)).size, 10);
+      const fresh = Array.from({ length: 10 }, (_, i) => ({ text: `another batch item ${i}, awful` }));
+      const done = await call(
+        api.url,
+        "POST",
+        "/api/ml/sentiment/batch",
+        { inputs: fresh },
+        { prefer: "wait=10" },
+      );
+      assert.equal(done.status, 200);
+      assert.equal(done.body.status, "completed");
+      for (const j of done.body.jobs as { status: string; result: { label: string } }[]) {
+        assert.equal(j.status, "completed");
+        assert.equal(j.result.label, "negative");
+      }
+    } finally {
+      await stop(worker);
+    }
+  });
+
+  it("a batch over the limit is 413; a bad item is 422 naming it", async () => {
+    const big = await call(api.url, "POST", "/api/ml/sentiment/batch", {
+      inputs: Array.from({ length: 21 }, () => ({ text: "x" })),
+    });
+    assert.equal(big.status, 413);
+    assert.equal((big.body.error as { code: string }).code, "batch_too_large");
+    const bad = await call(api.url, "POST", "/api/ml/sentiment/batch", {
+      inputs: [{ text: "ok" }, { text: 5 }],
+    });
+    assert.equal(bad.status, 422);
+    assert.match((bad.body.error as { message: string }).message, /inputs\[1\]\.text/);
+  });
+
+  it("streams a job's status changes as server-sent events", async () => {
+    const r = await call(api.url, "POST", "/api/ml/slow", { text: "stream", sleep_ms: 300 });
+    const res = await fetch(`${api.url}/api/results/${String(r.body.job_id)}/events`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type") ?? "", /text\/event-stream/);
+    const worker = await spawnWorker(testEnv(prefix, overrides), ["--models", "slow"]);
+    try {
+      const text = await res.text();
+      const statuses = [...text.matchAll(/^data: (.*)$/gm)].map(
+        (m) => (JSON.parse(m[1]!) as { status: string }).status,
+      );
+      assert.equal(statuses[0], "queued");
+      assert.equal(statuses.at(-1), "completed");
+      assert.ok(statuses.includes("active"), `saw ${statuses.join(",")}`);
+    } finally {
+      await stop(worker);
+    }
+  });
+});
+
+describe("Redis outage and recovery", () => {
+  it("answers 503 with Retry-After within a second while Redis is down, and resumes when it returns", async () => {
+    const port = await freePort();
+    const startRedis = () =>
+      spawn(
+        "redis-server",
+        ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        { stdio: "ignore" },
+      );
+    let redis = startRedis();
+    const prefix = uniquePrefix("outage");
+    const env = { REDIS_URL: `redis://127.0.0.1:${port}`, AUTH_DISABLED: "true" };
+    await eventually(async () => {
+      const r = new Redis(port, { lazyConnect: true, retryStrategy: () => null });
+      r.on("error", () => {});
+      const ok = await r
+        .connect()
+        .then(() => r.ping())
+        .catch(() => undefined);
+      r.disconnect();
+      return ok === "PONG";
+    });
+    const api = await startApi(testConfig(prefix, env));
+    const worker = await spawnWorker(testEnv(prefix, env), ["--models", "sentiment"]);
+    try {
+      const before = await call(
+        api.url,
+        "POST",
+        "/api/ml/sentiment",
+        { text: "before" },
+        { prefer: "wait=10" },
+      );
+      assert.equal(before.body.status, "completed");
+      redis.kill("SIGKILL");
+      await new Promise((r) => redis.once("exit", r));
+      const t0 = Date.now();
+      const down = await call(api.url, "POST", "/api/ml/sentiment", { text: "during" });
+      assert.equal(down.status, 503);
+      assert.ok(Number(down.headers.get("retry-after")) > 0);
+      assert.ok(Date.now() - t0 < 1000, `answered in ${Date.now() - t0} ms`);
+      redis = startRedis();
+      const after = await eventually(
+        async () => {
+          const r = await call(api.url, "POST", "/api/ml/sentiment", { text: "after" }, { prefer: "wait=5" });
+          return r.status === 200 ? r : undefined;
+        },
+        30_000,
+        200,
+      );
+      assert.equal(after.body.status, "completed");
+    } finally {
+      await stop(worker);
+      await api.close();
+      redis.kill("SIGKILL");
+    }
+  });
+});
