@@ -49,6 +49,8 @@ export async function startApi(
     config.REDIS_KEY_PREFIX,
     (model) => drain.record(model),
   );
+  const workers = new WorkerRegistry(redis, config.REDIS_KEY_PREFIX, config.WORKER_HEARTBEAT_INTERVAL_MS * 3);
+  const obs = createApiObservability(config, redis, workers, () => catalog.names(), logger);
   const jobs = new JobService({
     redis,
     prefix: config.REDIS_KEY_PREFIX,
@@ -66,9 +68,9 @@ export async function startApi(
     cache: new ResultCache(redis, config.REDIS_KEY_PREFIX),
     idempotency: new IdempotencyStore(redis, config.REDIS_KEY_PREFIX, config.IDEMPOTENCY_TTL_SECONDS),
     drain,
+    onCacheLookup: (model, version, hit) => obs.http.telemetry.cacheLookup(model, version, hit),
+    onJobQueued: (model, version) => obs.http.telemetry.jobQueued(model, version),
   });
-  const workers = new WorkerRegistry(redis, config.REDIS_KEY_PREFIX, config.WORKER_HEARTBEAT_INTERVAL_MS * 3);
-  const obs = createApiObservability(config, redis, workers, () => catalog.names(), logger);
   const health = obs.health;
   await waiter.start(catalog.names());
 

@@ -1,7 +1,12 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { PACKAGE_ROOT } from "../config/index.js";
+import { installOpenApi } from "./openapi.js";
 import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyInstance } from "fastify";
 import { createSecurity } from "../security/index.js";
 import { installAuth } from "./auth.js";
+import { clientErrorHandler } from "./plugins/client-errors.js";
 import { dashboardLogin } from "./plugins/dashboard-login.js";
 import { installJsonBody } from "./plugins/json-body.js";
 import { installSecurityHeaders } from "./plugins/security-headers.js";
@@ -20,6 +25,10 @@ import { resultRoutes } from "./routes/results.js";
 import { statsRoutes } from "./routes/stats.js";
 import type { HttpDeps } from "./types.js";
 
+const PACKAGE_VERSION = (
+  JSON.parse(readFileSync(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string }
+).version;
+
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Builds the API. Wires routes to the services it is given; opens no port itself. */
@@ -36,6 +45,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
     },
     return503OnClosing: true,
     trustProxy: config.TRUST_PROXY,
+    clientErrorHandler,
     // Long `Prefer: wait` requests must outlive the defaults.
     requestTimeout: (config.WAIT_MAX_SECONDS + 30) * 1000,
     ajv: { customOptions: { coerceTypes: "array", removeAdditional: false, allErrors: false } },
@@ -60,6 +70,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   installAuth(app, config, security);
   await app.register(dashboardLogin, { config, security });
 
+  await installOpenApi(app, PACKAGE_VERSION);
   await app.register(healthRoutes, deps);
   await app.register(modelRoutes, deps);
   await app.register(predictRoutes, deps);

@@ -60,6 +60,8 @@ export interface JobServiceDeps {
   readonly drain: DrainRate;
   /** Called once per cache lookup (for metrics and health). */
   readonly onCacheLookup?: (model: string, version: string, hit: boolean) => void;
+  /** Called once per job added to a queue. */
+  readonly onJobQueued?: (model: string, version: string) => void;
 }
 
 type Admitted = { req: SubmitRequest; jobId: string; hash: string; admission: Admission };
@@ -210,6 +212,7 @@ export class JobService {
         throw err;
       }
     }
+    for (const j of added) this.deps.onJobQueued?.(j.data.model, j.data.version);
     const byId = new Map(added.map((j) => [j.id, j]));
     return Promise.all(
       items.map(async (i) => {

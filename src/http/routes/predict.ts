@@ -24,6 +24,17 @@ export function sendJobView(reply: FastifyReply, view: JobView, waitedSeconds: n
   return reply.code(202).header("location", body.links.self).send(body);
 }
 
+const jobResponses = {
+  200: { description: "Finished (or answered from the cache, `cached: true`)", $ref: "JobView#" },
+  202: { description: "Accepted; poll or wait on links.self", $ref: "JobView#" },
+  404: { description: "Error; code one of: model_not_found, version_not_found", $ref: "Error#" },
+  422: { description: "Error; code one of: invalid_input, idempotency_key_reused", $ref: "Error#" },
+  429: {
+    description: "Error; code one of: queue_full, rate_limited (Retry-After says when)",
+    $ref: "Error#",
+  },
+} as const;
+
 export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
   app,
   { catalog, validator, jobs, config },
@@ -64,7 +75,18 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
 
   app.post<{ Params: { model: string }; Querystring: PredictQuery; Body: unknown }>(
     "/api/ml/:model",
-    { schema: { params, querystring, headers }, config: { access: "predict" } },
+    {
+      schema: {
+        summary: "Submit one input",
+        description:
+          "Body: the model's input (see GET /api/models/{model}). `Prefer: wait=N` holds the request up to N seconds for the result; `Idempotency-Key` makes retries safe; `timeout_ms` ends the job `expired` if no worker starts it in time.",
+        params,
+        querystring,
+        headers,
+        response: jobResponses,
+      },
+      config: { access: "predict" },
+    },
     async (req, reply) => {
       const { descriptor, waitSeconds, request } = base(req);
       const problems = validator.check(descriptor, req.body);
@@ -95,13 +117,22 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
     "/api/ml/:model/batch",
     {
       schema: {
+        summary: "Submit many inputs in one call",
         params,
         querystring,
         body: {
           type: "object",
-          properties: { inputs: { type: "array", minItems: 1 } },
+          properties: { inputs: { type: "array", minItems: 1, items: {} } },
           required: ["inputs"],
           additionalProperties: false,
+        },
+        response: {
+          200: { description: "All finished", $ref: "BatchView#" },
+          202: { description: "Accepted; some still queued or running", $ref: "BatchView#" },
+          404: jobResponses[404],
+          413: { description: "Error; code one of: batch_too_large, payload_too_large", $ref: "Error#" },
+          422: { description: "Error; code: invalid_input (names inputs[i].field)", $ref: "Error#" },
+          429: jobResponses[429],
         },
       },
       config: { access: "predict" },

@@ -12,7 +12,18 @@ const params = {
 export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { jobs, config, streams }) => {
   app.get<{ Params: { jobId: string } }>(
     "/api/results/:jobId",
-    { schema: { params }, config: { access: "predict" } },
+    {
+      schema: {
+        summary: "Read (or wait for) a job's result",
+        params,
+        response: {
+          200: { description: "Finished: completed, failed, canceled or expired", $ref: "JobView#" },
+          202: { description: "Still queued or active", $ref: "JobView#" },
+          404: { description: "Error; code: job_not_found", $ref: "Error#" },
+        },
+      },
+      config: { access: "predict" },
+    },
     async (req, reply) => {
       const waitSeconds = preferredWaitSeconds(req.headers.prefer, config.WAIT_MAX_SECONDS);
       const view =
@@ -25,7 +36,18 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { jobs, co
 
   app.delete<{ Params: { jobId: string } }>(
     "/api/results/:jobId",
-    { schema: { params }, config: { access: "predict" } },
+    {
+      schema: {
+        summary: "Cancel a job that has not started",
+        params,
+        response: {
+          200: { description: "Canceled", $ref: "JobView#" },
+          404: { description: "Error; code: job_not_found", $ref: "Error#" },
+          409: { description: "Error; code: job_not_cancelable", $ref: "Error#" },
+        },
+      },
+      config: { access: "predict" },
+    },
     async (req, reply) => {
       const view = await jobs.cancel(req.params.jobId);
       req.log.info({ event: "job_canceled", job_id: view.job_id, model: view.model }, "job canceled");
@@ -39,7 +61,17 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { jobs, co
    */
   app.get<{ Params: { jobId: string } }>(
     "/api/results/:jobId/events",
-    { schema: { params }, config: { access: "predict" } },
+    {
+      schema: {
+        summary: "Server-sent events: the job's view at each status change, until it ends",
+        params,
+        response: {
+          404: { description: "Error; code: job_not_found", $ref: "Error#" },
+          429: { description: "Error; code one of: too_many_streams, rate_limited", $ref: "Error#" },
+        },
+      },
+      config: { access: "predict" },
+    },
     async (req, reply) => {
       const jobId = req.params.jobId;
       await jobs.view(jobId); // 404 / 503 as JSON before the stream starts

@@ -1,0 +1,169 @@
+import swagger from "@fastify/swagger";
+import swaggerUi from "@fastify/swagger-ui";
+import type { FastifyInstance, RouteOptions } from "fastify";
+
+/** Every error code the API can answer with, by HTTP status (kept in step with the catalog by a test). */
+export const ERROR_CODES: Readonly<Record<number, readonly string[]>> = {
+  400: ["malformed_json", "invalid_parameter", "json_too_deep"],
+  401: ["unauthorized"],
+  403: ["forbidden"],
+  404: ["route_not_found", "model_not_found", "version_not_found", "job_not_found"],
+  405: ["method_not_allowed"],
+  409: ["job_not_cancelable"],
+  413: ["payload_too_large", "batch_too_large"],
+  415: ["unsupported_media_type"],
+  422: ["invalid_input", "idempotency_key_reused"],
+  429: ["queue_full", "rate_limited", "too_many_streams"],
+  500: ["internal_error"],
+  503: ["service_unavailable"],
+};
+
+const errorSchema = {
+  $id: "Error",
+  type: "object",
+  properties: {
+    error: {
+      type: "object",
+      properties: {
+        code: { type: "string", enum: Object.values(ERROR_CODES).flat() },
+        message: { type: "string" },
+        details: { type: "object", additionalProperties: true },
+      },
+    },
+  },
+} as const;
+
+export const jobViewSchema = {
+  $id: "JobView",
+  type: "object",
+  additionalProperties: true,
+  properties: {
+    job_id: { type: "string", description: "`<model>.<32 hex>`; carries its model." },
+    status: { type: "string", enum: ["queued", "active", "completed", "failed", "canceled", "expired"] },
+    model: { type: "string" },
+    version: { type: "string" },
+    priority: { type: "string", enum: ["high", "normal", "low"] },
+    created_at: { type: "string", format: "date-time" },
+    attempts: { type: "integer" },
+    max_attempts: { type: "integer" },
+    cached: { type: "boolean" },
+    result: { description: "The model's output (completed jobs)." },
+    error: {
+      type: "object",
+      properties: { code: { type: "string" }, message: { type: "string" } },
+    },
+    timings: {
+      type: "object",
+      properties: {
+        queue_wait_ms: { type: "number" },
+        inference_ms: { type: "number" },
+        total_ms: { type: "number" },
+      },
+    },
+    batch_size: { type: "integer" },
+    finished_at: { type: "string", format: "date-time" },
+    next_attempt_at: { type: "string", format: "date-time" },
+    deadline: { type: "string", format: "date-time" },
+    links: { type: "object", additionalProperties: { type: "string" } },
+  },
+} as const;
+
+const batchViewSchema = {
+  $id: "BatchView",
+  type: "object",
+  properties: {
+    model: { type: "string" },
+    version: { type: "string" },
+    count: { type: "integer" },
+    status: { type: "string", enum: ["completed", "pending"] },
+    jobs: { type: "array", items: { $ref: "JobView#" } },
+  },
+} as const;
+
+function errorResponse(status: number, extra?: readonly string[]) {
+  const codes = extra ?? ERROR_CODES[status] ?? [];
+  return { description: `Error; code one of: ${codes.join(", ")}`, $ref: "Error#" };
+}
+
+/**
+ * Fills in what every protected route can answer: 401/403/429, 400/413/415 for routes with a
+ * body, 500 and 503. Routes declare their own specific answers; this only adds what they left
+ * out. (Schemas declare no required fields: documentation must never turn a reply into a 500.)
+ */
+function completeRoute(route: RouteOptions): void {
+  const url = route.url;
+  if (url.startsWith("/docs")) {
+    // The API description is public, like the health probes.
+    route.config = { ...route.config, access: "public" };
+    return;
+  }
+  if (url.startsWith("/dashboard/assets")) return;
+  const schema = (route.schema ??= {}) as Record<string, unknown> & { response?: Record<string, unknown> };
+  const access = (route.config as { access?: string } | undefined)?.access ?? "admin";
+  const methods = Array.isArray(route.method) ? route.method : [route.method];
+  const add = (status: number, codes?: readonly string[]) => {
+    const response = (schema.response ??= {});
+    if (response[status] === undefined && response[String(status)] === undefined)
+      response[status] = errorResponse(status, codes);
+  };
+  schema.tags ??= [
+    url.startsWith("/api/admin")
+      ? "admin"
+      : url.startsWith("/health") || url === "/metrics"
+        ? "operations"
+        : "predictions",
+  ];
+  // Public routes (probes, metrics) answer in their own shapes, even when failing.
+  if (access === "public") return;
+  add(401);
+  add(403);
+  add(429, ["rate_limited"]);
+  if (methods.some((m) => m === "POST" || m === "PUT" || m === "PATCH")) {
+    add(400);
+    add(413, ["payload_too_large"]);
+    add(415);
+  }
+  if (schema.params || schema.querystring) add(400, ["invalid_parameter"]);
+  add(500);
+  add(503);
+  schema.security ??= [{ bearer: [] }, { apiKey: [] }];
+}
+
+/** OpenAPI 3 document generated from the route schemas; UI at /docs, JSON at /docs/json. */
+export async function installOpenApi(app: FastifyInstance, version: string): Promise<void> {
+  app.addSchema(errorSchema);
+  app.addSchema(jobViewSchema);
+  app.addSchema(batchViewSchema);
+  app.addHook("onRoute", completeRoute);
+  await app.register(swagger, {
+    openapi: {
+      openapi: "3.0.3",
+      info: {
+        title: "Inferline",
+        version,
+        description:
+          "Machine-learning models behind an HTTP API that never blocks. Submit with POST /api/ml/{model} (202 + job id, or the result with `Prefer: wait=N`), then poll, wait on or stream /api/results/{job_id}. Every error is `{error: {code, message, details}}`.",
+      },
+      components: {
+        securitySchemes: {
+          bearer: { type: "http", scheme: "bearer" },
+          apiKey: { type: "apiKey", in: "header", name: "X-API-Key" },
+        },
+      },
+      tags: [
+        { name: "predictions", description: "Submit inputs, read results" },
+        { name: "operations", description: "Health and metrics" },
+        { name: "admin", description: "Needs an admin key" },
+      ],
+    },
+    refResolver: {
+      buildLocalReference: (json, _base, _fragment, i) =>
+        typeof json.$id === "string" ? json.$id : `def-${i}`,
+    },
+  });
+  await app.register(swaggerUi, {
+    routePrefix: "/docs",
+    uiConfig: { docExpansion: "list" },
+    staticCSP: false,
+  });
+}

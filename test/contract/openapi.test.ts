@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Validator } from "@seriousme/openapi-schema-validator";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import * as catalog from "../../src/errors/catalog.js";
+import { ERROR_CODES } from "../../src/http/openapi.js";
+import { testConfig } from "../support/config.js";
+import { call } from "../support/http.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+
+describe("OpenAPI document", () => {
+  const prefix = uniquePrefix("openapi");
+  let api: ApiHandle;
+  let doc: { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+  before(async () => {
+    api = await startApi(testConfig(prefix, { AUTH_DISABLED: "true" }));
+    const r = await call(api.url, "GET", "/docs/json");
+    assert.equal(r.status, 200);
+    doc = r.body as typeof doc;
+  });
+  after(async () => {
+    await api.close();
+    await cleanupPrefix(prefix);
+  });
+
+  it("is a valid OpenAPI 3 document", async () => {
+    const validator = new Validator();
+    const result = await validator.validate(doc);
+    assert.equal(result.valid, true, JSON.stringify(result.errors, null, 2)?.slice(0, 2000));
+  });
+
+  it("lists every route with its statuses", () => {
+    const expected: [string, string, string[]][] = [
+      [
+        "/api/ml/{model}",
+        "post",
+        ["200", "202", "400", "401", "403", "404", "413", "415", "422", "429", "500", "503"],
+      ],
+      ["/api/ml/{model}/batch", "post", ["200", "202", "413", "422", "429"]],
+      ["/api/results/{jobId}", "get", ["200", "202", "404"]],
+      ["/api/results/{jobId}", "delete", ["200", "404", "409"]],
+      ["/api/results/{jobId}/events", "get", ["404", "429"]],
+      ["/api/models", "get", []],
+      ["/api/models/{model}", "get", []],
+      ["/api/admin/cache/invalidate", "post", ["401", "403"]],
+      ["/health", "get", []],
+      ["/health/live", "get", []],
+      ["/health/ready", "get", []],
+    ];
+    for (const [path, method, statuses] of expected) {
+      const op = doc.paths[path]?.[method];
+      assert.ok(op, `${method.toUpperCase()} ${path} documented`);
+      for (const s of statuses) assert.ok(op.responses[s], `${method} ${path} documents ${s}`);
+    }
+  });
+
+  it("names every error code of the catalog", () => {
+    const documented = new Set(Object.values(ERROR_CODES).flat());
+    const text = JSON.stringify(doc);
+    for (const value of Object.values(catalog)) {
+      if (typeof value !== "function" || !(value.prototype instanceof catalog.AppError)) continue;
+      const err = new (value as unknown as new (...a: unknown[]) => catalog.AppError)("x", "y", 1);
+      assert.ok(documented.has(err.code), `${err.code} (${value.name}) in ERROR_CODES`);
+      assert.ok(ERROR_CODES[err.status]?.includes(err.code), `${err.code} listed under ${err.status}`);
+      assert.ok(text.includes(err.code), `${err.code} appears in the document`);
+    }
+  });
+});
