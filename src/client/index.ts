@@ -1,0 +1,210 @@
+/**
+ * A typed client for Inferline's HTTP API (`import { InferlineClient } from "inferline/client"`).
+ * It waits with `Prefer: wait` and falls back to polling, honours Retry-After on 429 and 503
+ * with capped retries, and sends an Idempotency-Key with every submission so a retried request
+ * never creates a second job. Works with any `fetch` (Node 18+, browsers).
+ */
+import type { JobView, Priority } from "../contracts/jobs.js";
+
+export type { JobStatus, JobView, Priority } from "../contracts/jobs.js";
+
+export interface ClientOptions {
+  /** e.g. "http://localhost:3000" */
+  readonly baseUrl: string;
+  /** Sent as `Authorization: Bearer <key>`. */
+  readonly apiKey?: string;
+  /** Retries after 429/503/network errors before giving up (default 5). */
+  readonly maxRetries?: number;
+  /** Longest pause between retries, whatever Retry-After says (ms, default 30 000). */
+  readonly maxRetryDelayMs?: number;
+  readonly fetch?: typeof fetch;
+}
+
+export interface PredictOptions {
+  /** Seconds to hold each request open for the result (`Prefer: wait`, default 30). */
+  readonly wait?: number;
+  /** Give up waiting after this long overall (ms, default 300 000); the job goes on. */
+  readonly maxWaitMs?: number;
+  readonly priority?: Priority;
+  readonly version?: string;
+  /** Defaults to a fresh random key, so retries of this call reuse one job. */
+  readonly idempotencyKey?: string;
+  /** The job ends `expired` if no worker starts it within this many ms. */
+  readonly timeoutMs?: number;
+}
+
+export interface Prediction<T = unknown> {
+  readonly jobId: string;
+  readonly result: T;
+  readonly cached: boolean;
+  readonly view: JobView;
+}
+
+/** An error answer from the API: its HTTP status and stable code. */
+export class InferlineError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details: unknown = {},
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message);
+    this.name = "InferlineError";
+  }
+}
+
+/** The job ended without a result (failed, expired or canceled). */
+export class JobFailedError extends InferlineError {
+  constructor(readonly view: JobView) {
+    super(200, view.error?.code ?? view.status, view.error?.message ?? `job ${view.status}`, view);
+    this.name = "JobFailedError";
+  }
+}
+
+/** The overall wait ran out while the job was still queued or running. */
+export class WaitTimeoutError extends Error {
+  constructor(readonly view: JobView) {
+    super(`job ${view.job_id} still ${view.status} after the wait`);
+    this.name = "WaitTimeoutError";
+  }
+}
+
+const TERMINAL = new Set(["completed", "failed", "canceled", "expired"]);
+
+export class InferlineClient {
+  private readonly base: string;
+  private readonly fetch: typeof fetch;
+  private readonly maxRetries: number;
+  private readonly maxRetryDelayMs: number;
+
+  constructor(private readonly options: ClientOptions) {
+    this.base = options.baseUrl.replace(/\/+$/, "");
+    this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.maxRetries = options.maxRetries ?? 5;
+    this.maxRetryDelayMs = options.maxRetryDelayMs ?? 30_000;
+  }
+
+  /** Submits one input and resolves with its result, waiting and polling as needed. */
+  async predict<T = unknown>(
+    model: string,
+    input: unknown,
+    opts: PredictOptions = {},
+  ): Promise<Prediction<T>> {
+    const deadline = Date.now() + (opts.maxWaitMs ?? 300_000);
+    let view = await this.submit(model, input, opts);
+    while (!TERMINAL.has(view.status)) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new WaitTimeoutError(view);
+      view = await this.result(view.job_id, {
+        wait: Math.max(1, Math.min(opts.wait ?? 30, Math.ceil(left / 1000))),
+      });
+    }
+    if (view.status !== "completed") throw new JobFailedError(view);
+    return { jobId: view.job_id, result: view.result as T, cached: view.cached === true, view };
+  }
+
+  /** Submits one input; resolves with the job as it stands after the wait (202 or 200). */
+  async submit(model: string, input: unknown, opts: PredictOptions = {}): Promise<JobView> {
+    const { body } = await this.request("POST", `/api/ml/${encodeURIComponent(model)}${query(opts)}`, input, {
+      prefer: `wait=${opts.wait ?? 30}`,
+      "idempotency-key": opts.idempotencyKey ?? randomKey(),
+    });
+    return body as JobView;
+  }
+
+  /** Many inputs in one call; resolves with one view per input, in order. */
+  async submitBatch(
+    model: string,
+    inputs: readonly unknown[],
+    opts: PredictOptions = {},
+  ): Promise<JobView[]> {
+    const { body } = await this.request(
+      "POST",
+      `/api/ml/${encodeURIComponent(model)}/batch${query(opts)}`,
+      { inputs },
+      {
+        prefer: `wait=${opts.wait ?? 0}`,
+      },
+    );
+    return (body as { jobs: JobView[] }).jobs;
+  }
+
+  /** A job's current view; with `wait`, held until it ends or the seconds pass. */
+  async result(jobId: string, opts: { wait?: number } = {}): Promise<JobView> {
+    const headers: Record<string, string> = opts.wait ? { prefer: `wait=${opts.wait}` } : {};
+    return (await this.request("GET", `/api/results/${encodeURIComponent(jobId)}`, undefined, headers))
+      .body as JobView;
+  }
+
+  async cancel(jobId: string): Promise<JobView> {
+    return (await this.request("DELETE", `/api/results/${encodeURIComponent(jobId)}`)).body as JobView;
+  }
+
+  async models(): Promise<unknown[]> {
+    return ((await this.request("GET", "/api/models")).body as { models: unknown[] }).models;
+  }
+
+  private async request(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; body: unknown }> {
+    for (let attempt = 0; ; attempt++) {
+      let res: Response;
+      try {
+        res = await this.fetch(this.base + path, {
+          method,
+          headers: {
+            accept: "application/json",
+            ...(body === undefined ? {} : { "content-type": "application/json" }),
+            ...(this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {}),
+            ...headers,
+          },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+      } catch (err) {
+        if (attempt >= this.maxRetries) throw err;
+        await sleep(Math.min(this.maxRetryDelayMs, 250 * 2 ** attempt));
+        continue;
+      }
+      const text = await res.text();
+      const parsed: unknown = text ? JSON.parse(text) : {};
+      if (res.ok) return { status: res.status, body: parsed };
+      const e = (parsed as { error?: { code?: string; message?: string; details?: unknown } }).error ?? {};
+      const retryAfter = Number(res.headers.get("retry-after") ?? NaN);
+      const error = new InferlineError(
+        res.status,
+        e.code ?? `http_${res.status}`,
+        e.message ?? res.statusText,
+        e.details,
+        Number.isFinite(retryAfter) ? retryAfter : undefined,
+      );
+      if ((res.status === 429 || res.status === 503) && attempt < this.maxRetries) {
+        const delay =
+          error.retryAfterSeconds !== undefined ? error.retryAfterSeconds * 1000 : 250 * 2 ** attempt;
+        await sleep(Math.min(this.maxRetryDelayMs, delay));
+        continue;
+      }
+      throw error;
+    }
+  }
+}
+
+function query(opts: PredictOptions): string {
+  const q = new URLSearchParams();
+  if (opts.priority) q.set("priority", opts.priority);
+  if (opts.version) q.set("version", opts.version);
+  if (opts.timeoutMs !== undefined) q.set("timeout_ms", String(opts.timeoutMs));
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}
+
+function randomKey(): string {
+  return globalThis.crypto.randomUUID();
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { InferlineClient, InferlineError, JobFailedError } from "../../src/client/index.js";
+import { testConfig, testEnv } from "../support/config.js";
+import { spawnWorker, stop, type Spawned } from "../support/processes.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { makeRepository } from "./fixtures.js";
+
+describe("typed client against a live server", () => {
+  const prefix = uniquePrefix("client");
+  const repo = makeRepository({ tiny: { limits: { maxQueueDepth: 1 } } });
+  const env = { MODEL_REPOSITORY: repo.dir, AUTH_DISABLED: "true" };
+  let api: ApiHandle;
+  let pollingApi: ApiHandle;
+  let worker: Spawned;
+  before(async () => {
+    api = await startApi(testConfig(prefix, env));
+    // A server that never holds requests (WAIT_MAX_SECONDS=0): the client must poll.
+    pollingApi = await startApi(testConfig(prefix, { ...env, WAIT_MAX_SECONDS: "0" }));
+    worker = await spawnWorker(testEnv(prefix, env), ["--models", "sentiment,tiny", "--concurrency", "1"]);
+  });
+  after(async () => {
+    await stop(worker);
+    await api.close();
+    await pollingApi.close();
+    await cleanupPrefix(prefix);
+    repo.remove();
+  });
+
+  it("waits for a result in one request", async () => {
+    const client = new InferlineClient({ baseUrl: api.url });
+    const p = await client.predict<{ label: string }>("sentiment", { text: "wonderful client" });
+    assert.equal(p.result.label, "positive");
+    assert.equal(p.view.status, "completed");
+  });
+
+  it("polls when the server does not hold requests", async () => {
+    const requests: string[] = [];
+    const client = new InferlineClient({
+      baseUrl: pollingApi.url,
+      fetch: async (url, init) => {
+        requests.push(`${init?.method ?? "GET"} ${String(url)}`);
+        return fetch(url, init);
+      },
+    });
+    const p = await client.predict<{ echo: string }>("tiny", { text: "poll me", sleep_ms: 300 });
+    assert.equal(p.result.echo, "poll me");
+    assert.ok(requests.filter((r) => r.startsWith("GET")).length >= 1, "polled the result");
+  });
+
+  it("retries after 429 honouring Retry-After, then succeeds", async () => {
+    const client = new InferlineClient({ baseUrl: api.url, maxRetryDelayMs: 1000 });
+    // Fill the one-deep queue with a slow job so the next submit is turned away at first.
+    const blocker = await client.submit("tiny", { text: "blocker", sleep_ms: 1500 }, { wait: 0 });
+    const behind = await client.submit("tiny", { text: "behind", sleep_ms: 1500 }, { wait: 0 });
+    let saw429 = false;
+    const watching = new InferlineClient({
+      baseUrl: api.url,
+      maxRetryDelayMs: 1000,
+      fetch: async (url, init) => {
+        const res = await fetch(url, init);
+        if (res.status === 429) saw429 = true;
+        return res;
+      },
+    });
+    const p = await watching.predict<{ echo: string }>("tiny", { text: "eventually" }, { wait: 10 });
+    assert.equal(p.result.echo, "eventually");
+    assert.ok(saw429, "was turned away at least once");
+    await client.result(blocker.job_id, { wait: 10 });
+    await client.result(behind.job_id, { wait: 10 });
+  });
+
+  it("reports errors with their code, and failed jobs as JobFailedError", async () => {
+    const client = new InferlineClient({ baseUrl: api.url, maxRetries: 0 });
+    await assert.rejects(
+      client.predict("nope", {}),
+      (e: unknown) => e instanceof InferlineError && e.code === "model_not_found",
+    );
+    await assert.rejects(
+      client.predict("tiny", { fail: "invalid" }),
+      (e: unknown) => e instanceof JobFailedError && e.code === "invalid_input",
+    );
+  });
+});
