@@ -40,7 +40,7 @@ describe("typed client against a live server", () => {
     const client = new InferlineClient({
       baseUrl: pollingApi.url,
       fetch: async (url, init) => {
-        requests.push(`${init?.method ?? "GET"} ${String(url)}`);
+        requests.push(`${init?.method ?? "GET"} ${url instanceof Request ? url.url : url.toString()}`);
         return fetch(url, init);
       },
     });
