@@ -6,7 +6,7 @@ import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyInstance } from "fastify";
 import { createSecurity } from "../security/index.js";
 import { installAuth } from "./auth.js";
-import { clientErrorHandler } from "./plugins/client-errors.js";
+import { clientErrorHandler, frameworkErrors } from "./plugins/client-errors.js";
 import { dashboardLogin } from "./plugins/dashboard-login.js";
 import { installJsonBody } from "./plugins/json-body.js";
 import { installSecurityHeaders } from "./plugins/security-headers.js";
@@ -46,6 +46,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
     return503OnClosing: true,
     trustProxy: config.TRUST_PROXY,
     clientErrorHandler,
+    frameworkErrors,
     // Long `Prefer: wait` requests must outlive the defaults.
     requestTimeout: (config.WAIT_MAX_SECONDS + 30) * 1000,
     ajv: { customOptions: { coerceTypes: "array", removeAdditional: false, allErrors: false } },
