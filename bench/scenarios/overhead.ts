@@ -91,7 +91,16 @@ export const run: Scenario = async (ctx) => {
   // --- Inferline end to end
   {
     const prefix = `bench-e2e-${randomBytes(3).toString("hex")}`;
-    const env = { REDIS_URL: url, REDIS_KEY_PREFIX: prefix, PORT: "3917", HOST: "127.0.0.1", MODELS: "echo" };
+    const env = {
+      REDIS_URL: url,
+      REDIS_KEY_PREFIX: prefix,
+      PORT: "3917",
+      HOST: "127.0.0.1",
+      MODELS: "echo",
+      AUTH_DISABLED: "true",
+      RATE_LIMIT_IP_RPS: "0",
+      RATE_LIMIT_KEY_RPS: "0",
+    };
     const api = await startCli(["api"], env, "api_started");
     const worker = await startCli(
       ["worker", "--concurrency", String(concurrency)],
@@ -101,17 +110,17 @@ export const run: Scenario = async (ctx) => {
       await stopChild(api);
       throw e;
     });
-    const body = JSON.stringify({ text: "hello" });
-    const one = async () => {
+    // Distinct inputs: identical ones would be coalesced into one job (and not measure much).
+    const one = async (i: number) => {
       const res = await fetch("http://127.0.0.1:3917/api/ml/echo", {
         method: "POST",
         headers: { "content-type": "application/json", prefer: "wait=10" },
-        body,
+        body: JSON.stringify({ text: "hello", value: i }),
       });
       const json = (await res.json()) as { status: string };
       if (res.status !== 200 || json.status !== "completed") throw new Error(`status ${res.status}`);
     };
-    await closedLoop(concurrency, warm, one);
+    await closedLoop(concurrency, warm, (i) => one(total + i));
     const r = await closedLoop(concurrency, total, one, (d) => ctx.progress("Inferline e2e", d, total));
     rows["Inferline (HTTP, Prefer: wait)"] = summarize(r);
     await stopChild(worker);

@@ -59,6 +59,10 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   app.addHook("onRequest", async (request, reply) => {
     void reply.header("x-request-id", request.id);
   });
+  // Time spent in this process, for clients and benchmarks (W3C Server-Timing).
+  app.addHook("onSend", async (_request, reply) => {
+    void reply.header("server-timing", `app;dur=${reply.elapsedTime.toFixed(3)}`);
+  });
   installErrorHandling(app, {
     bodyLimit: config.BODY_LIMIT_BYTES,
     retryAfterSeconds: config.RETRY_AFTER_UNAVAILABLE_SECONDS,

@@ -1,0 +1,193 @@
+import { randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
+import { closedLoop, percentile, summarize, type Scenario } from "../lib.js";
+import { startCli, stopChild } from "../support/processes.js";
+
+const PORT = 3919;
+const BASE = `http://127.0.0.1:${PORT}`;
+
+async function cleanup(url: string, prefix: string): Promise<void> {
+  const r = new Redis(url);
+  let cursor = "0";
+  do {
+    const [next, keys] = await r.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+    cursor = next;
+    if (keys.length) await r.unlink(...keys);
+  } while (cursor !== "0");
+  r.disconnect();
+}
+
+function serverMs(res: Response): number {
+  return Number(/dur=([\d.]+)/.exec(res.headers.get("server-timing") ?? "")?.[1] ?? NaN);
+}
+
+/**
+ * Client-contract costs, in one run against one API process:
+ *  - cache hits at a fixed arrival rate (open loop: requests are sent on schedule whether or not
+ *    earlier ones have returned, so a slow answer cannot hide the ones queued behind it);
+ *    latency measured by the client from each request's scheduled time, and inside the server
+ *    (Server-Timing);
+ *  - enqueueing the same number of inputs with single POSTs vs the batch endpoint.
+ */
+export const run: Scenario = async (ctx) => {
+  const prefix = `bench-contract-${randomBytes(3).toString("hex")}`;
+  const env = {
+    REDIS_URL: ctx.redisUrl,
+    REDIS_KEY_PREFIX: prefix,
+    PORT: String(PORT),
+    HOST: "127.0.0.1",
+    MODELS: "sentiment",
+    AUTH_DISABLED: "true",
+    RATE_LIMIT_IP_RPS: "0",
+    RATE_LIMIT_KEY_RPS: "0",
+    QUEUE_MAX_DEPTH: "1000000",
+  };
+  const api = await startCli(["api"], env, "api_started");
+  const worker = await startCli(["worker"], env, "worker_started");
+  try {
+    // --- cache hits, open loop
+    const rate = 1000;
+    const seconds = ctx.quick ? 2 : 10;
+    const texts = Array.from({ length: 50 }, (_, i) => `cached input number ${i}, lovely`);
+    for (const text of texts) {
+      await fetch(`${BASE}/api/ml/sentiment`, {
+        method: "POST",
+        headers: { "content-type": "application/json", prefer: "wait=10" },
+        body: JSON.stringify({ text }),
+      });
+    }
+    const total = rate * seconds;
+    const client: number[] = [];
+    const server: number[] = [];
+    let misses = 0;
+    let errors = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: total }, async (_, i) => {
+        const scheduled = t0 + (i * 1000) / rate;
+        const wait = scheduled - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        try {
+          const res = await fetch(`${BASE}/api/ml/sentiment`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ text: texts[i % texts.length] }),
+          });
+          const body = (await res.json()) as { cached?: boolean };
+          if (res.status !== 200) errors++;
+          else if (!body.cached) misses++;
+          client.push(performance.now() - scheduled);
+          server.push(serverMs(res));
+        } catch {
+          errors++;
+        }
+        ctx.progress("cache hits", client.length + errors, total);
+      }),
+    );
+    const achieved = (client.length / (performance.now() - t0)) * 1000;
+
+    // --- enqueue: single POSTs vs batch endpoint (no waiting; distinct inputs)
+    const n = ctx.quick ? 2000 : 20_000;
+    const single = await closedLoop(
+      32,
+      n,
+      async (i) => {
+        const res = await fetch(`${BASE}/api/ml/sentiment`, {
+          method: "POST",
+          headers: { "content-type": "application/json", prefer: "wait=0" },
+          body: JSON.stringify({ text: `single ${prefix} ${i}` }),
+        });
+        await res.arrayBuffer();
+        if (res.status !== 202 && res.status !== 200) throw new Error(String(res.status));
+      },
+      (d) => ctx.progress("single POSTs", d, n),
+    );
+    const batchSize = 100;
+    const batches = Math.ceil(n / batchSize);
+    const batch = await closedLoop(
+      4,
+      batches,
+      async (b) => {
+        const inputs = Array.from({ length: batchSize }, (_, i) => ({
+          text: `batch ${prefix} ${b * batchSize + i}`,
+        }));
+        const res = await fetch(`${BASE}/api/ml/sentiment/batch`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ inputs }),
+        });
+        await res.arrayBuffer();
+        if (res.status !== 202 && res.status !== 200) throw new Error(String(res.status));
+      },
+      (d) => ctx.progress("batch POSTs", d, batches),
+    );
+    const singleRate = summarize(single).throughput_per_s;
+    const batchRate = summarize(batch).throughput_per_s * batchSize;
+
+    const cacheHits = {
+      target_rate_per_s: rate,
+      achieved_rate_per_s: achieved,
+      requests: client.length,
+      misses,
+      errors,
+      server_p50_ms: percentile(server, 50),
+      server_p99_ms: percentile(server, 99),
+      client_p50_ms: percentile(client, 50),
+      client_p99_ms: percentile(client, 99),
+    };
+    return {
+      name: "contract",
+      tables: [
+        {
+          title: `Cache hits at a fixed ${rate} req/s for ${seconds} s (open loop)`,
+          columns: ["measured where", "p50 ms", "p99 ms", "requests", "misses", "errors"],
+          rows: [
+            [
+              "inside the API (Server-Timing)",
+              cacheHits.server_p50_ms,
+              cacheHits.server_p99_ms,
+              client.length,
+              misses,
+              errors,
+            ],
+            [
+              "at the client, from the scheduled time",
+              cacheHits.client_p50_ms,
+              cacheHits.client_p99_ms,
+              client.length,
+              misses,
+              errors,
+            ],
+          ],
+        },
+        {
+          title: `Enqueueing ${n} inputs`,
+          columns: ["how", "inputs/s", "errors", "vs single POSTs"],
+          rows: [
+            ["single POSTs, 32 in flight", singleRate, single.errors, "1.0×"],
+            [
+              `batch endpoint, ${batchSize} per request, 4 in flight`,
+              batchRate,
+              batch.errors,
+              `${(batchRate / singleRate).toFixed(1)}×`,
+            ],
+          ],
+        },
+      ],
+      data: {
+        cache_hits: cacheHits,
+        enqueue: {
+          inputs: n,
+          single_per_s: singleRate,
+          batch_per_s: batchRate,
+          batch_size: batchSize,
+          ratio: batchRate / singleRate,
+        },
+      },
+    };
+  } finally {
+    await stopChild(worker);
+    await stopChild(api);
+    await cleanup(ctx.redisUrl, prefix);
+  }
+};
