@@ -4,16 +4,26 @@ import type { FastifyInstance, RouteOptions } from "fastify";
 
 /** Every error code the API can answer with, by HTTP status (kept in step with the catalog by a test). */
 export const ERROR_CODES: Readonly<Record<number, readonly string[]>> = {
-  400: ["malformed_json", "invalid_parameter", "json_too_deep"],
+  400: [
+    "malformed_json",
+    "invalid_parameter",
+    "json_too_deep",
+    "malformed_request",
+    "malformed_url",
+    "bad_request",
+  ],
   401: ["unauthorized"],
   403: ["forbidden"],
   404: ["route_not_found", "model_not_found", "version_not_found", "job_not_found"],
   405: ["method_not_allowed"],
+  408: ["request_timeout"],
   409: ["job_not_cancelable"],
   413: ["payload_too_large", "batch_too_large"],
+  414: ["uri_too_long"],
   415: ["unsupported_media_type"],
   422: ["invalid_input", "idempotency_key_reused"],
   429: ["queue_full", "rate_limited", "too_many_streams"],
+  431: ["headers_too_large"],
   500: ["internal_error"],
   503: ["service_unavailable"],
 };
