@@ -260,23 +260,6 @@ export class StatsReader {
     }
     return { total, failed };
   }
-
-  /** Cache lookups over the last `minutes` (for health). */
-  async cacheCounts(minutes: number): Promise<{ hits: number; misses: number }> {
-    const now = Math.floor(Date.now() / 60_000);
-    const p = this.redis.pipeline();
-    for (let m = now - minutes + 1; m <= now; m++) p.hgetall(statsKey(this.prefix, m));
-    let hits = 0;
-    let misses = 0;
-    for (const [err, raw] of (await p.exec()) ?? []) {
-      if (err) throw err;
-      for (const [f, v] of Object.entries((raw ?? {}) as Record<string, string>)) {
-        if (f.endsWith("|hit")) hits += Number(v);
-        else if (f.endsWith("|miss")) misses += Number(v);
-      }
-    }
-    return { hits, misses };
-  }
 }
 
 export type StatsReport = Awaited<ReturnType<StatsReader["report"]>>;
