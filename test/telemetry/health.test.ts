@@ -133,6 +133,35 @@ describe("health states, each caused for real", () => {
     });
   });
 
+  describe("cache hit rate once there are enough lookups", () => {
+    const prefix = uniquePrefix("health-cache");
+    const env = { MODELS: "sentiment", STATS_FLUSH_INTERVAL_MS: "100", HEALTH_CACHE_MIN_LOOKUPS: "10" };
+    let api: ApiHandle;
+    let worker: Spawned;
+    before(async () => {
+      api = await startApi(testConfig(prefix, env));
+      worker = await spawnWorker(testEnv(prefix, env));
+    });
+    after(async () => {
+      await stop(worker);
+      await api.close();
+      await cleanupPrefix(prefix);
+    });
+
+    const ask = (text: string) => call(api.url, "POST", "/api/ml/sentiment", { text }, { prefer: "wait=10" });
+
+    it("under 20% hits: degraded; repeated inputs lift it back to healthy", async () => {
+      await until(api.url, "healthy");
+      for (let i = 0; i < 10; i++) assert.equal((await ask(`a different sentence, number ${i}`)).status, 200);
+      let h = await until(api.url, "degraded");
+      assert.match(h.body.reasons.join("\n"), /cache hit rate 0\.0% under 20%/);
+      assert.equal(h.ready, 200);
+      for (let i = 0; i < 10; i++) assert.equal((await ask("the same sentence again")).status, 200);
+      h = await until(api.url, "healthy"); // 9 hits of 20 lookups
+      assert.deepEqual(h.body.reasons, []);
+    });
+  });
+
   describe("Redis stops", () => {
     let redis: ChildProcess;
     let api: ApiHandle;
