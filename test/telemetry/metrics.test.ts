@@ -59,6 +59,7 @@ describe("Prometheus metrics move by exactly the traffic sent", () => {
     );
 
     const echo = { model: "echo", version: "1" };
+    assert.equal(delta(apiAfter, apiBefore, "inferline_jobs_queued_total", echo), ok + bad);
     assert.equal(delta(wAfter, wBefore, "inferline_jobs_completed_total", echo), ok);
     assert.equal(delta(wAfter, wBefore, "inferline_jobs_failed_total", echo), bad);
     // Two attempts each: the first failure is retried, the second is final.
@@ -134,6 +135,7 @@ describe("stats from two API processes merge in /api/stats", () => {
       const r = await call(calls % 2 === 0 ? a.url : b.url, "GET", "/api/stats?window=5m");
       const expectedRequests = 11 + calls++;
       const s = r.body as {
+        submitted: number;
         completed: number;
         failed: number;
         requests: { total: number };
