@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { Metrics } from "../../src/telemetry/metrics.js";
+import { serveMetrics } from "../../src/telemetry/metrics-server.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually, freePort } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
@@ -170,5 +172,23 @@ describe("stats from two API processes merge in /api/stats", () => {
       10,
     );
     assert.equal((await call(a.url, "GET", "/api/stats?window=2d")).status, 400);
+  });
+});
+
+describe("worker metrics endpoint", () => {
+  it("serves /metrics on its port, 404 elsewhere; a port already taken is reported, not fatal", async () => {
+    const metrics = new Metrics("worker");
+    metrics.jobsCompleted.inc({ model: "m", version: "1" }, 3);
+    const port = await freePort();
+    const first = await serveMetrics(metrics, "127.0.0.1", port);
+    assert.ok(first);
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.match(text, /^inferline_jobs_completed_total\{model="m",version="1",role="worker"\} 3$/m);
+      assert.equal((await fetch(`http://127.0.0.1:${port}/other`)).status, 404);
+      assert.equal(await serveMetrics(new Metrics("worker"), "127.0.0.1", port), undefined);
+    } finally {
+      first.close();
+    }
   });
 });
