@@ -1,0 +1,52 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { testConfig } from "../support/config.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { testKeys } from "./support.js";
+
+const ORIGIN = "https://app.example.com";
+const preflight = (url: string, origin: string) =>
+  fetch(`${url}/api/ml/echo`, {
+    method: "OPTIONS",
+    headers: {
+      origin,
+      "access-control-request-method": "POST",
+      "access-control-request-headers": "authorization,content-type",
+    },
+  });
+
+void describe("CORS", () => {
+  const prefix = uniquePrefix("sec-cors");
+  const keys = testKeys();
+  let closed: ApiHandle;
+  let open: ApiHandle;
+  before(async () => {
+    closed = await startApi(testConfig(prefix, { ...keys.env, MODELS: "echo" }));
+    open = await startApi(testConfig(prefix, { ...keys.env, MODELS: "echo", CORS_ORIGINS: ORIGIN }));
+  });
+  after(async () => {
+    await Promise.all([closed.close(), open.close()]);
+    await cleanupPrefix(prefix);
+  });
+
+  void it("is off unless CORS_ORIGINS is set", async () => {
+    const res = await preflight(closed.url, ORIGIN);
+    assert.equal(res.headers.get("access-control-allow-origin"), null);
+    const get = await fetch(`${closed.url}/health/live`, { headers: { origin: ORIGIN } });
+    assert.equal(get.headers.get("access-control-allow-origin"), null);
+  });
+
+  void it("allows exactly the configured origins, preflight without a key", async () => {
+    const res = await preflight(open.url, ORIGIN);
+    assert.ok(res.status === 204 || res.status === 200, `status ${res.status}`);
+    assert.equal(res.headers.get("access-control-allow-origin"), ORIGIN);
+    assert.match(res.headers.get("access-control-allow-headers") ?? "", /authorization/);
+    const other = await preflight(open.url, "https://evil.example.net");
+    assert.notEqual(other.headers.get("access-control-allow-origin"), "https://evil.example.net");
+    // A refused request still carries the header, so the browser shows the real error.
+    const unauth = await fetch(`${open.url}/api/models`, { headers: { origin: ORIGIN } });
+    assert.equal(unauth.status, 401);
+    assert.equal(unauth.headers.get("access-control-allow-origin"), ORIGIN);
+  });
+});
