@@ -2,10 +2,11 @@
 // each one's tables and writes bench/results/<scenario>.json with the machine it ran on.
 import { execSync } from "node:child_process";
 import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
-import { cpus, totalmem } from "node:os";
+import { cpus, loadavg, totalmem } from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import type { BenchContext, BenchTable, Scenario } from "./lib.js";
+import { formatTable, type BenchContext, type Scenario } from "./lib.js";
+import { redisVersion } from "./support/redis.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -21,29 +22,6 @@ if (unknown.length > 0) {
   process.exit(2);
 }
 const selected = wanted.length > 0 ? wanted : available;
-
-export function formatTable(t: BenchTable): string {
-  const cells = [
-    t.columns.map(String),
-    ...t.rows.map((r) => r.map((c) => (typeof c === "number" ? fmt(c) : c))),
-  ];
-  const widths = t.columns.map((_, i) => Math.max(...cells.map((r) => String(r[i] ?? "").length)));
-  const line = (r: readonly string[]) =>
-    "| " + r.map((c, i) => String(c).padEnd(widths[i]!)).join(" | ") + " |";
-  return [
-    `### ${t.title}`,
-    "",
-    line(cells[0]!),
-    "|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|",
-    ...cells.slice(1).map(line),
-  ].join("\n");
-}
-
-function fmt(n: number): string {
-  if (!Number.isFinite(n)) return String(n);
-  if (Number.isInteger(n)) return String(n);
-  return Math.abs(n) >= 100 ? n.toFixed(0) : Math.abs(n) >= 10 ? n.toFixed(1) : n.toFixed(2);
-}
 
 const tty = process.stderr.isTTY;
 let lastPrint = 0;
@@ -75,15 +53,28 @@ const machine = {
   memory_gib: Math.round(totalmem() / 2 ** 30),
   node: process.version,
   platform: `${process.platform}-${process.arch}`,
+  redis: await redisVersion(ctx.redisUrl),
 };
+// The machine may be shared: the 1-minute load average before and after each scenario says how busy.
+const load1 = () => Math.round(loadavg()[0]! * 100) / 100;
 mkdirSync(path.join(HERE, "results"), { recursive: true });
+const failed: string[] = [];
 for (const name of selected) {
   const mod = (await import(pathToFileURL(path.join(HERE, "scenarios", `${name}.ts`)).href)) as {
     run: Scenario;
   };
   console.log(`\n## ${name}${quick ? " (quick)" : ""}\n`);
   const t0 = Date.now();
-  const result = await mod.run(ctx);
+  const loadStart = load1();
+  let result: Awaited<ReturnType<Scenario>>;
+  try {
+    result = await mod.run(ctx);
+  } catch (err) {
+    // One broken scenario must not hide the others' numbers; the exit code still says it.
+    console.error(`scenario ${name} failed:`, err);
+    failed.push(name);
+    continue;
+  }
   for (const t of result.tables) console.log(formatTable(t) + "\n");
   const out = {
     scenario: name,
@@ -92,7 +83,9 @@ for (const name of selected) {
     duration_s: Math.round((Date.now() - t0) / 1000),
     commit: gitCommit(),
     machine,
+    load_average_1m: { start: loadStart, end: load1() },
     command: `npm run bench -- ${name}${quick ? " --quick" : ""}`,
+    invoked_as: `npm run bench${args.length > 0 ? ` -- ${args.join(" ")}` : ""}`,
     tables: result.tables,
     data: result.data,
   };
@@ -100,4 +93,5 @@ for (const name of selected) {
   writeFileSync(file, JSON.stringify(out, null, 2) + "\n");
   console.log(`wrote ${path.relative(process.cwd(), file)} (${out.duration_s} s)`);
 }
-process.exit(0);
+if (failed.length > 0) console.error(`failed: ${failed.join(", ")}`);
+process.exit(failed.length > 0 ? 1 : 0);

@@ -6,11 +6,35 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 const CLI = path.join(ROOT, "dist", "cli", "index.js");
 
 /** Runs `inferline <args>` (built CLI); resolves once a log line with `event` appears. */
-export function startCli(
+export async function startCli(
   args: string[],
   env: Record<string, string>,
   readyEvent: string,
 ): Promise<ChildProcess> {
+  return (await startCliLine(args, env, readyEvent)).proc;
+}
+
+/**
+ * `inferline api` on a free port (PORT=0): resolves with the process and the URL it logged, so
+ * scenarios never collide with each other or with anything else listening on the machine.
+ */
+export async function startApiProcess(
+  env: Record<string, string>,
+): Promise<{ proc: ChildProcess; url: string }> {
+  const { proc, line } = await startCliLine(["api"], { ...env, PORT: "0" }, "api_started");
+  const url = (JSON.parse(line) as { url?: string }).url;
+  if (!url) {
+    await stopChild(proc);
+    throw new Error(`api_started without a url: ${line}`);
+  }
+  return { proc, url };
+}
+
+function startCliLine(
+  args: string[],
+  env: Record<string, string>,
+  readyEvent: string,
+): Promise<{ proc: ChildProcess; line: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [CLI, ...args], {
       env: { ...process.env, LOG_LEVEL: "info", NODE_ENV: "production", ...env },
@@ -19,10 +43,14 @@ export function startCli(
     let buf = "";
     const onData = (c: Buffer) => {
       buf += c.toString();
-      if (buf.includes(`"event":"${readyEvent}"`)) {
+      const line = buf
+        .split("\n")
+        .slice(0, -1)
+        .find((l) => l.includes(`"event":"${readyEvent}"`));
+      if (line !== undefined) {
         p.stdout.off("data", onData);
         p.stdout.resume();
-        resolve(p);
+        resolve({ proc: p, line });
       }
       if (buf.length > 1e6) buf = buf.slice(-1e5);
     };

@@ -1,0 +1,123 @@
+import { randomBytes } from "node:crypto";
+import { closedLoop, latencySummary, type Scenario } from "../lib.js";
+import { sleep } from "../support/http.js";
+import { startApiProcess, startCli, stopChild } from "../support/processes.js";
+import { cleanupPrefix } from "../support/redis.js";
+
+const POLL_INTERVALS_MS = [50, 200] as const;
+/** Simulated inference time per batch (the echo model sleeps this long). */
+const SLEEP_MS = 10;
+
+/**
+ * How a client should get its result: the same jobs (echo, 10 ms of simulated inference per
+ * batch), the same number in flight, one API and one worker process, measured in turn:
+ *  - `Prefer: wait=30` on the POST: one request, answered when the job finishes;
+ *  - POST (202), then GET /api/results/{id} every N ms until it is 200, for N = 50 and 200.
+ * Latency is from the POST to the moment the client holds the result.
+ */
+export const run: Scenario = async (ctx) => {
+  const total = ctx.quick ? 300 : 2000;
+  const concurrency = 16;
+  const prefix = `bench-waitpoll-${randomBytes(3).toString("hex")}`;
+  const env = {
+    REDIS_URL: ctx.redisUrl,
+    REDIS_KEY_PREFIX: prefix,
+    HOST: "127.0.0.1",
+    MODELS: "echo",
+    AUTH_DISABLED: "true",
+    RATE_LIMIT_IP_RPS: "0",
+    RATE_LIMIT_KEY_RPS: "0",
+    QUEUE_MAX_DEPTH: "1000000",
+  };
+  const { proc: api, url: BASE } = await startApiProcess(env);
+  const results: Record<string, unknown>[] = [];
+  try {
+    const worker = await startCli(["worker", "--concurrency", "64"], env, "worker_started");
+    try {
+      const tag = randomBytes(4).toString("hex");
+      const modes = [
+        { mode: "Prefer: wait=30", interval: 0 },
+        ...POLL_INTERVALS_MS.map((interval) => ({ mode: `poll every ${interval} ms`, interval })),
+      ];
+      for (const { mode, interval } of modes) {
+        let requests = 0;
+        const one = async (i: number) => {
+          const input = { text: `${mode} ${tag} ${i}`, sleep_ms: SLEEP_MS };
+          requests++;
+          const post = await fetch(`${BASE}/api/ml/echo`, {
+            method: "POST",
+            headers: {
+              "content-type": "application/json",
+              ...(interval === 0 ? { prefer: "wait=30" } : {}),
+            },
+            body: JSON.stringify(input),
+          });
+          const body = (await post.json()) as { status?: string; job_id?: string };
+          if (post.status === 200 && body.status === "completed") return;
+          if (post.status !== 202 || interval === 0) throw new Error(`POST ${post.status}`);
+          // Bounded: give up after 30 s of polling.
+          for (let t = 0; t < 30_000; t += interval) {
+            await sleep(interval);
+            requests++;
+            const res = await fetch(`${BASE}/api/results/${String(body.job_id)}`);
+            const view = (await res.json()) as { status?: string };
+            if (res.status === 200) {
+              if (view.status !== "completed") throw new Error(`job ${String(view.status)}`);
+              return;
+            }
+            if (res.status !== 202) throw new Error(`GET ${res.status}`);
+          }
+          throw new Error("poll timeout");
+        };
+        const warm = Math.round(total / 10);
+        await closedLoop(concurrency, warm, (i) => one(total + i));
+        requests = 0;
+        const r = await closedLoop(concurrency, total, one, (d) => ctx.progress(mode, d, total));
+        results.push({
+          mode,
+          poll_interval_ms: interval || null,
+          jobs: r.latenciesMs.length,
+          errors: r.errors,
+          throughput_per_s: (r.latenciesMs.length / r.durationMs) * 1000,
+          http_requests_per_job: requests / total,
+          ...latencySummary(r.latenciesMs),
+        });
+      }
+    } finally {
+      await stopChild(worker);
+    }
+  } finally {
+    await stopChild(api);
+    await cleanupPrefix(ctx.redisUrl, prefix);
+  }
+  const wait = results[0]!;
+  return {
+    name: "wait-vs-poll",
+    tables: [
+      {
+        title: `Getting the result: echo with ${SLEEP_MS} ms simulated inference, ${concurrency} in flight, ${total} jobs each, 1 API + 1 worker process`,
+        columns: [
+          "how",
+          "jobs/s",
+          "p50 ms",
+          "p90 ms",
+          "p99 ms",
+          "HTTP requests per job",
+          "errors",
+          "p50 vs wait",
+        ],
+        rows: results.map((r) => [
+          String(r.mode),
+          Number(r.throughput_per_s),
+          Number(r.p50_ms),
+          Number(r.p90_ms),
+          Number(r.p99_ms),
+          Number(r.http_requests_per_job),
+          Number(r.errors),
+          `${(Number(r.p50_ms) / Number(wait.p50_ms)).toFixed(1)}×`,
+        ]),
+      },
+    ],
+    data: { concurrency, jobs: total, sleep_ms: SLEEP_MS, results },
+  };
+};
