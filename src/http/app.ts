@@ -79,7 +79,8 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   await app.register(healthRoutes, deps);
   await app.register(modelRoutes, deps);
   await app.register(predictRoutes, deps);
-  await app.register(resultRoutes, deps);
+  // Event streams count against SSE_MAX_STREAMS unless the caller brought its own counter.
+  await app.register(resultRoutes, { ...deps, streams: deps.streams ?? security.streams });
   await app.register(adminModelRoutes, deps);
   await app.register(metricsRoutes, deps);
   await app.register(statsRoutes, deps);

@@ -52,8 +52,7 @@ export async function workerSigterm({ short }: DrillOptions): Promise<DrillResul
     for (const w of old) w.kill("SIGTERM");
     const exits = await Promise.all(old.map((w) => w.exited));
     const drained = Date.now() - termAt;
-    const fresh: Spawned[] = [];
-    for (let i = 0; i < 3; i++) fresh.push(await spawnWorker(env));
+    const fresh = await Promise.all([0, 1, 2].map(() => spawnWorker(env)));
     all.push(...fresh);
     const firstNew = await Promise.race(
       fresh.map((w) => w.waitForLine((l) => l.event === "job_completed", 60_000).then(() => Date.now())),

@@ -6,7 +6,7 @@ import { BatchTooLargeError } from "../../src/errors/catalog.js";
 import { installErrorHandling } from "../../src/http/error-handler.js";
 import { jsonTooDeep, StreamSlots } from "../../src/security/index.js";
 import { testConfig } from "../support/config.js";
-import { call } from "../support/http.js";
+import { call, eventually } from "../support/http.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
 
 const code = (body: Record<string, unknown>) => (body.error as { code?: string } | undefined)?.code;
@@ -74,6 +74,38 @@ void describe("request limits", () => {
   void it("the depth scan ignores brackets inside strings and escapes", () => {
     assert.equal(jsonTooDeep(`{"a":"[[[[[[\\"[[[["}`, 2), false);
     assert.equal(jsonTooDeep(`{"a":[[1]]}`, 2), true);
+  });
+});
+
+void describe("open event streams over HTTP", () => {
+  const prefix = uniquePrefix("sec-sse");
+  let api: ApiHandle;
+  before(async () => {
+    api = await startApi(testConfig(prefix, { MODELS: "echo", SSE_MAX_STREAMS: "1" }));
+  });
+  after(async () => {
+    await api.close();
+    await cleanupPrefix(prefix);
+  });
+
+  void it("a stream beyond SSE_MAX_STREAMS gets 429 too_many_streams; closing one frees its slot", async () => {
+    const job = await call(api.url, "POST", "/api/ml/echo", { text: "nobody runs me" });
+    assert.equal(job.status, 202);
+    const events = `${api.url}/api/results/${String(job.body.job_id)}/events`;
+    const first = new AbortController();
+    const open = await fetch(events, { signal: first.signal });
+    assert.equal(open.status, 200);
+    const refused = await call(api.url, "GET", `/api/results/${String(job.body.job_id)}/events`);
+    assert.equal(refused.status, 429);
+    assert.equal(code(refused.body), "too_many_streams");
+    assert.ok(Number(refused.headers.get("retry-after")) >= 1);
+    first.abort();
+    await eventually(async () => {
+      const again = new AbortController();
+      const res = await fetch(events, { signal: again.signal });
+      again.abort();
+      return res.status === 200;
+    }, 5000);
   });
 });
 
