@@ -123,13 +123,7 @@ export class HealthService {
         if (q.waiting > 0)
           unhealthy.push(`${q.waiting} job(s) waiting for ${q.model} and no live worker serves it`);
       }
-      const m = window?.models[q.model] as
-        | {
-            latency_ms: { inference: { avg_ms: number | null }; total: { avg_ms: number | null } };
-            cache: unknown;
-            error_rate: number | null;
-          }
-        | undefined;
+      const m = window?.models[q.model];
       perModel[q.model] = {
         workers: serving,
         queue_depth: q.waiting,

@@ -183,7 +183,7 @@ export class StatsReader {
     });
 
     const seconds = minutes * 60;
-    const models: Record<string, unknown> = {};
+    const models: Record<string, ReturnType<typeof summary> & { versions: Record<string, unknown> }> = {};
     for (const [model, acc] of [...byModel].sort((a, b) => a[0].localeCompare(b[0]))) {
       const versions: Record<string, unknown> = {};
       for (const [vk, va] of byVersion) {
