@@ -182,7 +182,7 @@ void describe("a 3-master Redis Cluster behind inferline start", () => {
     // The keys really are in the cluster, each queue's in the slot of its hash tag.
     const cluster = createRedis(`redis://127.0.0.1:${ports[0]}?cluster=true`, "command");
     try {
-      await waitReady(cluster, 5000);
+      await waitReady(cluster, 20_000);
       assert.equal(await cluster.ping(), "PONG");
       for (const model of ["echo", "sentiment"]) {
         const slot = String(await cluster.call("cluster", "keyslot", `{${model}}`));

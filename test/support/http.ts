@@ -1,4 +1,10 @@
 import { createServer } from "node:net";
+import { Agent, setGlobalDispatcher } from "undici";
+
+// Like a real client, pool connections: a test firing thousands of concurrent requests queues
+// them on 128 sockets per server instead of opening thousands at once (which a loaded machine
+// answers with connect timeouts that say nothing about the service).
+setGlobalDispatcher(new Agent({ connections: 128, connectTimeout: 30_000 }));
 
 export interface Reply {
   readonly status: number;
