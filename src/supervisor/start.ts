@@ -135,10 +135,10 @@ export async function runStart(config: Config, logger: Logger, opts: StartOption
       [
         "",
         `  Inferline is up: ${u}`,
+        ...keys.banner(u),
         `    predict   curl -s -XPOST ${u}/api/ml/sentiment -H 'content-type: application/json' -H 'Prefer: wait=5'${config.AUTH_DISABLED ? "" : ' -H "Authorization: Bearer $INFERLINE_API_KEY"'} -d '{"text":"I love it"}'`,
         `    models    ${u}/api/models`,
         `    health    ${u}/health`,
-        ...keys.banner(u),
         `    redis     ${redis.owned ? `started here on 127.0.0.1:${config.LOCAL_REDIS_PORT} (stopped on exit)` : "external"}`,
         `    workers   ${opts.workers} process(es)${scaling ? " (autoscaled on queue depth)" : ""}`,
         "  Ctrl-C stops everything gracefully.",
