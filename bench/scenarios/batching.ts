@@ -64,6 +64,11 @@ export const run: Scenario = async (ctx) => {
     MODEL_REPOSITORY: repo,
     LOG_LEVEL: "info",
     WORKER_CONCURRENCY: "64",
+    // Measure batching, not the API's protections: no auth, no rate limits, no queue cap.
+    AUTH_DISABLED: "true",
+    RATE_LIMIT_IP_RPS: "0",
+    RATE_LIMIT_KEY_RPS: "0",
+    QUEUE_MAX_DEPTH: "1000000",
   };
   const config = buildConfig({ ...env, LOG_LEVEL: "silent", HOST: "127.0.0.1", PORT: "0" });
   const api = await startApi(config);
@@ -84,6 +89,7 @@ export const run: Scenario = async (ctx) => {
     });
     for (const name of names) {
       const r = await load(api.url, name, requests, inFlight, (done) => ctx.progress(name, done, requests));
+      if (r.errors === requests) throw new Error(`${name}: every request failed`);
       data.push({ model: name, requests, in_flight: inFlight, ...r });
     }
     for (const { family } of families) {

@@ -51,6 +51,7 @@ export const run: Scenario = async (ctx) => {
       const cap = await closedLoop(128, capacityRequests, one, (d) =>
         ctx.progress("capacity (closed loop)", d, capacityRequests),
       );
+      if (cap.latenciesMs.length === 0) throw new Error("capacity run: every request failed");
       capacity = (cap.latenciesMs.length / cap.durationMs) * 1000;
       for (const load of LOADS) {
         const rate = Math.max(1, Math.round(capacity * load));

@@ -20,7 +20,7 @@ const MODEL = "heavy";
  */
 export const run: Scenario = async (ctx) => {
   const layers = ctx.quick ? QUICK_LAYERS : WIDE_LAYERS;
-  const total = ctx.quick ? 80 : 2000;
+  const total = ctx.quick ? 80 : 1500;
   const inFlight = 128;
   const maxBatchSize = 32;
   const { repo, dispose } = await heavyModelRepo({ name: MODEL, layers, maxBatchSize });
@@ -72,6 +72,7 @@ export const run: Scenario = async (ctx) => {
         const meter = cpuMeter(pids);
         const r = await closedLoop(inFlight, total, one, (d) => ctx.progress(label, d, total));
         const cpu = meter.stop();
+        if (r.latenciesMs.length === 0) throw new Error(`${label}: every request failed`);
         const workerCpu = Object.entries(cpu)
           .filter(([k]) => k.startsWith("worker_"))
           .map(([, v]) => v);

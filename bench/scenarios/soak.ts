@@ -52,6 +52,8 @@ export const run: Scenario = async (ctx) => {
   let keysAfter: number;
   let done = 0;
   let failed = 0;
+  // Batch requests that did not come back 200, by status and first unfinished job state.
+  const failures: Record<string, number> = {};
   let durationS: number;
   const { proc: api, url: BASE } = await startApiProcess(env);
   try {
@@ -90,11 +92,15 @@ export const run: Scenario = async (ctx) => {
               headers: { "content-type": "application/json", prefer: "wait=60" },
               body: JSON.stringify({ inputs }),
             });
-            const body = (await res.json()) as { jobs?: { status?: string }[] };
+            const body = (await res.json()) as { jobs?: { status?: string }[]; error?: { code?: string } };
             const ok = (body.jobs ?? []).filter((j) => j.status === "completed").length;
             done += ok;
             failed += PER_REQUEST - ok;
-            if (res.status !== 200) throw new Error(`batch ${res.status}`);
+            if (res.status !== 200) {
+              const why = `HTTP ${res.status} ${body.error?.code ?? (body.jobs ?? []).map((j) => j.status).find((st) => st !== "completed") ?? ""}`;
+              failures[why] = (failures[why] ?? 0) + 1;
+              throw new Error(`batch ${res.status}`);
+            }
           },
           () => ctx.progress("soak jobs", done + failed, jobs),
         );
@@ -102,6 +108,7 @@ export const run: Scenario = async (ctx) => {
       } finally {
         clearInterval(timer);
       }
+      if (done === 0) throw new Error("soak: no job completed");
       memEnd = await usedMemory(redis);
       keysEnd = await countPrefix(redis, prefix);
       // Past the retention time, plus a little for expiry to run.
@@ -175,6 +182,7 @@ export const run: Scenario = async (ctx) => {
       retention_s: RETENTION_S,
       completed: done,
       not_completed: failed,
+      failed_requests: failures,
       duration_s: durationS,
       throughput_per_s: done / durationS,
       api_rss: apiRss,

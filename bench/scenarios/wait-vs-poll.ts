@@ -73,6 +73,7 @@ export const run: Scenario = async (ctx) => {
         await closedLoop(concurrency, warm, (i) => one(total + i));
         requests = 0;
         const r = await closedLoop(concurrency, total, one, (d) => ctx.progress(mode, d, total));
+        if (r.latenciesMs.length === 0) throw new Error(`${mode}: every request failed`);
         results.push({
           mode,
           poll_interval_ms: interval || null,
