@@ -93,7 +93,7 @@ export async function runStart(config: Config, logger: Logger, opts: StartOption
     },
   });
   supervisor.add({ name: "api", args: ["api"] });
-  const pool = new WorkerPool(supervisor);
+  const pool = new WorkerPool(supervisor, ["worker"], config.WORKER_METRICS_PORT);
   await pool.scaleTo(opts.workers);
 
   let scaling: { autoscaler: Autoscaler; close: () => Promise<void> } | undefined;

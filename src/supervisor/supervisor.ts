@@ -5,6 +5,8 @@ import type { Logger } from "../telemetry/logger.js";
 export interface ChildSpec {
   readonly name: string;
   readonly args: readonly string[];
+  /** Variables for this child only, on top of the supervisor's environment. */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 interface Slot {
@@ -62,7 +64,10 @@ export class Supervisor {
   private launch(slot: Slot): void {
     const { logger } = this.opts;
     const started = Date.now();
-    const child = fork(this.opts.entry, [...slot.spec.args], { env: this.opts.env, stdio: "inherit" });
+    const child = fork(this.opts.entry, [...slot.spec.args], {
+      env: { ...this.opts.env, ...slot.spec.env },
+      stdio: "inherit",
+    });
     slot.child = child;
     child.on("message", (m) => this.opts.onMessage?.(slot.spec.name, m));
     slot.exited = new Promise((resolve) => {

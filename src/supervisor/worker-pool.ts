@@ -11,9 +11,14 @@ export class WorkerPool {
   private readonly running: string[] = [];
   private readonly draining = new Set<Promise<void>>();
 
+  /** Slot number of each running process: its metrics port is base + slot. */
+  private readonly slots = new Map<string, number>();
+
   constructor(
     private readonly supervisor: Supervisor,
     private readonly args: readonly string[] = ["worker"],
+    /** WORKER_METRICS_PORT of the first process; each other one gets the next free port (0: off). */
+    private readonly metricsPortBase = 0,
   ) {}
 
   /** Processes running and taking jobs (draining ones excluded). */
@@ -33,11 +38,18 @@ export class WorkerPool {
   async scaleTo(target: number): Promise<void> {
     while (this.running.length < target) {
       const name = `worker-${this.next++}`;
-      this.supervisor.add({ name, args: this.args });
+      const used = new Set(this.slots.values());
+      let slot = 0;
+      while (used.has(slot)) slot++;
+      this.slots.set(name, slot);
+      const env =
+        this.metricsPortBase > 0 ? { WORKER_METRICS_PORT: String(this.metricsPortBase + slot) } : undefined;
+      this.supervisor.add({ name, args: this.args, env });
       this.running.push(name);
     }
     while (this.running.length > target) {
       const name = this.running.pop()!;
+      this.slots.delete(name);
       const done: Promise<void> = this.supervisor.remove(name).finally(() => this.draining.delete(done));
       this.draining.add(done);
     }
