@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -16,16 +17,19 @@ const ACL_PASSWORD = "acl-user-secret-that-must-never-be-logged";
 const SESSION_SECRET = "session-secret-that-must-never-be-logged-0123456789";
 
 /**
- * A redis-server of this test's own on a free port, with a default-user password and an ACL
- * user limited to the test's key prefix: Inferline must work through both, and no log line of
- * the API or the worker may carry a key, a password or a session secret.
+ * redis-servers of this test's own on free ports, with a default-user password, an ACL user
+ * limited to the test's key prefix, and TLS: Inferline must work through each, and no log line
+ * of the API or the worker may carry a key, a password or a session secret.
  */
-void describe("Redis with a password and an ACL user; secrets never logged", () => {
+void describe("Redis with a password, an ACL user and TLS; secrets never logged", () => {
   const dir = mkdtempSync(path.join(tmpdir(), "inferline-redis-auth-"));
   const prefix = "secure";
   const keys = testKeys();
   let port = 0;
+  let tlsPort = 0;
   let server: ChildProcess;
+  let tlsServer: ChildProcess;
+  const cert = path.join(dir, "cert.pem");
   const procs: Spawned[] = [];
   before(async () => {
     port = await freePort();
@@ -57,6 +61,65 @@ void describe("Redis with a password and an ACL user; secrets never logged", () 
       ],
       { stdio: "ignore" },
     );
+    // The same server behind TLS only (no plain port), with a self-signed certificate the
+    // processes trust through NODE_EXTRA_CA_CERTS.
+    tlsPort = await freePort();
+    const made = spawnSync("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+      "-keyout",
+      path.join(dir, "key.pem"),
+      "-out",
+      cert,
+    ]);
+    assert.equal(made.status, 0, "openssl made a certificate");
+    tlsServer = spawn(
+      "redis-server",
+      [
+        "--port",
+        "0",
+        "--tls-port",
+        String(tlsPort),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--tls-cert-file",
+        cert,
+        "--tls-key-file",
+        path.join(dir, "key.pem"),
+        "--tls-ca-cert-file",
+        cert,
+        "--tls-auth-clients",
+        "no",
+        "--requirepass",
+        PASSWORD,
+        "--dir",
+        dir,
+      ],
+      { stdio: "ignore" },
+    );
+    await eventually(
+      () =>
+        new Promise<boolean>((resolve) => {
+          const socket = connect(tlsPort, "127.0.0.1", () => {
+            socket.destroy();
+            resolve(true);
+          });
+          socket.on("error", () => resolve(false));
+        }),
+    );
     await eventually(async () => {
       const r = new Redis({
         port,
@@ -79,12 +142,14 @@ void describe("Redis with a password and an ACL user; secrets never logged", () 
   after(async () => {
     await Promise.all(procs.map((p) => stop(p)));
     server.kill("SIGKILL");
+    tlsServer.kill("SIGKILL");
     await sleep(50);
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const run = async (redisUrl: string) => {
+  const run = async (redisUrl: string, extra: Record<string, string> = {}) => {
     const env = testEnv(prefix, {
+      ...extra,
       ...keys.env,
       REDIS_URL: redisUrl,
       SESSION_SECRET,
@@ -154,6 +219,15 @@ void describe("Redis with a password and an ACL user; secrets never logged", () 
 
   void it("works as an ACL user restricted to its key prefix", async () => {
     const { api, worker, url } = await run(`redis://inferline:${ACL_PASSWORD}@127.0.0.1:${port}`);
+    const cookie = await exercise(url);
+    await sleep(300);
+    assertNoSecrets([api, worker], cookie);
+  });
+
+  void it("works over TLS (rediss://) with a password", async () => {
+    const { api, worker, url } = await run(`rediss://:${PASSWORD}@127.0.0.1:${tlsPort}`, {
+      NODE_EXTRA_CA_CERTS: cert,
+    });
     const cookie = await exercise(url);
     await sleep(300);
     assertNoSecrets([api, worker], cookie);
