@@ -52,8 +52,9 @@ export const run: Scenario = async (ctx) => {
   let keysAfter: number;
   let done = 0;
   let failed = 0;
-  // Batch requests that did not come back 200, by status and first unfinished job state.
+  // Batch answers other than 200 (retried ones included), by status and error code or job state.
   const failures: Record<string, number> = {};
+  let retries = 0;
   let durationS: number;
   const { proc: api, url: BASE } = await startApiProcess(env);
   try {
@@ -87,19 +88,27 @@ export const run: Scenario = async (ctx) => {
             const inputs = Array.from({ length: PER_REQUEST }, (_, i) => ({
               text: `soak ${tag} ${b * PER_REQUEST + i}`,
             }));
-            const res = await fetch(`${BASE}/api/ml/echo/batch`, {
-              method: "POST",
-              headers: { "content-type": "application/json", prefer: "wait=60" },
-              body: JSON.stringify({ inputs }),
-            });
-            const body = (await res.json()) as { jobs?: { status?: string }[]; error?: { code?: string } };
-            const ok = (body.jobs ?? []).filter((j) => j.status === "completed").length;
-            done += ok;
-            failed += PER_REQUEST - ok;
-            if (res.status !== 200) {
+            // A 503/429 carries Retry-After: do what a client should (the same inputs again, up
+            // to 3 times; jobs already accepted are coalesced, not run twice) and count it.
+            for (let attempt = 1; ; attempt++) {
+              const res = await fetch(`${BASE}/api/ml/echo/batch`, {
+                method: "POST",
+                headers: { "content-type": "application/json", prefer: "wait=60" },
+                body: JSON.stringify({ inputs }),
+              });
+              const body = (await res.json()) as { jobs?: { status?: string }[]; error?: { code?: string } };
+              if (res.status === 200 || (res.status !== 503 && res.status !== 429) || attempt > 3) {
+                const ok = (body.jobs ?? []).filter((j) => j.status === "completed").length;
+                done += ok;
+                failed += PER_REQUEST - ok;
+                if (res.status === 200) return;
+              }
               const why = `HTTP ${res.status} ${body.error?.code ?? (body.jobs ?? []).map((j) => j.status).find((st) => st !== "completed") ?? ""}`;
               failures[why] = (failures[why] ?? 0) + 1;
-              throw new Error(`batch ${res.status}`);
+              if ((res.status !== 503 && res.status !== 429) || attempt > 3)
+                throw new Error(`batch ${res.status}`);
+              retries++;
+              await sleep(Math.min(5, Number(res.headers.get("retry-after") ?? 1) || 1) * 1000);
             }
           },
           () => ctx.progress("soak jobs", done + failed, jobs),
@@ -156,6 +165,7 @@ export const run: Scenario = async (ctx) => {
         rows: [
           ["jobs completed", done],
           ["jobs not completed", failed],
+          ["batch requests retried after 503/429 (Retry-After)", retries],
           ["duration s", durationS],
           ["jobs/s", done / durationS],
           [
@@ -183,6 +193,7 @@ export const run: Scenario = async (ctx) => {
       completed: done,
       not_completed: failed,
       failed_requests: failures,
+      retried_requests: retries,
       duration_s: durationS,
       throughput_per_s: done / durationS,
       api_rss: apiRss,
