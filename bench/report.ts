@@ -110,6 +110,7 @@ interface SoakData {
   jobs: number;
   completed: number;
   not_completed: number;
+  retried_requests?: number;
   duration_s: number;
   throughput_per_s: number;
   retention_s: number;
@@ -354,7 +355,7 @@ const PROSE: Record<Name, string> = {
     "Worker processes on the heavy model: 1, 2 and 4 worker processes with one ONNX Runtime thread each, plus one process with ONNX Runtime's default thread count, under the same load. CPU per process is read from `/proc/<pid>/stat` over the measured interval (100% = one core); the dashed line is what the machine has. Where the total reaches it, more processes stop helping.",
   "open-loop":
     "Latency under load without coordinated omission: capacity of one API and one worker process on the heavy model is measured first (closed loop), then requests arrive at fixed rates of 25–150% of it. Each latency counts from the request's scheduled send time, so a backlog shows up in the numbers. Past 100% the queue grows for as long as the overload lasts.",
-  soak: "A long run of distinct jobs through one API and one worker process (batch requests with `Prefer: wait`, so the load waits for its results). RSS of both processes and Redis `used_memory` are sampled every second; results are retained for a short `RESULT_RETENTION_SECONDS`, so Redis holds only the last few seconds of jobs and returns to its starting size afterwards. RSS that stays flat after warm-up means no leak. Redis `used_memory` is the whole server's: anything else using the same Redis shows up in it.",
+  soak: "A long run of distinct jobs through one API and one worker process (batch requests with `Prefer: wait`, so the load waits for its results; a 503 or 429 is retried after its `Retry-After`, as a client should). RSS of both processes and Redis `used_memory` are sampled every second; results are retained for a short `RESULT_RETENTION_SECONDS`, so Redis holds only the last few seconds of jobs and returns to its starting size afterwards. RSS that stays flat after warm-up means no leak. Redis `used_memory` is the whole server's: anything else using the same Redis shows up in it.",
   "metrics-overhead":
     "Metrics and cluster-wide stats on vs off on the end-to-end path, alternating in one run so drift of the machine hits both alike.",
 };
@@ -420,7 +421,7 @@ function headlines(): string[] {
   const soak = data<SoakData>("soak");
   if (soak) {
     out.push(
-      `**Soak:** ${soak.completed} jobs at ${f0(soak.throughput_per_s)} jobs/s; RSS after warm-up → end: API ${f0(soak.api_rss.after_warmup_mib)} → ${f0(soak.api_rss.end_mib)} MiB, worker ${f0(soak.worker_rss.after_warmup_mib)} → ${f0(soak.worker_rss.end_mib)} MiB; Redis used_memory ${f1(soak.redis.used_memory_before_mib)} MiB before, ${f1(soak.redis.used_memory_peak_mib)} peak, ${f1(soak.redis.used_memory_after_retention_mib)} after the retention time.`,
+      `**Soak:** ${soak.completed} of ${soak.jobs} jobs completed at ${f0(soak.throughput_per_s)} jobs/s${soak.retried_requests ? ` (${soak.retried_requests} batch requests retried after a 503/429 with Retry-After)` : ""}; RSS after warm-up → end: API ${f0(soak.api_rss.after_warmup_mib)} → ${f0(soak.api_rss.end_mib)} MiB, worker ${f0(soak.worker_rss.after_warmup_mib)} → ${f0(soak.worker_rss.end_mib)} MiB; Redis used_memory ${f1(soak.redis.used_memory_before_mib)} MiB before, ${f1(soak.redis.used_memory_peak_mib)} peak, ${f1(soak.redis.used_memory_after_retention_mib)} after the retention time.`,
     );
   }
   const metrics = data<MetricsData>("metrics-overhead");
@@ -476,7 +477,7 @@ async function main() {
     `- machine: ${machines.join("; ")}`,
     `- date: ${dates[0] ?? "n/a"}${dates.length > 1 ? ` to ${dates[dates.length - 1]}` : ""}`,
     `- commit: ${commits.join(", ")}`,
-    `- command: \`${all.find((r) => r.invoked_as)?.invoked_as ?? "npm run bench"}\`, then \`npm run bench:report\``,
+    `- command: ${[...new Set(all.map((r) => r.invoked_as ?? r.command))].map((c) => `\`${c}\``).join(", ")}, then \`npm run bench:report\``,
     "- load average (1 min) at the start → end of each scenario, from the JSON: " +
       all
         .map((r) =>
@@ -501,12 +502,19 @@ async function main() {
       "",
     );
   }
+  // Notes written by whoever ran the bench (what else the machine was doing, reruns); no numbers.
+  const notesFile = path.join(RESULTS, "NOTES.md");
+  if (existsSync(notesFile))
+    lines.push("## Notes on this run", "", readFileSync(notesFile, "utf8").trim(), "");
   lines.push("## Headlines", "", ...headlines().map((h) => `- ${h}`), "");
   for (const name of ORDER) {
     const r = results.get(name);
     if (!r) continue;
     lines.push(`## ${name}${r.quick ? " (quick run)" : ""}`, "", PROSE[name], "");
-    lines.push(`\`${r.command}\` · ${r.date} · ${r.duration_s} s · commit ${r.commit}`, "");
+    lines.push(
+      `\`${r.invoked_as ?? r.command}\` · ${r.date} · ${r.duration_s} s · commit ${r.commit} · load average ${r.load_average_1m ? `${r.load_average_1m.start} → ${r.load_average_1m.end}` : "n/a"}`,
+      "",
+    );
     const img = images.get(`bench-${name}`);
     if (img) lines.push(`![${name}](${img})`, "");
     for (const t of r.tables) lines.push(formatTable(t).replace(/^### /, "#### "), "");

@@ -22,7 +22,7 @@ const BATCH_SIZES = [1, 8, 32, 64] as const;
  * answers, is what is measured), and the trained `spam-mlp`.
  */
 export const run: Scenario = async (ctx) => {
-  const requests = ctx.quick ? 200 : 2000;
+  const requests = ctx.quick ? 100 : 2000;
   const inFlight = 128;
   const repo = await mkdtemp(path.join(tmpdir(), "inferline-bench-batching-"));
   const prefix = `bench-batching-${randomBytes(4).toString("hex")}`;

@@ -87,7 +87,7 @@ export const run: Scenario = async (ctx) => {
     const achieved = (client.length / (performance.now() - t0)) * 1000;
 
     // --- enqueue: single POSTs vs batch endpoint (no waiting; distinct inputs)
-    const n = ctx.quick ? 2000 : 20_000;
+    const n = ctx.quick ? 1000 : 20_000;
     const single = await closedLoop(
       32,
       n,
