@@ -1,0 +1,64 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { buildConfig, ConfigError } from "../../src/config/index.js";
+import { hashKey } from "../../src/security/keys.js";
+
+void describe("secrets in the configuration", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "inferline-secrets-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = (name: string, text: string) => {
+    const p = path.join(dir, name);
+    writeFileSync(p, text);
+    return p;
+  };
+
+  void it("reads API_KEYS_FILE (one entry per line, # comments), REDIS_URL_FILE and SESSION_SECRET_FILE", () => {
+    const keys = file("keys", `# ops team\n${hashKey("a")}:admin:ops\n\n${hashKey("b")}:predict\n`);
+    const cfg = buildConfig({
+      API_KEYS_FILE: keys,
+      REDIS_URL_FILE: file("redis", "redis://:pw@127.0.0.1:6390\n"),
+      SESSION_SECRET_FILE: file("session", "s".repeat(40)),
+    });
+    assert.deepEqual(cfg.API_KEYS, [
+      { hash: hashKey("a"), scope: "admin", name: "ops" },
+      { hash: hashKey("b"), scope: "predict", name: hashKey("b").slice(0, 8) },
+    ]);
+    assert.equal(cfg.redisUrl, "redis://:pw@127.0.0.1:6390");
+    assert.equal(cfg.SESSION_SECRET, "s".repeat(40));
+  });
+
+  void it("refuses a variable set both ways, an unreadable file, and malformed entries", () => {
+    assert.throws(
+      () => buildConfig({ API_KEYS: `${hashKey("a")}:admin`, API_KEYS_FILE: file("k2", "") }),
+      /set API_KEYS or API_KEYS_FILE/,
+    );
+    assert.throws(
+      () => buildConfig({ SESSION_SECRET_FILE: path.join(dir, "missing") }),
+      /SESSION_SECRET_FILE=.*cannot read it \(ENOENT\)/,
+    );
+    assert.throws(
+      () => buildConfig({ API_KEYS: "not-a-hash:admin" }),
+      /API_KEYS=.*entry 1 is not <sha256-hex>/,
+    );
+    assert.throws(() => buildConfig({ API_KEYS: `${hashKey("a")}:root` }), ConfigError);
+  });
+
+  void it("never echoes a secret's value in a configuration error", () => {
+    const secret = "too-short-session-secret";
+    const err = (() => {
+      try {
+        buildConfig({ SESSION_SECRET: secret, REDIS_URL: "http://user:hunter2@example.com" });
+      } catch (e) {
+        return e as Error;
+      }
+      return undefined;
+    })();
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /SESSION_SECRET=\[redacted\]/);
+    assert.match(err.message, /REDIS_URL=\[redacted\]/);
+    assert.ok(!err.message.includes(secret) && !err.message.includes("hunter2"));
+  });
+});
