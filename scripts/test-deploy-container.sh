@@ -138,6 +138,14 @@ docker run --rm inferline:local --help | grep -q "worker" || { echo "image does 
 [ -z "$(docker run --rm --entrypoint sh inferline:local -c 'ls node_modules/onnxruntime-node/bin/napi-v6 | grep -v linux')" ] \
   || { echo "other platforms' ONNX Runtime binaries left in the image" >&2; exit 1; }
 
+# An API key for this run, made by the image itself; the stack gets its hash.
+KEYS_OUT=$(docker run --rm inferline:local keys create --scope admin --name ci)
+KEY=$(awk '$1 == "key" {print $2}' <<<"$KEYS_OUT")
+API_KEYS=$(awk '$1 == "API_KEYS" {print $2}' <<<"$KEYS_OUT")
+export API_KEYS
+if [ -z "$KEY" ] || [ -z "$API_KEYS" ]; then echo "keys create printed no key" >&2; exit 1; fi
+AUTH="Authorization: Bearer $KEY"
+
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export INFERLINE_HTTP_PORT=$PORT WORKER_CONCURRENCY=1 WORKER_LOCK_DURATION_MS=4000 WORKER_STALLED_INTERVAL_MS=2000
 BASE="http://127.0.0.1:$PORT"
@@ -162,7 +170,7 @@ fi
 echo "ready: $(curl -fsS "$BASE/health/ready")"
 
 step "predict through nginx"
-out=$(curl -fsS -m 15 -XPOST "$BASE/api/ml/sentiment" -H 'content-type: application/json' \
+out=$(curl -fsS -m 15 -XPOST "$BASE/api/ml/sentiment" -H 'content-type: application/json' -H "$AUTH" \
   -H 'Prefer: wait=10' -d '{"text":"I love this product, it works great"}')
 echo "$out"
 echo "$out" | grep -q '"label":"positive"' || { echo "unexpected prediction" >&2; exit 1; }
@@ -173,7 +181,7 @@ step "kill the worker holding a job; the job finishes on the other worker"
 workers=$(compose ps -q worker)
 [ "$(echo "$workers" | wc -l)" -eq 2 ] || { echo "expected 2 worker containers" >&2; exit 1; }
 job() {
-  curl -fsS -XPOST "$BASE/api/ml/echo" -H 'content-type: application/json' -d "{\"text\":\"$1\",\"sleep_ms\":6000}" |
+  curl -fsS -XPOST "$BASE/api/ml/echo" -H 'content-type: application/json' -H "$AUTH" -d "{\"text\":\"$1\",\"sleep_ms\":6000}" |
     sed -E 's/.*"job_id":"([^"]+)".*/\1/'
 }
 j1=$(job one)
@@ -197,14 +205,14 @@ done_jobs=0
 for _ in $(seq 60); do
   done_jobs=0
   for j in "$j1" "$j2"; do
-    curl -fsS "$BASE/api/results/$j" 2>/dev/null | grep -q '"status":"completed"' && done_jobs=$((done_jobs + 1))
+    curl -fsS -H "$AUTH" "$BASE/api/results/$j" 2>/dev/null | grep -q '"status":"completed"' && done_jobs=$((done_jobs + 1))
   done
   [ "$done_jobs" -eq 2 ] && break
   sleep 1
 done
-for j in "$j1" "$j2"; do echo "$j: $(curl -sS "$BASE/api/results/$j")"; done
+for j in "$j1" "$j2"; do echo "$j: $(curl -sS -H "$AUTH" "$BASE/api/results/$j")"; done
 [ "$done_jobs" -eq 2 ] || { compose logs --no-color worker | tail -40; echo "a job was lost" >&2; exit 1; }
-grep -q '"attempts":2' <(curl -sS "$BASE/api/results/$j1"; curl -sS "$BASE/api/results/$j2") \
+grep -q '"attempts":2' <(curl -sS -H "$AUTH" "$BASE/api/results/$j1"; curl -sS -H "$AUTH" "$BASE/api/results/$j2") \
   || { echo "no job was redelivered after the kill" >&2; exit 1; }
 [ -n "$survivor" ] && docker inspect -f '{{.State.Running}}' "$survivor" | grep -q true
 
@@ -228,6 +236,7 @@ PW=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 cat >"$D/.env.production" <<ENV
 REDIS_PASSWORD=$PW
 REDIS_URL=redis://:$PW@redis:6379
+API_KEYS=$API_KEYS
 INFERLINE_HTTP_PORT=$HTTP
 INFERLINE_HTTPS_PORT=$HTTPS
 LETSENCRYPT_DIR=$D/letsencrypt
@@ -251,7 +260,7 @@ prod_down() {
 }
 deploy deploy localhost inferline:local || { prod_down; exit 1; }
 [ "$(cat "$D/.release")" = inferline:local ]
-curl -fsS "http://127.0.0.1:$HTTP/api/ml/sentiment" -H 'content-type: application/json' -H 'Prefer: wait=10' \
+curl -fsS "http://127.0.0.1:$HTTP/api/ml/sentiment" -H 'content-type: application/json' -H 'Prefer: wait=10' -H "$AUTH" \
   -d '{"text":"works in production too"}' | grep -q '"status":"completed"' || { prod_down; exit 1; }
 # Redis requires the password there.
 (cd "$D" && docker-compose -p inferline-ci-prod --env-file .env.production -f compose.yaml -f compose.prod.yaml \
