@@ -147,9 +147,8 @@ interface ContractData {
   enqueue: { ratio: number; batch_size: number };
 }
 interface MetricsData {
-  off: Summary;
-  on: Summary;
   throughput_overhead: number;
+  goal_max_overhead?: number;
 }
 
 const data = <T>(name: Name) => results.get(name)?.data as T | undefined;
@@ -421,13 +420,13 @@ function headlines(): string[] {
   const soak = data<SoakData>("soak");
   if (soak) {
     out.push(
-      `**Soak:** ${soak.completed} of ${soak.jobs} jobs completed at ${f0(soak.throughput_per_s)} jobs/s${soak.retried_requests ? ` (${soak.retried_requests} batch requests retried after a 503/429 with Retry-After)` : ""}; RSS after warm-up → end: API ${f0(soak.api_rss.after_warmup_mib)} → ${f0(soak.api_rss.end_mib)} MiB, worker ${f0(soak.worker_rss.after_warmup_mib)} → ${f0(soak.worker_rss.end_mib)} MiB; Redis used_memory ${f1(soak.redis.used_memory_before_mib)} MiB before, ${f1(soak.redis.used_memory_peak_mib)} peak, ${f1(soak.redis.used_memory_after_retention_mib)} after the retention time.`,
+      `**Soak:** ${soak.completed} of ${soak.jobs} jobs completed at ${f0(soak.throughput_per_s)} jobs/s${soak.retried_requests ? ` (${soak.retried_requests} batch requests retried after a 503/429 with Retry-After)` : ""}; RSS after warm-up → end: API ${f0(soak.api_rss.after_warmup_mib)} → ${f0(soak.api_rss.end_mib)} MiB, worker ${f0(soak.worker_rss.after_warmup_mib)} → ${f0(soak.worker_rss.end_mib)} MiB; keys under the run's prefix ${soak.redis.keys_end} at the end of the load, ${soak.redis.keys_after_retention} once the retention time (${soak.retention_s} s) had passed; Redis used_memory (the whole shared server) ${f1(soak.redis.used_memory_before_mib)} MiB before, ${f1(soak.redis.used_memory_peak_mib)} peak, ${f1(soak.redis.used_memory_after_retention_mib)} after.`,
     );
   }
   const metrics = data<MetricsData>("metrics-overhead");
-  if (metrics) {
+  if (metrics && Number.isFinite(metrics.throughput_overhead)) {
     out.push(
-      `**Metrics and stats on** vs off: ${f1((metrics.on.throughput_per_s / metrics.off.throughput_per_s) * 100)}% of the throughput.`,
+      `**Metrics and stats on** vs off: ${f1(metrics.throughput_overhead * 100)}% throughput overhead${metrics.throughput_overhead < 0 ? " (negative: on was faster, i.e. within noise)" : ""}${metrics.goal_max_overhead !== undefined ? `; goal ≤ ${f0(metrics.goal_max_overhead * 100)}%` : ""}.`,
     );
   }
   return out;
@@ -467,7 +466,7 @@ async function main() {
     "",
     "```sh",
     "npm install",
-    "npm run bench                 # all scenarios (needs Redis on 127.0.0.1:6379), ~15 min on 2 cores",
+    `npm run bench                 # all scenarios (needs Redis on 127.0.0.1:6379); ${Math.round(all.reduce((t, r) => t + r.duration_s, 0) / 60)} min in the run below`,
     "npm run bench -- soak         # one scenario; --quick for a short smoke run",
     "npm run bench:report          # this page, the charts and README's Performance section",
     "```",
