@@ -4,12 +4,12 @@ import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promi
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { Redis } from "ioredis";
 import { startApi } from "../../src/api/main.js";
 import { buildConfig } from "../../src/config/index.js";
 import { Mlp } from "../../src/training/mlp.js";
 import { exportMlp } from "../../src/training/onnx-export.js";
 import { percentile, type Scenario } from "../lib.js";
+import { cleanupPrefix } from "../support/redis.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const BATCH_SIZES = [1, 8, 32, 64] as const;
@@ -110,7 +110,7 @@ export const run: Scenario = async (ctx) => {
     worker.kill("SIGTERM");
     await new Promise((r) => worker.once("exit", r));
     await api.close();
-    await cleanup(ctx.redisUrl, prefix);
+    await cleanupPrefix(ctx.redisUrl, prefix);
     await rm(repo, { recursive: true, force: true });
   }
   return {
@@ -183,18 +183,4 @@ async function once(base: string, model: string, text: string): Promise<Record<s
     if (res.status !== 500) return body;
   }
   return undefined;
-}
-
-async function cleanup(url: string, prefix: string) {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = "0";
-    do {
-      const [nextCursor, keys] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-      cursor = nextCursor;
-      if (keys.length > 0) await redis.unlink(...keys);
-    } while (cursor !== "0");
-  } finally {
-    redis.disconnect();
-  }
 }

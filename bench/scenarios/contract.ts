@@ -1,21 +1,10 @@
 import { randomBytes } from "node:crypto";
-import { Redis } from "ioredis";
 import { closedLoop, percentile, summarize, type Scenario } from "../lib.js";
 import { startCli, stopChild } from "../support/processes.js";
+import { cleanupPrefix } from "../support/redis.js";
 
 const PORT = 3919;
 const BASE = `http://127.0.0.1:${PORT}`;
-
-async function cleanup(url: string, prefix: string): Promise<void> {
-  const r = new Redis(url);
-  let cursor = "0";
-  do {
-    const [next, keys] = await r.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    cursor = next;
-    if (keys.length) await r.unlink(...keys);
-  } while (cursor !== "0");
-  r.disconnect();
-}
 
 function serverMs(res: Response): number {
   return Number(/dur=([\d.]+)/.exec(res.headers.get("server-timing") ?? "")?.[1] ?? NaN);
@@ -188,6 +177,6 @@ export const run: Scenario = async (ctx) => {
   } finally {
     await stopChild(worker);
     await stopChild(api);
-    await cleanup(ctx.redisUrl, prefix);
+    await cleanupPrefix(ctx.redisUrl, prefix);
   }
 };

@@ -7,17 +7,7 @@ import { StatsRecorder } from "../../src/telemetry/stats.js";
 import { ApiTelemetry, WorkerTelemetry } from "../../src/telemetry/telemetry.js";
 import { closedLoop, summarize, type Scenario } from "../lib.js";
 import { startCli, stopChild } from "../support/processes.js";
-
-async function cleanup(url: string, prefix: string): Promise<void> {
-  const r = new Redis(url);
-  let cursor = "0";
-  do {
-    const [next, keys] = await r.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    cursor = next;
-    if (keys.length) await r.unlink(...keys);
-  } while (cursor !== "0");
-  r.disconnect();
-}
+import { cleanupPrefix } from "../support/redis.js";
 
 /** CPU time (user + system) a process has used, in ms; NaN where /proc is not there. */
 function cpuMs(pid: number | undefined): number {
@@ -134,7 +124,7 @@ export const run: Scenario = async (ctx) => {
       runs[mode].push({ ...summarize(r), cpu_ms_per_request: cpu / total });
       await stopChild(worker);
       await stopChild(api);
-      await cleanup(url, prefix);
+      await cleanupPrefix(url, prefix);
     }
   }
 

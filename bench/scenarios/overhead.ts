@@ -3,17 +3,7 @@ import { Queue, QueueEvents } from "bullmq";
 import { Redis } from "ioredis";
 import { closedLoop, summarize, type Scenario } from "../lib.js";
 import { startBaseline, startCli, stopChild } from "../support/processes.js";
-
-async function cleanup(url: string, prefix: string): Promise<void> {
-  const r = new Redis(url);
-  let cursor = "0";
-  do {
-    const [next, keys] = await r.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    cursor = next;
-    if (keys.length) await r.unlink(...keys);
-  } while (cursor !== "0");
-  r.disconnect();
-}
+import { cleanupPrefix } from "../support/redis.js";
 
 /**
  * What durability and the HTTP contract cost: the same trivial job, the same concurrency, one
@@ -56,7 +46,7 @@ export const run: Scenario = async (ctx) => {
     rows["list queue (tutorial)"] = summarize(r);
     conns.forEach((c) => c.disconnect());
     await stopChild(w);
-    await cleanup(url, prefix);
+    await cleanupPrefix(url, prefix);
   }
 
   // --- bare BullMQ
@@ -85,7 +75,7 @@ export const run: Scenario = async (ctx) => {
     await events.close();
     await queue.close();
     await stopChild(w);
-    await cleanup(url, prefix);
+    await cleanupPrefix(url, prefix);
   }
 
   // --- Inferline end to end
@@ -125,7 +115,7 @@ export const run: Scenario = async (ctx) => {
     rows["Inferline (HTTP, Prefer: wait)"] = summarize(r);
     await stopChild(worker);
     await stopChild(api);
-    await cleanup(url, prefix);
+    await cleanupPrefix(url, prefix);
   }
 
   const bare = rows["bare BullMQ"];
