@@ -44,9 +44,4 @@ export class IdempotencyStore {
   async repoint(model: string, idemKey: string, rec: IdempotencyRecord): Promise<void> {
     await this.redis.set(this.key(model, idemKey), JSON.stringify(rec), "KEEPTTL", "XX");
   }
-
-  /** Forgets a key whose request created nothing (cache hit, queue full, error). */
-  async forget(model: string, idemKey: string): Promise<void> {
-    await this.redis.del(this.key(model, idemKey));
-  }
 }

@@ -98,7 +98,7 @@ export class JobService {
   async submit(req: SubmitRequest, waitMs = 0): Promise<JobView> {
     const t0 = performance.now();
     const { guard, idempotency } = this.deps;
-    const jobId = makeJobId(req.model, randomBytes(16).toString("hex"));
+    let jobId = makeJobId(req.model, randomBytes(16).toString("hex"));
     const hash = inputHash(req.input);
     if (req.idempotencyKey) {
       const prior = await guard(() =>
@@ -107,7 +107,15 @@ export class JobService {
       if (prior) {
         if (prior.bodyHash !== hashBody(req))
           throw new IdempotencyKeyReusedError(req.idempotencyKey, prior.jobId);
-        return waitMs > 0 ? this.waitFor(prior.jobId, waitMs) : this.view(prior.jobId);
+        try {
+          return waitMs > 0 ? await this.waitFor(prior.jobId, waitMs) : await this.view(prior.jobId);
+        } catch (err) {
+          if (!(err instanceof JobNotFoundError)) throw err;
+        }
+        // The key's first request queued nothing (answered from the cache, turned away, or Redis
+        // failed mid-way) or its job has left retention: queue it now under the id the key is
+        // bound to. Should the first add have reached Redis after all, BullMQ keeps that job.
+        jobId = prior.jobId;
       }
     }
     const sub = waitMs > 0 ? this.deps.waiter.subscribe(req.model, jobId, waitMs) : undefined;
@@ -130,7 +138,6 @@ export class JobService {
       return this.waitFor(jobId, waitMs - (performance.now() - t0));
     } catch (err) {
       sub?.cancel();
-      if (req.idempotencyKey) await idempotency.forget(req.model, req.idempotencyKey).catch(() => {});
       throw err;
     }
   }
@@ -197,20 +204,17 @@ export class JobService {
     let added: Job<JobData, JobResult>[] = [];
     if (claims.length > 0) {
       const model = claims[0]!.req.model;
-      try {
-        added = await guard(() =>
-          this.queue(model).addBulk(
-            claims.map((c) => ({
-              name: "predict",
-              data: this.jobData(c),
-              opts: this.jobOpts(c.req, c.jobId),
-            })),
-          ),
-        );
-      } catch (err) {
-        await Promise.all(claims.map((c) => cache.release(c.admission.inflightKey, c.jobId).catch(() => {})));
-        throw err;
-      }
+      // Should this fail, the in-flight slots stay: the add may have reached Redis even so (a
+      // timeout). A retry joins the job if it exists; admission ignores a slot whose job does not.
+      added = await guard(() =>
+        this.queue(model).addBulk(
+          claims.map((c) => ({
+            name: "predict",
+            data: this.jobData(c),
+            opts: this.jobOpts(c.req, c.jobId),
+          })),
+        ),
+      );
     }
     for (const j of added) this.deps.onJobQueued?.(j.data.model, j.data.version);
     const byId = new Map(added.map((j) => [j.id, j]));

@@ -131,4 +131,19 @@ describe("result cache, coalescing and idempotency", () => {
     assert.equal(c.status, 422);
     assert.equal((c.body.error as { code: string }).code, "idempotency_key_reused");
   });
+
+  it("Idempotency-Key whose first answer came from the cache: a retry is answered, not 404", async () => {
+    const body = { text: "already known, lovely" };
+    await call(api.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" });
+    const key = `idem-hit-${Date.now()}`;
+    const first = await call(api.url, "POST", "/api/ml/sentiment", body, { "idempotency-key": key });
+    assert.equal(first.body.cached, true);
+    const retry = await call(api.url, "POST", "/api/ml/sentiment", body, {
+      "idempotency-key": key,
+      prefer: "wait=10",
+    });
+    assert.equal(retry.status, 200);
+    assert.equal(retry.body.status, "completed");
+    assert.deepEqual(retry.body.result, first.body.result);
+  });
 });
