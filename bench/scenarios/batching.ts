@@ -10,6 +10,7 @@ import { Mlp } from "../../src/training/mlp.js";
 import { exportMlp } from "../../src/training/onnx-export.js";
 import { percentile, type Scenario } from "../lib.js";
 import { cleanupPrefix } from "../support/redis.js";
+import { benchEnv } from "../support/processes.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const BATCH_SIZES = [1, 8, 32, 64] as const;
@@ -56,20 +57,14 @@ export const run: Scenario = async (ctx) => {
     }
   }
 
-  const env = {
+  // Measure batching, not the API's protections: no auth, no rate limits, no queue cap.
+  const env = benchEnv(ctx.redisUrl, prefix, {
     PATH: process.env.PATH ?? "",
     NODE_ENV: "production",
-    REDIS_URL: ctx.redisUrl,
-    REDIS_KEY_PREFIX: prefix,
     MODEL_REPOSITORY: repo,
     LOG_LEVEL: "info",
     WORKER_CONCURRENCY: "64",
-    // Measure batching, not the API's protections: no auth, no rate limits, no queue cap.
-    AUTH_DISABLED: "true",
-    RATE_LIMIT_IP_RPS: "0",
-    RATE_LIMIT_KEY_RPS: "0",
-    QUEUE_MAX_DEPTH: "1000000",
-  };
+  });
   const config = buildConfig({ ...env, LOG_LEVEL: "silent", HOST: "127.0.0.1", PORT: "0" });
   const api = await startApi(config);
   const worker = spawn(process.execPath, [path.join(ROOT, "dist", "cli", "index.js"), "worker"], {

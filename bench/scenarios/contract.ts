@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { closedLoop, percentile, summarize, type Scenario } from "../lib.js";
-import { startCli, stopChild } from "../support/processes.js";
+import { startCli, stopChild, benchEnv } from "../support/processes.js";
 import { cleanupPrefix } from "../support/redis.js";
 
 const PORT = 3919;
@@ -20,17 +20,10 @@ function serverMs(res: Response): number {
  */
 export const run: Scenario = async (ctx) => {
   const prefix = `bench-contract-${randomBytes(3).toString("hex")}`;
-  const env = {
-    REDIS_URL: ctx.redisUrl,
-    REDIS_KEY_PREFIX: prefix,
+  const env = benchEnv(ctx.redisUrl, prefix, {
     PORT: String(PORT),
-    HOST: "127.0.0.1",
     MODELS: "sentiment",
-    AUTH_DISABLED: "true",
-    RATE_LIMIT_IP_RPS: "0",
-    RATE_LIMIT_KEY_RPS: "0",
-    QUEUE_MAX_DEPTH: "1000000",
-  };
+  });
   const api = await startCli(["api"], env, "api_started");
   const worker = await startCli(["worker"], env, "worker_started");
   try {

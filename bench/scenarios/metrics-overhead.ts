@@ -6,7 +6,7 @@ import { Metrics } from "../../src/telemetry/metrics.js";
 import { StatsRecorder } from "../../src/telemetry/stats.js";
 import { ApiTelemetry, WorkerTelemetry } from "../../src/telemetry/telemetry.js";
 import { closedLoop, summarize, type Scenario } from "../lib.js";
-import { startCli, stopChild } from "../support/processes.js";
+import { startCli, stopChild, benchEnv } from "../support/processes.js";
 import { cleanupPrefix } from "../support/redis.js";
 
 /** CPU time (user + system) a process has used, in ms; NaN where /proc is not there. */
@@ -83,18 +83,12 @@ export const run: Scenario = async (ctx) => {
   for (let round = 0; round < rounds; round++) {
     for (const mode of round % 2 === 0 ? (["off", "on"] as const) : (["on", "off"] as const)) {
       const prefix = `bench-metrics-${mode}-${randomBytes(3).toString("hex")}`;
-      const env = {
-        REDIS_URL: url,
-        REDIS_KEY_PREFIX: prefix,
+      const env = benchEnv(url, prefix, {
         PORT: "3918",
-        HOST: "127.0.0.1",
         MODELS: "echo",
         METRICS_ENABLED: mode === "on" ? "true" : "false",
         WORKER_METRICS_PORT: "0",
-        AUTH_DISABLED: "true",
-        RATE_LIMIT_KEY_RPS: "0",
-        RATE_LIMIT_IP_RPS: "0",
-      };
+      });
       const api = await startCli(["api"], env, "api_started");
       const worker = await startCli(
         ["worker", "--concurrency", String(concurrency)],

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { closedLoop, latencySummary, openLoop, type Scenario } from "../lib.js";
 import { heavyModelRepo, parameterCount, QUICK_LAYERS, WIDE_LAYERS } from "../support/heavy-model.js";
 import { predictAndWait, sleep } from "../support/http.js";
-import { startApiProcess, startCli, stopChild } from "../support/processes.js";
+import { startApiProcess, startCli, stopChild, benchEnv } from "../support/processes.js";
 import { cleanupPrefix } from "../support/redis.js";
 
 const MODEL = "heavy";
@@ -23,18 +23,11 @@ export const run: Scenario = async (ctx) => {
   const maxBatchSize = 32;
   const prefix = `bench-openloop-${randomBytes(3).toString("hex")}`;
   const { repo, dispose } = await heavyModelRepo({ name: MODEL, layers, maxBatchSize });
-  const env = {
-    REDIS_URL: ctx.redisUrl,
-    REDIS_KEY_PREFIX: prefix,
-    HOST: "127.0.0.1",
+  const env = benchEnv(ctx.redisUrl, prefix, {
     MODEL_REPOSITORY: repo,
     MODELS: MODEL,
-    AUTH_DISABLED: "true",
-    RATE_LIMIT_IP_RPS: "0",
-    RATE_LIMIT_KEY_RPS: "0",
-    QUEUE_MAX_DEPTH: "1000000",
     WORKER_CONCURRENCY: "64",
-  };
+  });
   const levels: Record<string, unknown>[] = [];
   let capacity: number;
   const { proc: api, url: BASE } = await startApiProcess(env);

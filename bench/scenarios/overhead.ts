@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { Queue, QueueEvents } from "bullmq";
 import { Redis } from "ioredis";
 import { closedLoop, summarize, type Scenario } from "../lib.js";
-import { startBaseline, startCli, stopChild } from "../support/processes.js";
+import { startBaseline, startCli, stopChild, benchEnv } from "../support/processes.js";
 import { cleanupPrefix } from "../support/redis.js";
 
 /**
@@ -81,16 +81,10 @@ export const run: Scenario = async (ctx) => {
   // --- Inferline end to end
   {
     const prefix = `bench-e2e-${randomBytes(3).toString("hex")}`;
-    const env = {
-      REDIS_URL: url,
-      REDIS_KEY_PREFIX: prefix,
+    const env = benchEnv(url, prefix, {
       PORT: "3917",
-      HOST: "127.0.0.1",
       MODELS: "echo",
-      AUTH_DISABLED: "true",
-      RATE_LIMIT_IP_RPS: "0",
-      RATE_LIMIT_KEY_RPS: "0",
-    };
+    });
     const api = await startCli(["api"], env, "api_started");
     const worker = await startCli(
       ["worker", "--concurrency", String(concurrency)],

@@ -4,7 +4,7 @@ import { cpus } from "node:os";
 import { closedLoop, latencySummary, type Scenario } from "../lib.js";
 import { heavyModelRepo, parameterCount, QUICK_LAYERS, WIDE_LAYERS } from "../support/heavy-model.js";
 import { predictAndWait } from "../support/http.js";
-import { startApiProcess, startCli, stopChild } from "../support/processes.js";
+import { startApiProcess, startCli, stopChild, benchEnv } from "../support/processes.js";
 import { cpuMeter } from "../support/procstat.js";
 import { cleanupPrefix } from "../support/redis.js";
 
@@ -34,20 +34,13 @@ export const run: Scenario = async (ctx) => {
   try {
     for (const { workers, ortThreads } of setups) {
       const prefix = `bench-scaling-${randomBytes(3).toString("hex")}`;
-      const env = {
-        REDIS_URL: ctx.redisUrl,
-        REDIS_KEY_PREFIX: prefix,
-        HOST: "127.0.0.1",
+      const env = benchEnv(ctx.redisUrl, prefix, {
         MODEL_REPOSITORY: repo,
         MODELS: MODEL,
-        AUTH_DISABLED: "true",
-        RATE_LIMIT_IP_RPS: "0",
-        RATE_LIMIT_KEY_RPS: "0",
-        QUEUE_MAX_DEPTH: "1000000",
         WORKER_CONCURRENCY: "64",
         ORT_INTRA_OP_THREADS: String(ortThreads),
         ORT_INTER_OP_THREADS: String(ortThreads),
-      };
+      });
       const label = `${workers} worker${workers > 1 ? "s" : ""}${ortThreads === 0 ? ", ORT threads = cores" : ""}`;
       const { proc: api, url: BASE } = await startApiProcess(env);
       const procs: ChildProcess[] = [];

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { closedLoop, type Scenario } from "../lib.js";
 import { sleep } from "../support/http.js";
-import { startApiProcess, startCli, stopChild } from "../support/processes.js";
+import { startApiProcess, startCli, stopChild, benchEnv } from "../support/processes.js";
 import { rssBytes } from "../support/procstat.js";
 import { cleanupPrefix, countPrefix, usedMemory } from "../support/redis.js";
 
@@ -25,18 +25,11 @@ export const run: Scenario = async (ctx) => {
   const requests = jobs / PER_REQUEST;
   const inFlight = 16;
   const prefix = `bench-soak-${randomBytes(3).toString("hex")}`;
-  const env = {
-    REDIS_URL: ctx.redisUrl,
-    REDIS_KEY_PREFIX: prefix,
-    HOST: "127.0.0.1",
+  const env = benchEnv(ctx.redisUrl, prefix, {
     MODELS: "echo",
-    AUTH_DISABLED: "true",
-    RATE_LIMIT_IP_RPS: "0",
-    RATE_LIMIT_KEY_RPS: "0",
-    QUEUE_MAX_DEPTH: "1000000",
     RESULT_RETENTION_SECONDS: String(RETENTION_S),
     BATCH_MAX_ITEMS: String(PER_REQUEST),
-  };
+  });
   const redis = new Redis(ctx.redisUrl, { maxRetriesPerRequest: 1 });
   const samples: {
     t_s: number;

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { closedLoop, latencySummary, type Scenario } from "../lib.js";
 import { sleep } from "../support/http.js";
-import { startApiProcess, startCli, stopChild } from "../support/processes.js";
+import { startApiProcess, startCli, stopChild, benchEnv } from "../support/processes.js";
 import { cleanupPrefix } from "../support/redis.js";
 
 const POLL_INTERVALS_MS = [50, 200] as const;
@@ -19,16 +19,9 @@ export const run: Scenario = async (ctx) => {
   const total = ctx.quick ? 300 : 2000;
   const concurrency = 16;
   const prefix = `bench-waitpoll-${randomBytes(3).toString("hex")}`;
-  const env = {
-    REDIS_URL: ctx.redisUrl,
-    REDIS_KEY_PREFIX: prefix,
-    HOST: "127.0.0.1",
+  const env = benchEnv(ctx.redisUrl, prefix, {
     MODELS: "echo",
-    AUTH_DISABLED: "true",
-    RATE_LIMIT_IP_RPS: "0",
-    RATE_LIMIT_KEY_RPS: "0",
-    QUEUE_MAX_DEPTH: "1000000",
-  };
+  });
   const { proc: api, url: BASE } = await startApiProcess(env);
   const results: Record<string, unknown>[] = [];
   try {

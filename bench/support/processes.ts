@@ -83,3 +83,25 @@ export async function stopChild(p: ChildProcess): Promise<void> {
   await exited;
   clearTimeout(t);
 }
+
+/**
+ * The environment of an Inferline under benchmark: its own key prefix, loopback, no API keys or
+ * rate limits (they would throttle the load) and a queue cap no run reaches; `extra` adds or
+ * overrides variables.
+ */
+export function benchEnv(
+  redisUrl: string,
+  prefix: string,
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  return {
+    REDIS_URL: redisUrl,
+    REDIS_KEY_PREFIX: prefix,
+    HOST: "127.0.0.1",
+    AUTH_DISABLED: "true",
+    RATE_LIMIT_IP_RPS: "0",
+    RATE_LIMIT_KEY_RPS: "0",
+    QUEUE_MAX_DEPTH: "1000000",
+    ...extra,
+  };
+}
