@@ -292,3 +292,34 @@ export async function loop(
     }),
   );
 }
+
+/**
+ * Steady load: `concurrency` callers submit `input(i)` back to back until `stop()` is called.
+ * Accepted job ids collect in `accepted`; 5xx answers and unreachable servers count in `r`.
+ */
+export function steadyLoad(
+  r: DrillResult,
+  url: string,
+  concurrency: number,
+  input: (i: number) => Record<string, unknown>,
+): { accepted: string[]; stop: () => Promise<void> } {
+  const accepted: string[] = [];
+  let stopping = false;
+  const running = loop(
+    concurrency,
+    () => stopping,
+    async (i) => {
+      const res = await submit(url, input(i)).catch(() => ({ status: 0 }) as const);
+      if (res.status >= 500 || res.status === 0) r.errors5xx++;
+      if ("id" in res && res.id) accepted.push(res.id);
+      else await sleep(20);
+    },
+  );
+  return {
+    accepted,
+    stop: async () => {
+      stopping = true;
+      await running;
+    },
+  };
+}

@@ -8,11 +8,10 @@ import {
   completions,
   inFlight,
   jobStatus,
-  loop,
   newResult,
   runIfMain,
   settle,
-  submit,
+  steadyLoad,
   type DrillOptions,
   type DrillResult,
 } from "./support.js";
@@ -45,20 +44,8 @@ export async function workerKill({ short }: DrillOptions): Promise<DrillResult> 
   };
   try {
     for (let i = 0; i < 3; i++) await spawnOne();
-    const accepted: string[] = [];
-    let stopping = false;
-    const load = loop(
-      12,
-      () => stopping,
-      async (i) => {
-        const res = await submit(api.url, { text: `kill drill ${prefix} ${i}`, sleep_ms: 150 }).catch(
-          () => ({ status: 0 }) as const,
-        );
-        if (res.status >= 500 || res.status === 0) r.errors5xx++;
-        if ("id" in res && res.id) accepted.push(res.id);
-        else await sleep(20);
-      },
-    );
+    const load = steadyLoad(r, api.url, 12, (i) => ({ text: `kill drill ${prefix} ${i}`, sleep_ms: 150 }));
+    const accepted = load.accepted;
 
     const redelivered: string[] = [];
     const recoveries: Promise<void>[] = [];
@@ -87,8 +74,7 @@ export async function workerKill({ short }: DrillOptions): Promise<DrillResult> 
       await spawnOne();
       await sleep(short ? 1500 : 2500);
     }
-    stopping = true;
-    await load;
+    await load.stop();
     await Promise.all(recoveries);
 
     const settled = await settle(api.url, accepted, 60_000);

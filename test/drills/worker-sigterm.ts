@@ -7,11 +7,10 @@ import {
   check,
   completions,
   inFlight,
-  loop,
   newResult,
   runIfMain,
   settle,
-  submit,
+  steadyLoad,
   type DrillOptions,
   type DrillResult,
 } from "./support.js";
@@ -31,20 +30,8 @@ export async function workerSigterm({ short }: DrillOptions): Promise<DrillResul
     const old: Spawned[] = [];
     for (let i = 0; i < 3; i++) old.push(await spawnWorker(env));
     all.push(...old);
-    const accepted: string[] = [];
-    let stopping = false;
-    const load = loop(
-      12,
-      () => stopping,
-      async (i) => {
-        const res = await submit(api.url, { text: `sigterm drill ${prefix} ${i}`, sleep_ms: 200 }).catch(
-          () => ({ status: 0 }) as const,
-        );
-        if (res.status >= 500 || res.status === 0) r.errors5xx++;
-        if ("id" in res && res.id) accepted.push(res.id);
-        else await sleep(20);
-      },
-    );
+    const load = steadyLoad(r, api.url, 12, (i) => ({ text: `sigterm drill ${prefix} ${i}`, sleep_ms: 200 }));
+    const accepted = load.accepted;
     await sleep(short ? 3000 : 10_000);
 
     const held = old.flatMap((w) => inFlight(w));
@@ -59,8 +46,7 @@ export async function workerSigterm({ short }: DrillOptions): Promise<DrillResul
     );
     r.maxRecoveryMs = firstNew - termAt;
     await sleep(short ? 3000 : 10_000);
-    stopping = true;
-    await load;
+    await load.stop();
 
     const settled = await settle(api.url, accepted, 60_000);
     const runs = completions(all);
