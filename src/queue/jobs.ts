@@ -101,12 +101,10 @@ export class JobService {
     let jobId = makeJobId(req.model, randomBytes(16).toString("hex"));
     const hash = inputHash(req.input);
     if (req.idempotencyKey) {
-      const prior = await guard(() =>
-        idempotency.claim(req.model, req.idempotencyKey!, { jobId, bodyHash: hashBody(req) }),
-      );
+      const bodyHash = hashBody(req);
+      const prior = await guard(() => idempotency.claim(req.model, req.idempotencyKey!, { jobId, bodyHash }));
       if (prior) {
-        if (prior.bodyHash !== hashBody(req))
-          throw new IdempotencyKeyReusedError(req.idempotencyKey, prior.jobId);
+        if (prior.bodyHash !== bodyHash) throw new IdempotencyKeyReusedError(req.idempotencyKey, prior.jobId);
         try {
           return waitMs > 0 ? await this.waitFor(prior.jobId, waitMs) : await this.view(prior.jobId);
         } catch (err) {
