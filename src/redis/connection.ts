@@ -135,6 +135,10 @@ export function createRedis(url: string, role: RedisRole, extra: RedisOptions = 
       redisOptions: { ...nodeOptions, ...auth, maxRetriesPerRequest },
       clusterRetryStrategy: retryStrategy ?? undefined,
       enableOfflineQueue,
+      // The ready check sends CLUSTER INFO to a random node; without an offline queue it fails
+      // while that node is still connecting, and the client reconnects over and over. A slot
+      // refresh that succeeded already proves the cluster answers; CLUSTERDOWN is retried below.
+      enableReadyCheck: enableOfflineQueue !== false,
       // Slots move during resharding and failover: follow MOVED/ASK for a while before failing.
       maxRedirections: 16,
       retryDelayOnFailover: 200,

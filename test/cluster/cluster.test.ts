@@ -201,4 +201,17 @@ void describe("a 3-master Redis Cluster behind inferline start", () => {
       cluster.disconnect();
     }
   });
+
+  void it("a fail-fast command connection (no offline queue) gets ready on every try", async () => {
+    // Its ready check once went to a node still connecting and looped on reconnects.
+    for (let i = 0; i < 12; i++) {
+      const c = createRedis(`redis://127.0.0.1:${ports[i % 3]}?cluster=true`, "command");
+      try {
+        await waitReady(c, 5_000);
+        assert.equal(await c.ping(), "PONG");
+      } finally {
+        c.disconnect();
+      }
+    }
+  });
 });
