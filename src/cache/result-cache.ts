@@ -9,7 +9,8 @@ import { modelKey, queueName } from "../queue/keys.js";
  *
  * Admission is one Lua script per request, in the model's hash slot: cache lookup, a check for a
  * live job computing the same input (coalescing), the queue-depth cap, and claiming the in-flight
- * slot for the job about to be added.
+ * slot for the job about to be added. A request that joins a claim made moments ago may find no
+ * job yet: `JobService` waits for it to appear (see `addWindowMs`).
  */
 
 const ADMIT = `
@@ -25,7 +26,10 @@ if ARGV[5] == '1' then
   local existing = redis.call('GET', inflightKey)
   if existing then
     local jobKey = ARGV[9] .. existing
-    if redis.call('EXISTS', jobKey) == 1 and not redis.call('HGET', jobKey, 'finishedOn') then
+    if redis.call('EXISTS', jobKey) == 1 then
+      if not redis.call('HGET', jobKey, 'finishedOn') then return {'join', cacheKey, inflightKey, existing} end
+    elseif tonumber(ARGV[7]) - redis.call('PTTL', inflightKey) < tonumber(ARGV[10]) then
+      -- Claimed moments ago: that request's add is on its way.
       return {'join', cacheKey, inflightKey, existing}
     end
   end
@@ -87,6 +91,12 @@ export interface AdmitRequest {
   readonly coalesce: boolean;
   readonly jobId: string;
   readonly inflightTtlMs: number;
+  /**
+   * How long after a claim its job may still be on its way to the queue (the add's timeout):
+   * a slot younger than this is joined even before its job exists; an older one whose job
+   * never appeared (the add failed) is taken over.
+   */
+  readonly addWindowMs: number;
   readonly maxDepth: number;
 }
 
@@ -136,6 +146,7 @@ export class ResultCache {
       req.inflightTtlMs,
       req.maxDepth,
       q,
+      req.addWindowMs,
     ];
   }
 

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Job, Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import { inputHash } from "../cache/canonical.js";
@@ -16,6 +17,7 @@ import {
   JobNotCancelableError,
   JobNotFoundError,
   QueueFullError,
+  RedisUnavailableError,
 } from "../errors/catalog.js";
 import type { DrainRate } from "./drain-rate.js";
 import type { Guard } from "./guard.js";
@@ -32,6 +34,8 @@ export interface JobPolicy {
   readonly cacheEnabled: boolean;
   readonly coalesce: boolean;
   readonly maxQueueDepth: number;
+  /** How long an add may take before it is given up (the Redis command timeout). */
+  readonly addWindowMs: number;
 }
 
 export interface SubmitRequest {
@@ -180,6 +184,8 @@ export class JobService {
       coalesce: policy.coalesce,
       jobId,
       inflightTtlMs: policy.retentionSeconds * 1000,
+      // Twice the add's timeout: a write given up on by the guard can still reach Redis late.
+      addWindowMs: policy.addWindowMs * 2,
       maxDepth: req.maxQueueDepth ?? policy.maxQueueDepth,
     };
   }
@@ -204,14 +210,24 @@ export class JobService {
       const model = claims[0]!.req.model;
       // Should this fail, the in-flight slots stay: the add may have reached Redis even so (a
       // timeout). A retry joins the job if it exists; admission ignores a slot whose job does not.
-      added = await guard(() =>
-        this.queue(model).addBulk(
-          claims.map((c) => ({
-            name: "predict",
-            data: this.jobData(c),
-            opts: this.jobOpts(c.req, c.jobId),
-          })),
-        ),
+      const queue = this.queue(model);
+      // One job is one script call; addBulk wraps even one in MULTI/EXEC.
+      added = await guard(async () =>
+        claims.length === 1
+          ? [
+              await queue.add(
+                "predict",
+                this.jobData(claims[0]!),
+                this.jobOpts(claims[0]!.req, claims[0]!.jobId),
+              ),
+            ]
+          : queue.addBulk(
+              claims.map((c) => ({
+                name: "predict",
+                data: this.jobData(c),
+                opts: this.jobOpts(c.req, c.jobId),
+              })),
+            ),
       );
     }
     for (const j of added) this.deps.onJobQueued?.(j.data.model, j.data.version);
@@ -227,7 +243,7 @@ export class JobService {
               bodyHash: hashBody(i.req),
             });
           }
-          return this.view(a.jobId).catch(() => this.view(a.jobId));
+          return this.joinedView(a.jobId);
         }
         return toView(byId.get(i.jobId)!, "queued");
       }),
@@ -266,6 +282,24 @@ export class JobService {
       removeOnComplete: { age: policy.retentionSeconds },
       removeOnFail: { age: policy.retentionSeconds },
     };
+  }
+
+  /**
+   * The view of a job just joined: its claim may be younger than its add, so a job not there
+   * yet is awaited for the add window. Should it never appear, the add failed: 503, retry.
+   */
+  private async joinedView(jobId: string): Promise<JobView> {
+    const until = performance.now() + this.deps.policy.addWindowMs * 2;
+    for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {
+      try {
+        return await this.view(jobId);
+      } catch (err) {
+        if (!(err instanceof JobNotFoundError)) throw err;
+        if (performance.now() >= until)
+          throw new RedisUnavailableError(new Error(`joined job ${jobId} was never added`));
+      }
+      await sleep(pause);
+    }
   }
 
   /** The job's current view; JobNotFoundError when unknown or expired from retention. */
