@@ -106,15 +106,16 @@ export class WorkerService {
     );
   }
 
-  private finished(ok: boolean): void {
-    if (ok) this.processed++;
-    else this.failed++;
+  /** Counts a finished job (`undefined`: only re-checks the limits, on each heartbeat). */
+  private finished(ok: boolean | undefined): void {
+    if (ok === true) this.processed++;
+    else if (ok === false) this.failed++;
     const { WORKER_MAX_JOBS, WORKER_MAX_RSS_BYTES } = this.deps.config;
     if (this.recycleRequested) return;
     let reason: string | undefined;
     if (WORKER_MAX_JOBS > 0 && this.processed + this.failed >= WORKER_MAX_JOBS)
       reason = `processed ${WORKER_MAX_JOBS} jobs`;
-    else if (WORKER_MAX_RSS_BYTES > 0 && process.memoryUsage.rss() > WORKER_MAX_RSS_BYTES)
+    else if (WORKER_MAX_RSS_BYTES > 0 && this.lastRss > WORKER_MAX_RSS_BYTES)
       reason = "RSS limit reached";
     if (reason) {
       this.recycleRequested = true;
@@ -127,6 +128,7 @@ export class WorkerService {
 
   private record(): WorkerRecord {
     this.lastRss = process.memoryUsage.rss();
+    if (this.state === "running") this.finished(undefined);
     const p99 = this.loopDelay.percentile(99) / 1e6;
     this.loopDelay.reset();
     return {

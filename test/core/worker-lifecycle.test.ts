@@ -80,4 +80,14 @@ describe("worker processes", () => {
     assert.equal(exit.code, 0);
     assert.ok(w.lines.some((l) => l.event === "worker_recycling"));
   });
+
+  it("recycles itself once its RSS, read at each heartbeat, passes WORKER_MAX_RSS_BYTES", async () => {
+    const w = await spawnWorker(
+      { ...env, WORKER_MAX_RSS_BYTES: String(1024 * 1024), WORKER_HEARTBEAT_INTERVAL_MS: "200" },
+      ["--models", "echo", "--concurrency", "1"],
+    );
+    const line = await w.waitForLine((l) => l.event === "worker_recycling", 15_000);
+    assert.match(String(line.reason ?? line.msg), /RSS/);
+    assert.equal((await w.exited).code, 0);
+  });
 });
