@@ -102,7 +102,8 @@ export function createRedis(url: string, role: RedisRole, extra: RedisOptions = 
   };
   const byRole: RedisOptions =
     role === "command"
-      ? { enableOfflineQueue: false, maxRetriesPerRequest: 1 }
+      ? // Commands issued in the same tick (many requests at once) share one write.
+        { enableOfflineQueue: false, maxRetriesPerRequest: 1, enableAutoPipelining: true }
       : { enableOfflineQueue: true, maxRetriesPerRequest: null };
   const topology = parseRedisUrl(url);
   if (topology.kind === "single") return new Redis(url, { ...base, ...byRole, ...extra });
