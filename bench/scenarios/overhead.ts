@@ -1,9 +1,32 @@
 import { randomBytes } from "node:crypto";
 import { Queue, QueueEvents } from "bullmq";
 import { Redis } from "ioredis";
-import { closedLoop, summarize, type Scenario } from "../lib.js";
+import { closedLoop, summarize, type LoopResult, type Scenario } from "../lib.js";
+import { closePools, request } from "../support/http.js";
+import { cpuSeconds } from "../support/procstat.js";
 import { startBaseline, startCli, stopChild, benchEnv } from "../support/processes.js";
-import { cleanupPrefix } from "../support/redis.js";
+import { cleanupPrefix, localRedisPid } from "../support/redis.js";
+
+type Cpu = Record<string, number>;
+
+/**
+ * Runs the measured loop and charges each process the CPU it used, in ms per job: where the
+ * time goes when the box is saturated (on 2 cores, throughput is CPU per job, summed).
+ */
+async function metered(
+  pids: Record<string, number | undefined>,
+  total: number,
+  loop: () => Promise<LoopResult>,
+): Promise<{ result: LoopResult; cpu: Cpu }> {
+  const known = Object.entries(pids).filter((e): e is [string, number] => e[1] !== undefined);
+  const before = known.map(([, pid]) => cpuSeconds(pid));
+  const self = process.cpuUsage();
+  const result = await loop();
+  const used = process.cpuUsage(self);
+  const cpu: Cpu = { client: (used.user + used.system) / 1000 / total };
+  known.forEach(([name, pid], i) => (cpu[name] = ((cpuSeconds(pid) - before[i]!) * 1000) / total));
+  return { result, cpu };
+}
 
 /**
  * What durability and the HTTP contract cost: the same trivial job, the same concurrency, one
@@ -20,6 +43,8 @@ export const run: Scenario = async (ctx) => {
   const concurrency = 16;
   const url = ctx.redisUrl;
   const rows: Record<string, ReturnType<typeof summarize>> = {};
+  const cpu: Record<string, Cpu> = {};
+  const redisPid = await localRedisPid(url);
 
   // --- list queue (tutorial)
   {
@@ -37,13 +62,16 @@ export const run: Scenario = async (ctx) => {
     };
     // Requests on one connection must not interleave: one caller per connection.
     await closedLoop(concurrency, warm, async (i) => one(i));
-    const r = await closedLoop(
-      concurrency,
-      total,
-      async (i) => one(i),
-      (d) => ctx.progress("list queue", d, total),
+    const m = await metered({ worker: w.pid, redis: redisPid }, total, () =>
+      closedLoop(
+        concurrency,
+        total,
+        async (i) => one(i),
+        (d) => ctx.progress("list queue", d, total),
+      ),
     );
-    rows["list queue (tutorial)"] = summarize(r);
+    rows["list queue (tutorial)"] = summarize(m.result);
+    cpu["list queue (tutorial)"] = m.cpu;
     conns.forEach((c) => c.disconnect());
     await stopChild(w);
     await cleanupPrefix(url, prefix);
@@ -70,8 +98,11 @@ export const run: Scenario = async (ctx) => {
       await job.waitUntilFinished(events, 10_000);
     };
     await closedLoop(concurrency, warm, one);
-    const r = await closedLoop(concurrency, total, one, (d) => ctx.progress("bare BullMQ", d, total));
-    rows["bare BullMQ"] = summarize(r);
+    const m = await metered({ worker: w.pid, redis: redisPid }, total, () =>
+      closedLoop(concurrency, total, one, (d) => ctx.progress("bare BullMQ", d, total)),
+    );
+    rows["bare BullMQ"] = summarize(m.result);
+    cpu["bare BullMQ"] = m.cpu;
     await events.close();
     await queue.close();
     await stopChild(w);
@@ -96,17 +127,22 @@ export const run: Scenario = async (ctx) => {
     });
     // Distinct inputs: identical ones would be coalesced into one job (and not measure much).
     const one = async (i: number) => {
-      const res = await fetch("http://127.0.0.1:3917/api/ml/echo", {
-        method: "POST",
-        headers: { "content-type": "application/json", prefer: "wait=10" },
-        body: JSON.stringify({ text: "hello", value: i }),
-      });
-      const json = (await res.json()) as { status: string };
-      if (res.status !== 200 || json.status !== "completed") throw new Error(`status ${res.status}`);
+      const res = await request(
+        "http://127.0.0.1:3917",
+        "POST",
+        "/api/ml/echo",
+        { text: "hello", value: i },
+        { prefer: "wait=10" },
+      );
+      if (res.status !== 200 || res.body.status !== "completed") throw new Error(`status ${res.status}`);
     };
     await closedLoop(concurrency, warm, (i) => one(total + i));
-    const r = await closedLoop(concurrency, total, one, (d) => ctx.progress("Inferline e2e", d, total));
-    rows["Inferline (HTTP, Prefer: wait)"] = summarize(r);
+    const m = await metered({ api: api.pid, worker: worker.pid, redis: redisPid }, total, () =>
+      closedLoop(concurrency, total, one, (d) => ctx.progress("Inferline e2e", d, total)),
+    );
+    rows["Inferline (HTTP, Prefer: wait)"] = summarize(m.result);
+    cpu["Inferline (HTTP, Prefer: wait)"] = m.cpu;
+    await closePools();
     await stopChild(worker);
     await stopChild(api);
     await cleanupPrefix(url, prefix);
@@ -130,9 +166,19 @@ export const run: Scenario = async (ctx) => {
           `${((s.throughput_per_s / bare.throughput_per_s) * 100).toFixed(0)}%`,
         ]),
       },
+      {
+        title: "CPU per job (ms) by process: on a saturated box, throughput is cores / their sum",
+        columns: ["system", "client", "API", "worker", "Redis", "sum"],
+        rows: Object.entries(cpu).map(([name, c]) => {
+          const v = (k: string) => (c[k] === undefined ? "-" : Number(c[k].toFixed(3)));
+          const sum = Object.values(c).reduce((a, b) => a + b, 0);
+          return [name, v("client"), v("api"), v("worker"), v("redis"), Number(sum.toFixed(3))];
+        }),
+      },
     ],
     data: {
       concurrency,
+      cpu_ms_per_job: cpu,
       requests: total,
       results: rows,
       inferline_vs_bare_throughput: ratio,

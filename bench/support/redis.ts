@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from "node:fs";
 import { Redis } from "ioredis";
 
 /** Removes every key under `prefix` (SCAN + UNLINK); never touches anyone else's keys. */
@@ -41,6 +42,23 @@ export async function redisVersion(url: string): Promise<string> {
     return /redis_version:(\S+)/.exec(await r.info("server"))?.[1] ?? "unknown";
   } catch {
     return "unknown";
+  } finally {
+    r.disconnect();
+  }
+}
+
+/** The pid of the Redis server behind `url` when it runs on this machine (CPU accounting). */
+export async function localRedisPid(url: string): Promise<number | undefined> {
+  const r = new Redis(url, { maxRetriesPerRequest: 1 });
+  try {
+    const pid = Number(/process_id:(\d+)/.exec(await r.info("server"))?.[1]);
+    return pid > 0 &&
+      existsSync(`/proc/${pid}/cmdline`) &&
+      readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("redis")
+      ? pid
+      : undefined;
+  } catch {
+    return undefined;
   } finally {
     r.disconnect();
   }
