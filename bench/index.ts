@@ -6,6 +6,7 @@ import { cpus, loadavg, totalmem } from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { formatTable, type BenchContext, type Scenario } from "./lib.js";
+import { closePools } from "./support/http.js";
 import { redisVersion } from "./support/redis.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -69,6 +70,7 @@ for (const name of selected) {
   let result: Awaited<ReturnType<Scenario>>;
   try {
     result = await mod.run(ctx);
+    await closePools();
   } catch (err) {
     // One broken scenario must not hide the others' numbers; the exit code still says it.
     console.error(`scenario ${name} failed:`, err);

@@ -6,6 +6,7 @@ import { Metrics } from "../../src/telemetry/metrics.js";
 import { StatsRecorder } from "../../src/telemetry/stats.js";
 import { ApiTelemetry, WorkerTelemetry } from "../../src/telemetry/telemetry.js";
 import { closedLoop, summarize, type Scenario } from "../lib.js";
+import { closePools, request } from "../support/http.js";
 import { startCli, stopChild, benchEnv } from "../support/processes.js";
 import { cleanupPrefix } from "../support/redis.js";
 
@@ -102,13 +103,14 @@ export const run: Scenario = async (ctx) => {
       let n = 0;
       const tag = randomBytes(4).toString("hex");
       const one = async () => {
-        const res = await fetch("http://127.0.0.1:3918/api/ml/echo", {
-          method: "POST",
-          headers: { "content-type": "application/json", prefer: "wait=10" },
-          body: JSON.stringify({ text: `hello ${tag} ${n++}` }),
-        });
-        const json = (await res.json()) as { status: string };
-        if (res.status !== 200 || json.status !== "completed") throw new Error(`status ${res.status}`);
+        const res = await request(
+          "http://127.0.0.1:3918",
+          "POST",
+          "/api/ml/echo",
+          { text: `hello ${tag} ${n++}` },
+          { prefer: "wait=10" },
+        );
+        if (res.status !== 200 || res.body.status !== "completed") throw new Error(`status ${res.status}`);
       };
       await closedLoop(concurrency, warm, one);
       const label = `metrics ${mode} (round ${round + 1}/${rounds})`;
@@ -116,6 +118,7 @@ export const run: Scenario = async (ctx) => {
       const r = await closedLoop(concurrency, total, one, (d) => ctx.progress(label, d, total));
       const cpu = cpuMs(api.pid) + cpuMs(worker.pid) - cpu0;
       runs[mode].push({ ...summarize(r), cpu_ms_per_request: cpu / total });
+      await closePools();
       await stopChild(worker);
       await stopChild(api);
       await cleanupPrefix(url, prefix);

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { closedLoop, latencySummary, type Scenario } from "../lib.js";
-import { sleep } from "../support/http.js";
+import { request, sleep } from "../support/http.js";
 import { startApiProcess, startCli, stopChild, benchEnv } from "../support/processes.js";
 import { cleanupPrefix } from "../support/redis.js";
 
@@ -37,23 +37,22 @@ export const run: Scenario = async (ctx) => {
         const one = async (i: number) => {
           const input = { text: `${mode} ${tag} ${i}`, sleep_ms: SLEEP_MS };
           requests++;
-          const post = await fetch(`${BASE}/api/ml/echo`, {
-            method: "POST",
-            headers: {
-              "content-type": "application/json",
-              ...(interval === 0 ? { prefer: "wait=30" } : {}),
-            },
-            body: JSON.stringify(input),
-          });
-          const body = (await post.json()) as { status?: string; job_id?: string };
+          const post = await request(
+            BASE,
+            "POST",
+            "/api/ml/echo",
+            input,
+            interval === 0 ? { prefer: "wait=30" } : {},
+          );
+          const body = post.body;
           if (post.status === 200 && body.status === "completed") return;
           if (post.status !== 202 || interval === 0) throw new Error(`POST ${post.status}`);
           // Bounded: give up after 30 s of polling.
           for (let t = 0; t < 30_000; t += interval) {
             await sleep(interval);
             requests++;
-            const res = await fetch(`${BASE}/api/results/${String(body.job_id)}`);
-            const view = (await res.json()) as { status?: string };
+            const res = await request(BASE, "GET", `/api/results/${String(body.job_id)}`);
+            const view = res.body;
             if (res.status === 200) {
               if (view.status !== "completed") throw new Error(`job ${String(view.status)}`);
               return;

@@ -20,18 +20,14 @@ export async function predictAndWait(
   waitS = 30,
   rounds = 3,
 ): Promise<JobBody> {
-  const res = await fetch(`${base}/api/ml/${model}`, {
-    method: "POST",
-    headers: { "content-type": "application/json", prefer: `wait=${waitS}` },
-    body: JSON.stringify(input),
-  });
-  let body = (await res.json()) as JobBody;
+  const res = await request(base, "POST", `/api/ml/${model}`, input, { prefer: `wait=${waitS}` });
+  let body = res.body;
   if (res.status !== 200 && res.status !== 202) throw new Error(`POST ${res.status}`);
   for (let i = 0; i < rounds && res.status === 202 && body.status !== "completed"; i++) {
-    const r = await fetch(`${base}/api/results/${String(body.job_id)}`, {
-      headers: { prefer: `wait=${waitS}` },
+    const r = await request(base, "GET", `/api/results/${String(body.job_id)}`, undefined, {
+      prefer: `wait=${waitS}`,
     });
-    body = (await r.json()) as JobBody;
+    body = r.body;
     if (r.status === 200) break;
     if (r.status !== 202) throw new Error(`GET ${r.status}`);
   }
