@@ -343,7 +343,7 @@ function chartSpecs(): Record<string, TopLevelSpec> {
 
 const PROSE: Record<Name, string> = {
   overhead:
-    "What durability and the HTTP contract cost. The same trivial job at the same concurrency, one worker process each: the tutorial list queue (LPUSH / BRPOP / SET, no leases, retries or unique ids), bare BullMQ (`Queue.add` + `waitUntilFinished`), and Inferline end to end (HTTP POST with `Prefer: wait` through a separate API process, validation, job record, worker, batcher, result).",
+    "What durability and the HTTP contract cost. The same trivial job at the same concurrency, one worker process each: the tutorial list queue (LPUSH / BRPOP / SET, no leases, retries or unique ids), bare BullMQ (`Queue.add` + `waitUntilFinished`), and Inferline end to end (HTTP POST with `Prefer: wait` through a separate API process, validation, job record, worker, batcher, result). The second table charges each process the CPU it used per job (from `/proc/<pid>/stat`; client is the benchmark process itself). On two cores all of them compete, so throughput is roughly the cores divided by that sum: Inferline does more work per job than bare BullMQ (an HTTP request parsed and answered, an admission script, the job record, the result read), and most of the difference is in the API process.",
   contract:
     "Client-contract costs against one API process: cache hits at a fixed arrival rate (open loop; latency inside the API from `Server-Timing` and at the client from each request's scheduled time), and enqueueing the same inputs with single POSTs vs the batch endpoint.",
   "wait-vs-poll":
@@ -373,7 +373,7 @@ function headlines(): string[] {
   const contract = data<ContractData>("contract");
   if (contract) {
     out.push(
-      `**Cache hits** at ${contract.cache_hits.target_rate_per_s} req/s: p50 ${f2(contract.cache_hits.server_p50_ms)} ms inside the API; the **batch endpoint** enqueues ${f1(contract.enqueue.ratio)}× as many inputs per second as single POSTs.`,
+      `**Cache hits** at ${contract.cache_hits.target_rate_per_s} req/s: p50 ${f2(contract.cache_hits.server_p50_ms)} ms, p99 ${f1(contract.cache_hits.server_p99_ms)} ms inside the API; the **batch endpoint** enqueues ${f1(contract.enqueue.ratio)}× as many inputs per second as single POSTs.`,
     );
   }
   const wp = data<WaitPollData>("wait-vs-poll");
