@@ -115,8 +115,7 @@ export class WorkerService {
     let reason: string | undefined;
     if (WORKER_MAX_JOBS > 0 && this.processed + this.failed >= WORKER_MAX_JOBS)
       reason = `processed ${WORKER_MAX_JOBS} jobs`;
-    else if (WORKER_MAX_RSS_BYTES > 0 && this.lastRss > WORKER_MAX_RSS_BYTES)
-      reason = "RSS limit reached";
+    else if (WORKER_MAX_RSS_BYTES > 0 && this.lastRss > WORKER_MAX_RSS_BYTES) reason = "RSS limit reached";
     if (reason) {
       this.recycleRequested = true;
       this.deps.onRecycle(reason);
