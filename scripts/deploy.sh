@@ -48,7 +48,12 @@ up_with() {
   if [ "$PULL" = 1 ]; then
     remote "docker pull '$image'"
   fi
-  remote "export INFERLINE_IMAGE='$image' && $(compose_cmd) up -d --no-build --remove-orphans"
+  local status=0
+  remote "export INFERLINE_IMAGE='$image' && $(compose_cmd) up -d --no-build --remove-orphans" || status=$?
+  # nginx resolves the API containers' names when it loads its config, and recreated containers
+  # may come back on other addresses: reload it (a no-op if it was just recreated or is not up).
+  remote "$(compose_cmd) exec -T nginx nginx -s reload" >/dev/null 2>&1 || true
+  return "$status"
 }
 
 wait_ready() {
