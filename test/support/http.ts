@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { Agent, setGlobalDispatcher } from "undici";
 
@@ -33,17 +34,38 @@ export async function call(
   };
 }
 
-/** A loopback port nothing listens on right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** Lowest port the kernel hands out for outgoing connections (and for listen(0)). */
+function ephemeralLow(): number {
+  try {
+    return (
+      Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]) || 32768
+    );
+  } catch {
+    return 32768;
+  }
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
   });
+}
+
+/**
+ * A loopback port nothing listens on right now, picked at random below the ephemeral range: a
+ * port from listen(0) can be taken by any outgoing connection (a Redis client, say) before the
+ * process meant to listen on it starts, and test files running side by side would draw the same
+ * few numbers.
+ */
+export async function freePort(): Promise<number> {
+  const high = Math.min(ephemeralLow(), 65536);
+  const low = Math.min(10_000, high - 1000);
+  for (;;) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    if (await canListen(port)) return port;
+  }
 }
 
 /** Polls `fn` until it returns a truthy value or `ms` pass. */
