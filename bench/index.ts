@@ -70,12 +70,14 @@ for (const name of selected) {
   let result: Awaited<ReturnType<Scenario>>;
   try {
     result = await mod.run(ctx);
-    await closePools();
   } catch (err) {
     // One broken scenario must not hide the others' numbers; the exit code still says it.
     console.error(`scenario ${name} failed:`, err);
     failed.push(name);
     continue;
+  } finally {
+    // Each scenario's API listens on a port of its own: drop the connections to it.
+    await closePools();
   }
   for (const t of result.tables) console.log(formatTable(t) + "\n");
   const out = {

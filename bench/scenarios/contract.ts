@@ -1,11 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { closedLoop, openLoop, percentile, summarize, type Scenario } from "../lib.js";
-import { closePools, request } from "../support/http.js";
-import { startCli, stopChild, benchEnv } from "../support/processes.js";
+import { request } from "../support/http.js";
+import { benchEnv, startStack } from "../support/processes.js";
 import { cleanupPrefix } from "../support/redis.js";
-
-const PORT = 3919;
-const BASE = `http://127.0.0.1:${PORT}`;
 
 function serverMs(headers: Record<string, string | string[] | undefined>): number {
   return Number(/dur=([\d.]+)/.exec(String(headers["server-timing"] ?? ""))?.[1] ?? NaN);
@@ -21,12 +18,8 @@ function serverMs(headers: Record<string, string | string[] | undefined>): numbe
  */
 export const run: Scenario = async (ctx) => {
   const prefix = `bench-contract-${randomBytes(3).toString("hex")}`;
-  const env = benchEnv(ctx.redisUrl, prefix, {
-    PORT: String(PORT),
-    MODELS: "sentiment",
-  });
-  const api = await startCli(["api"], env, "api_started");
-  const worker = await startCli(["worker"], env, "worker_started");
+  const stack = await startStack(benchEnv(ctx.redisUrl, prefix, { MODELS: "sentiment" }));
+  const BASE = stack.url;
   try {
     // --- cache hits, open loop
     const rate = 1000;
@@ -146,9 +139,7 @@ export const run: Scenario = async (ctx) => {
       },
     };
   } finally {
-    await closePools();
-    await stopChild(worker);
-    await stopChild(api);
+    await stack.stop();
     await cleanupPrefix(ctx.redisUrl, prefix);
   }
 };

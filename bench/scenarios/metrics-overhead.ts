@@ -1,25 +1,14 @@
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { Redis } from "ioredis";
 import type { ModelDescriptor } from "../../src/models/types.js";
 import { Metrics } from "../../src/telemetry/metrics.js";
 import { StatsRecorder } from "../../src/telemetry/stats.js";
 import { ApiTelemetry, WorkerTelemetry } from "../../src/telemetry/telemetry.js";
 import { closedLoop, summarize, type Scenario } from "../lib.js";
-import { closePools, request } from "../support/http.js";
-import { startCli, stopChild, benchEnv } from "../support/processes.js";
+import { predictAndWait } from "../support/http.js";
+import { meterCpu } from "../support/procstat.js";
+import { benchEnv, startStack } from "../support/processes.js";
 import { cleanupPrefix } from "../support/redis.js";
-
-/** CPU time (user + system) a process has used, in ms; NaN where /proc is not there. */
-function cpuMs(pid: number | undefined): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    // utime and stime are fields 14 and 15 of the whole line, in clock ticks (100 per second).
-    return (Number(fields[11]) + Number(fields[12])) * 10;
-  } catch {
-    return NaN;
-  }
-}
 
 /**
  * The recording itself, in process: what the API adds per request (request counters and
@@ -84,44 +73,29 @@ export const run: Scenario = async (ctx) => {
   for (let round = 0; round < rounds; round++) {
     for (const mode of round % 2 === 0 ? (["off", "on"] as const) : (["on", "off"] as const)) {
       const prefix = `bench-metrics-${mode}-${randomBytes(3).toString("hex")}`;
-      const env = benchEnv(url, prefix, {
-        PORT: "3918",
-        MODELS: "echo",
-        METRICS_ENABLED: mode === "on" ? "true" : "false",
-        WORKER_METRICS_PORT: "0",
-      });
-      const api = await startCli(["api"], env, "api_started");
-      const worker = await startCli(
-        ["worker", "--concurrency", String(concurrency)],
-        env,
-        "worker_started",
-      ).catch(async (e) => {
-        await stopChild(api);
-        throw e;
-      });
-      // Distinct inputs: a result cache or coalescing must not turn the run into cache hits.
-      let n = 0;
-      const tag = randomBytes(4).toString("hex");
-      const one = async () => {
-        const res = await request(
-          "http://127.0.0.1:3918",
-          "POST",
-          "/api/ml/echo",
-          { text: `hello ${tag} ${n++}` },
-          { prefer: "wait=10" },
+      const stack = await startStack(
+        benchEnv(url, prefix, {
+          MODELS: "echo",
+          METRICS_ENABLED: mode === "on" ? "true" : "false",
+          WORKER_METRICS_PORT: "0",
+        }),
+        ["--concurrency", String(concurrency)],
+      );
+      try {
+        // Distinct inputs: a result cache or coalescing must not turn the run into cache hits.
+        const tag = randomBytes(4).toString("hex");
+        const one = (i: number) =>
+          predictAndWait(stack.url, "echo", { text: `hello ${tag} ${i}` }, 10).then(() => {});
+        await closedLoop(concurrency, warm, (i) => one(total + i));
+        const label = `metrics ${mode} (round ${round + 1}/${rounds})`;
+        const m = await meterCpu({ api: stack.api.pid, worker: stack.worker.pid }, total, () =>
+          closedLoop(concurrency, total, one, (d) => ctx.progress(label, d, total)),
         );
-        if (res.status !== 200 || res.body.status !== "completed") throw new Error(`status ${res.status}`);
-      };
-      await closedLoop(concurrency, warm, one);
-      const label = `metrics ${mode} (round ${round + 1}/${rounds})`;
-      const cpu0 = cpuMs(api.pid) + cpuMs(worker.pid);
-      const r = await closedLoop(concurrency, total, one, (d) => ctx.progress(label, d, total));
-      const cpu = cpuMs(api.pid) + cpuMs(worker.pid) - cpu0;
-      runs[mode].push({ ...summarize(r), cpu_ms_per_request: cpu / total });
-      await closePools();
-      await stopChild(worker);
-      await stopChild(api);
-      await cleanupPrefix(url, prefix);
+        runs[mode].push({ ...summarize(m.result), cpu_ms_per_request: m.cpu.api! + m.cpu.worker! });
+      } finally {
+        await stack.stop();
+        await cleanupPrefix(url, prefix);
+      }
     }
   }
 

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { closedLoop, latencySummary, openLoop, type Scenario } from "../lib.js";
 import { heavyModelRepo, parameterCount, QUICK_LAYERS, WIDE_LAYERS } from "../support/heavy-model.js";
 import { predictAndWait, sleep } from "../support/http.js";
-import { startApiProcess, startCli, stopChild, benchEnv } from "../support/processes.js";
+import { benchEnv, startStack } from "../support/processes.js";
 import { cleanupPrefix } from "../support/redis.js";
 
 const MODEL = "heavy";
@@ -30,48 +30,44 @@ export const run: Scenario = async (ctx) => {
   });
   const levels: Record<string, unknown>[] = [];
   let capacity: number;
-  const { proc: api, url: BASE } = await startApiProcess(env);
+  const stack = await startStack(env);
+  const BASE = stack.url;
   try {
-    const worker = await startCli(["worker"], env, "worker_started");
-    try {
-      const tag = randomBytes(4).toString("hex");
-      let n = 0;
-      const one = async () => {
-        const i = n++;
-        await predictAndWait(BASE, MODEL, { text: `message ${i} ${tag}: invoice, free offer ${i % 97}` }, 60);
-      };
-      await closedLoop(128, Math.round(capacityRequests / 5), one);
-      const cap = await closedLoop(128, capacityRequests, one, (d) =>
-        ctx.progress("capacity (closed loop)", d, capacityRequests),
-      );
-      if (cap.latenciesMs.length === 0) throw new Error("capacity run: every request failed");
-      capacity = (cap.latenciesMs.length / cap.durationMs) * 1000;
-      for (const load of LOADS) {
-        const rate = Math.max(1, Math.round(capacity * load));
-        const label = `${Math.round(load * 100)}% = ${rate} req/s`;
-        const r = await openLoop(rate, seconds, one, {
-          maxInFlight: 20_000,
-          onProgress: (d, t) => ctx.progress(label, d, t),
-        });
-        levels.push({
-          load,
-          rate_per_s: rate,
-          seconds,
-          scheduled: r.scheduled,
-          completed: r.latenciesMs.length,
-          errors: r.errors,
-          dropped: r.dropped,
-          achieved_per_s: (r.latenciesMs.length / r.durationMs) * 1000,
-          max_send_lag_ms: r.maxSendLagMs,
-          ...latencySummary(r.latenciesMs),
-        });
-        await sleep(ctx.quick ? 300 : 1000);
-      }
-    } finally {
-      await stopChild(worker);
+    const tag = randomBytes(4).toString("hex");
+    let n = 0;
+    const one = async () => {
+      const i = n++;
+      await predictAndWait(BASE, MODEL, { text: `message ${i} ${tag}: invoice, free offer ${i % 97}` }, 60);
+    };
+    await closedLoop(128, Math.round(capacityRequests / 5), one);
+    const cap = await closedLoop(128, capacityRequests, one, (d) =>
+      ctx.progress("capacity (closed loop)", d, capacityRequests),
+    );
+    if (cap.latenciesMs.length === 0) throw new Error("capacity run: every request failed");
+    capacity = (cap.latenciesMs.length / cap.durationMs) * 1000;
+    for (const load of LOADS) {
+      const rate = Math.max(1, Math.round(capacity * load));
+      const label = `${Math.round(load * 100)}% = ${rate} req/s`;
+      const r = await openLoop(rate, seconds, one, {
+        maxInFlight: 20_000,
+        onProgress: (d, t) => ctx.progress(label, d, t),
+      });
+      levels.push({
+        load,
+        rate_per_s: rate,
+        seconds,
+        scheduled: r.scheduled,
+        completed: r.latenciesMs.length,
+        errors: r.errors,
+        dropped: r.dropped,
+        achieved_per_s: (r.latenciesMs.length / r.durationMs) * 1000,
+        max_send_lag_ms: r.maxSendLagMs,
+        ...latencySummary(r.latenciesMs),
+      });
+      await sleep(ctx.quick ? 300 : 1000);
     }
   } finally {
-    await stopChild(api);
+    await stack.stop();
     await cleanupPrefix(ctx.redisUrl, prefix);
     await dispose();
   }

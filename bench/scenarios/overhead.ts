@@ -1,32 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { Queue, QueueEvents } from "bullmq";
 import { Redis } from "ioredis";
-import { closedLoop, summarize, type LoopResult, type Scenario } from "../lib.js";
-import { closePools, request } from "../support/http.js";
-import { cpuSeconds } from "../support/procstat.js";
-import { startBaseline, startCli, stopChild, benchEnv } from "../support/processes.js";
+import { closedLoop, summarize, type Scenario } from "../lib.js";
+import { predictAndWait } from "../support/http.js";
+import { meterCpu } from "../support/procstat.js";
+import { benchEnv, startBaseline, startStack, stopChild } from "../support/processes.js";
 import { cleanupPrefix, localRedisPid } from "../support/redis.js";
 
 type Cpu = Record<string, number>;
-
-/**
- * Runs the measured loop and charges each process the CPU it used, in ms per job: where the
- * time goes when the box is saturated (on 2 cores, throughput is CPU per job, summed).
- */
-async function metered(
-  pids: Record<string, number | undefined>,
-  total: number,
-  loop: () => Promise<LoopResult>,
-): Promise<{ result: LoopResult; cpu: Cpu }> {
-  const known = Object.entries(pids).filter((e): e is [string, number] => e[1] !== undefined);
-  const before = known.map(([, pid]) => cpuSeconds(pid));
-  const self = process.cpuUsage();
-  const result = await loop();
-  const used = process.cpuUsage(self);
-  const cpu: Cpu = { client: (used.user + used.system) / 1000 / total };
-  known.forEach(([name, pid], i) => (cpu[name] = ((cpuSeconds(pid) - before[i]!) * 1000) / total));
-  return { result, cpu };
-}
 
 /**
  * What durability and the HTTP contract cost: the same trivial job, the same concurrency, one
@@ -62,7 +43,7 @@ export const run: Scenario = async (ctx) => {
     };
     // Requests on one connection must not interleave: one caller per connection.
     await closedLoop(concurrency, warm, async (i) => one(i));
-    const m = await metered({ worker: w.pid, redis: redisPid }, total, () =>
+    const m = await meterCpu({ worker: w.pid, redis: redisPid }, total, () =>
       closedLoop(
         concurrency,
         total,
@@ -81,12 +62,11 @@ export const run: Scenario = async (ctx) => {
   {
     const prefix = `bench-bare-${randomBytes(3).toString("hex")}`;
     const w = await startBaseline("bare", url, prefix, concurrency);
-    const queue = new Queue("bare", { connection: new Redis(url), prefix });
+    // BullMQ leaves connections it was given open: they are closed below.
+    const conns = [new Redis(url), new Redis(url, { maxRetriesPerRequest: null })] as const;
+    const queue = new Queue("bare", { connection: conns[0], prefix });
     queue.setMaxListeners(0);
-    const events = new QueueEvents("bare", {
-      connection: new Redis(url, { maxRetriesPerRequest: null }),
-      prefix,
-    });
+    const events = new QueueEvents("bare", { connection: conns[1], prefix });
     events.setMaxListeners(0);
     await events.waitUntilReady();
     const one = async () => {
@@ -98,13 +78,14 @@ export const run: Scenario = async (ctx) => {
       await job.waitUntilFinished(events, 10_000);
     };
     await closedLoop(concurrency, warm, one);
-    const m = await metered({ worker: w.pid, redis: redisPid }, total, () =>
+    const m = await meterCpu({ worker: w.pid, redis: redisPid }, total, () =>
       closedLoop(concurrency, total, one, (d) => ctx.progress("bare BullMQ", d, total)),
     );
     rows["bare BullMQ"] = summarize(m.result);
     cpu["bare BullMQ"] = m.cpu;
     await events.close();
     await queue.close();
+    conns.forEach((c) => c.disconnect());
     await stopChild(w);
     await cleanupPrefix(url, prefix);
   }
@@ -112,40 +93,24 @@ export const run: Scenario = async (ctx) => {
   // --- Inferline end to end
   {
     const prefix = `bench-e2e-${randomBytes(3).toString("hex")}`;
-    const env = benchEnv(url, prefix, {
-      PORT: "3917",
-      MODELS: "echo",
-    });
-    const api = await startCli(["api"], env, "api_started");
-    const worker = await startCli(
-      ["worker", "--concurrency", String(concurrency)],
-      env,
-      "worker_started",
-    ).catch(async (e) => {
-      await stopChild(api);
-      throw e;
-    });
-    // Distinct inputs: identical ones would be coalesced into one job (and not measure much).
-    const one = async (i: number) => {
-      const res = await request(
-        "http://127.0.0.1:3917",
-        "POST",
-        "/api/ml/echo",
-        { text: "hello", value: i },
-        { prefer: "wait=10" },
+    const stack = await startStack(benchEnv(url, prefix, { MODELS: "echo" }), [
+      "--concurrency",
+      String(concurrency),
+    ]);
+    try {
+      // Distinct inputs: identical ones would be coalesced into one job (and not measure much).
+      const one = (i: number) =>
+        predictAndWait(stack.url, "echo", { text: "hello", value: i }, 10).then(() => {});
+      await closedLoop(concurrency, warm, (i) => one(total + i));
+      const m = await meterCpu({ api: stack.api.pid, worker: stack.worker.pid, redis: redisPid }, total, () =>
+        closedLoop(concurrency, total, one, (d) => ctx.progress("Inferline e2e", d, total)),
       );
-      if (res.status !== 200 || res.body.status !== "completed") throw new Error(`status ${res.status}`);
-    };
-    await closedLoop(concurrency, warm, (i) => one(total + i));
-    const m = await metered({ api: api.pid, worker: worker.pid, redis: redisPid }, total, () =>
-      closedLoop(concurrency, total, one, (d) => ctx.progress("Inferline e2e", d, total)),
-    );
-    rows["Inferline (HTTP, Prefer: wait)"] = summarize(m.result);
-    cpu["Inferline (HTTP, Prefer: wait)"] = m.cpu;
-    await closePools();
-    await stopChild(worker);
-    await stopChild(api);
-    await cleanupPrefix(url, prefix);
+      rows["Inferline (HTTP, Prefer: wait)"] = summarize(m.result);
+      cpu["Inferline (HTTP, Prefer: wait)"] = m.cpu;
+    } finally {
+      await stack.stop();
+      await cleanupPrefix(url, prefix);
+    }
   }
 
   const bare = rows["bare BullMQ"];

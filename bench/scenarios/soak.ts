@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { closedLoop, type Scenario } from "../lib.js";
 import { sleep } from "../support/http.js";
-import { startApiProcess, startCli, stopChild, benchEnv } from "../support/processes.js";
+import { benchEnv, startStack } from "../support/processes.js";
 import { rssBytes } from "../support/procstat.js";
 import { cleanupPrefix, countPrefix, usedMemory } from "../support/redis.js";
 
@@ -49,87 +49,83 @@ export const run: Scenario = async (ctx) => {
   const failures: Record<string, number> = {};
   let retries = 0;
   let durationS: number;
-  const { proc: api, url: BASE } = await startApiProcess(env);
+  const stack = await startStack(env, ["--concurrency", "128"]);
+  const BASE = stack.url;
   try {
-    const worker = await startCli(["worker", "--concurrency", "128"], env, "worker_started");
+    memBefore = await usedMemory(redis);
+    const t0 = performance.now();
+    let sampling = false;
+    const timer = setInterval(() => {
+      if (sampling) return;
+      sampling = true;
+      void usedMemory(redis)
+        .then((used) => {
+          samples.push({
+            t_s: Math.round((performance.now() - t0) / 100) / 10,
+            api_rss_mib: rssBytes(stack.api.pid!) / MIB,
+            worker_rss_mib: rssBytes(stack.worker.pid!) / MIB,
+            redis_used_mib: used / MIB,
+            jobs_done: done,
+          });
+        })
+        .catch(() => undefined)
+        .finally(() => (sampling = false));
+    }, 1000);
+    const tag = randomBytes(4).toString("hex");
     try {
-      memBefore = await usedMemory(redis);
-      const t0 = performance.now();
-      let sampling = false;
-      const timer = setInterval(() => {
-        if (sampling) return;
-        sampling = true;
-        void usedMemory(redis)
-          .then((used) => {
-            samples.push({
-              t_s: Math.round((performance.now() - t0) / 100) / 10,
-              api_rss_mib: rssBytes(api.pid!) / MIB,
-              worker_rss_mib: rssBytes(worker.pid!) / MIB,
-              redis_used_mib: used / MIB,
-              jobs_done: done,
+      const r = await closedLoop(
+        inFlight,
+        requests,
+        async (b) => {
+          const inputs = Array.from({ length: PER_REQUEST }, (_, i) => ({
+            text: `soak ${tag} ${b * PER_REQUEST + i}`,
+          }));
+          // A 503/429 carries Retry-After: do what a client should (the same inputs again, up
+          // to 3 times; jobs already accepted are coalesced, not run twice) and count it.
+          for (let attempt = 1; ; attempt++) {
+            const res = await fetch(`${BASE}/api/ml/echo/batch`, {
+              method: "POST",
+              headers: { "content-type": "application/json", prefer: "wait=60" },
+              body: JSON.stringify({ inputs }),
             });
-          })
-          .catch(() => undefined)
-          .finally(() => (sampling = false));
-      }, 1000);
-      const tag = randomBytes(4).toString("hex");
-      try {
-        const r = await closedLoop(
-          inFlight,
-          requests,
-          async (b) => {
-            const inputs = Array.from({ length: PER_REQUEST }, (_, i) => ({
-              text: `soak ${tag} ${b * PER_REQUEST + i}`,
-            }));
-            // A 503/429 carries Retry-After: do what a client should (the same inputs again, up
-            // to 3 times; jobs already accepted are coalesced, not run twice) and count it.
-            for (let attempt = 1; ; attempt++) {
-              const res = await fetch(`${BASE}/api/ml/echo/batch`, {
-                method: "POST",
-                headers: { "content-type": "application/json", prefer: "wait=60" },
-                body: JSON.stringify({ inputs }),
-              });
-              const body = (await res.json()) as { jobs?: { status?: string }[]; error?: { code?: string } };
-              if (res.status === 200 || (res.status !== 503 && res.status !== 429) || attempt > 3) {
-                const ok = (body.jobs ?? []).filter((j) => j.status === "completed").length;
-                done += ok;
-                failed += PER_REQUEST - ok;
-                if (res.status === 200) return;
-              }
-              const why = `HTTP ${res.status} ${body.error?.code ?? (body.jobs ?? []).map((j) => j.status).find((st) => st !== "completed") ?? ""}`;
-              failures[why] = (failures[why] ?? 0) + 1;
-              if ((res.status !== 503 && res.status !== 429) || attempt > 3)
-                throw new Error(`batch ${res.status}`);
-              retries++;
-              await sleep(Math.min(5, Number(res.headers.get("retry-after") ?? 1) || 1) * 1000);
+            const body = (await res.json()) as { jobs?: { status?: string }[]; error?: { code?: string } };
+            if (res.status === 200 || (res.status !== 503 && res.status !== 429) || attempt > 3) {
+              const ok = (body.jobs ?? []).filter((j) => j.status === "completed").length;
+              done += ok;
+              failed += PER_REQUEST - ok;
+              if (res.status === 200) return;
             }
-          },
-          () => ctx.progress("soak jobs", done + failed, jobs),
-        );
-        durationS = r.durationMs / 1000;
-      } finally {
-        clearInterval(timer);
-      }
-      if (done === 0) throw new Error("soak: no job completed");
-      memEnd = await usedMemory(redis);
-      keysEnd = await countPrefix(redis, prefix);
-      // Past the retention time, plus a little for expiry to run.
-      await sleep((RETENTION_S + 3) * 1000);
-      // BullMQ trims finished jobs older than the retention when later jobs finish: a few more.
-      await closedLoop(4, 40, async (i) => {
-        await fetch(`${BASE}/api/ml/echo`, {
-          method: "POST",
-          headers: { "content-type": "application/json", prefer: "wait=10" },
-          body: JSON.stringify({ text: `soak tail ${tag} ${i}` }),
-        }).then((res) => res.arrayBuffer());
-      });
-      memAfter = await usedMemory(redis);
-      keysAfter = await countPrefix(redis, prefix);
+            const why = `HTTP ${res.status} ${body.error?.code ?? (body.jobs ?? []).map((j) => j.status).find((st) => st !== "completed") ?? ""}`;
+            failures[why] = (failures[why] ?? 0) + 1;
+            if ((res.status !== 503 && res.status !== 429) || attempt > 3)
+              throw new Error(`batch ${res.status}`);
+            retries++;
+            await sleep(Math.min(5, Number(res.headers.get("retry-after") ?? 1) || 1) * 1000);
+          }
+        },
+        () => ctx.progress("soak jobs", done + failed, jobs),
+      );
+      durationS = r.durationMs / 1000;
     } finally {
-      await stopChild(worker);
+      clearInterval(timer);
     }
+    if (done === 0) throw new Error("soak: no job completed");
+    memEnd = await usedMemory(redis);
+    keysEnd = await countPrefix(redis, prefix);
+    // Past the retention time, plus a little for expiry to run.
+    await sleep((RETENTION_S + 3) * 1000);
+    // BullMQ trims finished jobs older than the retention when later jobs finish: a few more.
+    await closedLoop(4, 40, async (i) => {
+      await fetch(`${BASE}/api/ml/echo`, {
+        method: "POST",
+        headers: { "content-type": "application/json", prefer: "wait=10" },
+        body: JSON.stringify({ text: `soak tail ${tag} ${i}` }),
+      }).then((res) => res.arrayBuffer());
+    });
+    memAfter = await usedMemory(redis);
+    keysAfter = await countPrefix(redis, prefix);
   } finally {
-    await stopChild(api);
+    await stack.stop();
     await cleanupPrefix(ctx.redisUrl, prefix);
     redis.disconnect();
   }

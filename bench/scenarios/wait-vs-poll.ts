@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { closedLoop, latencySummary, type Scenario } from "../lib.js";
 import { request, sleep } from "../support/http.js";
-import { startApiProcess, startCli, stopChild, benchEnv } from "../support/processes.js";
+import { benchEnv, startStack } from "../support/processes.js";
 import { cleanupPrefix } from "../support/redis.js";
 
 const POLL_INTERVALS_MS = [50, 200] as const;
@@ -22,65 +22,61 @@ export const run: Scenario = async (ctx) => {
   const env = benchEnv(ctx.redisUrl, prefix, {
     MODELS: "echo",
   });
-  const { proc: api, url: BASE } = await startApiProcess(env);
+  const stack = await startStack(env, ["--concurrency", "64"]);
+  const BASE = stack.url;
   const results: Record<string, unknown>[] = [];
   try {
-    const worker = await startCli(["worker", "--concurrency", "64"], env, "worker_started");
-    try {
-      const tag = randomBytes(4).toString("hex");
-      const modes = [
-        { mode: "Prefer: wait=30", interval: 0 },
-        ...POLL_INTERVALS_MS.map((interval) => ({ mode: `poll every ${interval} ms`, interval })),
-      ];
-      for (const { mode, interval } of modes) {
-        let requests = 0;
-        const one = async (i: number) => {
-          const input = { text: `${mode} ${tag} ${i}`, sleep_ms: SLEEP_MS };
+    const tag = randomBytes(4).toString("hex");
+    const modes = [
+      { mode: "Prefer: wait=30", interval: 0 },
+      ...POLL_INTERVALS_MS.map((interval) => ({ mode: `poll every ${interval} ms`, interval })),
+    ];
+    for (const { mode, interval } of modes) {
+      let requests = 0;
+      const one = async (i: number) => {
+        const input = { text: `${mode} ${tag} ${i}`, sleep_ms: SLEEP_MS };
+        requests++;
+        const post = await request(
+          BASE,
+          "POST",
+          "/api/ml/echo",
+          input,
+          interval === 0 ? { prefer: "wait=30" } : {},
+        );
+        const body = post.body;
+        if (post.status === 200 && body.status === "completed") return;
+        if (post.status !== 202 || interval === 0) throw new Error(`POST ${post.status}`);
+        // Bounded: give up after 30 s of polling.
+        for (let t = 0; t < 30_000; t += interval) {
+          await sleep(interval);
           requests++;
-          const post = await request(
-            BASE,
-            "POST",
-            "/api/ml/echo",
-            input,
-            interval === 0 ? { prefer: "wait=30" } : {},
-          );
-          const body = post.body;
-          if (post.status === 200 && body.status === "completed") return;
-          if (post.status !== 202 || interval === 0) throw new Error(`POST ${post.status}`);
-          // Bounded: give up after 30 s of polling.
-          for (let t = 0; t < 30_000; t += interval) {
-            await sleep(interval);
-            requests++;
-            const res = await request(BASE, "GET", `/api/results/${String(body.job_id)}`);
-            const view = res.body;
-            if (res.status === 200) {
-              if (view.status !== "completed") throw new Error(`job ${String(view.status)}`);
-              return;
-            }
-            if (res.status !== 202) throw new Error(`GET ${res.status}`);
+          const res = await request(BASE, "GET", `/api/results/${String(body.job_id)}`);
+          const view = res.body;
+          if (res.status === 200) {
+            if (view.status !== "completed") throw new Error(`job ${String(view.status)}`);
+            return;
           }
-          throw new Error("poll timeout");
-        };
-        const warm = Math.round(total / 10);
-        await closedLoop(concurrency, warm, (i) => one(total + i));
-        requests = 0;
-        const r = await closedLoop(concurrency, total, one, (d) => ctx.progress(mode, d, total));
-        if (r.latenciesMs.length === 0) throw new Error(`${mode}: every request failed`);
-        results.push({
-          mode,
-          poll_interval_ms: interval || null,
-          jobs: r.latenciesMs.length,
-          errors: r.errors,
-          throughput_per_s: (r.latenciesMs.length / r.durationMs) * 1000,
-          http_requests_per_job: requests / total,
-          ...latencySummary(r.latenciesMs),
-        });
-      }
-    } finally {
-      await stopChild(worker);
+          if (res.status !== 202) throw new Error(`GET ${res.status}`);
+        }
+        throw new Error("poll timeout");
+      };
+      const warm = Math.round(total / 10);
+      await closedLoop(concurrency, warm, (i) => one(total + i));
+      requests = 0;
+      const r = await closedLoop(concurrency, total, one, (d) => ctx.progress(mode, d, total));
+      if (r.latenciesMs.length === 0) throw new Error(`${mode}: every request failed`);
+      results.push({
+        mode,
+        poll_interval_ms: interval || null,
+        jobs: r.latenciesMs.length,
+        errors: r.errors,
+        throughput_per_s: (r.latenciesMs.length / r.durationMs) * 1000,
+        http_requests_per_job: requests / total,
+        ...latencySummary(r.latenciesMs),
+      });
     }
   } finally {
-    await stopChild(api);
+    await stack.stop();
     await cleanupPrefix(ctx.redisUrl, prefix);
   }
   const wait = results[0]!;

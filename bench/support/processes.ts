@@ -30,6 +30,34 @@ export async function startApiProcess(
   return { proc, url };
 }
 
+/** An Inferline under benchmark: one API process on a free port and one worker process. */
+export interface Stack {
+  readonly api: ChildProcess;
+  readonly worker: ChildProcess;
+  /** The API's base URL. */
+  readonly url: string;
+  /** Stops the worker (it drains), then the API. */
+  stop(): Promise<void>;
+}
+
+/** Starts `inferline api` and `inferline worker <workerArgs>` on `env`; nothing is left running if either fails. */
+export async function startStack(env: Record<string, string>, workerArgs: string[] = []): Promise<Stack> {
+  const { proc: api, url } = await startApiProcess(env);
+  const worker = await startCli(["worker", ...workerArgs], env, "worker_started").catch(async (e) => {
+    await stopChild(api);
+    throw e;
+  });
+  return {
+    api,
+    worker,
+    url,
+    stop: async () => {
+      await stopChild(worker);
+      await stopChild(api);
+    },
+  };
+}
+
 function startCliLine(
   args: string[],
   env: Record<string, string>,

@@ -42,3 +42,22 @@ export function cpuMeter(pids: Record<string, number>) {
     },
   };
 }
+
+/**
+ * Runs `loop` (which completes `total` jobs) and charges each process the CPU it used meanwhile,
+ * in ms per job; `client` is this process. On a saturated box throughput is cores / their sum.
+ */
+export async function meterCpu<T>(
+  pids: Record<string, number | undefined>,
+  total: number,
+  loop: () => Promise<T>,
+): Promise<{ result: T; cpu: Record<string, number> }> {
+  const known = Object.entries(pids).filter((e): e is [string, number] => e[1] !== undefined);
+  const before = known.map(([, pid]) => cpuSeconds(pid));
+  const self = process.cpuUsage();
+  const result = await loop();
+  const used = process.cpuUsage(self);
+  const cpu: Record<string, number> = { client: (used.user + used.system) / 1000 / total };
+  known.forEach(([name, pid], i) => (cpu[name] = ((cpuSeconds(pid) - before[i]!) * 1000) / total));
+  return { result, cpu };
+}
