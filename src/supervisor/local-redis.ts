@@ -15,7 +15,8 @@ export interface RedisHandle {
   stop(): Promise<void>;
 }
 
-async function answers(url: string, ms: number): Promise<boolean> {
+/** True when Redis at `url` answers PING within `ms`; never throws, never retries. */
+export async function redisAnswers(url: string, ms: number): Promise<boolean> {
   const probe = createRedis(url, "command", { retryStrategy: () => null, connectTimeout: ms });
   probe.on("error", () => {});
   try {
@@ -50,7 +51,7 @@ export async function ensureRedis(
   const target = config.redisUrl;
   const none = { url: target, owned: false, stop: async () => {} };
   if (config.redisUrlFromEnv) {
-    if (!(await answers(target, 2000))) {
+    if (!(await redisAnswers(target, 2000))) {
       logger.warn(
         { event: "redis_unreachable" },
         "REDIS_URL does not answer yet; the API answers 503 until it does",
@@ -58,7 +59,7 @@ export async function ensureRedis(
     }
     return none;
   }
-  if (await answers(config.redisUrl, 1000)) {
+  if (await redisAnswers(config.redisUrl, 1000)) {
     logger.info(
       { event: "redis_found", port: config.LOCAL_REDIS_PORT },
       `using the Redis answering on 127.0.0.1:${config.LOCAL_REDIS_PORT}`,
@@ -101,7 +102,7 @@ export async function ensureRedis(
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   for (let i = 0; i < 100; i++) {
     if (child.exitCode !== null) break;
-    if (await answers(config.redisUrl, 500)) {
+    if (await redisAnswers(config.redisUrl, 500)) {
       logger.info(
         { event: "redis_started", port: config.LOCAL_REDIS_PORT, dir },
         `started redis-server on 127.0.0.1:${config.LOCAL_REDIS_PORT} (data in ${dir})`,

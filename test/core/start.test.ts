@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
+import { redisAnswers } from "../../src/supervisor/local-redis.js";
 import { testEnv } from "../support/config.js";
 import { call, eventually, freePort } from "../support/http.js";
 import { spawnCli, stop } from "../support/processes.js";
@@ -12,24 +13,8 @@ async function bannerUrl(stderr: () => string): Promise<string> {
   return eventually(async () => /Inferline is up: (http:\/\/\S+)/.exec(stderr())?.[1], 30_000);
 }
 
-async function portAnswers(port: number): Promise<boolean> {
-  const { Redis } = await import("ioredis");
-  const r = new Redis({
-    port,
-    host: "127.0.0.1",
-    retryStrategy: () => null,
-    maxRetriesPerRequest: 0,
-    lazyConnect: true,
-  });
-  r.on("error", () => {});
-  try {
-    await r.connect();
-    return (await r.ping()) === "PONG";
-  } catch {
-    return false;
-  } finally {
-    r.disconnect();
-  }
+function portAnswers(port: number): Promise<boolean> {
+  return redisAnswers(`redis://127.0.0.1:${port}`, 1000);
 }
 
 describe("inferline start", () => {

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
-import { Redis } from "ioredis";
+import { redisAnswers } from "../../src/supervisor/local-redis.js";
 import type { Spawned } from "../support/processes.js";
 import { freePort } from "../support/http.js";
 
@@ -128,7 +128,7 @@ export async function ownRedis(opts: { aof: boolean }): Promise<OwnRedis> {
       proc = spawn("redis-server", args, { stdio: "ignore" });
       const deadline = Date.now() + 10_000;
       for (;;) {
-        if (await pings(url)) return;
+        if (await redisAnswers(url, 500)) return;
         if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not start`);
         await sleep(50);
       }
@@ -147,24 +147,6 @@ export async function ownRedis(opts: { aof: boolean }): Promise<OwnRedis> {
   };
   await handle.start();
   return handle;
-}
-
-async function pings(url: string): Promise<boolean> {
-  const r = new Redis(url, {
-    lazyConnect: true,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-    connectTimeout: 500,
-  });
-  r.on("error", () => {});
-  try {
-    await r.connect();
-    return (await r.ping()) === "PONG";
-  } catch {
-    return false;
-  } finally {
-    r.disconnect();
-  }
 }
 
 /** Counts `job_completed` log lines per job id over worker processes (runs to completion). */
