@@ -106,10 +106,14 @@ export class WorkerService {
     );
   }
 
-  /** Counts a finished job (`undefined`: only re-checks the limits, on each heartbeat). */
-  private finished(ok: boolean | undefined): void {
-    if (ok === true) this.processed++;
-    else if (ok === false) this.failed++;
+  private finished(ok: boolean): void {
+    if (ok) this.processed++;
+    else this.failed++;
+    this.checkLimits();
+  }
+
+  /** Asks for a replacement once WORKER_MAX_JOBS or WORKER_MAX_RSS_BYTES is reached (once). */
+  private checkLimits(): void {
     const { WORKER_MAX_JOBS, WORKER_MAX_RSS_BYTES } = this.deps.config;
     if (this.recycleRequested) return;
     let reason: string | undefined;
@@ -126,8 +130,6 @@ export class WorkerService {
   private lastRss = 0;
 
   private record(): WorkerRecord {
-    this.lastRss = process.memoryUsage.rss();
-    if (this.state === "running") this.finished(undefined);
     const p99 = this.loopDelay.percentile(99) / 1e6;
     this.loopDelay.reset();
     return {
@@ -146,6 +148,8 @@ export class WorkerService {
   }
 
   private async beat(): Promise<void> {
+    this.lastRss = process.memoryUsage.rss();
+    if (this.state === "running") this.checkLimits();
     try {
       await this.deps.registry.publish(this.record());
     } catch (err) {
