@@ -62,7 +62,7 @@ export async function startApi(
       cacheEnabled: config.CACHE_ENABLED,
       coalesce: config.COALESCE_ENABLED,
       maxQueueDepth: config.QUEUE_MAX_DEPTH,
-      addWindowMs: config.REDIS_COMMAND_TIMEOUT_MS,
+      addTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
     },
     guard: makeGuard(redis, config.REDIS_COMMAND_TIMEOUT_MS),
     waiter,

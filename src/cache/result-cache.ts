@@ -10,7 +10,7 @@ import { modelKey, queueName } from "../queue/keys.js";
  * Admission is one Lua script per request, in the model's hash slot: cache lookup, a check for a
  * live job computing the same input (coalescing), the queue-depth cap, and claiming the in-flight
  * slot for the job about to be added. A request that joins a claim made moments ago may find no
- * job yet: `JobService` waits for it to appear (see `addWindowMs`).
+ * job yet: `JobService` waits for it to appear (see `claimWindowMs`).
  */
 
 const ADMIT = `
@@ -92,11 +92,11 @@ export interface AdmitRequest {
   readonly jobId: string;
   readonly inflightTtlMs: number;
   /**
-   * How long after a claim its job may still be on its way to the queue (the add's timeout):
+   * How long after a claim its job may still be on its way to the queue (twice the add's timeout):
    * a slot younger than this is joined even before its job exists; an older one whose job
    * never appeared (the add failed) is taken over.
    */
-  readonly addWindowMs: number;
+  readonly claimWindowMs: number;
   readonly maxDepth: number;
 }
 
@@ -146,7 +146,7 @@ export class ResultCache {
       req.inflightTtlMs,
       req.maxDepth,
       q,
-      req.addWindowMs,
+      req.claimWindowMs,
     ];
   }
 

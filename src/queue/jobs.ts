@@ -35,7 +35,7 @@ export interface JobPolicy {
   readonly coalesce: boolean;
   readonly maxQueueDepth: number;
   /** How long an add may take before it is given up (the Redis command timeout). */
-  readonly addWindowMs: number;
+  readonly addTimeoutMs: number;
 }
 
 export interface SubmitRequest {
@@ -184,8 +184,7 @@ export class JobService {
       coalesce: policy.coalesce,
       jobId,
       inflightTtlMs: policy.retentionSeconds * 1000,
-      // Twice the add's timeout: a write given up on by the guard can still reach Redis late.
-      addWindowMs: policy.addWindowMs * 2,
+      claimWindowMs: this.claimWindowMs,
       maxDepth: req.maxQueueDepth ?? policy.maxQueueDepth,
     };
   }
@@ -285,11 +284,19 @@ export class JobService {
   }
 
   /**
+   * How long after a claim its job may still be on its way: twice the add's timeout, since a
+   * write the guard gave up on can still reach Redis late.
+   */
+  private get claimWindowMs(): number {
+    return this.deps.policy.addTimeoutMs * 2;
+  }
+
+  /**
    * The view of a job just joined: its claim may be younger than its add, so a job not there
-   * yet is awaited for the add window. Should it never appear, the add failed: 503, retry.
+   * yet is awaited for the claim window. Should it never appear, the add failed: 503, retry.
    */
   private async joinedView(jobId: string): Promise<JobView> {
-    const until = performance.now() + this.deps.policy.addWindowMs * 2;
+    const until = performance.now() + this.claimWindowMs;
     for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {
       try {
         return await this.view(jobId);

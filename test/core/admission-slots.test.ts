@@ -16,7 +16,7 @@ void describe("admission: in-flight slots before their job exists", () => {
   const prefix = uniquePrefix("admit");
   const redis = createRedis(REDIS_URL, "command");
   const cache = new ResultCache(redis, prefix);
-  const req = (jobId: string, addWindowMs: number): AdmitRequest => ({
+  const req = (jobId: string, claimWindowMs: number): AdmitRequest => ({
     model: "echo",
     version: "1",
     hash: "h".repeat(64),
@@ -25,7 +25,7 @@ void describe("admission: in-flight slots before their job exists", () => {
     jobId,
     inflightTtlMs: 60_000,
     maxDepth: 1000,
-    addWindowMs,
+    claimWindowMs,
   });
 
   after(async () => {
