@@ -1,31 +1,23 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createRedis, parseRedisUrl, redisTargetUrl, waitReady } from "../../src/redis/connection.js";
 import { testEnv } from "../support/config.js";
-import { call, eventually } from "../support/http.js";
+import { call, canListen, eventually } from "../support/http.js";
 import { spawnCli, stop, type Spawned } from "../support/processes.js";
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.once("error", () => resolve(false));
-    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
-  });
-}
 
 /** Three ports whose cluster-bus ports (+10000) are free too. */
 async function clusterPorts(): Promise<number[]> {
   for (;;) {
-    const base = 20_000 + Math.floor(Math.random() * 20_000);
+    // Below the ephemeral range (32768 up), bus ports included: no outgoing connection takes them.
+    const base = 10_000 + Math.floor(Math.random() * 12_000);
     const ports = [base, base + 1, base + 2];
     const all = [...ports, ...ports.map((p) => p + 10_000)];
-    if ((await Promise.all(all.map(portFree))).every(Boolean)) return ports;
+    if ((await Promise.all(all.map(canListen))).every(Boolean)) return ports;
   }
 }
 

@@ -45,7 +45,8 @@ function ephemeralLow(): number {
   }
 }
 
-function canListen(port: number): Promise<boolean> {
+/** True when nothing listens on `port` on the loopback right now. */
+export function canListen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const srv = createServer();
     srv.once("error", () => resolve(false));
