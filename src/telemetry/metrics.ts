@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { QueueReading } from "./queues.js";
 
 /** Seconds buckets for latencies: 1 ms to 60 s. */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -6,14 +7,7 @@ const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
 /** A live reading taken when Prometheus scrapes (queue depth, workers). */
 export interface QueueGauges {
-  readonly models: readonly {
-    readonly model: string;
-    readonly waiting: number;
-    readonly active: number;
-    readonly retrying: number;
-    readonly failed: number;
-    readonly oldest_waiting_age_seconds: number;
-  }[];
+  readonly models: readonly QueueReading[];
   readonly workers: number;
 }
 
