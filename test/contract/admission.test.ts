@@ -1,14 +1,13 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { testConfig, testEnv } from "../support/config.js";
-import { call, eventually, freePort } from "../support/http.js";
+import { call, eventually } from "../support/http.js";
 import { spawnWorker, stop } from "../support/processes.js";
-import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
+import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
 import { makeRepository } from "./fixtures.js";
 
 describe("backpressure, deadlines and batches", () => {
@@ -149,26 +148,9 @@ describe("backpressure, deadlines and batches", () => {
 
 describe("Redis outage and recovery", () => {
   it("answers 503 with Retry-After within a second while Redis is down, and resumes when it returns", async () => {
-    const port = await freePort();
-    const startRedis = () =>
-      spawn(
-        "redis-server",
-        ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        { stdio: "ignore" },
-      );
-    let redis = startRedis();
+    const redis = await ownRedis({ aof: false });
     const prefix = uniquePrefix("outage");
-    const env = { REDIS_URL: `redis://127.0.0.1:${port}`, AUTH_DISABLED: "true" };
-    await eventually(async () => {
-      const r = new Redis(port, { lazyConnect: true, retryStrategy: () => null });
-      r.on("error", () => {});
-      const ok = await r
-        .connect()
-        .then(() => r.ping())
-        .catch(() => undefined);
-      r.disconnect();
-      return ok === "PONG";
-    });
+    const env = { REDIS_URL: redis.url, AUTH_DISABLED: "true" };
     const api = await startApi(testConfig(prefix, env));
     const worker = await spawnWorker(testEnv(prefix, env), ["--models", "sentiment"]);
     try {
@@ -180,14 +162,13 @@ describe("Redis outage and recovery", () => {
         { prefer: "wait=10" },
       );
       assert.equal(before.body.status, "completed");
-      redis.kill("SIGKILL");
-      await new Promise((r) => redis.once("exit", r));
+      await redis.stop("SIGKILL");
       const t0 = Date.now();
       const down = await call(api.url, "POST", "/api/ml/sentiment", { text: "during" });
       assert.equal(down.status, 503);
       assert.ok(Number(down.headers.get("retry-after")) > 0);
       assert.ok(Date.now() - t0 < 1000, `answered in ${Date.now() - t0} ms`);
-      redis = startRedis();
+      await redis.start();
       const after = await eventually(
         async () => {
           const r = await call(api.url, "POST", "/api/ml/sentiment", { text: "after" }, { prefer: "wait=5" });
@@ -200,7 +181,7 @@ describe("Redis outage and recovery", () => {
     } finally {
       await stop(worker);
       await api.close();
-      redis.kill("SIGKILL");
+      await redis.destroy();
     }
   });
 });

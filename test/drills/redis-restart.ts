@@ -7,13 +7,13 @@ import {
   completions,
   loop,
   newResult,
-  ownRedis,
   runIfMain,
   settle,
   submit,
   type DrillOptions,
   type DrillResult,
 } from "./support.js";
+import { ownRedis } from "../support/redis.js";
 
 /**
  * Restart Redis (its own redis-server, AOF everysec) under load. Promises: while it is down the

@@ -1,12 +1,6 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
-import { redisAnswers } from "../../src/supervisor/local-redis.js";
 import type { Spawned } from "../support/processes.js";
-import { freePort } from "../support/http.js";
 
 /** What a drill measured, and the promises it checked. */
 export interface DrillResult {
@@ -91,62 +85,6 @@ export function runIfMain(meta: ImportMeta, drill: (o: DrillOptions) => Promise<
       process.exit(2);
     },
   );
-}
-
-/** A redis-server of the drill's own (free loopback port, own data folder), never the shared one. */
-export interface OwnRedis {
-  readonly url: string;
-  readonly port: number;
-  readonly dir: string;
-  /** SIGTERM (Redis fsyncs its AOF and exits) or SIGKILL (a crash). */
-  stop(signal?: NodeJS.Signals): Promise<void>;
-  start(): Promise<void>;
-  destroy(): Promise<void>;
-}
-
-export async function ownRedis(opts: { aof: boolean }): Promise<OwnRedis> {
-  const port = await freePort();
-  const dir = mkdtempSync(path.join(tmpdir(), "inferline-drill-redis-"));
-  let proc: ChildProcess | undefined;
-  const url = `redis://127.0.0.1:${port}`;
-  const args = [
-    "--port",
-    String(port),
-    "--bind",
-    "127.0.0.1",
-    "--dir",
-    dir,
-    "--save",
-    "",
-    ...(opts.aof ? ["--appendonly", "yes", "--appendfsync", "everysec"] : ["--appendonly", "no"]),
-  ];
-  const handle: OwnRedis = {
-    url,
-    port,
-    dir,
-    async start() {
-      proc = spawn("redis-server", args, { stdio: "ignore" });
-      const deadline = Date.now() + 10_000;
-      for (;;) {
-        if (await redisAnswers(url, 500)) return;
-        if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not start`);
-        await sleep(50);
-      }
-    },
-    async stop(signal = "SIGTERM") {
-      const p = proc;
-      if (!p || p.exitCode !== null || p.signalCode !== null) return;
-      const exited = new Promise<void>((r) => p.once("exit", () => r()));
-      p.kill(signal);
-      await exited;
-    },
-    async destroy() {
-      await handle.stop("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-  await handle.start();
-  return handle;
 }
 
 /** Counts `job_completed` log lines per job id over worker processes (runs to completion). */

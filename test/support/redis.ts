@@ -1,5 +1,12 @@
+import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
+import { redisAnswers } from "../../src/supervisor/local-redis.js";
+import { freePort } from "./http.js";
 
 /** The shared Redis tests run against (never flushed, never stopped). */
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -21,4 +28,63 @@ export async function cleanupPrefix(prefix: string, url = REDIS_URL): Promise<vo
   } finally {
     redis.disconnect();
   }
+}
+
+/**
+ * A redis-server of the caller's own (free loopback port, own data folder), for tests and drills
+ * that stop, restart or reconfigure Redis: the shared one is never touched.
+ */
+export interface OwnRedis {
+  readonly url: string;
+  readonly port: number;
+  readonly dir: string;
+  /** SIGTERM (Redis fsyncs its AOF and exits) or SIGKILL (a crash). */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  start(): Promise<void>;
+  destroy(): Promise<void>;
+}
+
+export async function ownRedis(opts: { aof: boolean }): Promise<OwnRedis> {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), "inferline-redis-"));
+  let proc: ChildProcess | undefined;
+  const url = `redis://127.0.0.1:${port}`;
+  const args = [
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--dir",
+    dir,
+    "--save",
+    "",
+    ...(opts.aof ? ["--appendonly", "yes", "--appendfsync", "everysec"] : ["--appendonly", "no"]),
+  ];
+  const handle: OwnRedis = {
+    url,
+    port,
+    dir,
+    async start() {
+      proc = spawn("redis-server", args, { stdio: "ignore" });
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        if (await redisAnswers(url, 500)) return;
+        if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not start`);
+        await sleep(50);
+      }
+    },
+    async stop(signal = "SIGTERM") {
+      const p = proc;
+      if (!p || p.exitCode !== null || p.signalCode !== null) return;
+      const exited = new Promise<void>((r) => p.once("exit", () => r()));
+      p.kill(signal);
+      await exited;
+    },
+    async destroy() {
+      await handle.stop("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  await handle.start();
+  return handle;
 }

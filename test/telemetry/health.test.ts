@@ -1,12 +1,10 @@
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { Redis } from "ioredis";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { testConfig, testEnv } from "../support/config.js";
-import { call, eventually, freePort } from "../support/http.js";
+import { call, eventually } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { cleanupPrefix, ownRedis, uniquePrefix, type OwnRedis } from "../support/redis.js";
 
 interface Health {
   status: string;
@@ -163,45 +161,26 @@ describe("health states, each caused for real", () => {
   });
 
   describe("Redis stops", () => {
-    let redis: ChildProcess;
+    let redis: OwnRedis;
     let api: ApiHandle;
     let worker: Spawned;
     const prefix = uniquePrefix("health-redis");
     before(async () => {
-      const port = await freePort();
       // A Redis of this test's own: stopping the shared one would break every other test.
-      redis = spawn(
-        "redis-server",
-        ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        { stdio: "ignore" },
-      );
-      const url = `redis://127.0.0.1:${port}`;
-      await eventually(async () => {
-        const probe = new Redis(url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
-        probe.on("error", () => {});
-        try {
-          return (await probe.ping()) === "PONG";
-        } catch {
-          return false;
-        } finally {
-          probe.disconnect();
-        }
-      }, 10_000);
-      api = await startApi(testConfig(prefix, { ...ONLY_ECHO, REDIS_URL: url }));
-      worker = await spawnWorker(testEnv(prefix, { ...ONLY_ECHO, REDIS_URL: url }));
+      redis = await ownRedis({ aof: false });
+      api = await startApi(testConfig(prefix, { ...ONLY_ECHO, REDIS_URL: redis.url }));
+      worker = await spawnWorker(testEnv(prefix, { ...ONLY_ECHO, REDIS_URL: redis.url }));
     });
     after(async () => {
       worker.kill("SIGKILL");
       await worker.exited;
       await api.close();
-      if (redis.exitCode === null) redis.kill("SIGKILL");
+      await redis.destroy();
     });
 
     it("healthy while it runs; unhealthy and not ready once it is gone; live all along", async () => {
       await until(api.url, "healthy");
-      const exited = new Promise((r) => redis.once("exit", r));
-      redis.kill("SIGTERM");
-      await exited;
+      await redis.stop("SIGTERM");
       const h = await until(api.url, "unhealthy");
       assert.match(h.body.reasons.join("\n"), /Redis unreachable/);
       assert.equal(h.ready, 503);
