@@ -56,11 +56,6 @@ export class JobNotFoundError extends AppError {
   }
 }
 
-export class MethodNotAllowedError extends AppError {
-  readonly code = "method_not_allowed";
-  readonly status = 405;
-}
-
 export class JobNotCancelableError extends AppError {
   readonly code = "job_not_cancelable";
   readonly status = 409;
