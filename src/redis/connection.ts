@@ -102,8 +102,9 @@ export function createRedis(url: string, role: RedisRole, extra: RedisOptions = 
   };
   const byRole: RedisOptions =
     role === "command"
-      ? // Commands issued in the same tick (many requests at once) share one write.
-        { enableOfflineQueue: false, maxRetriesPerRequest: 1, enableAutoPipelining: true }
+      ? // No auto-pipelining: requests rarely issue commands in the same tick, and each
+        // pipeline copies every script BullMQ defined on the connection (a cache hit cost 13% more).
+        { enableOfflineQueue: false, maxRetriesPerRequest: 1 }
       : { enableOfflineQueue: true, maxRetriesPerRequest: null };
   const topology = parseRedisUrl(url);
   if (topology.kind === "single") return new Redis(url, { ...base, ...byRole, ...extra });
