@@ -40,9 +40,9 @@ export function createLogger(config: Config, bindings: Record<string, unknown>):
   if (pretty && canResolve("pino-pretty")) {
     return pino({ ...options, transport: { target: "pino-pretty", options: { colorize: true } } });
   }
-  // Asynchronous writes: lines logged while a write is in flight go out together in the next
-  // one, so under load a line rarely costs a syscall of its own; pino flushes on exit.
-  return pino(options, pino.destination({ dest: 1, sync: false }));
+  // Buffered asynchronous writes: lines go out 4 KB at a time, or within 100 ms when traffic is
+  // light, so under load a line rarely costs a syscall of its own; pino flushes on exit.
+  return pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 100 }));
 }
 
 function canResolve(name: string): boolean {
