@@ -26,6 +26,10 @@ export interface JobResult {
   readonly worker: string;
   /** When this (successful) attempt started, ms since epoch. */
   readonly startedAt: number;
+  /** When it finished, ms since epoch (absent from results of older workers). */
+  readonly finishedAt?: number;
+  /** Which attempt this was, from 1 (absent from results of older workers). */
+  readonly attempt?: number;
 }
 
 export type JobStatus = "queued" | "active" | "completed" | "failed" | "canceled" | "expired";

@@ -23,7 +23,7 @@ import type { DrainRate } from "./drain-rate.js";
 import type { Guard } from "./guard.js";
 import type { IdempotencyStore } from "./idempotency.js";
 import { makeJobId, modelKey, parseJobId, queueName } from "./keys.js";
-import { cachedView, finishedState, toView } from "./view.js";
+import { cachedView, completedView, finishedState, toView } from "./view.js";
 import type { JobWaiter } from "./waiter.js";
 
 export interface JobPolicy {
@@ -136,7 +136,8 @@ export class JobService {
         return waitMs > 0 ? this.waitFor(view.job_id, waitMs) : view;
       }
       if (!sub) return view;
-      await sub.signal;
+      const result = await sub.signal;
+      if (result) return completedView(view, result);
       return this.waitFor(jobId, waitMs - (performance.now() - t0));
     } catch (err) {
       sub?.cancel();
@@ -412,7 +413,12 @@ export class JobService {
         sub.cancel();
         return view;
       }
-      await sub.signal;
+      const result = await sub.signal;
+      if (result) {
+        const done = completedView(view, result);
+        opts.onChange?.(done);
+        return done;
+      }
     }
   }
 

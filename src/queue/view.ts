@@ -31,22 +31,8 @@ export function toView(job: Job<JobData, JobResult>, state: string): JobView {
     deadline: iso(d.deadline),
   };
   switch (state) {
-    case "completed": {
-      const r = job.returnvalue;
-      const finished = job.finishedOn ?? Date.now();
-      return {
-        ...base,
-        status: "completed",
-        result: r.output,
-        timings: {
-          queue_wait_ms: Math.max(0, r.startedAt - job.timestamp),
-          inference_ms: round(r.inferenceMs),
-          total_ms: Math.max(0, finished - job.timestamp),
-        },
-        batch_size: r.batchSize,
-        finished_at: iso(finished),
-      };
-    }
+    case "completed":
+      return completedView({ ...base, status: "queued" }, job.returnvalue, job.finishedOn);
     case "failed": {
       const error = JobError.fromReason(job.failedReason);
       return {
@@ -63,6 +49,42 @@ export function toView(job: Job<JobData, JobResult>, state: string): JobView {
     default:
       return { ...base, status: "queued" };
   }
+}
+
+/**
+ * A completed job's view from what was known of it before (its view while queued or running)
+ * and its result: all a completion event carries. Reading the finished record gives the same.
+ */
+export function completedView(before: JobView, r: JobResult, finishedOn?: number): JobView {
+  const created = Date.parse(before.created_at);
+  const finished = r.finishedAt ?? finishedOn ?? Date.now();
+  return {
+    ...before,
+    status: "completed",
+    attempts: Math.max(before.attempts, r.attempt ?? 0),
+    result: r.output,
+    timings: {
+      queue_wait_ms: Math.max(0, r.startedAt - created),
+      inference_ms: round(r.inferenceMs),
+      total_ms: Math.max(0, finished - created),
+    },
+    batch_size: r.batchSize,
+    finished_at: iso(finished),
+    next_attempt_at: undefined,
+  };
+}
+
+/** Whether a completion event's payload is a result this version understands. */
+export function isJobResult(value: unknown): value is JobResult {
+  const r = value as Partial<JobResult> | null;
+  return (
+    typeof r === "object" &&
+    r !== null &&
+    "output" in r &&
+    typeof r.startedAt === "number" &&
+    typeof r.inferenceMs === "number" &&
+    typeof r.batchSize === "number"
+  );
 }
 
 /** A cache hit, reported like the job that computed it. */

@@ -1,18 +1,24 @@
 import { QueueEvents } from "bullmq";
 import type { Redis } from "ioredis";
+import type { JobResult } from "../contracts/jobs.js";
 import { queueName } from "./keys.js";
+import { isJobResult } from "./view.js";
+
+/** Why a waiter woke: a completion carries the job's result, which spares a read. */
+type Wake = (result?: JobResult) => void;
 
 /**
  * Wakes requests waiting on jobs. One QueueEvents stream reader per model feeds a map of job id
  * → wake-up callbacks. Callers subscribe *before* reading the job's state, so a job finishing
  * between submit and subscribe is never missed; the caller re-reads the state after each wake-up
- * (and at least every `recheckMs`), so a lost event costs latency, never a hung request.
+ * (and at least every `recheckMs`), so a lost event costs latency, never a hung request. A
+ * completion event hands its result to the waiter, which then needs no read at all.
  */
 export class JobWaiter {
   private readonly events = new Map<string, QueueEvents>();
-  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly waiters = new Map<string, Set<Wake>>();
   /** Waiters that also want to hear when a job starts (event streams). */
-  private readonly activeWaiters = new Map<string, Set<() => void>>();
+  private readonly activeWaiters = new Map<string, Set<Wake>>();
   private closing: Promise<void> | undefined;
 
   constructor(
@@ -34,12 +40,14 @@ export class JobWaiter {
       qe = new QueueEvents(queueName(model), { connection: this.connection(), prefix: this.prefix });
       // Errors (Redis away) are reported by health checks; the reader reconnects by itself.
       qe.on("error", () => {});
-      const finished = ({ jobId }: { jobId: string }) => {
+      qe.on("completed", ({ jobId, returnvalue }) => {
+        this.onFinished(model);
+        this.wake(jobId, this.waiters, isJobResult(returnvalue) ? returnvalue : undefined);
+      });
+      qe.on("failed", ({ jobId }) => {
         this.onFinished(model);
         this.wake(jobId);
-      };
-      qe.on("completed", finished);
-      qe.on("failed", finished);
+      });
       qe.on("removed", ({ jobId }) => this.wake(jobId));
       qe.on("active", ({ jobId }) => this.wake(jobId, this.activeWaiters));
       this.events.set(model, qe);
@@ -47,33 +55,34 @@ export class JobWaiter {
     return qe;
   }
 
-  private wake(jobId: string, map = this.waiters): void {
-    if (map === this.waiters) this.wake(jobId, this.activeWaiters);
+  private wake(jobId: string, map = this.waiters, result?: JobResult): void {
+    if (map === this.waiters) this.wake(jobId, this.activeWaiters, result);
     const set = map.get(jobId);
     if (!set) return;
     map.delete(jobId);
-    for (const fn of set) fn();
+    for (const fn of set) fn(result);
   }
 
   /**
    * Registers interest in a job. `signal` resolves on the job's next event or after `ms`
-   * (capped at recheckMs); `cancel` forgets the registration.
+   * (capped at recheckMs), with the job's result when the event was its completion; `cancel`
+   * forgets the registration.
    */
   subscribe(
     model: string,
     jobId: string,
     ms: number,
     opts: { active?: boolean } = {},
-  ): { signal: Promise<void>; cancel: () => void } {
+  ): { signal: Promise<JobResult | undefined>; cancel: () => void } {
     this.readerFor(model);
     const map = opts.active ? this.activeWaiters : this.waiters;
-    let resolve!: () => void;
-    const signal = new Promise<void>((r) => (resolve = r));
+    let resolve!: (result?: JobResult) => void;
+    const signal = new Promise<JobResult | undefined>((r) => (resolve = r));
     const timer = setTimeout(() => fire(), Math.max(0, Math.min(ms, this.recheckMs)));
-    const fire = () => {
+    const fire: Wake = (result) => {
       clearTimeout(timer);
       cancel();
-      resolve();
+      resolve(result);
     };
     const cancel = () => {
       clearTimeout(timer);

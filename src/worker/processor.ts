@@ -100,6 +100,8 @@ export function makeProcessor(deps: ProcessorDeps) {
         batchSize: out.batchSize,
         worker: deps.workerId,
         startedAt,
+        finishedAt: doneAt,
+        attempt,
       };
     } catch (err) {
       deps.onFinished(false);
