@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Job, Queue } from "bullmq";
 import type { Redis } from "ioredis";
@@ -22,7 +21,7 @@ import {
 import type { DrainRate } from "./drain-rate.js";
 import type { Guard } from "./guard.js";
 import type { IdempotencyStore } from "./idempotency.js";
-import { makeJobId, modelKey, parseJobId, queueName } from "./keys.js";
+import { modelKey, newJobId, parseJobId, queueName } from "./keys.js";
 import { cachedView, completedView, finishedState, toView } from "./view.js";
 import type { JobWaiter } from "./waiter.js";
 
@@ -102,7 +101,7 @@ export class JobService {
   async submit(req: SubmitRequest, waitMs = 0): Promise<JobView> {
     const t0 = performance.now();
     const { guard, idempotency } = this.deps;
-    let jobId = makeJobId(req.model, randomBytes(16).toString("hex"));
+    let jobId = newJobId(req.model);
     const hash = inputHash(req.input);
     if (req.idempotencyKey) {
       const bodyHash = hashBody(req);
@@ -153,7 +152,7 @@ export class JobService {
     const t0 = performance.now();
     const items = reqs.map((req) => ({
       req,
-      jobId: makeJobId(req.model, randomBytes(16).toString("hex")),
+      jobId: newJobId(req.model),
       hash: inputHash(req.input),
     }));
     const admissions = await this.deps.guard(() =>
@@ -274,7 +273,6 @@ export class JobService {
   private jobOpts(req: SubmitRequest, jobId: string) {
     const { policy } = this.deps;
     return {
-      // 128 random bits: unique under any concurrency, across any number of API processes.
       jobId,
       priority: PRIORITY_LEVELS[req.priority],
       attempts: policy.attempts,
