@@ -75,7 +75,7 @@ export async function startWorker(
     pool,
     registry,
     connection,
-    cache: new ResultCache(connection(), config.REDIS_KEY_PREFIX),
+    cacheOn: (c) => new ResultCache(c, config.REDIS_KEY_PREFIX),
     models,
     concurrency: options.concurrency ?? config.WORKER_CONCURRENCY,
     telemetry: obs.telemetry,

@@ -23,7 +23,8 @@ export interface WorkerServiceDeps {
   readonly pool: ModelPool;
   readonly registry: WorkerRegistry;
   readonly connection: () => Redis;
-  readonly cache: ResultCache;
+  /** The result cache on a given connection (each model's queue worker gets its own). */
+  readonly cacheOn: (connection: Redis) => ResultCache;
   readonly models: readonly string[];
   readonly concurrency: number;
   /** Per-job metrics and stats. */
@@ -62,8 +63,11 @@ export class WorkerService {
     this.heartbeat = setInterval(() => void this.beat(), config.WORKER_HEARTBEAT_INTERVAL_MS);
     this.heartbeat.unref();
     await this.deps.pool.warm(this.deps.models);
+    // Results are stored on the connection their job completes on (see makeProcessor).
+    const connections = new Map(this.deps.models.map((m) => [m, this.deps.connection()] as const));
+    const caches = new Map([...connections].map(([m, c]) => [m, this.deps.cacheOn(c)] as const));
     const processor = makeProcessor({
-      cache: this.deps.cache,
+      cache: (model) => caches.get(model)!,
       workerId: this.id,
       catalog: this.deps.catalog,
       validator: this.deps.validator,
@@ -74,7 +78,7 @@ export class WorkerService {
     });
     for (const model of this.deps.models) {
       const w = new Worker<JobData, JobResult>(queueName(model), processor, {
-        connection: this.deps.connection(),
+        connection: connections.get(model)!,
         prefix: config.REDIS_KEY_PREFIX,
         concurrency: this.deps.concurrency,
         lockDuration: config.WORKER_LOCK_DURATION_MS,
