@@ -17,14 +17,18 @@ type Cpu = Record<string, number>;
  *  - bare BullMQ: Queue.add + waitUntilFinished on QueueEvents, trivial processor;
  *  - Inferline end to end: HTTP POST /api/ml/echo with `Prefer: wait` (validation, job record,
  *    priority queue, worker, batcher, result), through a separate API process.
+ * BullMQ and Inferline are then measured one request at a time too: the round trip of a single
+ * job on an idle system, which saturation does not inflate.
  */
 export const run: Scenario = async (ctx) => {
   const total = ctx.quick ? 600 : 6000;
   const warm = ctx.quick ? 100 : 500;
+  const solo = ctx.quick ? 100 : 1000;
   const concurrency = 16;
   const url = ctx.redisUrl;
   const rows: Record<string, ReturnType<typeof summarize>> = {};
   const cpu: Record<string, Cpu> = {};
+  const unloaded: Record<string, ReturnType<typeof summarize>> = {};
   const redisPid = await localRedisPid(url);
 
   // --- list queue (tutorial)
@@ -83,6 +87,7 @@ export const run: Scenario = async (ctx) => {
     );
     rows["bare BullMQ"] = summarize(m.result);
     cpu["bare BullMQ"] = m.cpu;
+    unloaded["bare BullMQ"] = summarize(await closedLoop(1, solo, one));
     await events.close();
     await queue.close();
     conns.forEach((c) => c.disconnect());
@@ -107,6 +112,9 @@ export const run: Scenario = async (ctx) => {
       );
       rows["Inferline (HTTP, Prefer: wait)"] = summarize(m.result);
       cpu["Inferline (HTTP, Prefer: wait)"] = m.cpu;
+      unloaded["Inferline (HTTP, Prefer: wait)"] = summarize(
+        await closedLoop(1, solo, (i) => one(2 * total + i)),
+      );
     } finally {
       await stack.stop();
       await cleanupPrefix(url, prefix);
@@ -116,6 +124,7 @@ export const run: Scenario = async (ctx) => {
   const bare = rows["bare BullMQ"];
   const e2e = rows["Inferline (HTTP, Prefer: wait)"];
   const ratio = e2e.throughput_per_s / bare.throughput_per_s;
+  const soloBare = unloaded["bare BullMQ"];
   return {
     name: "overhead",
     tables: [
@@ -140,6 +149,17 @@ export const run: Scenario = async (ctx) => {
           return [name, v("client"), v("api"), v("worker"), v("redis"), Number(sum.toFixed(3))];
         }),
       },
+      {
+        title: `One request at a time: ${solo} round trips each on an otherwise idle system`,
+        columns: ["system", "p50 ms", "p99 ms", "errors", "p50 vs bare BullMQ"],
+        rows: Object.entries(unloaded).map(([name, s]) => [
+          name,
+          s.p50_ms,
+          s.p99_ms,
+          s.errors,
+          `${s.p50_ms >= soloBare.p50_ms ? "+" : ""}${(s.p50_ms - soloBare.p50_ms).toFixed(2)} ms`,
+        ]),
+      },
     ],
     data: {
       concurrency,
@@ -148,6 +168,9 @@ export const run: Scenario = async (ctx) => {
       results: rows,
       inferline_vs_bare_throughput: ratio,
       inferline_minus_bare_p50_ms: e2e.p50_ms - bare.p50_ms,
+      unloaded,
+      inferline_minus_bare_unloaded_p50_ms:
+        unloaded["Inferline (HTTP, Prefer: wait)"].p50_ms - soloBare.p50_ms,
     },
   };
 };
