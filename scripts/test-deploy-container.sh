@@ -35,15 +35,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-need=()
-command -v dockerd >/dev/null || need+=(docker.io)
-command -v docker-compose >/dev/null || need+=(docker-compose)
-command -v debootstrap >/dev/null || need+=(debootstrap)
-if [ ${#need[@]} -gt 0 ]; then
-  step "install ${need[*]}"
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
+# shellcheck source=SCRIPTDIR/install-missing.sh
+source "$ROOT/scripts/install-missing.sh"
+install_missing dockerd:docker.io docker-compose:docker-compose debootstrap:debootstrap
 
 step "start dockerd (data in $W/docker)"
 dockerd --data-root "$W/docker" --exec-root "$W/docker-exec" -H "unix://$W/docker.sock" \

@@ -11,22 +11,13 @@ T0=$SECONDS
 step() { echo "[test:deploy $((SECONDS - T0))s] $*" >&2; }
 export DEBIAN_FRONTEND=noninteractive
 
-need=()
-command -v shellcheck >/dev/null || need+=(shellcheck)
-command -v yamllint >/dev/null || need+=(yamllint)
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v kubectl >/dev/null || need+=(kubectl)
-command -v docker-compose >/dev/null || need+=(docker-compose)
-command -v openssl >/dev/null || need+=(openssl)
-command -v promtool >/dev/null || need+=(prometheus)
-if [ ${#need[@]} -gt 0 ]; then
-  step "install ${need[*]}"
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
+# shellcheck source=SCRIPTDIR/install-missing.sh
+source scripts/install-missing.sh
+install_missing shellcheck:shellcheck yamllint:yamllint nginx:nginx-light kubectl:kubectl \
+  docker-compose:docker-compose openssl:openssl promtool:prometheus
 
 step "shellcheck"
-shellcheck scripts/*.sh .ci/run
+shellcheck -x scripts/*.sh .ci/run
 
 step "yamllint"
 yamllint -s -c deploy/yamllint.yaml .github/workflows deploy/k8s deploy/prometheus deploy/grafana compose.yaml compose.prod.yaml
