@@ -74,8 +74,11 @@ export function completedView(before: JobView, r: JobResult, finishedOn?: number
   };
 }
 
-/** Whether a completion event's payload is a result this version understands. */
-export function isJobResult(value: unknown): value is JobResult {
+/**
+ * Whether a completion event's payload says all a view needs. Results from workers of earlier
+ * versions lack `finishedAt` and `attempt`: their waiters read the job's record instead.
+ */
+export function isCompleteResult(value: unknown): value is JobResult {
   const r = value as Partial<JobResult> | null;
   return (
     typeof r === "object" &&
@@ -83,7 +86,9 @@ export function isJobResult(value: unknown): value is JobResult {
     "output" in r &&
     typeof r.startedAt === "number" &&
     typeof r.inferenceMs === "number" &&
-    typeof r.batchSize === "number"
+    typeof r.batchSize === "number" &&
+    typeof r.finishedAt === "number" &&
+    typeof r.attempt === "number"
   );
 }
 

@@ -2,7 +2,7 @@ import { QueueEvents } from "bullmq";
 import type { Redis } from "ioredis";
 import type { JobResult } from "../contracts/jobs.js";
 import { queueName } from "./keys.js";
-import { isJobResult } from "./view.js";
+import { isCompleteResult } from "./view.js";
 
 /** Why a waiter woke: a completion carries the job's result, which spares a read. */
 type Wake = (result?: JobResult) => void;
@@ -42,7 +42,7 @@ export class JobWaiter {
       qe.on("error", () => {});
       qe.on("completed", ({ jobId, returnvalue }) => {
         this.onFinished(model);
-        this.wake(jobId, this.waiters, isJobResult(returnvalue) ? returnvalue : undefined);
+        this.wake(jobId, this.waiters, isCompleteResult(returnvalue) ? returnvalue : undefined);
       });
       qe.on("failed", ({ jobId }) => {
         this.onFinished(model);
