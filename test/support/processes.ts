@@ -84,13 +84,19 @@ export function spawnCli(args: readonly string[], env: Record<string, string>): 
   };
 }
 
-/** Starts a worker process and resolves once it is taking jobs. */
+/** Starts a worker process and resolves once it is taking jobs; stops it if it never gets there. */
 export async function spawnWorker(
   env: Record<string, string>,
   args: readonly string[] = [],
 ): Promise<Spawned> {
   const w = spawnCli(["worker", ...args], { ...env, LOG_LEVEL: "info" });
-  await w.waitForLine((l) => l.event === "worker_started", 30_000);
+  try {
+    await w.waitForLine((l) => l.event === "worker_started", 30_000);
+  } catch (err) {
+    // Nobody gets a handle on a worker that did not start: stop it here, or it outlives the test.
+    await stop(w);
+    throw err;
+  }
   return w;
 }
 
