@@ -1,33 +1,26 @@
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
-import { after, before, describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { startApi } from "../../src/api/main.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
+import { useInferline } from "../support/inferline.js";
 import { spawnWorker, stop } from "../support/processes.js";
-import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
+import { ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
 import { makeRepository } from "./fixtures.js";
 
 describe("backpressure, deadlines and batches", () => {
-  const prefix = uniquePrefix("admission");
   const repo = makeRepository({ capped: { limits: { maxQueueDepth: 5 } }, slow: {} });
   const overrides = { MODEL_REPOSITORY: repo.dir, AUTH_DISABLED: "true", BATCH_MAX_ITEMS: "20" };
-  let api: ApiHandle;
-  before(async () => {
-    api = await startApi(testConfig(prefix, overrides));
-  });
-  after(async () => {
-    await api.close();
-    await cleanupPrefix(prefix);
-    repo.remove();
-  });
+  const inferline = useInferline("admission", { env: overrides });
+  after(() => repo.remove());
 
   it("a queue past its cap answers 429 with a Retry-After that grows with depth", async () => {
     for (let i = 0; i < 5; i++)
-      assert.equal((await call(api.url, "POST", "/api/ml/capped", { value: i })).status, 202);
-    const full = await call(api.url, "POST", "/api/ml/capped", { value: "one too many" });
+      assert.equal((await call(inferline.url, "POST", "/api/ml/capped", { value: i })).status, 202);
+    const full = await call(inferline.url, "POST", "/api/ml/capped", { value: "one too many" });
     assert.equal(full.status, 429);
     assert.equal((full.body.error as { code: string }).code, "queue_full");
     const first = Number(full.headers.get("retry-after"));
@@ -37,11 +30,11 @@ describe("backpressure, deadlines and batches", () => {
     );
     // Deeper queue (jobs added behind the API's back) → a longer wait.
     const conn = new Redis(REDIS_URL);
-    const q = new Queue("{capped}", { connection: conn, prefix });
+    const q = new Queue("{capped}", { connection: conn, prefix: inferline.prefix });
     await q.addBulk(
       Array.from({ length: 20 }, (_, i) => ({ name: "predict", data: { value: i }, opts: { priority: 2 } })),
     );
-    const deeper = await call(api.url, "POST", "/api/ml/capped", { value: "still too many" });
+    const deeper = await call(inferline.url, "POST", "/api/ml/capped", { value: "still too many" });
     await q.close();
     conn.disconnect();
     assert.equal(deeper.status, 429);
@@ -50,7 +43,7 @@ describe("backpressure, deadlines and batches", () => {
 
   it("a job whose deadline passes before a worker is free ends expired, never run", async () => {
     const waited = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/slow?timeout_ms=300",
       { text: "late" },
@@ -59,16 +52,16 @@ describe("backpressure, deadlines and batches", () => {
     assert.equal(waited.status, 200);
     assert.equal(waited.body.status, "expired");
     assert.equal((waited.body.error as { code: string }).code, "expired");
-    const later = await call(api.url, "POST", "/api/ml/slow?timeout_ms=200", { text: "later" });
+    const later = await call(inferline.url, "POST", "/api/ml/slow?timeout_ms=200", { text: "later" });
     await sleep(400);
-    const worker = await spawnWorker(testEnv(prefix, overrides), ["--models", "slow"]);
+    const worker = await spawnWorker(testEnv(inferline.prefix, overrides), ["--models", "slow"]);
     try {
-      const g = await call(api.url, "GET", `/api/results/${String(later.body.job_id)}`, undefined, {
+      const g = await call(inferline.url, "GET", `/api/results/${String(later.body.job_id)}`, undefined, {
         prefer: "wait=5",
       });
       assert.equal(g.body.status, "expired");
       const ok = await call(
-        api.url,
+        inferline.url,
         "POST",
         "/api/ml/slow?timeout_ms=5000",
         { text: "in time" },
@@ -86,17 +79,17 @@ describe("backpressure, deadlines and batches", () => {
   });
 
   it("the batch endpoint queues many inputs at once and can wait for all", async () => {
-    const worker = await spawnWorker(testEnv(prefix, overrides), ["--models", "sentiment"]);
+    const worker = await spawnWorker(testEnv(inferline.prefix, overrides), ["--models", "sentiment"]);
     try {
       const texts = Array.from({ length: 10 }, (_, i) => ({ text: `batch item ${i} is great` }));
-      const queued = await call(api.url, "POST", "/api/ml/sentiment/batch", { inputs: texts });
+      const queued = await call(inferline.url, "POST", "/api/ml/sentiment/batch", { inputs: texts });
       assert.ok([200, 202].includes(queued.status));
       const jobs = queued.body.jobs as { job_id: string }[];
       assert.equal(jobs.length, 10);
       assert.equal(new Set(jobs.map((j) => j.job_id)).size, 10);
       const fresh = Array.from({ length: 10 }, (_, i) => ({ text: `another batch item ${i}, awful` }));
       const done = await call(
-        api.url,
+        inferline.url,
         "POST",
         "/api/ml/sentiment/batch",
         { inputs: fresh },
@@ -114,12 +107,12 @@ describe("backpressure, deadlines and batches", () => {
   });
 
   it("a batch over the limit is 413; a bad item is 422 naming it", async () => {
-    const big = await call(api.url, "POST", "/api/ml/sentiment/batch", {
+    const big = await call(inferline.url, "POST", "/api/ml/sentiment/batch", {
       inputs: Array.from({ length: 21 }, () => ({ text: "x" })),
     });
     assert.equal(big.status, 413);
     assert.equal((big.body.error as { code: string }).code, "batch_too_large");
-    const bad = await call(api.url, "POST", "/api/ml/sentiment/batch", {
+    const bad = await call(inferline.url, "POST", "/api/ml/sentiment/batch", {
       inputs: [{ text: "ok" }, { text: 5 }],
     });
     assert.equal(bad.status, 422);
@@ -127,11 +120,11 @@ describe("backpressure, deadlines and batches", () => {
   });
 
   it("streams a job's status changes as server-sent events", async () => {
-    const r = await call(api.url, "POST", "/api/ml/slow", { text: "stream", sleep_ms: 300 });
-    const res = await fetch(`${api.url}/api/results/${String(r.body.job_id)}/events`);
+    const r = await call(inferline.url, "POST", "/api/ml/slow", { text: "stream", sleep_ms: 300 });
+    const res = await fetch(`${inferline.url}/api/results/${String(r.body.job_id)}/events`);
     assert.equal(res.status, 200);
     assert.match(res.headers.get("content-type") ?? "", /text\/event-stream/);
-    const worker = await spawnWorker(testEnv(prefix, overrides), ["--models", "slow"]);
+    const worker = await spawnWorker(testEnv(inferline.prefix, overrides), ["--models", "slow"]);
     try {
       const text = await res.text();
       const statuses = [...text.matchAll(/^data: (.*)$/gm)].map(

@@ -1,35 +1,21 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
-import { testConfig, testEnv } from "../support/config.js";
+import { after, describe, it } from "node:test";
 import { call } from "../support/http.js";
-import { spawnWorker, stop, type Spawned } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { useInferline } from "../support/inferline.js";
 import { makeRepository } from "./fixtures.js";
 
 describe("result cache, coalescing and idempotency", () => {
-  const prefix = uniquePrefix("cache");
   const repo = makeRepository({ cached: { cache: { ttlSeconds: 600 } } });
   const overrides = { MODEL_REPOSITORY: repo.dir, AUTH_DISABLED: "true" };
-  let api: ApiHandle;
-  let worker: Spawned;
+  const inferline = useInferline("cache", { env: overrides, worker: true });
+  after(() => repo.remove());
   const startedJobs = (ids: string[]) =>
-    worker.lines.filter((l) => l.event === "job_started" && ids.includes(l.job_id as string)).length;
-
-  before(async () => {
-    api = await startApi(testConfig(prefix, overrides));
-    worker = await spawnWorker(testEnv(prefix, overrides));
-  });
-  after(async () => {
-    await stop(worker);
-    await api.close();
-    await cleanupPrefix(prefix);
-    repo.remove();
-  });
+    inferline.worker.lines.filter((l) => l.event === "job_started" && ids.includes(l.job_id as string))
+      .length;
 
   it("answers a repeated input from the cache without running the model", async () => {
     const first = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/sentiment",
       { text: "cache me, I am lovely" },
@@ -38,7 +24,7 @@ describe("result cache, coalescing and idempotency", () => {
     assert.equal(first.status, 200);
     assert.equal(first.body.cached, false);
     // Same input, keys in another order would not matter; here the same text.
-    const second = await call(api.url, "POST", "/api/ml/sentiment", { text: "cache me, I am lovely" });
+    const second = await call(inferline.url, "POST", "/api/ml/sentiment", { text: "cache me, I am lovely" });
     assert.equal(second.status, 200);
     assert.equal(second.body.cached, true);
     assert.deepEqual(second.body.result, first.body.result);
@@ -48,13 +34,18 @@ describe("result cache, coalescing and idempotency", () => {
 
   it("canonical input: key order and number spelling do not matter", async () => {
     const a = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/cached",
       { text: "k", value: { b: 1, a: [1.0, -0] } },
       { prefer: "wait=10" },
     );
-    const b = await call(api.url, "POST", "/api/ml/cached", '{"value":{"a":[1,0],"b":1.00},"text":"k"}');
+    const b = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/cached",
+      '{"value":{"a":[1,0],"b":1.00},"text":"k"}',
+    );
     assert.equal(a.body.cached, false);
     assert.equal(b.status, 200);
     assert.equal(b.body.cached, true);
@@ -62,30 +53,30 @@ describe("result cache, coalescing and idempotency", () => {
 
   it("invalidating the model (or one input) makes the next request a miss", async () => {
     const body = { text: "invalidate me please" };
-    await call(api.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" });
-    assert.equal((await call(api.url, "POST", "/api/ml/sentiment", body)).body.cached, true);
-    const inv = await call(api.url, "POST", "/api/admin/cache/invalidate", { model: "sentiment" });
+    await call(inferline.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" });
+    assert.equal((await call(inferline.url, "POST", "/api/ml/sentiment", body)).body.cached, true);
+    const inv = await call(inferline.url, "POST", "/api/admin/cache/invalidate", { model: "sentiment" });
     assert.equal(inv.status, 200);
-    const miss = await call(api.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" });
+    const miss = await call(inferline.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" });
     assert.equal(miss.body.cached, false);
-    assert.equal((await call(api.url, "POST", "/api/ml/sentiment", body)).body.cached, true);
-    await call(api.url, "POST", "/api/admin/cache/invalidate", { model: "sentiment", input: body });
+    assert.equal((await call(inferline.url, "POST", "/api/ml/sentiment", body)).body.cached, true);
+    await call(inferline.url, "POST", "/api/admin/cache/invalidate", { model: "sentiment", input: body });
     assert.equal(
-      (await call(api.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" })).body.cached,
+      (await call(inferline.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" })).body.cached,
       false,
     );
-    await call(api.url, "POST", "/api/admin/cache/invalidate", {});
+    await call(inferline.url, "POST", "/api/admin/cache/invalidate", {});
     assert.equal(
-      (await call(api.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" })).body.cached,
+      (await call(inferline.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" })).body.cached,
       false,
     );
   });
 
   it("never caches a failure", async () => {
     const body = { text: "doomed", fail: "error" };
-    const a = await call(api.url, "POST", "/api/ml/cached", body, { prefer: "wait=20" });
+    const a = await call(inferline.url, "POST", "/api/ml/cached", body, { prefer: "wait=20" });
     assert.equal(a.body.status, "failed");
-    const b = await call(api.url, "POST", "/api/ml/cached", body, { prefer: "wait=20" });
+    const b = await call(inferline.url, "POST", "/api/ml/cached", body, { prefer: "wait=20" });
     assert.equal(b.body.cached, false);
     assert.notEqual(b.body.job_id, a.body.job_id);
     assert.equal(b.body.status, "failed");
@@ -94,7 +85,9 @@ describe("result cache, coalescing and idempotency", () => {
   it("100 identical concurrent requests run one inference and all get the result", async () => {
     const body = { text: "stampede", sleep_ms: 300 };
     const replies = await Promise.all(
-      Array.from({ length: 100 }, () => call(api.url, "POST", "/api/ml/cached", body, { prefer: "wait=20" })),
+      Array.from({ length: 100 }, () =>
+        call(inferline.url, "POST", "/api/ml/cached", body, { prefer: "wait=20" }),
+      ),
     );
     assert.ok(replies.every((r) => r.status === 200 && r.body.status === "completed"));
     assert.ok(replies.every((r) => (r.body.result as { echo: string }).echo === "stampede"));
@@ -106,14 +99,14 @@ describe("result cache, coalescing and idempotency", () => {
   it("Idempotency-Key: same key and body → same job; different body → 422", async () => {
     const key = `idem-${Date.now()}`;
     const a = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/sentiment",
       { text: "pay once" },
       { "idempotency-key": key },
     );
     const b = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/sentiment",
       { text: "pay once" },
@@ -122,7 +115,7 @@ describe("result cache, coalescing and idempotency", () => {
     assert.equal(a.body.job_id, b.body.job_id);
     assert.equal(b.body.status, "completed");
     const c = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/sentiment",
       { text: "pay twice" },
@@ -134,11 +127,11 @@ describe("result cache, coalescing and idempotency", () => {
 
   it("Idempotency-Key whose first answer came from the cache: a retry is answered, not 404", async () => {
     const body = { text: "already known, lovely" };
-    await call(api.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" });
+    await call(inferline.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" });
     const key = `idem-hit-${Date.now()}`;
-    const first = await call(api.url, "POST", "/api/ml/sentiment", body, { "idempotency-key": key });
+    const first = await call(inferline.url, "POST", "/api/ml/sentiment", body, { "idempotency-key": key });
     assert.equal(first.body.cached, true);
-    const retry = await call(api.url, "POST", "/api/ml/sentiment", body, {
+    const retry = await call(inferline.url, "POST", "/api/ml/sentiment", body, {
       "idempotency-key": key,
       prefer: "wait=10",
     });

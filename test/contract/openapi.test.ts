@@ -1,26 +1,18 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import { Validator } from "@seriousme/openapi-schema-validator";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
 import * as catalog from "../../src/errors/catalog.js";
 import { ERROR_CODES } from "../../src/http/openapi.js";
-import { testConfig } from "../support/config.js";
 import { call } from "../support/http.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { useInferline } from "../support/inferline.js";
 
 describe("OpenAPI document", () => {
-  const prefix = uniquePrefix("openapi");
-  let api: ApiHandle;
+  const inferline = useInferline("openapi", { env: { AUTH_DISABLED: "true" } });
   let doc: { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
   before(async () => {
-    api = await startApi(testConfig(prefix, { AUTH_DISABLED: "true" }));
-    const r = await call(api.url, "GET", "/docs/json");
+    const r = await call(inferline.url, "GET", "/docs/json");
     assert.equal(r.status, 200);
     doc = r.body as typeof doc;
-  });
-  after(async () => {
-    await api.close();
-    await cleanupPrefix(prefix);
   });
 
   it("is a valid OpenAPI 3 document", async () => {

@@ -1,28 +1,16 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
-import { testConfig, testEnv } from "../support/config.js";
+import { describe, it } from "node:test";
+import { startApi } from "../../src/api/main.js";
+import { testConfig } from "../support/config.js";
 import { call, freePort } from "../support/http.js";
-import { spawnWorker, stop, type Spawned } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { useInferline } from "../support/inferline.js";
+import { uniquePrefix } from "../support/redis.js";
 
 describe("prediction API with a real worker", () => {
-  const prefix = uniquePrefix("contract");
-  let api: ApiHandle;
-  let worker: Spawned;
-
-  before(async () => {
-    api = await startApi(testConfig(prefix));
-    worker = await spawnWorker(testEnv(prefix));
-  });
-  after(async () => {
-    await stop(worker);
-    await api.close();
-    await cleanupPrefix(prefix);
-  });
+  const inferline = useInferline("contract", { worker: true });
 
   it("accepts with 202 and Location, then the result can be polled", async () => {
-    const r = await call(api.url, "POST", "/api/ml/sentiment", { text: "What a wonderful, happy day" });
+    const r = await call(inferline.url, "POST", "/api/ml/sentiment", { text: "What a wonderful, happy day" });
     assert.equal(r.status, 202);
     assert.equal(r.body.status, "queued");
     assert.equal(r.body.model, "sentiment");
@@ -35,7 +23,7 @@ describe("prediction API with a real worker", () => {
 
     let done: Record<string, unknown> | undefined;
     for (let i = 0; i < 100 && !done; i++) {
-      const g = await call(api.url, "GET", `/api/results/${id}`);
+      const g = await call(inferline.url, "GET", `/api/results/${id}`);
       if (g.status === 200) done = g.body;
       else {
         assert.equal(g.status, 202);
@@ -54,7 +42,7 @@ describe("prediction API with a real worker", () => {
 
   it("Prefer: wait answers 200 with the result in the same request", async () => {
     const r = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/sentiment",
       { text: "This is terrible and sad" },
@@ -65,16 +53,16 @@ describe("prediction API with a real worker", () => {
     assert.equal((r.body.result as { label: string }).label, "negative");
     assert.equal(r.headers.get("preference-applied"), "wait=10");
     // The answer is built from the completion event; reading the record gives the same.
-    const read = await call(api.url, "GET", `/api/results/${String(r.body.job_id)}`);
+    const read = await call(inferline.url, "GET", `/api/results/${String(r.body.job_id)}`);
     assert.deepEqual(read.body, r.body);
     assert.equal(r.body.attempts, 1);
   });
 
   it("GET with Prefer: wait holds until the job ends", async () => {
-    const r = await call(api.url, "POST", "/api/ml/echo", { text: "slow", sleep_ms: 300 });
+    const r = await call(inferline.url, "POST", "/api/ml/echo", { text: "slow", sleep_ms: 300 });
     assert.equal(r.status, 202);
     const t0 = Date.now();
-    const g = await call(api.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, {
+    const g = await call(inferline.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, {
       prefer: "wait=10",
     });
     assert.equal(g.status, 200);
@@ -82,13 +70,13 @@ describe("prediction API with a real worker", () => {
     assert.deepEqual(g.body.result, { echo: "slow", attempt: 1 });
     assert.ok(Date.now() - t0 < 9000, "returned when the job finished, not at the deadline");
     assert.ok((g.body.timings as { total_ms: number }).total_ms >= 300);
-    const read = await call(api.url, "GET", `/api/results/${String(r.body.job_id)}`);
+    const read = await call(inferline.url, "GET", `/api/results/${String(r.body.job_id)}`);
     assert.deepEqual(read.body, g.body);
   });
 
   it("a wait shorter than the job returns 202 when it runs out", async () => {
     const r = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/echo",
       { text: "x", sleep_ms: 2500 },
@@ -96,26 +84,28 @@ describe("prediction API with a real worker", () => {
     );
     assert.equal(r.status, 202);
     assert.ok(["queued", "active"].includes(r.body.status as string));
-    await call(api.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, { prefer: "wait=10" });
+    await call(inferline.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, {
+      prefer: "wait=10",
+    });
   });
 
   it("a model version can be named, and an unknown one is 404", async () => {
     const ok = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/sentiment?version=1",
       { text: "fine" },
       { prefer: "wait=10" },
     );
     assert.equal(ok.status, 200);
-    const bad = await call(api.url, "POST", "/api/ml/sentiment?version=9", { text: "fine" });
+    const bad = await call(inferline.url, "POST", "/api/ml/sentiment?version=9", { text: "fine" });
     assert.equal(bad.status, 404);
     assert.equal((bad.body.error as { code: string }).code, "version_not_found");
   });
 
   it("a job that fails twice then succeeds is retried and completes", async () => {
     const r = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/echo",
       { text: "flaky", fail: "error", fail_attempts: 2 },
@@ -128,7 +118,7 @@ describe("prediction API with a real worker", () => {
   });
 
   it("a job that always fails ends failed with its error", async () => {
-    const r = await call(api.url, "POST", "/api/ml/echo", { fail: "error" }, { prefer: "wait=20" });
+    const r = await call(inferline.url, "POST", "/api/ml/echo", { fail: "error" }, { prefer: "wait=20" });
     assert.equal(r.status, 200);
     assert.equal(r.body.status, "failed");
     assert.equal(r.body.attempts, 3);
@@ -136,13 +126,13 @@ describe("prediction API with a real worker", () => {
       code: "inference_failed",
       message: "fail: injected error on attempt 3",
     });
-    const again = await call(api.url, "GET", `/api/results/${String(r.body.job_id)}`);
+    const again = await call(inferline.url, "GET", `/api/results/${String(r.body.job_id)}`);
     assert.equal(again.status, 200);
     assert.equal(again.body.status, "failed");
   });
 
   it("input the worker finds invalid fails at once without retry", async () => {
-    const r = await call(api.url, "POST", "/api/ml/echo", { fail: "invalid" }, { prefer: "wait=20" });
+    const r = await call(inferline.url, "POST", "/api/ml/echo", { fail: "invalid" }, { prefer: "wait=20" });
     assert.equal(r.status, 200);
     assert.equal(r.body.status, "failed");
     assert.equal(r.body.attempts, 1);
@@ -150,7 +140,7 @@ describe("prediction API with a real worker", () => {
   });
 
   it("lists models with versions and input schemas", async () => {
-    const r = await call(api.url, "GET", "/api/models");
+    const r = await call(inferline.url, "GET", "/api/models");
     assert.equal(r.status, 200);
     const models = r.body.models as { name: string; latest_version: string; input_schema: object }[];
     const names = models.map((m) => m.name);
@@ -158,33 +148,33 @@ describe("prediction API with a real worker", () => {
     const s = models.find((m) => m.name === "sentiment")!;
     assert.equal(s.latest_version, "1");
     assert.deepEqual((s.input_schema as { required: string[] }).required, ["text"]);
-    const one = await call(api.url, "GET", "/api/models/sentiment");
+    const one = await call(inferline.url, "GET", "/api/models/sentiment");
     assert.equal(one.body.name, "sentiment");
-    assert.equal((await call(api.url, "GET", "/api/models/nope")).status, 404);
+    assert.equal((await call(inferline.url, "GET", "/api/models/nope")).status, 404);
   });
 
   it("worker heartbeats make the service healthy", async () => {
-    const h = await call(api.url, "GET", "/health");
+    const h = await call(inferline.url, "GET", "/health");
     assert.equal(h.body.status, "healthy");
     const workers = h.body.workers as { pid: number; event_loop_delay_p99_ms: number; models: string[] }[];
     assert.equal(workers.length, 1);
-    assert.equal(workers[0]!.pid, worker.proc.pid);
+    assert.equal(workers[0]!.pid, inferline.worker.proc.pid);
     assert.ok(workers[0]!.models.includes("sentiment"));
     assert.equal(typeof workers[0]!.event_loop_delay_p99_ms, "number");
-    assert.equal((await call(api.url, "GET", "/health/ready")).status, 200);
-    assert.equal((await call(api.url, "GET", "/health/live")).status, 200);
+    assert.equal((await call(inferline.url, "GET", "/health/ready")).status, 200);
+    assert.equal((await call(inferline.url, "GET", "/health/live")).status, 200);
   });
 
   it("passes the request id to the worker's log lines", async () => {
     const r = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/sentiment",
       { text: "ok" },
       { prefer: "wait=10", "x-request-id": "trace-abc-123" },
     );
     assert.equal(r.headers.get("x-request-id"), "trace-abc-123");
-    const line = await worker.waitForLine(
+    const line = await inferline.worker.waitForLine(
       (l) => l.event === "job_completed" && l.request_id === "trace-abc-123",
     );
     assert.equal(line.job_id, r.body.job_id);

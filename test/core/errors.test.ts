@@ -1,27 +1,18 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { describe, it } from "node:test";
 import { testConfig } from "../support/config.js";
 import { call } from "../support/http.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { useInferline } from "../support/inferline.js";
 
 /** Every client error: its status, its stable code, a message naming the field; nothing queued. */
 describe("client errors", () => {
-  const prefix = uniquePrefix("errors");
-  let api: ApiHandle;
-  before(async () => {
-    api = await startApi(testConfig(prefix, { BODY_LIMIT_BYTES: "2048" }));
-  });
-  after(async () => {
-    await api.close();
-    await cleanupPrefix(prefix);
-  });
+  const inferline = useInferline("errors", { env: { BODY_LIMIT_BYTES: "2048" } });
 
   const code = (r: { body: Record<string, unknown> }) => (r.body.error as { code: string }).code;
   const message = (r: { body: Record<string, unknown> }) => (r.body.error as { message: string }).message;
 
   it("unknown model → 404 model_not_found listing the models", async () => {
-    const r = await call(api.url, "POST", "/api/ml/nope", { text: "x" });
+    const r = await call(inferline.url, "POST", "/api/ml/nope", { text: "x" });
     assert.equal(r.status, 404);
     assert.equal(code(r), "model_not_found");
     assert.ok((r.body.error as { details: { available: string[] } }).details.available.includes("sentiment"));
@@ -36,7 +27,7 @@ describe("client errors", () => {
       [[1, 2], "(body) must be object"],
     ];
     for (const [body, expected] of cases) {
-      const r = await call(api.url, "POST", "/api/ml/sentiment", body);
+      const r = await call(inferline.url, "POST", "/api/ml/sentiment", body);
       assert.equal(r.status, 422, JSON.stringify(body));
       assert.equal(code(r), "invalid_input");
       assert.ok(message(r).includes(expected), `${message(r)} should include ${expected}`);
@@ -44,23 +35,23 @@ describe("client errors", () => {
   });
 
   it("malformed JSON → 400 malformed_json; empty body too", async () => {
-    const r = await call(api.url, "POST", "/api/ml/sentiment", '{"text": "unterminated');
+    const r = await call(inferline.url, "POST", "/api/ml/sentiment", '{"text": "unterminated');
     assert.equal(r.status, 400);
     assert.equal(code(r), "malformed_json");
-    const empty = await call(api.url, "POST", "/api/ml/sentiment", "");
+    const empty = await call(inferline.url, "POST", "/api/ml/sentiment", "");
     assert.equal(empty.status, 400);
     assert.equal(code(empty), "malformed_json");
   });
 
   it("bad query options → 400 invalid_parameter naming them", async () => {
-    const r = await call(api.url, "POST", "/api/ml/sentiment?priority=urgent", { text: "x" });
+    const r = await call(inferline.url, "POST", "/api/ml/sentiment?priority=urgent", { text: "x" });
     assert.equal(r.status, 400);
     assert.equal(code(r), "invalid_parameter");
     assert.match(message(r), /priority/);
   });
 
   it("wrong content type → 415 unsupported_media_type", async () => {
-    const res = await fetch(`${api.url}/api/ml/sentiment`, {
+    const res = await fetch(`${inferline.url}/api/ml/sentiment`, {
       method: "POST",
       headers: { "content-type": "text/plain" },
       body: "text=hello",
@@ -71,7 +62,7 @@ describe("client errors", () => {
   });
 
   it("body over the limit → 413 payload_too_large", async () => {
-    const r = await call(api.url, "POST", "/api/ml/sentiment", { text: "x".repeat(5000) });
+    const r = await call(inferline.url, "POST", "/api/ml/sentiment", { text: "x".repeat(5000) });
     assert.equal(r.status, 413);
     assert.equal(code(r), "payload_too_large");
   });
@@ -82,26 +73,26 @@ describe("client errors", () => {
       "sentiment.00000000000000000000000000000000",
       "ghost.00000000000000000000000000000000",
     ]) {
-      const r = await call(api.url, "GET", `/api/results/${id}`);
+      const r = await call(inferline.url, "GET", `/api/results/${id}`);
       assert.equal(r.status, 404);
       assert.equal(code(r), "job_not_found");
     }
-    const r = await call(api.url, "GET", "/api/nothing");
+    const r = await call(inferline.url, "GET", "/api/nothing");
     assert.equal(r.status, 404);
     assert.equal(code(r), "route_not_found");
   });
 
   it("errors carry a request id and never a stack trace", async () => {
-    const r = await call(api.url, "POST", "/api/ml/sentiment", "{bad");
+    const r = await call(inferline.url, "POST", "/api/ml/sentiment", "{bad");
     assert.ok(r.headers.get("x-request-id"));
     assert.doesNotMatch(JSON.stringify(r.body), /at .*\.(ts|js):\d+/);
   });
 
   it("rejected requests queue nothing", async () => {
     const { Redis } = await import("ioredis");
-    const redis = new Redis(testConfig(prefix).redisUrl);
+    const redis = new Redis(testConfig(inferline.prefix).redisUrl);
     try {
-      const keys = await redis.keys(`${prefix}:*:id`);
+      const keys = await redis.keys(`${inferline.prefix}:*:id`);
       assert.deepEqual(keys, []);
     } finally {
       redis.disconnect();

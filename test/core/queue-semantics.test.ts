@@ -1,25 +1,16 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { describe, it } from "node:test";
 import { testConfig, testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
+import { useInferline } from "../support/inferline.js";
 import { spawnWorker, stop } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
 
 describe("queue semantics", () => {
-  const prefix = uniquePrefix("queue");
-  let api: ApiHandle;
-  before(async () => {
-    api = await startApi(testConfig(prefix));
-  });
-  after(async () => {
-    await api.close();
-    await cleanupPrefix(prefix);
-  });
+  const inferline = useInferline("queue");
 
   it("2,000 concurrent submits get 2,000 distinct job ids", async () => {
     const replies = await Promise.all(
-      Array.from({ length: 2000 }, (_, i) => call(api.url, "POST", "/api/ml/echo", { value: i })),
+      Array.from({ length: 2000 }, (_, i) => call(inferline.url, "POST", "/api/ml/echo", { value: i })),
     );
     assert.ok(replies.every((r) => r.status === 202));
     const ids = new Set(replies.map((r) => r.body.job_id as string));
@@ -27,47 +18,56 @@ describe("queue semantics", () => {
     // Each id holds the input it was given: no two submits shared a job.
     const sample = replies.filter((_, i) => i % 400 === 0);
     for (const r of sample) {
-      const g = await call(api.url, "GET", `/api/results/${String(r.body.job_id)}`);
+      const g = await call(inferline.url, "GET", `/api/results/${String(r.body.job_id)}`);
       assert.equal(g.body.status, "queued");
     }
     // Not left for later tests' workers.
     const { Redis } = await import("ioredis");
-    const redis = new Redis(testConfig(prefix).redisUrl);
-    await redis.del(`${prefix}:{echo}:prioritized`);
+    const redis = new Redis(testConfig(inferline.prefix).redisUrl);
+    await redis.del(`${inferline.prefix}:{echo}:prioritized`);
     redis.disconnect();
   });
 
   it("cancels a queued job; a canceled or finished job cannot be canceled again", async () => {
-    const r = await call(api.url, "POST", "/api/ml/sentiment", { text: "cancel me" });
+    const r = await call(inferline.url, "POST", "/api/ml/sentiment", { text: "cancel me" });
     const id = r.body.job_id as string;
-    const d = await call(api.url, "DELETE", `/api/results/${id}`);
+    const d = await call(inferline.url, "DELETE", `/api/results/${id}`);
     assert.equal(d.status, 200);
     assert.equal(d.body.status, "canceled");
-    const g = await call(api.url, "GET", `/api/results/${id}`);
+    const g = await call(inferline.url, "GET", `/api/results/${id}`);
     assert.equal(g.status, 200);
     assert.equal(g.body.status, "canceled");
-    const again = await call(api.url, "DELETE", `/api/results/${id}`);
+    const again = await call(inferline.url, "DELETE", `/api/results/${id}`);
     assert.equal(again.status, 200);
-    const missing = await call(api.url, "DELETE", "/api/results/sentiment.00000000000000000000000000000000");
+    const missing = await call(
+      inferline.url,
+      "DELETE",
+      "/api/results/sentiment.00000000000000000000000000000000",
+    );
     assert.equal(missing.status, 404);
   });
 
   it("runs high-priority jobs queued behind low ones first, and a canceled job never runs", async () => {
     const lows = [];
     for (let i = 0; i < 4; i++)
-      lows.push(await call(api.url, "POST", "/api/ml/sentiment?priority=low", { text: `low ${i}` }));
-    const canceled = await call(api.url, "POST", "/api/ml/sentiment?priority=high", { text: "never" });
-    await call(api.url, "DELETE", `/api/results/${String(canceled.body.job_id)}`);
+      lows.push(await call(inferline.url, "POST", "/api/ml/sentiment?priority=low", { text: `low ${i}` }));
+    const canceled = await call(inferline.url, "POST", "/api/ml/sentiment?priority=high", { text: "never" });
+    await call(inferline.url, "DELETE", `/api/results/${String(canceled.body.job_id)}`);
     const highs = [];
     for (let i = 0; i < 4; i++)
-      highs.push(await call(api.url, "POST", "/api/ml/sentiment?priority=high", { text: `high ${i}` }));
-    const normal = await call(api.url, "POST", "/api/ml/sentiment", { text: "normal" });
+      highs.push(await call(inferline.url, "POST", "/api/ml/sentiment?priority=high", { text: `high ${i}` }));
+    const normal = await call(inferline.url, "POST", "/api/ml/sentiment", { text: "normal" });
 
-    const worker = await spawnWorker(testEnv(prefix), ["--models", "sentiment", "--concurrency", "1"]);
+    const worker = await spawnWorker(testEnv(inferline.prefix), [
+      "--models",
+      "sentiment",
+      "--concurrency",
+      "1",
+    ]);
     try {
       const order: string[] = [];
       for (const r of [...lows, ...highs, normal]) {
-        const g = await call(api.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, {
+        const g = await call(inferline.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, {
           prefer: "wait=20",
         });
         assert.equal(g.body.status, "completed");
@@ -91,18 +91,18 @@ describe("queue semantics", () => {
   });
 
   it("a running job cannot be canceled (409)", async () => {
-    const worker = await spawnWorker(testEnv(prefix), ["--models", "echo"]);
+    const worker = await spawnWorker(testEnv(inferline.prefix), ["--models", "echo"]);
     try {
-      const r = await call(api.url, "POST", "/api/ml/echo", { text: "busy", sleep_ms: 1500 });
+      const r = await call(inferline.url, "POST", "/api/ml/echo", { text: "busy", sleep_ms: 1500 });
       const id = r.body.job_id as string;
       for (let i = 0; i < 100; i++) {
-        if ((await call(api.url, "GET", `/api/results/${id}`)).body.status === "active") break;
+        if ((await call(inferline.url, "GET", `/api/results/${id}`)).body.status === "active") break;
         await new Promise((res) => setTimeout(res, 20));
       }
-      const d = await call(api.url, "DELETE", `/api/results/${id}`);
+      const d = await call(inferline.url, "DELETE", `/api/results/${id}`);
       assert.equal(d.status, 409);
       assert.equal((d.body.error as { code: string }).code, "job_not_cancelable");
-      const g = await call(api.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=10" });
+      const g = await call(inferline.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=10" });
       assert.equal(g.body.status, "completed");
     } finally {
       await stop(worker);

@@ -1,29 +1,23 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
-import { testConfig, testEnv } from "../support/config.js";
+import { describe, it } from "node:test";
+import { testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
+import { useInferline } from "../support/inferline.js";
 import { spawnWorker, stop } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
 
 describe("worker processes", () => {
-  const prefix = uniquePrefix("lifecycle");
+  const inferline = useInferline("lifecycle");
   // Short leases so a killed worker's job is redelivered within a couple of seconds.
-  const env = testEnv(prefix, { WORKER_LOCK_DURATION_MS: "1000", WORKER_STALLED_INTERVAL_MS: "500" });
-  let api: ApiHandle;
-  before(async () => {
-    api = await startApi(testConfig(prefix));
-  });
-  after(async () => {
-    await api.close();
-    await cleanupPrefix(prefix);
+  const env = testEnv(inferline.prefix, {
+    WORKER_LOCK_DURATION_MS: "1000",
+    WORKER_STALLED_INTERVAL_MS: "500",
   });
 
   it("kill -9 mid-job: the job completes on another worker", async () => {
     const a = await spawnWorker(env, ["--models", "echo"]);
     const b = await spawnWorker(env, ["--models", "echo"]);
     try {
-      const r = await call(api.url, "POST", "/api/ml/echo", { text: "survive", sleep_ms: 2000 });
+      const r = await call(inferline.url, "POST", "/api/ml/echo", { text: "survive", sleep_ms: 2000 });
       const id = r.body.job_id as string;
       const started = await Promise.race(
         [a, b].map((w) => w.waitForLine((l) => l.event === "job_started" && l.job_id === id).then(() => w)),
@@ -31,7 +25,7 @@ describe("worker processes", () => {
       const survivor = started === a ? b : a;
       started.kill("SIGKILL");
       await started.exited;
-      const g = await call(api.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=20" });
+      const g = await call(inferline.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=20" });
       assert.equal(g.body.status, "completed");
       assert.deepEqual(g.body.result, { echo: "survive", attempt: 1 });
       await survivor.waitForLine((l) => l.event === "job_completed" && l.job_id === id);
@@ -44,7 +38,7 @@ describe("worker processes", () => {
     const w = await spawnWorker(env, ["--models", "echo", "--concurrency", "8"]);
     const replies = await Promise.all(
       Array.from({ length: 6 }, (_, i) =>
-        call(api.url, "POST", "/api/ml/echo", { value: i, sleep_ms: 1200 }),
+        call(inferline.url, "POST", "/api/ml/echo", { value: i, sleep_ms: 1200 }),
       ),
     );
     await w.waitForLine((l) => l.event === "job_started");
@@ -57,7 +51,7 @@ describe("worker processes", () => {
     const next = await spawnWorker(env, ["--models", "echo"]);
     try {
       for (const r of replies) {
-        const g = await call(api.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, {
+        const g = await call(inferline.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, {
           prefer: "wait=20",
         });
         assert.equal(g.body.status, "completed");
@@ -72,7 +66,7 @@ describe("worker processes", () => {
     const w = await spawnWorker({ ...env, WORKER_MAX_JOBS: "3" }, ["--models", "echo", "--concurrency", "1"]);
     const replies = await Promise.all(
       Array.from({ length: 3 }, (_, i) =>
-        call(api.url, "POST", "/api/ml/echo", { value: i }, { prefer: "wait=10" }),
+        call(inferline.url, "POST", "/api/ml/echo", { value: i }, { prefer: "wait=10" }),
       ),
     );
     assert.ok(replies.every((r) => r.body.status === "completed"));

@@ -1,29 +1,23 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { after, describe, it } from "node:test";
 import { recipe } from "../../src/training/recipes.js";
 import { datasetSplit } from "../../src/training/train.js";
-import { testConfig, testEnv } from "../support/config.js";
+import { testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
+import { useInferline } from "../support/inferline.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
 import { closeTo, ONNX_MODELS, referenceModel } from "./reference.js";
 
 const SERVED = [...ONNX_MODELS, "echo"];
 
 void describe("dynamic batching under load", () => {
-  const prefix = uniquePrefix("onnx-batch");
-  let api: ApiHandle;
+  // The test starts these once the queues are full; registered before useInferline's hooks, this
+  // `after` stops them before the API closes.
   const workers: Spawned[] = [];
-
-  before(async () => {
-    api = await startApi(testConfig(prefix, { MODELS: SERVED.join(",") }));
-  });
   after(async () => {
     await Promise.all(workers.map((w) => stop(w)));
-    await api.close();
-    await cleanupPrefix(prefix);
   });
+  const inferline = useInferline("onnx-batch", { env: { MODELS: SERVED.join(",") } });
 
   void it("1,000 concurrent mixed requests each get their own answer; a poison input fails alone; batches form", async () => {
     type Case = { model: string; input: Record<string, unknown>; expected: unknown; poison?: boolean };
@@ -47,19 +41,19 @@ void describe("dynamic batching under load", () => {
     cases.sort((a, b) => hash(JSON.stringify(a.input)) - hash(JSON.stringify(b.input)));
 
     const accepted = await Promise.all(
-      cases.map((c) => call(api.url, "POST", `/api/ml/${c.model}`, c.input)),
+      cases.map((c) => call(inferline.url, "POST", `/api/ml/${c.model}`, c.input)),
     );
     for (const r of accepted) assert.ok(r.status === 202 || r.status === 200, JSON.stringify(r.body));
     // Workers start on full queues, so batches form however fast the requests came in.
     for (let i = 0; i < 2; i++)
       workers.push(
-        await spawnWorker(testEnv(prefix, { MODELS: SERVED.join(","), WORKER_CONCURRENCY: "32" })),
+        await spawnWorker(testEnv(inferline.prefix, { MODELS: SERVED.join(","), WORKER_CONCURRENCY: "32" })),
       );
 
     const results = await Promise.all(
       accepted.map(async (r) => {
         if (r.status === 200) return r.body;
-        const g = await call(api.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, {
+        const g = await call(inferline.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, {
           prefer: "wait=60",
         });
         assert.equal(g.status, 200, JSON.stringify(g.body));

@@ -1,28 +1,13 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { describe, it } from "node:test";
 import { recipe } from "../../src/training/recipes.js";
 import { datasetSplit } from "../../src/training/train.js";
-import { testConfig, testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
-import { spawnWorker, stop, type Spawned } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { useInferline } from "../support/inferline.js";
 import { closeTo, ONNX_MODELS, predict, referenceModel } from "./reference.js";
 
 void describe("built-in ONNX models through HTTP → queue → worker", () => {
-  const prefix = uniquePrefix("onnx-serve");
-  let api: ApiHandle;
-  let worker: Spawned;
-
-  before(async () => {
-    api = await startApi(testConfig(prefix, { MODELS: ONNX_MODELS.join(",") }));
-    worker = await spawnWorker(testEnv(prefix, { MODELS: ONNX_MODELS.join(",") }));
-  });
-  after(async () => {
-    await stop(worker);
-    await api.close();
-    await cleanupPrefix(prefix);
-  });
+  const inferline = useInferline("onnx-serve", { env: { MODELS: ONNX_MODELS.join(",") }, worker: true });
 
   for (const name of ONNX_MODELS) {
     void it(`${name}: the served answer equals the training code's prediction within 1e-5`, async () => {
@@ -30,7 +15,7 @@ void describe("built-in ONNX models through HTTP → queue → worker", () => {
       const { test } = await datasetSplit(recipe(name));
       const inputs = test.slice(0, 8).map((e) => e.input);
       for (const input of inputs) {
-        const r = await predict(api.url, name, input);
+        const r = await predict(inferline.url, name, input);
         assert.equal(r.status, 200, JSON.stringify(r.body));
         assert.equal(r.body.status, "completed");
         const expected = ref.predict(input);
@@ -148,7 +133,7 @@ void describe("built-in ONNX models through HTTP → queue → worker", () => {
   for (const [name, cases] of Object.entries(bad)) {
     void it(`${name}: wrong input gets 422 naming the field`, async () => {
       for (const [what, input, field] of cases) {
-        const r = await call(api.url, "POST", `/api/ml/${name}`, input);
+        const r = await call(inferline.url, "POST", `/api/ml/${name}`, input);
         assert.equal(r.status, 422, `${what}: ${JSON.stringify(r.body)}`);
         const error = r.body.error as {
           code: string;
@@ -163,7 +148,7 @@ void describe("built-in ONNX models through HTTP → queue → worker", () => {
   }
 
   void it("GET /api/models shows each ONNX model's schema and held-out metrics", async () => {
-    const r = await call(api.url, "GET", "/api/models/penguins");
+    const r = await call(inferline.url, "GET", "/api/models/penguins");
     assert.equal(r.status, 200);
     const v = (r.body.versions as { kind: string; training: { metrics: { accuracy: number } } }[])[0]!;
     assert.equal(v.kind, "onnx");

@@ -1,36 +1,29 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { describe, it } from "node:test";
 import { accessFor } from "../../src/http/auth.js";
 import { hashKey, KeyRing } from "../../src/security/keys.js";
 import { SessionSigner } from "../../src/security/sessions.js";
 import { testConfig } from "../support/config.js";
 import { call } from "../support/http.js";
+import { useInferline } from "../support/inferline.js";
 import { spawnCli } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
 import { bearer, testKeys } from "./support.js";
 
 const code = (body: Record<string, unknown>) => (body.error as { code?: string } | undefined)?.code;
 
 void describe("API keys", () => {
-  const prefix = uniquePrefix("sec-auth");
   const keys = testKeys();
-  let api: ApiHandle;
-  before(async () => {
-    api = await startApi(testConfig(prefix, { ...keys.env, MODELS: "echo", MODEL_RELOAD_TIMEOUT_MS: "100" }));
-  });
-  after(async () => {
-    await api.close();
-    await cleanupPrefix(prefix);
+  const inferline = useInferline("sec-auth", {
+    env: { ...keys.env, MODELS: "echo", MODEL_RELOAD_TIMEOUT_MS: "100" },
   });
   const echo = (headers: Record<string, string>) =>
-    call(api.url, "POST", "/api/ml/echo", { text: "hi" }, headers);
+    call(inferline.url, "POST", "/api/ml/echo", { text: "hi" }, headers);
   const reload = (headers: Record<string, string>) =>
-    call(api.url, "POST", "/api/admin/models/reload", undefined, headers);
+    call(inferline.url, "POST", "/api/admin/models/reload", undefined, headers);
 
   void it("probes are open without a key", async () => {
-    assert.equal((await call(api.url, "GET", "/health/live")).status, 200);
-    assert.notEqual((await call(api.url, "GET", "/health/ready")).status, 401);
+    assert.equal((await call(inferline.url, "GET", "/health/live")).status, 200);
+    assert.notEqual((await call(inferline.url, "GET", "/health/ready")).status, 401);
   });
 
   void it("no key: 401 with WWW-Authenticate and the catalog's code", async () => {
@@ -49,7 +42,10 @@ void describe("API keys", () => {
   void it("a predict key submits, as Bearer or X-API-Key", async () => {
     assert.equal((await echo(bearer(keys.predict))).status, 202);
     assert.equal((await echo({ "x-api-key": keys.predict })).status, 202);
-    assert.equal((await call(api.url, "GET", "/api/models", undefined, bearer(keys.predict))).status, 200);
+    assert.equal(
+      (await call(inferline.url, "GET", "/api/models", undefined, bearer(keys.predict))).status,
+      200,
+    );
   });
 
   void it("a predict key on an admin route: 403", async () => {
@@ -66,15 +62,21 @@ void describe("API keys", () => {
   });
 
   void it("unknown routes need a key before they answer 404", async () => {
-    assert.equal((await call(api.url, "GET", "/nothing-here")).status, 401);
-    assert.equal((await call(api.url, "GET", "/nothing-here", undefined, bearer(keys.predict))).status, 404);
+    assert.equal((await call(inferline.url, "GET", "/nothing-here")).status, 401);
+    assert.equal(
+      (await call(inferline.url, "GET", "/nothing-here", undefined, bearer(keys.predict))).status,
+      404,
+    );
   });
 
   void it("dashboard: a browser without a session is sent to the sign-in form", async () => {
-    const res = await fetch(`${api.url}/dashboard`, { headers: { accept: "text/html" }, redirect: "manual" });
+    const res = await fetch(`${inferline.url}/dashboard`, {
+      headers: { accept: "text/html" },
+      redirect: "manual",
+    });
     assert.equal(res.status, 303);
     assert.equal(res.headers.get("location"), "/dashboard/login");
-    const form = await fetch(`${api.url}/dashboard/login`);
+    const form = await fetch(`${inferline.url}/dashboard/login`);
     assert.equal(form.status, 200);
     assert.match(await form.text(), /<form method="post" action="\/dashboard\/login">/);
     const csp = form.headers.get("content-security-policy") ?? "";
@@ -85,7 +87,7 @@ void describe("API keys", () => {
   });
 
   const login = (key: string, headers: Record<string, string> = {}) =>
-    fetch(`${api.url}/dashboard/login`, {
+    fetch(`${inferline.url}/dashboard/login`, {
       method: "POST",
       headers: { "content-type": "application/x-www-form-urlencoded", ...headers },
       body: new URLSearchParams({ key }).toString(),
@@ -113,7 +115,7 @@ void describe("API keys", () => {
   });
 
   void it("responses carry no stack traces or internal messages", async () => {
-    const r = await call(api.url, "POST", "/api/ml/echo", "{bad json", bearer(keys.predict));
+    const r = await call(inferline.url, "POST", "/api/ml/echo", "{bad json", bearer(keys.predict));
     assert.equal(r.status, 400);
     assert.doesNotMatch(JSON.stringify(r.body), /\bat .+\.(js|ts):\d+|node_modules|\/src\//);
   });

@@ -1,43 +1,33 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import Fastify from "fastify";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { BatchTooLargeError } from "../../src/errors/catalog.js";
 import { installErrorHandling } from "../../src/http/error-handler.js";
 import { jsonTooDeep, StreamSlots } from "../../src/security/index.js";
-import { testConfig } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { useInferline } from "../support/inferline.js";
 
 const code = (body: Record<string, unknown>) => (body.error as { code?: string } | undefined)?.code;
 const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
 
 void describe("request limits", () => {
-  const prefix = uniquePrefix("sec-limits");
-  let api: ApiHandle;
-  before(async () => {
-    api = await startApi(
-      testConfig(prefix, {
-        MODELS: "echo,sentiment",
-        BODY_LIMIT_BYTES: "65536",
-        JSON_MAX_DEPTH: "16",
-        WAIT_MAX_SECONDS: "1",
-      }),
-    );
-  });
-  after(async () => {
-    await api.close();
-    await cleanupPrefix(prefix);
+  const inferline = useInferline("sec-limits", {
+    env: {
+      MODELS: "echo,sentiment",
+      BODY_LIMIT_BYTES: "65536",
+      JSON_MAX_DEPTH: "16",
+      WAIT_MAX_SECONDS: "1",
+    },
   });
 
   void it("JSON deeper than JSON_MAX_DEPTH: 400 json_too_deep, before parsing", async () => {
-    const deep = await call(api.url, "POST", "/api/ml/echo", `{"value":${nested(40)}}`);
+    const deep = await call(inferline.url, "POST", "/api/ml/echo", `{"value":${nested(40)}}`);
     assert.equal(deep.status, 400);
     assert.equal(code(deep.body), "json_too_deep");
-    const hostile = await call(api.url, "POST", "/api/ml/echo", `{"value":${nested(30_000)}}`);
+    const hostile = await call(inferline.url, "POST", "/api/ml/echo", `{"value":${nested(30_000)}}`);
     assert.equal(code(hostile.body), "json_too_deep");
     const fine = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/echo",
       `{"value":${nested(10)},"text":"[[[[[[[[[[[[[[[[[[[["}`,
@@ -46,13 +36,13 @@ void describe("request limits", () => {
   });
 
   void it("a body over BODY_LIMIT_BYTES: 413 payload_too_large", async () => {
-    const r = await call(api.url, "POST", "/api/ml/echo", { text: "x".repeat(70_000) });
+    const r = await call(inferline.url, "POST", "/api/ml/echo", { text: "x".repeat(70_000) });
     assert.equal(r.status, 413);
     assert.equal(code(r.body), "payload_too_large");
   });
 
   void it("text over the model's maxLength: 422 invalid_input", async () => {
-    const r = await call(api.url, "POST", "/api/ml/sentiment", { text: "a".repeat(20_001) });
+    const r = await call(inferline.url, "POST", "/api/ml/sentiment", { text: "a".repeat(20_001) });
     assert.equal(r.status, 422);
     assert.equal(code(r.body), "invalid_input");
   });
@@ -60,7 +50,7 @@ void describe("request limits", () => {
   void it("Prefer: wait is capped at WAIT_MAX_SECONDS", async () => {
     const started = Date.now();
     const r = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/echo",
       { text: "slow", sleep_ms: 30_000 },
@@ -78,24 +68,16 @@ void describe("request limits", () => {
 });
 
 void describe("open event streams over HTTP", () => {
-  const prefix = uniquePrefix("sec-sse");
-  let api: ApiHandle;
-  before(async () => {
-    api = await startApi(testConfig(prefix, { MODELS: "echo", SSE_MAX_STREAMS: "1" }));
-  });
-  after(async () => {
-    await api.close();
-    await cleanupPrefix(prefix);
-  });
+  const inferline = useInferline("sec-sse", { env: { MODELS: "echo", SSE_MAX_STREAMS: "1" } });
 
   void it("a stream beyond SSE_MAX_STREAMS gets 429 too_many_streams; closing one frees its slot", async () => {
-    const job = await call(api.url, "POST", "/api/ml/echo", { text: "nobody runs me" });
+    const job = await call(inferline.url, "POST", "/api/ml/echo", { text: "nobody runs me" });
     assert.equal(job.status, 202);
-    const events = `${api.url}/api/results/${String(job.body.job_id)}/events`;
+    const events = `${inferline.url}/api/results/${String(job.body.job_id)}/events`;
     const first = new AbortController();
     const open = await fetch(events, { signal: first.signal });
     assert.equal(open.status, 200);
-    const refused = await call(api.url, "GET", `/api/results/${String(job.body.job_id)}/events`);
+    const refused = await call(inferline.url, "GET", `/api/results/${String(job.body.job_id)}/events`);
     assert.equal(refused.status, 429);
     assert.equal(code(refused.body), "too_many_streams");
     assert.ok(Number(refused.headers.get("retry-after")) >= 1);

@@ -3,11 +3,9 @@ import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { chromium, type Browser } from "playwright-core";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
-import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
-import { ROOT, spawnWorker, stop, type Spawned } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { useInferline } from "../support/inferline.js";
+import { ROOT } from "../support/processes.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 const ENV = { MODELS: "sentiment,echo,cars-mpg", JOB_ATTEMPTS: "1", STATS_FLUSH_INTERVAL_MS: "100" };
@@ -35,23 +33,17 @@ describe(
   "dashboard in headless Chromium after real traffic",
   { skip: !existsSync(CHROMIUM) && `${CHROMIUM} missing` },
   () => {
-    const prefix = uniquePrefix("dashboard");
-    let api: ApiHandle;
-    let worker: Spawned;
     let browser: Browser;
+    // Registered before useInferline's hooks: the browser closes before the API does.
+    after(async () => {
+      await browser?.close();
+    });
+    const inferline = useInferline("dashboard", { env: ENV, worker: true });
     before(async () => {
-      api = await startApi(testConfig(prefix, ENV));
-      worker = await spawnWorker(testEnv(prefix, ENV));
       browser = await chromium.launch({
         executablePath: CHROMIUM,
         args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
       });
-    });
-    after(async () => {
-      await browser?.close();
-      await stop(worker);
-      await api.close();
-      await cleanupPrefix(prefix);
     });
 
     it("panels show the traffic, charts draw, no console errors, retry works; saves the screenshot", async () => {
@@ -60,7 +52,7 @@ describe(
       await Promise.all(
         Array.from({ length: 30 }, async (_, i) => {
           const r = await call(
-            api.url,
+            inferline.url,
             "POST",
             "/api/ml/sentiment",
             { text: `${TEXTS[i % TEXTS.length]} #${i}` },
@@ -72,7 +64,7 @@ describe(
       await Promise.all(
         Array.from({ length: 12 }, async (_, i) => {
           const r = await call(
-            api.url,
+            inferline.url,
             "POST",
             "/api/ml/cars-mpg",
             { ...CAR, weight_lbs: 2000 + i * 150 },
@@ -81,15 +73,15 @@ describe(
           done.push({ id: r.body.job_id as string, value: (r.body.result as { value: number }).value });
         }),
       );
-      for (let i = 0; i < 20; i++) await call(api.url, "POST", "/api/ml/echo", { text: `e${i}` }, wait);
+      for (let i = 0; i < 20; i++) await call(inferline.url, "POST", "/api/ml/echo", { text: `e${i}` }, wait);
       for (let i = 0; i < 2; i++)
-        await call(api.url, "POST", "/api/ml/echo", { text: `x${i}`, fail: "error" }, wait);
+        await call(inferline.url, "POST", "/api/ml/echo", { text: `x${i}`, fail: "error" }, wait);
       // Ground truth for some: labels agree for most, values are off by a little.
       for (const [i, d] of done.entries()) {
         if (i % 3 !== 0) continue;
         const body =
           d.label !== undefined ? { label: i % 6 === 0 ? d.label : "neutral" } : { value: d.value! + 1.5 };
-        assert.equal((await call(api.url, "POST", `/api/results/${d.id}/feedback`, body)).status, 201);
+        assert.equal((await call(inferline.url, "POST", `/api/results/${d.id}/feedback`, body)).status, 201);
       }
 
       const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
@@ -98,7 +90,7 @@ describe(
         if (m.type() === "error") errors.push(m.text());
       });
       page.on("pageerror", (e) => errors.push(e.message));
-      const res = await page.goto(`${api.url}/dashboard`);
+      const res = await page.goto(`${inferline.url}/dashboard`);
       assert.equal(res?.status(), 200);
       await page.waitForSelector("body[data-ready=true]", { timeout: 15_000 });
 

@@ -3,8 +3,9 @@ import { after, before, describe, it } from "node:test";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
+import { useInferline } from "../support/inferline.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
-import { cleanupPrefix, ownRedis, uniquePrefix, type OwnRedis } from "../support/redis.js";
+import { ownRedis, uniquePrefix, type OwnRedis } from "../support/redis.js";
 
 interface Health {
   status: string;
@@ -32,20 +33,16 @@ const ONLY_ECHO = { MODELS: "echo", JOB_ATTEMPTS: "1" };
 
 describe("health states, each caused for real", () => {
   describe("warm-up, healthy, degraded and unhealthy as workers come and go", () => {
-    const prefix = uniquePrefix("health-life");
-    let api: ApiHandle;
+    // The tests start and kill this worker; should one fail half way, this `after` stops it before
+    // useInferline's closes the API (hooks run in the order they were registered).
     let worker: Spawned | undefined;
-    before(async () => {
-      api = await startApi(testConfig(prefix, { ...ONLY_ECHO, HEALTH_WARMUP_MS: "60000" }));
-    });
     after(async () => {
       if (worker) await stop(worker);
-      await api.close();
-      await cleanupPrefix(prefix);
     });
+    const inferline = useInferline("health-life", { env: { ...ONLY_ECHO, HEALTH_WARMUP_MS: "60000" } });
 
     it("a fresh process with no worker yet is warming_up and not ready, but live", async () => {
-      const h = await health(api.url);
+      const h = await health(inferline.url);
       assert.equal(h.body.status, "warming_up");
       assert.match(h.body.reasons.join("\n"), /waiting for workers/);
       assert.equal(h.ready, 503);
@@ -53,11 +50,14 @@ describe("health states, each caused for real", () => {
     });
 
     it("idle with a live worker: healthy and ready", async () => {
-      worker = await spawnWorker(testEnv(prefix, ONLY_ECHO));
-      const h = await until(api.url, "healthy");
+      worker = await spawnWorker(testEnv(inferline.prefix, ONLY_ECHO));
+      const h = await until(inferline.url, "healthy");
       assert.deepEqual(h.body.reasons, []);
       assert.equal(h.ready, 200);
-      const full = (await call(api.url, "GET", "/health")).body as Record<string, Record<string, unknown>>;
+      const full = (await call(inferline.url, "GET", "/health")).body as Record<
+        string,
+        Record<string, unknown>
+      >;
       assert.equal(full.system!.active_workers, 1);
       assert.equal((full.models!.echo as { workers: number }).workers, 1);
       for (const k of ["depth", "retrying", "failed", "avg_processing_ms", "oldest_waiting_age_seconds"])
@@ -70,42 +70,34 @@ describe("health states, each caused for real", () => {
       await worker!.exited;
       worker = undefined;
       // The heartbeat expires after three intervals; then nobody serves echo.
-      let h = await until(api.url, "degraded");
+      let h = await until(inferline.url, "degraded");
       assert.match(h.body.reasons.join("\n"), /no active worker/);
       assert.equal(h.ready, 200);
 
-      const queued = await call(api.url, "POST", "/api/ml/echo", { text: "nobody home" });
+      const queued = await call(inferline.url, "POST", "/api/ml/echo", { text: "nobody home" });
       assert.equal(queued.status, 202);
-      h = await until(api.url, "unhealthy");
+      h = await until(inferline.url, "unhealthy");
       assert.match(h.body.reasons.join("\n"), /1 job\(s\) waiting for echo and no live worker/);
       assert.equal(h.ready, 503);
       assert.equal(h.live, 200);
-      const full = (await call(api.url, "GET", "/health")).body as Record<string, Record<string, number>>;
+      const full = (await call(inferline.url, "GET", "/health")).body as Record<
+        string,
+        Record<string, number>
+      >;
       assert.equal(full.queue!.depth, 1);
       assert.ok(full.queue!.oldest_waiting_age_seconds! > 0);
     });
   });
 
   describe("error rate over the recent-jobs window", () => {
-    const prefix = uniquePrefix("health-errors");
     const env = { ...ONLY_ECHO, STATS_FLUSH_INTERVAL_MS: "100", HEALTH_ERROR_MIN_JOBS: "10" };
-    let api: ApiHandle;
-    let worker: Spawned;
-    before(async () => {
-      api = await startApi(testConfig(prefix, env));
-      worker = await spawnWorker(testEnv(prefix, env));
-    });
-    after(async () => {
-      await stop(worker);
-      await api.close();
-      await cleanupPrefix(prefix);
-    });
+    const inferline = useInferline("health-errors", { env, worker: true });
 
     const send = (n: number, fail: boolean, tag: string) =>
       Promise.all(
         Array.from({ length: n }, (_, i) =>
           call(
-            api.url,
+            inferline.url,
             "POST",
             "/api/ml/echo",
             fail ? { text: `${tag}-${i}`, fail: "error" } : { text: `${tag}-${i}` },
@@ -115,47 +107,37 @@ describe("health states, each caused for real", () => {
       );
 
     it("over 5% failed: degraded, still ready", async () => {
-      await until(api.url, "healthy");
+      await until(inferline.url, "healthy");
       await send(18, false, "ok");
       await send(2, true, "bad"); // 10%
-      const h = await until(api.url, "degraded");
+      const h = await until(inferline.url, "degraded");
       assert.match(h.body.reasons.join("\n"), /error rate 10\.0% of the last 20 jobs failed/);
       assert.equal(h.ready, 200);
     });
 
     it("over 20% failed: unhealthy, not ready", async () => {
       await send(4, true, "worse"); // 6 of 24 = 25%
-      const h = await until(api.url, "unhealthy");
+      const h = await until(inferline.url, "unhealthy");
       assert.match(h.body.reasons.join("\n"), /error rate 25\.0% of the last 24 jobs failed/);
       assert.equal(h.ready, 503);
     });
   });
 
   describe("cache hit rate once there are enough lookups", () => {
-    const prefix = uniquePrefix("health-cache");
     const env = { MODELS: "sentiment", STATS_FLUSH_INTERVAL_MS: "100", HEALTH_CACHE_MIN_LOOKUPS: "10" };
-    let api: ApiHandle;
-    let worker: Spawned;
-    before(async () => {
-      api = await startApi(testConfig(prefix, env));
-      worker = await spawnWorker(testEnv(prefix, env));
-    });
-    after(async () => {
-      await stop(worker);
-      await api.close();
-      await cleanupPrefix(prefix);
-    });
+    const inferline = useInferline("health-cache", { env, worker: true });
 
-    const ask = (text: string) => call(api.url, "POST", "/api/ml/sentiment", { text }, { prefer: "wait=10" });
+    const ask = (text: string) =>
+      call(inferline.url, "POST", "/api/ml/sentiment", { text }, { prefer: "wait=10" });
 
     it("under 20% hits: degraded; repeated inputs lift it back to healthy", async () => {
-      await until(api.url, "healthy");
+      await until(inferline.url, "healthy");
       for (let i = 0; i < 10; i++) assert.equal((await ask(`a different sentence, number ${i}`)).status, 200);
-      let h = await until(api.url, "degraded");
+      let h = await until(inferline.url, "degraded");
       assert.match(h.body.reasons.join("\n"), /cache hit rate 0\.0% under 20%/);
       assert.equal(h.ready, 200);
       for (let i = 0; i < 10; i++) assert.equal((await ask("the same sentence again")).status, 200);
-      h = await until(api.url, "healthy"); // 9 hits of 20 lookups
+      h = await until(inferline.url, "healthy"); // 9 hits of 20 lookups
       assert.deepEqual(h.body.reasons, []);
     });
   });

@@ -1,13 +1,11 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { Redis } from "ioredis";
-import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { addTo, bucketOf, percentileOf, type Buckets } from "../../src/telemetry/histogram.js";
 import { StatsReader } from "../../src/telemetry/stats-report.js";
 import { StatsRecorder } from "../../src/telemetry/stats.js";
-import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
-import { spawnWorker, stop, type Spawned } from "../support/processes.js";
+import { useInferline } from "../support/inferline.js";
 import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
 
 describe("mergeable latency histograms", () => {
@@ -70,23 +68,14 @@ describe("stats buckets in Redis", () => {
 });
 
 describe("feedback on results", () => {
-  const prefix = uniquePrefix("feedback");
-  let api: ApiHandle;
-  let worker: Spawned;
-  const env = { MODELS: "sentiment,cars-mpg", STATS_FLUSH_INTERVAL_MS: "100" };
-  before(async () => {
-    api = await startApi(testConfig(prefix, env));
-    worker = await spawnWorker(testEnv(prefix, env));
-  });
-  after(async () => {
-    await stop(worker);
-    await api.close();
-    await cleanupPrefix(prefix);
+  const inferline = useInferline("feedback", {
+    env: { MODELS: "sentiment,cars-mpg", STATS_FLUSH_INTERVAL_MS: "100" },
+    worker: true,
   });
 
   it("counts the truth once per completed job and reports live accuracy next to training", async () => {
     const r = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/sentiment",
       { text: "what a lovely day" },
@@ -94,7 +83,8 @@ describe("feedback on results", () => {
     );
     const id = r.body.job_id as string;
     assert.equal((r.body.result as { label: string }).label, "positive");
-    const fb = (body: unknown, jobId = id) => call(api.url, "POST", `/api/results/${jobId}/feedback`, body);
+    const fb = (body: unknown, jobId = id) =>
+      call(inferline.url, "POST", `/api/results/${jobId}/feedback`, body);
 
     assert.equal((await fb({ label: "joyful" })).status, 422); // not one of the model's labels
     assert.equal((await fb({ value: 3 })).status, 422); // a label model takes a label
@@ -106,7 +96,7 @@ describe("feedback on results", () => {
     assert.equal((await fb({ label: "positive" }, "sentiment.0123456789abcdef0123456789abcdef")).status, 404);
 
     const queued = await call(
-      api.url,
+      inferline.url,
       "POST",
       "/api/ml/cars-mpg?priority=low",
       {
@@ -134,7 +124,7 @@ describe("feedback on results", () => {
     >;
     // Counts reach Redis with each process's next flush.
     const models = await eventually(async () => {
-      const m = (await call(api.url, "GET", "/api/stats?window=5m")).body.models as Models;
+      const m = (await call(inferline.url, "GET", "/api/stats?window=5m")).body.models as Models;
       return m.sentiment && m["cars-mpg"]?.versions["1"]?.feedback.live.count ? m : undefined;
     });
     assert.deepEqual(models.sentiment!.versions["1"]!.feedback.live, { count: 1, accuracy: 1 });
