@@ -24,7 +24,7 @@ export interface ApiHandle {
 /** Composition root of an API process: wires config → Redis → services → HTTP, and back down. */
 export async function startApi(
   config: Config,
-  logger: Logger = createLogger(config, { role: "api" }),
+  logger: Logger = createLogger(config, { role: "api" }, { buffered: true }),
 ): Promise<ApiHandle> {
   const catalog = await ModelCatalog.load(config.MODEL_REPOSITORY, config.MODELS);
   for (const p of catalog.problems) logger.warn({ event: "model_skipped", path: p.path }, p.message);

@@ -85,7 +85,7 @@ program
   .action(async (opts: { port?: number }) => {
     const cfg = config();
     const effective = opts.port === undefined ? cfg : Object.freeze({ ...cfg, PORT: opts.port });
-    const logger = createLogger(effective, { role: "api" });
+    const logger = createLogger(effective, { role: "api" }, { buffered: true });
     const handle = await startApi(effective, logger).catch(fail);
     process.send?.({ type: "listening", url: handle.url });
     onSignals(() => handle.close(), logger);
