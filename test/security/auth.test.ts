@@ -62,7 +62,11 @@ void describe("API keys", () => {
   });
 
   void it("unknown routes need a key before they answer 404", async () => {
-    assert.equal((await call(inferline.url, "GET", "/nothing-here")).status, 401);
+    const refused = await call(inferline.url, "GET", "/nothing-here");
+    assert.equal(refused.status, 401);
+    // Security headers go on every answer, errors included.
+    assert.match(refused.headers.get("content-security-policy") ?? "", /default-src 'self'/);
+    assert.equal(refused.headers.get("x-content-type-options"), "nosniff");
     assert.equal(
       (await call(inferline.url, "GET", "/nothing-here", undefined, bearer(keys.predict))).status,
       404,
