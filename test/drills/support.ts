@@ -117,19 +117,22 @@ export interface Settled {
 }
 
 /**
- * Polls every accepted job until it is terminal or `ms` pass; a job still queued/active then,
- * unknown (404) or failed counts as not completed.
+ * Polls every accepted job until it is terminal. A backlog the workers are still working through
+ * is slow, not lost: polling goes on while jobs keep finishing, and gives up once `stallMs` pass
+ * without any finishing (or after ten minutes in all). A job still queued/active then, unknown
+ * (404) or failed counts as not completed.
  */
 export async function settle(
   base: string,
   ids: readonly string[],
-  ms: number,
+  stallMs: number,
   headers: Record<string, string> = {},
 ): Promise<Settled> {
-  const deadline = Date.now() + ms;
+  const cap = Date.now() + 600_000;
+  let deadline = Date.now() + stallMs;
   const final = new Map<string, string>();
   let pending = [...ids];
-  while (pending.length > 0 && Date.now() < deadline) {
+  while (pending.length > 0 && Date.now() < Math.min(deadline, cap)) {
     const next: string[] = [];
     const queue = [...pending];
     await Promise.all(
@@ -141,6 +144,7 @@ export async function settle(
         }
       }),
     );
+    if (next.length < pending.length) deadline = Date.now() + stallMs;
     pending = next;
     if (pending.length > 0) await sleep(250);
   }
