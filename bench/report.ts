@@ -504,7 +504,7 @@ async function main() {
   const busy = all.filter((r) => r.load_average_1m && r.load_average_1m.start > r.machine.cpus);
   if (busy.length > 0) {
     lines.push(
-      `> The machine was shared while these ran (load average above its ${busy[0]!.machine.cpus} cores at the start of: ${busy.map((r) => r.scenario).join(", ")}). Absolute numbers are lower and noisier than on an idle machine; the side-by-side ratios are what to read.`,
+      `> The 1-minute load average was above the machine's ${busy[0]!.machine.cpus} cores at the start of: ${busy.map((r) => r.scenario).join(", ")}. It decays over about a minute, so it also counts the scenario that ran just before; by itself it does not say other work was running. Either way the side-by-side ratios are what to read.`,
       "",
     );
   }
