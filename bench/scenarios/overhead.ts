@@ -1,13 +1,15 @@
 import { randomBytes } from "node:crypto";
 import { Queue, QueueEvents } from "bullmq";
 import { Redis } from "ioredis";
-import { closedLoop, summarize, type Scenario } from "../lib.js";
+import { closedLoop, summarize, type LoopResult, type Scenario } from "../lib.js";
 import { predictAndWait } from "../support/http.js";
 import { meterCpu } from "../support/procstat.js";
 import { benchEnv, startBaseline, startStack, stopChild } from "../support/processes.js";
 import { cleanupPrefix, localRedisPid } from "../support/redis.js";
 
 type Cpu = Record<string, number>;
+
+const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 
 /**
  * What durability and the HTTP contract cost: the same trivial job, the same concurrency, one
@@ -17,8 +19,9 @@ type Cpu = Record<string, number>;
  *  - bare BullMQ: Queue.add + waitUntilFinished on QueueEvents, trivial processor;
  *  - Inferline end to end: HTTP POST /api/ml/echo with `Prefer: wait` (validation, job record,
  *    priority queue, worker, batcher, result), through a separate API process.
- * BullMQ and Inferline are then measured one request at a time too: the round trip of a single
- * job on an idle system, which saturation does not inflate.
+ * BullMQ and Inferline are then measured one request at a time too, taking turns (one BullMQ
+ * round trip, one Inferline round trip, ...) so that drift of the machine hits both alike: the
+ * round trip of a single job on an idle system, which saturation does not inflate.
  */
 export const run: Scenario = async (ctx) => {
   const total = ctx.quick ? 600 : 6000;
@@ -28,7 +31,7 @@ export const run: Scenario = async (ctx) => {
   const url = ctx.redisUrl;
   const rows: Record<string, ReturnType<typeof summarize>> = {};
   const cpu: Record<string, Cpu> = {};
-  const unloaded: Record<string, ReturnType<typeof summarize>> = {};
+  const unloaded: Record<string, LoopResult> = {};
   const redisPid = await localRedisPid(url);
 
   // --- list queue (tutorial)
@@ -62,41 +65,33 @@ export const run: Scenario = async (ctx) => {
     await cleanupPrefix(url, prefix);
   }
 
-  // --- bare BullMQ
-  {
-    const prefix = `bench-bare-${randomBytes(3).toString("hex")}`;
-    const w = await startBaseline("bare", url, prefix, concurrency);
-    // BullMQ leaves connections it was given open: they are closed below.
-    const conns = [new Redis(url), new Redis(url, { maxRetriesPerRequest: null })] as const;
-    const queue = new Queue("bare", { connection: conns[0], prefix });
-    queue.setMaxListeners(0);
-    const events = new QueueEvents("bare", { connection: conns[1], prefix });
-    events.setMaxListeners(0);
-    await events.waitUntilReady();
-    const one = async () => {
-      const job = await queue.add(
-        "x",
-        { text: "hello" },
-        { removeOnComplete: { age: 3600 }, removeOnFail: { age: 3600 } },
-      );
-      await job.waitUntilFinished(events, 10_000);
-    };
-    await closedLoop(concurrency, warm, one);
-    const m = await meterCpu({ worker: w.pid, redis: redisPid }, total, () =>
-      closedLoop(concurrency, total, one, (d) => ctx.progress("bare BullMQ", d, total)),
+  // --- bare BullMQ, kept running (idle) until the one-at-a-time turns after Inferline's run
+  const barePrefix = `bench-bare-${randomBytes(3).toString("hex")}`;
+  const bareWorker = await startBaseline("bare", url, barePrefix, concurrency);
+  // BullMQ leaves connections it was given open: they are closed below.
+  const bareConns = [new Redis(url), new Redis(url, { maxRetriesPerRequest: null })] as const;
+  const bareQueue = new Queue("bare", { connection: bareConns[0], prefix: barePrefix });
+  bareQueue.setMaxListeners(0);
+  const bareEvents = new QueueEvents("bare", { connection: bareConns[1], prefix: barePrefix });
+  bareEvents.setMaxListeners(0);
+  const bareOne = async () => {
+    const job = await bareQueue.add(
+      "x",
+      { text: "hello" },
+      { removeOnComplete: { age: 3600 }, removeOnFail: { age: 3600 } },
+    );
+    await job.waitUntilFinished(bareEvents, 10_000);
+  };
+  try {
+    await bareEvents.waitUntilReady();
+    await closedLoop(concurrency, warm, bareOne);
+    const m = await meterCpu({ worker: bareWorker.pid, redis: redisPid }, total, () =>
+      closedLoop(concurrency, total, bareOne, (d) => ctx.progress("bare BullMQ", d, total)),
     );
     rows["bare BullMQ"] = summarize(m.result);
     cpu["bare BullMQ"] = m.cpu;
-    unloaded["bare BullMQ"] = summarize(await closedLoop(1, solo, one));
-    await events.close();
-    await queue.close();
-    conns.forEach((c) => c.disconnect());
-    await stopChild(w);
-    await cleanupPrefix(url, prefix);
-  }
 
-  // --- Inferline end to end
-  {
+    // --- Inferline end to end
     const prefix = `bench-e2e-${randomBytes(3).toString("hex")}`;
     const stack = await startStack(benchEnv(url, prefix, { MODELS: "echo" }), [
       "--concurrency",
@@ -112,19 +107,40 @@ export const run: Scenario = async (ctx) => {
       );
       rows["Inferline (HTTP, Prefer: wait)"] = summarize(m.result);
       cpu["Inferline (HTTP, Prefer: wait)"] = m.cpu;
-      unloaded["Inferline (HTTP, Prefer: wait)"] = summarize(
-        await closedLoop(1, solo, (i) => one(2 * total + i)),
-      );
+
+      // --- one request at a time, taking turns
+      const turns = { bare: [] as number[], e2e: [] as number[] };
+      const timed = async (into: number[], fn: () => Promise<void>) => {
+        const t0 = performance.now();
+        await fn();
+        into.push(performance.now() - t0);
+      };
+      for (let i = 0; i < solo; i++) {
+        await timed(turns.bare, bareOne);
+        await timed(turns.e2e, () => one(2 * total + i));
+      }
+      unloaded["bare BullMQ"] = { latenciesMs: turns.bare, errors: 0, durationMs: sum(turns.bare) };
+      unloaded["Inferline (HTTP, Prefer: wait)"] = {
+        latenciesMs: turns.e2e,
+        errors: 0,
+        durationMs: sum(turns.e2e),
+      };
     } finally {
       await stack.stop();
       await cleanupPrefix(url, prefix);
     }
+  } finally {
+    await bareEvents.close();
+    await bareQueue.close();
+    bareConns.forEach((c) => c.disconnect());
+    await stopChild(bareWorker);
+    await cleanupPrefix(url, barePrefix);
   }
-
   const bare = rows["bare BullMQ"];
   const e2e = rows["Inferline (HTTP, Prefer: wait)"];
   const ratio = e2e.throughput_per_s / bare.throughput_per_s;
-  const soloBare = unloaded["bare BullMQ"];
+  const soloSummary = Object.fromEntries(Object.entries(unloaded).map(([k, r]) => [k, summarize(r)]));
+  const soloBare = soloSummary["bare BullMQ"]!;
   return {
     name: "overhead",
     tables: [
@@ -145,18 +161,23 @@ export const run: Scenario = async (ctx) => {
         columns: ["system", "client", "API", "worker", "Redis", "sum"],
         rows: Object.entries(cpu).map(([name, c]) => {
           const v = (k: string) => (c[k] === undefined ? "-" : Number(c[k].toFixed(3)));
-          const sum = Object.values(c).reduce((a, b) => a + b, 0);
-          return [name, v("client"), v("api"), v("worker"), v("redis"), Number(sum.toFixed(3))];
+          return [
+            name,
+            v("client"),
+            v("api"),
+            v("worker"),
+            v("redis"),
+            Number(sum(Object.values(c)).toFixed(3)),
+          ];
         }),
       },
       {
-        title: `One request at a time: ${solo} round trips each on an otherwise idle system`,
-        columns: ["system", "p50 ms", "p99 ms", "errors", "p50 vs bare BullMQ"],
-        rows: Object.entries(unloaded).map(([name, s]) => [
+        title: `One request at a time, taking turns: ${solo} round trips each on an otherwise idle system`,
+        columns: ["system", "p50 ms", "p99 ms", "p50 vs bare BullMQ"],
+        rows: Object.entries(soloSummary).map(([name, s]) => [
           name,
           s.p50_ms,
           s.p99_ms,
-          s.errors,
           `${s.p50_ms >= soloBare.p50_ms ? "+" : ""}${(s.p50_ms - soloBare.p50_ms).toFixed(2)} ms`,
         ]),
       },
@@ -168,9 +189,9 @@ export const run: Scenario = async (ctx) => {
       results: rows,
       inferline_vs_bare_throughput: ratio,
       inferline_minus_bare_p50_ms: e2e.p50_ms - bare.p50_ms,
-      unloaded,
+      unloaded: soloSummary,
       inferline_minus_bare_unloaded_p50_ms:
-        unloaded["Inferline (HTTP, Prefer: wait)"].p50_ms - soloBare.p50_ms,
+        soloSummary["Inferline (HTTP, Prefer: wait)"]!.p50_ms - soloBare.p50_ms,
     },
   };
 };
