@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { Queue, QueueEvents } from "bullmq";
 import { Redis } from "ioredis";
-import { closedLoop, summarize, type LoopResult, type Scenario } from "../lib.js";
+import { closedLoop, latencySummary, summarize, type Scenario } from "../lib.js";
 import { predictAndWait } from "../support/http.js";
 import { meterCpu } from "../support/procstat.js";
 import { benchEnv, startBaseline, startStack, stopChild } from "../support/processes.js";
@@ -31,7 +31,7 @@ export const run: Scenario = async (ctx) => {
   const url = ctx.redisUrl;
   const rows: Record<string, ReturnType<typeof summarize>> = {};
   const cpu: Record<string, Cpu> = {};
-  const unloaded: Record<string, LoopResult> = {};
+  const unloaded: Record<string, ReturnType<typeof latencySummary>> = {};
   const redisPid = await localRedisPid(url);
 
   // --- list queue (tutorial)
@@ -119,12 +119,8 @@ export const run: Scenario = async (ctx) => {
         await timed(turns.bare, bareOne);
         await timed(turns.e2e, () => one(2 * total + i));
       }
-      unloaded["bare BullMQ"] = { latenciesMs: turns.bare, errors: 0, durationMs: sum(turns.bare) };
-      unloaded["Inferline (HTTP, Prefer: wait)"] = {
-        latenciesMs: turns.e2e,
-        errors: 0,
-        durationMs: sum(turns.e2e),
-      };
+      unloaded["bare BullMQ"] = latencySummary(turns.bare);
+      unloaded["Inferline (HTTP, Prefer: wait)"] = latencySummary(turns.e2e);
     } finally {
       await stack.stop();
       await cleanupPrefix(url, prefix);
@@ -139,8 +135,7 @@ export const run: Scenario = async (ctx) => {
   const bare = rows["bare BullMQ"];
   const e2e = rows["Inferline (HTTP, Prefer: wait)"];
   const ratio = e2e.throughput_per_s / bare.throughput_per_s;
-  const soloSummary = Object.fromEntries(Object.entries(unloaded).map(([k, r]) => [k, summarize(r)]));
-  const soloBare = soloSummary["bare BullMQ"]!;
+  const soloBare = unloaded["bare BullMQ"];
   return {
     name: "overhead",
     tables: [
@@ -174,7 +169,7 @@ export const run: Scenario = async (ctx) => {
       {
         title: `One request at a time, taking turns: ${solo} round trips each on an otherwise idle system`,
         columns: ["system", "p50 ms", "p99 ms", "p50 vs bare BullMQ"],
-        rows: Object.entries(soloSummary).map(([name, s]) => [
+        rows: Object.entries(unloaded).map(([name, s]) => [
           name,
           s.p50_ms,
           s.p99_ms,
@@ -189,9 +184,9 @@ export const run: Scenario = async (ctx) => {
       results: rows,
       inferline_vs_bare_throughput: ratio,
       inferline_minus_bare_p50_ms: e2e.p50_ms - bare.p50_ms,
-      unloaded: soloSummary,
+      unloaded,
       inferline_minus_bare_unloaded_p50_ms:
-        soloSummary["Inferline (HTTP, Prefer: wait)"]!.p50_ms - soloBare.p50_ms,
+        unloaded["Inferline (HTTP, Prefer: wait)"].p50_ms - soloBare.p50_ms,
     },
   };
 };
