@@ -31,7 +31,7 @@ export async function predictAndWait(
     if (r.status === 200) break;
     if (r.status !== 202) throw new Error(`GET ${r.status}`);
   }
-  if (body.status !== "completed") throw new Error(`job ${String(body.status)}`);
+  if (body.status !== "completed") throw new Error(`job ${String(body.status)}: ${JSON.stringify(body)}`);
   return body;
 }
 
