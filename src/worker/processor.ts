@@ -18,10 +18,10 @@ export interface ProcessorDeps {
   /** Metrics and stats (absent or no-op with METRICS_ENABLED off). */
   readonly telemetry?: WorkerTelemetry;
   /**
-   * Keeps successful results and frees in-flight slots (coalescing): for each model, the cache
-   * on the connection its BullMQ worker completes jobs on.
+   * Keeps successful results and frees in-flight slots (coalescing), on the connection the
+   * BullMQ worker running this processor completes its jobs on.
    */
-  readonly cache: (model: string) => ResultCache;
+  readonly cache: ResultCache;
 }
 
 /**
@@ -40,11 +40,7 @@ export function makeProcessor(deps: ProcessorDeps) {
         { event: "job_expired", queue_wait_ms: startedAt - job.timestamp },
         "job expired before it started",
       );
-      if (job.data.cache)
-        await deps
-          .cache(model)
-          .release(job.data.cache.inflightKey, job.id!)
-          .catch(() => {});
+      if (job.data.cache) await deps.cache.release(job.data.cache.inflightKey, job.id!).catch(() => {});
       throw new UnrecoverableError(
         jobErrors.expired("the deadline passed before a worker could start the job").toReason(),
       );
@@ -77,8 +73,7 @@ export function makeProcessor(deps: ProcessorDeps) {
         // Not awaited: the store goes out on the connection BullMQ marks this job completed on,
         // just before it does, and Redis runs one connection's commands in order, so whoever
         // sees the job completed finds its result cached; the job need not wait a round trip.
-        void deps
-          .cache(model)
+        void deps.cache
           .store(job.data.cache, job.id!, {
             output: out.output,
             job_id: job.id!,
@@ -129,10 +124,7 @@ export function makeProcessor(deps: ProcessorDeps) {
         jobErr.message,
       );
       if (final && job.data.cache)
-        await deps
-          .cache(model)
-          .release(job.data.cache.inflightKey, job.id!)
-          .catch(() => {});
+        await deps.cache.release(job.data.cache.inflightKey, job.id!).catch(() => {});
       if (!jobErr.retryable) throw new UnrecoverableError(jobErr.toReason());
       throw new Error(jobErr.toReason(), { cause: err });
     }

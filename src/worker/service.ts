@@ -63,22 +63,21 @@ export class WorkerService {
     this.heartbeat = setInterval(() => void this.beat(), config.WORKER_HEARTBEAT_INTERVAL_MS);
     this.heartbeat.unref();
     await this.deps.pool.warm(this.deps.models);
-    // Results are stored on the connection their job completes on (see makeProcessor).
-    const connections = new Map(this.deps.models.map((m) => [m, this.deps.connection()] as const));
-    const caches = new Map([...connections].map(([m, c]) => [m, this.deps.cacheOn(c)] as const));
-    const processor = makeProcessor({
-      cache: (model) => caches.get(model)!,
-      workerId: this.id,
-      catalog: this.deps.catalog,
-      validator: this.deps.validator,
-      pool: this.deps.pool,
-      logger,
-      onFinished: (ok) => this.finished(ok),
-      telemetry: this.deps.telemetry,
-    });
     for (const model of this.deps.models) {
+      const connection = this.deps.connection();
+      const processor = makeProcessor({
+        // Results are stored on the connection their job completes on (see makeProcessor).
+        cache: this.deps.cacheOn(connection),
+        workerId: this.id,
+        catalog: this.deps.catalog,
+        validator: this.deps.validator,
+        pool: this.deps.pool,
+        logger,
+        onFinished: (ok) => this.finished(ok),
+        telemetry: this.deps.telemetry,
+      });
       const w = new Worker<JobData, JobResult>(queueName(model), processor, {
-        connection: connections.get(model)!,
+        connection,
         prefix: config.REDIS_KEY_PREFIX,
         concurrency: this.deps.concurrency,
         lockDuration: config.WORKER_LOCK_DURATION_MS,
