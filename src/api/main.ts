@@ -21,11 +21,13 @@ export interface ApiHandle {
   close(): Promise<void>;
 }
 
+/** An API process's logger: buffered, since it writes a line per request. */
+export function apiLogger(config: Config): Logger {
+  return createLogger(config, { role: "api" }, { buffered: true });
+}
+
 /** Composition root of an API process: wires config → Redis → services → HTTP, and back down. */
-export async function startApi(
-  config: Config,
-  logger: Logger = createLogger(config, { role: "api" }, { buffered: true }),
-): Promise<ApiHandle> {
+export async function startApi(config: Config, logger: Logger = apiLogger(config)): Promise<ApiHandle> {
   const catalog = await ModelCatalog.load(config.MODEL_REPOSITORY, config.MODELS);
   for (const p of catalog.problems) logger.warn({ event: "model_skipped", path: p.path }, p.message);
   if (catalog.names().length === 0) throw new Error(`no loadable model in ${config.MODEL_REPOSITORY}`);

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError } from "commander";
-import { startApi } from "../api/main.js";
+import { apiLogger, startApi } from "../api/main.js";
 import { ConfigError, loadConfig, type Config } from "../config/index.js";
 import { configEntry, generateKey } from "../security/keys.js";
 import { RedisNotAvailableError } from "../supervisor/local-redis.js";
@@ -85,7 +85,7 @@ program
   .action(async (opts: { port?: number }) => {
     const cfg = config();
     const effective = opts.port === undefined ? cfg : Object.freeze({ ...cfg, PORT: opts.port });
-    const logger = createLogger(effective, { role: "api" }, { buffered: true });
+    const logger = apiLogger(effective);
     const handle = await startApi(effective, logger).catch(fail);
     process.send?.({ type: "listening", url: handle.url });
     onSignals(() => handle.close(), logger);
