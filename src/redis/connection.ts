@@ -103,7 +103,7 @@ export function createRedis(url: string, role: RedisRole, extra: RedisOptions = 
   const byRole: RedisOptions =
     role === "command"
       ? // No auto-pipelining: requests rarely issue commands in the same tick, and each
-        // pipeline copies every script BullMQ defined on the connection (a cache hit cost 13% more).
+        // pipeline copies every script BullMQ defined on the connection.
         { enableOfflineQueue: false, maxRetriesPerRequest: 1 }
       : { enableOfflineQueue: true, maxRetriesPerRequest: null };
   const topology = parseRedisUrl(url);

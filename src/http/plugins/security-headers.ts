@@ -8,7 +8,7 @@ import type { Config } from "../../config/index.js";
  * or foreign scripts, no MIME sniffing, no framing), and CORS only for CORS_ORIGINS.
  *
  * Helmet's middleware is built once here and applied to every response. (The Fastify plugin
- * builds it anew for each request, parsing the policy every time: 2–3% of a request's CPU.)
+ * builds it anew for each request, parsing the whole policy every time.)
  */
 export async function installSecurityHeaders(app: FastifyInstance, config: Config): Promise<void> {
   const applyHeaders = helmet({
