@@ -1,4 +1,5 @@
 import { Cluster, Redis, type RedisOptions } from "ioredis";
+import { coalesceWrites } from "./coalesce.js";
 
 export type RedisRole =
   /** Request-path commands: fail fast when Redis is away instead of queueing them. */
@@ -93,8 +94,13 @@ export function redisTargetUrl(opts: {
  * behave the same in the API, workers and supervisor. A cluster URL yields an ioredis Cluster
  * (BullMQ takes it as a connection; every key of one queue shares a hash tag). It is typed as
  * Redis for callers, whose commands all touch keys of one slot, which Cluster routes the same way.
+ * Every connection sends the commands of one event-loop turn in one write (see coalesce.ts).
  */
 export function createRedis(url: string, role: RedisRole, extra: RedisOptions = {}): Redis {
+  return coalesceWrites(connect(url, role, extra));
+}
+
+function connect(url: string, role: RedisRole, extra: RedisOptions): Redis {
   const base: RedisOptions = {
     connectTimeout: 2000,
     retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),

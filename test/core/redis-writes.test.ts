@@ -1,0 +1,62 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import type { Redis } from "ioredis";
+import { createRedis, waitReady } from "../../src/redis/connection.js";
+import { eventually } from "../support/http.js";
+import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
+
+/** Write system calls this process has made so far (Linux). */
+function writeSyscalls(): number {
+  const line = readFileSync("/proc/self/io", "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("syscw:"));
+  return Number(line?.split(":")[1]);
+}
+
+/** Issues `n` INCRs in one turn of the event loop; returns their replies and the writes made. */
+async function burst(redis: Redis, key: string, n: number): Promise<{ replies: number[]; writes: number }> {
+  const before = writeSyscalls();
+  const replies = await Promise.all(Array.from({ length: n }, () => redis.incr(key)));
+  return { replies, writes: writeSyscalls() - before };
+}
+
+void describe("Redis connections send one turn's commands in one write", () => {
+  const prefix = uniquePrefix("writes");
+  let redis: Redis;
+  let admin: Redis;
+
+  before(async () => {
+    redis = createRedis(REDIS_URL, "command");
+    admin = createRedis(REDIS_URL, "command");
+    await Promise.all([waitReady(redis, 5000), waitReady(admin, 5000)]);
+  });
+
+  after(async () => {
+    redis.disconnect();
+    admin.disconnect();
+    await cleanupPrefix(prefix);
+  });
+
+  void it("writes 200 commands of one turn with a handful of system calls, in order", async () => {
+    const { replies, writes } = await burst(redis, `${prefix}:n`, 200);
+    assert.deepEqual(
+      replies,
+      Array.from({ length: 200 }, (_, i) => i + 1),
+    );
+    // One write per command would be 200; a few more than one leave room for the test runner.
+    assert.ok(writes < 20, `${writes} write system calls for 200 commands`);
+  });
+
+  void it("keeps doing so on the socket of a reconnection", async () => {
+    const id = await redis.client("ID");
+    await admin.client("KILL", "ID", String(id));
+    // Commands fail fast while the connection is down (role "command"); wait for the new one.
+    await eventually(
+      async () => redis.status === "ready" && (await redis.client("ID").catch(() => id)) !== id,
+    );
+    const { replies, writes } = await burst(redis, `${prefix}:m`, 200);
+    assert.equal(replies.at(-1), 200);
+    assert.ok(writes < 20, `${writes} write system calls for 200 commands after reconnecting`);
+  });
+});
