@@ -64,6 +64,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
       cacheEnabled: config.CACHE_ENABLED,
       coalesce: config.COALESCE_ENABLED,
       maxQueueDepth: config.QUEUE_MAX_DEPTH,
+      depthReadingMs: config.QUEUE_DEPTH_READING_MS,
       addTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
     },
     guard: makeGuard(redis, config.REDIS_COMMAND_TIMEOUT_MS),

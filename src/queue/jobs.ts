@@ -18,6 +18,7 @@ import {
   QueueFullError,
   RedisUnavailableError,
 } from "../errors/catalog.js";
+import { DepthGate } from "./depth-gate.js";
 import type { DrainRate } from "./drain-rate.js";
 import type { Guard } from "./guard.js";
 import type { IdempotencyStore } from "./idempotency.js";
@@ -33,6 +34,11 @@ export interface JobPolicy {
   readonly cacheEnabled: boolean;
   readonly coalesce: boolean;
   readonly maxQueueDepth: number;
+  /**
+   * How old a reading of a queue's depth may be for a request to skip the cap check in Redis
+   * while the queue is below half its cap (ms; 0: check every request). See DepthGate.
+   */
+  readonly depthReadingMs: number;
   /** How long an add may take before it is given up (the Redis command timeout). */
   readonly addTimeoutMs: number;
 }
@@ -67,7 +73,8 @@ export interface JobServiceDeps {
   readonly onJobQueued?: (model: string, version: string) => void;
 }
 
-type Admitted = { req: SubmitRequest; jobId: string; hash: string; admission: Admission };
+type Admitted = { req: SubmitRequest; jobId: string; admission: Admission };
+type AdmitArgs = ReturnType<JobService["admitArgs"]>;
 
 /**
  * Jobs as the API sees them: admit (cache, coalescing, queue cap), submit, look up, cancel,
@@ -76,9 +83,12 @@ type Admitted = { req: SubmitRequest; jobId: string; hash: string; admission: Ad
  */
 export class JobService {
   private readonly queues = new Map<string, Queue<JobData, JobResult>>();
+  private readonly depth: DepthGate;
   private closing: Promise<void> | undefined;
 
-  constructor(private readonly deps: JobServiceDeps) {}
+  constructor(private readonly deps: JobServiceDeps) {
+    this.depth = new DepthGate(deps.policy.depthReadingMs);
+  }
 
   queue(model: string): Queue<JobData, JobResult> {
     let q = this.queues.get(model);
@@ -102,7 +112,6 @@ export class JobService {
     const t0 = performance.now();
     const { guard, idempotency } = this.deps;
     let jobId = newJobId(req.model);
-    const hash = inputHash(req.input);
     if (req.idempotencyKey) {
       const bodyHash = hashBody(req);
       const prior = await guard(() => idempotency.claim(req.model, req.idempotencyKey!, { jobId, bodyHash }));
@@ -121,8 +130,8 @@ export class JobService {
     }
     const sub = waitMs > 0 ? this.deps.waiter.subscribe(req.model, jobId, waitMs) : undefined;
     try {
-      const admission = await guard(() => this.deps.cache.admit(this.admitArgs(req, jobId, hash)));
-      const outcome = await this.settle([{ req, jobId, hash, admission }]);
+      const admission = await this.admit(this.admitArgs(req, jobId));
+      const outcome = await this.settle([{ req, jobId, admission }]);
       const view = outcome[0]!;
       if (view === "cached") {
         sub?.cancel();
@@ -153,11 +162,11 @@ export class JobService {
     const items = reqs.map((req) => ({
       req,
       jobId: newJobId(req.model),
-      hash: inputHash(req.input),
     }));
     const admissions = await this.deps.guard(() =>
-      this.deps.cache.admitMany(items.map((i) => this.admitArgs(i.req, i.jobId, i.hash))),
+      this.deps.cache.admitMany(items.map((i) => this.admitArgs(i.req, i.jobId))),
     );
+    for (const a of admissions) this.noteDepth(reqs[0]!.model, a);
     const admitted: Admitted[] = items.map((i, n) => ({ ...i, admission: admissions[n]! }));
     const settled = await this.settle(admitted);
     const views = settled.map((v, i) => {
@@ -174,13 +183,32 @@ export class JobService {
     );
   }
 
-  private admitArgs(req: SubmitRequest, jobId: string, hash: string) {
+  /**
+   * One request's admission: in Redis (cache, coalescing, queue cap), or, when only the cap is
+   * to be checked and the queue is known to be far below it, granted here (DepthGate).
+   */
+  private async admit(args: AdmitArgs): Promise<Admission> {
+    if (!args.useCache && !args.coalesce && this.depth.hasRoom(args.model, args.maxDepth)) {
+      return { kind: "claim", cacheKey: "", inflightKey: "", depth: 0 };
+    }
+    const admission = await this.deps.guard(() => this.deps.cache.admit(args));
+    this.noteDepth(args.model, admission);
+    return admission;
+  }
+
+  private noteDepth(model: string, a: Admission): void {
+    if (a.kind === "claim" || a.kind === "full") this.depth.read(model, a.depth);
+  }
+
+  private admitArgs(req: SubmitRequest, jobId: string) {
     const { policy } = this.deps;
+    const useCache = policy.cacheEnabled && req.cacheTtlSeconds > 0;
     return {
       model: req.model,
       version: req.version,
-      hash,
-      useCache: policy.cacheEnabled && req.cacheTtlSeconds > 0,
+      // The input's key in the cache and among jobs in flight; no lookup, no hashing.
+      hash: useCache || policy.coalesce ? inputHash(req.input) : "",
+      useCache,
       coalesce: policy.coalesce,
       jobId,
       inflightTtlMs: policy.retentionSeconds * 1000,
@@ -230,6 +258,7 @@ export class JobService {
       );
     }
     for (const j of added) this.deps.onJobQueued?.(j.data.model, j.data.version);
+    if (added.length > 0) this.depth.added(added[0]!.data.model, added.length);
     const byId = new Map(added.map((j) => [j.id, j]));
     return Promise.all(
       items.map(async (i) => {

@@ -139,6 +139,44 @@ describe("backpressure, deadlines and batches", () => {
   });
 });
 
+describe("queue cap without a cache lookup", () => {
+  const repo = makeRepository({ capped: { limits: { maxQueueDepth: 8 } } });
+  const inferline = useInferline("depth-gate", {
+    env: {
+      MODEL_REPOSITORY: repo.dir,
+      AUTH_DISABLED: "true",
+      CACHE_ENABLED: "false",
+      COALESCE_ENABLED: "false",
+      // Long enough that the reading never ages during the test: only depth decides.
+      QUEUE_DEPTH_READING_MS: "10000",
+    },
+  });
+  after(() => repo.remove());
+
+  it("skips the admission round trip far below the cap and holds the cap exactly near it", async () => {
+    // Every admission script reads the model's cache generations: count those reads.
+    const client = new Redis(REDIS_URL);
+    const monitor = await client.monitor();
+    let admissions = 0;
+    const genKey = `${inferline.prefix}:{capped}:cache:gen`;
+    monitor.on("monitor", (_time: string, args: string[]) => {
+      if (args[0]?.toUpperCase() === "HMGET" && args[1] === genKey) admissions++;
+    });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 11; i++)
+        statuses.push((await call(inferline.url, "POST", "/api/ml/capped", { value: i })).status);
+      assert.deepEqual(statuses, [...Array<number>(8).fill(202), 429, 429, 429]);
+      // The first request reads the depth (0); the next three find the queue below half the cap
+      // without asking; from the fifth on, near the cap, each request is checked in Redis.
+      await eventually(async () => admissions === 8);
+    } finally {
+      monitor.disconnect();
+      client.disconnect();
+    }
+  });
+});
+
 describe("Redis outage and recovery", () => {
   it("answers 503 with Retry-After within a second while Redis is down, and resumes when it returns", async () => {
     const redis = await ownRedis({ aof: false });
