@@ -152,6 +152,9 @@ interface MetricsData {
   goal_max_overhead?: number;
 }
 
+/** The overhead scenario's row for bare BullMQ behind a minimal HTTP route. */
+const HTTP_FLOOR = "bare BullMQ + minimal HTTP route";
+
 const data = <T>(name: Name) => results.get(name)?.data as T | undefined;
 
 function chartSpecs(): Record<string, TopLevelSpec> {
@@ -344,7 +347,7 @@ function chartSpecs(): Record<string, TopLevelSpec> {
 
 const PROSE: Record<Name, string> = {
   overhead:
-    "What durability and the HTTP contract cost. The same trivial job at the same concurrency, one worker process each: the tutorial list queue (LPUSH / BRPOP / SET, no leases, retries or unique ids), bare BullMQ (`Queue.add` + `waitUntilFinished`), and Inferline end to end (HTTP POST with `Prefer: wait` through a separate API process, validation, job record, worker, batcher, result). The second table charges each process the CPU it used per job (from `/proc/<pid>/stat`; client is the benchmark process itself). On two cores all of them compete, so throughput is roughly the cores divided by that sum: Inferline does more work per job than bare BullMQ (an HTTP request parsed and answered, an admission script, the job record, the in-flight slot freed), and most of the difference is in the API process. The third table sends one request at a time: the round trip of a single job, which saturation does not inflate.",
+    "What durability and the HTTP contract cost. The same trivial job at the same concurrency, one worker process each: the tutorial list queue (LPUSH / BRPOP / SET, no leases, retries or unique ids), bare BullMQ (`Queue.add` + `waitUntilFinished`), the same bare BullMQ behind a minimal HTTP route (a Fastify handler in its own process that adds the job and answers when it completes, and does nothing else: the least any HTTP front end costs), and Inferline end to end (HTTP POST with `Prefer: wait` through a separate API process: validation, job record, priority queue, worker, batcher, result; result cache and coalescing off). The second table charges each process the CPU it used per job (from `/proc/<pid>/stat`; client is the benchmark process itself). On two cores all of them compete, so throughput is roughly the cores divided by that sum: an HTTP hop alone (a request built, sent, parsed, answered and read back) costs about as much CPU as a BullMQ job, which is why even the minimal route falls well short of bare BullMQ here. The third table sends one request at a time, the three taking turns: the round trip of a single job, which saturation does not inflate.",
   contract:
     "Client-contract costs against one API process: cache hits at a fixed arrival rate (open loop; latency inside the API from `Server-Timing` and at the client from each request's scheduled time), and enqueueing the same inputs with single POSTs vs the batch endpoint.",
   "wait-vs-poll":
@@ -366,6 +369,7 @@ function headlines(): string[] {
   const bare = overhead?.results["bare BullMQ"];
   const e2e = overhead?.results["Inferline (HTTP, Prefer: wait)"];
   const list = overhead?.results["list queue (tutorial)"];
+  const floor = overhead?.results[HTTP_FLOOR];
   if (bare && e2e && list) {
     const soloBare = overhead.unloaded?.["bare BullMQ"];
     const soloE2e = overhead.unloaded?.["Inferline (HTTP, Prefer: wait)"];
@@ -373,8 +377,16 @@ function headlines(): string[] {
       soloBare && soloE2e
         ? ` One request at a time, a \`Prefer: wait\` round trip takes p50 ${f2(soloE2e.p50_ms)} ms against ${f2(soloBare.p50_ms)} ms for BullMQ's own add → completed (${soloE2e.p50_ms >= soloBare.p50_ms ? "+" : ""}${f2(soloE2e.p50_ms - soloBare.p50_ms)} ms).`
         : "";
+    const soloFloor = overhead.unloaded?.[HTTP_FLOOR];
+    const floorText = floor
+      ? ` The same BullMQ behind a minimal HTTP route reaches ${f0((floor.throughput_per_s / bare.throughput_per_s) * 100)}%: that is what an HTTP hop costs on this machine, and Inferline runs at ${f0((e2e.throughput_per_s / floor.throughput_per_s) * 100)}% of it.`
+      : "";
+    const soloFloorText =
+      soloFloor && soloE2e
+        ? ` Through the minimal route: p50 ${f2(soloFloor.p50_ms)} ms; Inferline adds ${f2(soloE2e.p50_ms - soloFloor.p50_ms)} ms to that.`
+        : "";
     out.push(
-      `**Durability and HTTP cost:** Inferline end to end runs at ${f0((e2e.throughput_per_s / bare.throughput_per_s) * 100)}% of bare BullMQ's throughput on a trivial job (${f0(e2e.throughput_per_s)} vs ${f0(bare.throughput_per_s)} jobs/s, p50 ${f1(e2e.p50_ms)} vs ${f1(bare.p50_ms)} ms); bare BullMQ runs at ${f0((bare.throughput_per_s / list.throughput_per_s) * 100)}% of the tutorial list queue.${solo}`,
+      `**Durability and HTTP cost:** Inferline end to end runs at ${f0((e2e.throughput_per_s / bare.throughput_per_s) * 100)}% of bare BullMQ's throughput on a trivial job (${f0(e2e.throughput_per_s)} vs ${f0(bare.throughput_per_s)} jobs/s, p50 ${f1(e2e.p50_ms)} vs ${f1(bare.p50_ms)} ms); bare BullMQ runs at ${f0((bare.throughput_per_s / list.throughput_per_s) * 100)}% of the tutorial list queue.${floorText}${solo}${soloFloorText}`,
     );
   }
   const contract = data<ContractData>("contract");
@@ -477,6 +489,8 @@ async function main() {
     "npm run bench -- soak         # one scenario; --quick for a short smoke run",
     "npm run bench:report          # this page, the charts and README's Performance section",
     "```",
+    "",
+    "`BENCH_NODE_ARGS` adds Node options to the Inferline processes a scenario starts, e.g. `BENCH_NODE_ARGS=--cpu-prof npm run bench -- overhead` leaves a CPU profile of each API and worker process in the working directory.",
     "",
     "## Where these numbers come from",
     "",

@@ -4,10 +4,13 @@ import { Redis } from "ioredis";
 import { closedLoop, latencySummary, summarize, type Scenario } from "../lib.js";
 import { predictAndWait } from "../support/http.js";
 import { meterCpu } from "../support/procstat.js";
-import { benchEnv, startBaseline, startStack, stopChild } from "../support/processes.js";
+import { benchEnv, startBaseline, startHttpBaseline, startStack, stopChild } from "../support/processes.js";
 import { cleanupPrefix, localRedisPid } from "../support/redis.js";
 
 type Cpu = Record<string, number>;
+
+/** Bare BullMQ behind a minimal HTTP route (see below). */
+const FLOOR = "bare BullMQ + minimal HTTP route";
 
 const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 
@@ -17,11 +20,16 @@ const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
  *  - list queue: the tutorial design (LPUSH, BRPOP, SET; no leases, retries or ids), the client
  *    woken by BLPOP on a per-job key (kinder to it than polling);
  *  - bare BullMQ: Queue.add + waitUntilFinished on QueueEvents, trivial processor;
+ *  - the same behind a minimal HTTP route: a Fastify POST handler in its own process that adds
+ *    the job and answers when it completes, nothing else. What any HTTP front end of BullMQ
+ *    costs at least: the floor under Inferline's API;
  *  - Inferline end to end: HTTP POST /api/ml/echo with `Prefer: wait` (validation, job record,
- *    priority queue, worker, batcher, result), through a separate API process.
- * BullMQ and Inferline are then measured one request at a time too, taking turns (one BullMQ
- * round trip, one Inferline round trip, ...) so that drift of the machine hits both alike: the
- * round trip of a single job on an idle system, which saturation does not inflate.
+ *    priority queue, worker, batcher, result), through a separate API process, result cache and
+ *    coalescing off (identical inputs would be answered without a job).
+ * All three are then measured one request at a time too, taking turns (one BullMQ round trip,
+ * one through the minimal route, one through Inferline, ...) so that drift of the machine hits
+ * them alike: the round trip of a single job on an idle system, which saturation does not
+ * inflate.
  */
 export const run: Scenario = async (ctx) => {
   const total = ctx.quick ? 600 : 6000;
@@ -91,39 +99,56 @@ export const run: Scenario = async (ctx) => {
     rows["bare BullMQ"] = summarize(m.result);
     cpu["bare BullMQ"] = m.cpu;
 
-    // --- Inferline end to end
-    const prefix = `bench-e2e-${randomBytes(3).toString("hex")}`;
-    const stack = await startStack(benchEnv(url, prefix, { MODELS: "echo" }), [
-      "--concurrency",
-      String(concurrency),
-    ]);
+    // --- the same jobs, on the same worker, behind a minimal HTTP route
+    const floor = await startHttpBaseline(url, barePrefix);
+    const floorOne = (i: number) =>
+      predictAndWait(floor.url, "echo", { text: "hello", value: i }, 10).then(() => {});
     try {
-      // Distinct inputs: identical ones would be coalesced into one job (and not measure much).
-      const one = (i: number) =>
-        predictAndWait(stack.url, "echo", { text: "hello", value: i }, 10).then(() => {});
-      await closedLoop(concurrency, warm, (i) => one(total + i));
-      const m = await meterCpu({ api: stack.api.pid, worker: stack.worker.pid, redis: redisPid }, total, () =>
-        closedLoop(concurrency, total, one, (d) => ctx.progress("Inferline e2e", d, total)),
+      await closedLoop(concurrency, warm, floorOne);
+      const f = await meterCpu({ api: floor.proc.pid, worker: bareWorker.pid, redis: redisPid }, total, () =>
+        closedLoop(concurrency, total, floorOne, (d) => ctx.progress("BullMQ + HTTP", d, total)),
       );
-      rows["Inferline (HTTP, Prefer: wait)"] = summarize(m.result);
-      cpu["Inferline (HTTP, Prefer: wait)"] = m.cpu;
+      rows[FLOOR] = summarize(f.result);
+      cpu[FLOOR] = f.cpu;
 
-      // --- one request at a time, taking turns
-      const turns = { bare: [] as number[], e2e: [] as number[] };
-      const timed = async (into: number[], fn: () => Promise<void>) => {
-        const t0 = performance.now();
-        await fn();
-        into.push(performance.now() - t0);
-      };
-      for (let i = 0; i < solo; i++) {
-        await timed(turns.bare, bareOne);
-        await timed(turns.e2e, () => one(2 * total + i));
+      // --- Inferline end to end
+      const prefix = `bench-e2e-${randomBytes(3).toString("hex")}`;
+      const env = { MODELS: "echo", CACHE_ENABLED: "false", COALESCE_ENABLED: "false" };
+      const stack = await startStack(benchEnv(url, prefix, env), ["--concurrency", String(concurrency)]);
+      try {
+        // Distinct inputs, as real traffic has.
+        const one = (i: number) =>
+          predictAndWait(stack.url, "echo", { text: "hello", value: i }, 10).then(() => {});
+        await closedLoop(concurrency, warm, (i) => one(total + i));
+        const m = await meterCpu(
+          { api: stack.api.pid, worker: stack.worker.pid, redis: redisPid },
+          total,
+          () => closedLoop(concurrency, total, one, (d) => ctx.progress("Inferline e2e", d, total)),
+        );
+        rows["Inferline (HTTP, Prefer: wait)"] = summarize(m.result);
+        cpu["Inferline (HTTP, Prefer: wait)"] = m.cpu;
+
+        // --- one request at a time, taking turns
+        const turns = { bare: [] as number[], floor: [] as number[], e2e: [] as number[] };
+        const timed = async (into: number[], fn: () => Promise<void>) => {
+          const t0 = performance.now();
+          await fn();
+          into.push(performance.now() - t0);
+        };
+        for (let i = 0; i < solo; i++) {
+          await timed(turns.bare, bareOne);
+          await timed(turns.floor, () => floorOne(2 * total + i));
+          await timed(turns.e2e, () => one(2 * total + i));
+        }
+        unloaded["bare BullMQ"] = latencySummary(turns.bare);
+        unloaded[FLOOR] = latencySummary(turns.floor);
+        unloaded["Inferline (HTTP, Prefer: wait)"] = latencySummary(turns.e2e);
+      } finally {
+        await stack.stop();
+        await cleanupPrefix(url, prefix);
       }
-      unloaded["bare BullMQ"] = latencySummary(turns.bare);
-      unloaded["Inferline (HTTP, Prefer: wait)"] = latencySummary(turns.e2e);
     } finally {
-      await stack.stop();
-      await cleanupPrefix(url, prefix);
+      await stopChild(floor.proc);
     }
   } finally {
     await bareEvents.close();
@@ -135,6 +160,7 @@ export const run: Scenario = async (ctx) => {
   const bare = rows["bare BullMQ"];
   const e2e = rows["Inferline (HTTP, Prefer: wait)"];
   const ratio = e2e.throughput_per_s / bare.throughput_per_s;
+  const floorRow = rows[FLOOR];
   const soloBare = unloaded["bare BullMQ"];
   return {
     name: "overhead",
@@ -183,10 +209,13 @@ export const run: Scenario = async (ctx) => {
       requests: total,
       results: rows,
       inferline_vs_bare_throughput: ratio,
+      http_floor_vs_bare_throughput: floorRow.throughput_per_s / bare.throughput_per_s,
+      inferline_vs_http_floor_throughput: e2e.throughput_per_s / floorRow.throughput_per_s,
       inferline_minus_bare_p50_ms: e2e.p50_ms - bare.p50_ms,
       unloaded,
       inferline_minus_bare_unloaded_p50_ms:
         unloaded["Inferline (HTTP, Prefer: wait)"].p50_ms - soloBare.p50_ms,
+      http_floor_minus_bare_unloaded_p50_ms: unloaded[FLOOR].p50_ms - soloBare.p50_ms,
     },
   };
 };

@@ -1,12 +1,16 @@
-// Worker side of the overhead baselines, run as a child process:
+// The overhead baselines' own processes:
 //   bare <redisUrl> <prefix> <concurrency>   BullMQ Worker with a trivial processor
 //   list <redisUrl> <prefix> <concurrency>   the tutorial design: BRPOP a job, SET its result
-import { Worker } from "bullmq";
+//   http <redisUrl> <prefix> <port|0>        bare BullMQ behind a minimal HTTP route: POST adds
+//                                            a job and answers when it completes (the front end
+//                                            of "bare BullMQ" + HTTP, nothing else)
+import Fastify from "fastify";
+import { Queue, QueueEvents, Worker } from "bullmq";
 import { Redis } from "ioredis";
 
-const [mode, url, prefix, conc] = process.argv.slice(2);
-const concurrency = Number(conc);
-if (!url || !prefix) throw new Error("usage: baseline-workers <bare|list> <redisUrl> <prefix> <concurrency>");
+const [mode, url, prefix, arg] = process.argv.slice(2);
+const concurrency = Number(arg);
+if (!url || !prefix) throw new Error("usage: baseline-workers <bare|list|http> <redisUrl> <prefix> <n>");
 
 if (mode === "bare") {
   const w = new Worker("bare", async (job) => job.data as unknown, {
@@ -17,6 +21,29 @@ if (mode === "bare") {
   await w.waitUntilReady();
   process.send?.("ready");
   process.on("SIGTERM", () => void w.close().then(() => process.exit(0)));
+} else if (mode === "http") {
+  const queue = new Queue("bare", { connection: new Redis(url), prefix });
+  const events = new QueueEvents("bare", {
+    connection: new Redis(url, { maxRetriesPerRequest: null }),
+    prefix,
+  });
+  queue.setMaxListeners(0);
+  events.setMaxListeners(0);
+  await events.waitUntilReady();
+  const app = Fastify();
+  app.post("/api/ml/:model", async (req) => {
+    const job = await queue.add("x", req.body, {
+      removeOnComplete: { age: 3600 },
+      removeOnFail: { age: 3600 },
+    });
+    const output: unknown = await job.waitUntilFinished(events, 10_000);
+    return { job_id: job.id, status: "completed", output };
+  });
+  await app.listen({ host: "127.0.0.1", port: Number(arg) });
+  const address = app.server.address();
+  // Ready, on this port.
+  process.send?.(typeof address === "object" && address ? address.port : 0);
+  process.on("SIGTERM", () => void app.close().then(() => process.exit(0)));
 } else {
   let stopping = false;
   process.on("SIGTERM", () => {

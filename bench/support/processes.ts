@@ -64,7 +64,9 @@ function startCliLine(
   readyEvent: string,
 ): Promise<{ proc: ChildProcess; line: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [CLI, ...args], {
+    // BENCH_NODE_ARGS: Node options for the processes under test (e.g. --cpu-prof).
+    const nodeArgs = process.env.BENCH_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+    const p = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
       env: { ...process.env, LOG_LEVEL: "info", NODE_ENV: "production", ...env },
       stdio: ["ignore", "pipe", "inherit"],
     });
@@ -88,18 +90,29 @@ function startCliLine(
 }
 
 /** A baseline worker (bench/support/baseline-workers.ts) in its own process. */
-export function startBaseline(mode: "bare" | "list", redisUrl: string, prefix: string, concurrency: number) {
-  return new Promise<ChildProcess>((resolve, reject) => {
-    const p = fork(
-      path.join(ROOT, "bench", "support", "baseline-workers.ts"),
-      [mode, redisUrl, prefix, String(concurrency)],
-      {
-        execArgv: ["--import", "tsx"],
-        stdio: ["ignore", "inherit", "inherit", "ipc"],
-      },
-    );
-    p.once("message", () => resolve(p));
-    p.once("exit", (code) => reject(new Error(`baseline ${mode} exited ${code}`)));
+export async function startBaseline(
+  mode: "bare" | "list",
+  redisUrl: string,
+  prefix: string,
+  concurrency: number,
+) {
+  return (await forkBaseline([mode, redisUrl, prefix, String(concurrency)])).proc;
+}
+
+/** Bare BullMQ behind a minimal HTTP route (baseline-workers.ts "http") on a free port. */
+export async function startHttpBaseline(redisUrl: string, prefix: string) {
+  const { proc, message } = await forkBaseline(["http", redisUrl, prefix, "0"]);
+  return { proc, url: `http://127.0.0.1:${Number(message)}` };
+}
+
+function forkBaseline(args: string[]) {
+  return new Promise<{ proc: ChildProcess; message: unknown }>((resolve, reject) => {
+    const p = fork(path.join(ROOT, "bench", "support", "baseline-workers.ts"), args, {
+      execArgv: ["--import", "tsx"],
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    p.once("message", (message) => resolve({ proc: p, message }));
+    p.once("exit", (code) => reject(new Error(`baseline ${args[0]} exited ${code}`)));
   });
 }
 
