@@ -5,9 +5,9 @@ import { Metrics } from "../../src/telemetry/metrics.js";
 import { StatsRecorder } from "../../src/telemetry/stats.js";
 import { ApiTelemetry, WorkerTelemetry } from "../../src/telemetry/telemetry.js";
 import { closedLoop, summarize, type Scenario } from "../lib.js";
+import { interleaved, type Arm, type ArmResult } from "../support/interleave.js";
 import { predictAndWait } from "../support/http.js";
-import { meterCpu } from "../support/procstat.js";
-import { benchEnv, startStack } from "../support/processes.js";
+import { benchEnv, startStack, type Stack } from "../support/processes.js";
 import { cleanupPrefix } from "../support/redis.js";
 
 /**
@@ -57,21 +57,24 @@ function recordingCost(iterations: number): { api_us_per_request: number; worker
 /**
  * What metrics and cluster-wide stats cost: the overhead scenario's Inferline end to end (HTTP
  * POST /api/ml/echo with `Prefer: wait`, one API and one worker process) with METRICS_ENABLED on
- * and off, in the same run, alternating so drift of the machine hits both alike. Goal: ≤ 5%
- * less throughput with them on. Also the CPU time the API and worker processes spent per
- * request, which other load on the machine disturbs less than throughput.
+ * and off, both running at once and measured in turns of 1000 requests (see interleaved) so
+ * drift of the machine hits both alike. Goal: ≤ 5% less throughput with them on. Also the CPU
+ * time the API and worker processes spent per request, which other load on the machine
+ * disturbs less than throughput.
  */
 export const run: Scenario = async (ctx) => {
-  const total = ctx.quick ? 600 : 6000;
+  const chunks = ctx.quick ? 2 : 12;
+  const chunkSize = ctx.quick ? 300 : 1000;
+  const total = chunks * chunkSize;
   const warm = ctx.quick ? 100 : 500;
-  const rounds = ctx.quick ? 1 : 4;
   const concurrency = 16;
   const url = ctx.redisUrl;
-  type Run = ReturnType<typeof summarize> & { cpu_ms_per_request: number };
-  const runs: Record<"on" | "off", Run[]> = { on: [], off: [] };
-
-  for (let round = 0; round < rounds; round++) {
-    for (const mode of round % 2 === 0 ? (["off", "on"] as const) : (["on", "off"] as const)) {
+  const modes = ["off", "on"] as const;
+  const stacks: { prefix: string; stack: Stack }[] = [];
+  let measured: Record<string, ArmResult>;
+  try {
+    const arms: Arm[] = [];
+    for (const mode of modes) {
       const prefix = `bench-metrics-${mode}-${randomBytes(3).toString("hex")}`;
       const stack = await startStack(
         benchEnv(url, prefix, {
@@ -81,67 +84,60 @@ export const run: Scenario = async (ctx) => {
         }),
         ["--concurrency", String(concurrency)],
       );
-      try {
-        // Distinct inputs: a result cache or coalescing must not turn the run into cache hits.
-        const tag = randomBytes(4).toString("hex");
-        const one = (i: number) =>
-          predictAndWait(stack.url, "echo", { text: `hello ${tag} ${i}` }, 10).then(() => {});
-        await closedLoop(concurrency, warm, (i) => one(total + i));
-        const label = `metrics ${mode} (round ${round + 1}/${rounds})`;
-        const m = await meterCpu({ api: stack.api.pid, worker: stack.worker.pid }, total, () =>
-          closedLoop(concurrency, total, one, (d) => ctx.progress(label, d, total)),
-        );
-        runs[mode].push({ ...summarize(m.result), cpu_ms_per_request: m.cpu.api! + m.cpu.worker! });
-      } finally {
-        await stack.stop();
-        await cleanupPrefix(url, prefix);
-      }
+      stacks.push({ prefix, stack });
+      // Distinct inputs: a result cache or coalescing must not turn the run into cache hits.
+      const tag = randomBytes(4).toString("hex");
+      arms.push({
+        name: mode,
+        pids: { api: stack.api.pid, worker: stack.worker.pid },
+        one: (i) => predictAndWait(stack.url, "echo", { text: `hello ${tag} ${i}` }, 10).then(() => {}),
+      });
+    }
+    for (const arm of arms) await closedLoop(concurrency, warm, (i) => arm.one(10 * total + i));
+    measured = await interleaved(arms, {
+      chunks,
+      chunkSize,
+      concurrency,
+      onProgress: (name, d, n) => ctx.progress(`metrics ${name}`, d, n),
+    });
+  } finally {
+    for (const { prefix, stack } of stacks) {
+      await stack.stop();
+      await cleanupPrefix(url, prefix);
     }
   }
 
-  // Other load on the machine only ever slows a round down, so the best round of each setting
-  // is the fairest comparison; medians are reported too.
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const agg = (mode: "on" | "off") => {
-    const best = runs[mode].reduce((a, b) => (b.throughput_per_s > a.throughput_per_s ? b : a));
-    return {
-      best_throughput_per_s: best.throughput_per_s,
-      median_throughput_per_s: median(runs[mode].map((s) => s.throughput_per_s)),
-      p50_ms: best.p50_ms,
-      p99_ms: best.p99_ms,
-      errors: runs[mode].reduce((e, s) => e + s.errors, 0),
-      cpu_ms_per_request: Math.min(...runs[mode].map((s) => s.cpu_ms_per_request)),
-    };
+    const m = measured[mode]!;
+    return { ...summarize(m.result), cpu_ms_per_request: (m.cpu.api ?? 0) + (m.cpu.worker ?? 0) };
   };
   const off = agg("off");
   const on = agg("on");
   const micro = recordingCost(ctx.quick ? 50_000 : 200_000);
-  const overhead = 1 - on.best_throughput_per_s / off.best_throughput_per_s;
+  const overhead = 1 - on.throughput_per_s / off.throughput_per_s;
   return {
     name: "metrics-overhead",
     tables: [
       {
-        title: `Inferline e2e (echo), ${concurrency} in flight, ${total} requests × ${rounds} round(s) each`,
+        title: `Inferline e2e (echo), ${concurrency} in flight, ${total} requests each in turns of ${chunkSize}`,
         columns: [
           "metrics + stats",
-          "jobs/s (best round)",
-          "jobs/s (median)",
+          "jobs/s",
           "p50 ms",
           "p99 ms",
           "errors",
           "throughput vs off",
-          "CPU ms / request (API + worker, least)",
+          "CPU ms / request (API + worker)",
         ],
-        rows: (["off", "on"] as const).map((mode) => {
+        rows: modes.map((mode) => {
           const a = mode === "on" ? on : off;
           return [
             mode,
-            a.best_throughput_per_s,
-            a.median_throughput_per_s,
+            a.throughput_per_s,
             a.p50_ms,
             a.p99_ms,
             a.errors,
-            `${((a.best_throughput_per_s / off.best_throughput_per_s) * 100).toFixed(1)}%`,
+            `${((a.throughput_per_s / off.throughput_per_s) * 100).toFixed(1)}%`,
             a.cpu_ms_per_request,
           ];
         }),
@@ -167,8 +163,7 @@ export const run: Scenario = async (ctx) => {
       recording_cost: micro,
       concurrency,
       requests: total,
-      rounds,
-      runs,
+      chunk_size: chunkSize,
       off,
       on,
       throughput_overhead: overhead,
