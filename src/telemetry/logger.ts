@@ -60,6 +60,9 @@ export function createLogger(
 
 type Destination = ReturnType<typeof pino.destination>;
 
+/** Destinations holding lines until the end of the turn: written out on exit (one listener). */
+const holding = new Set<Destination>();
+
 /**
  * Holds what is written during one event-loop turn (up to the destination's minLength) and
  * writes it synchronously in `setImmediate`, after the turn's I/O callbacks; on exit, at once.
@@ -79,7 +82,8 @@ function writePerTurn(dest: Destination): Destination {
     }
     return ok;
   };
-  process.once("exit", () => dest.flush());
+  if (holding.size === 0) process.once("exit", () => holding.forEach((d) => d.flush()));
+  holding.add(dest);
   return dest;
 }
 
