@@ -490,7 +490,7 @@ async function main() {
     "npm run bench:report          # this page, the charts and README's Performance section",
     "```",
     "",
-    "`BENCH_NODE_ARGS` adds Node options to the Inferline processes a scenario starts, e.g. `BENCH_NODE_ARGS=--cpu-prof npm run bench -- overhead` leaves a CPU profile of each API and worker process in the working directory.",
+    "`BENCH_NODE_ARGS` adds Node options to the processes a scenario starts (Inferline's and the baselines'), e.g. `BENCH_NODE_ARGS=--cpu-prof npm run bench -- overhead` leaves a CPU profile of each in the working directory.",
     "",
     "## Where these numbers come from",
     "",

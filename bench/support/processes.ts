@@ -64,9 +64,7 @@ function startCliLine(
   readyEvent: string,
 ): Promise<{ proc: ChildProcess; line: string }> {
   return new Promise((resolve, reject) => {
-    // BENCH_NODE_ARGS: Node options for the processes under test (e.g. --cpu-prof).
-    const nodeArgs = process.env.BENCH_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
-    const p = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
+    const p = spawn(process.execPath, [...benchNodeArgs(), CLI, ...args], {
       env: { ...process.env, LOG_LEVEL: "info", NODE_ENV: "production", ...env },
       stdio: ["ignore", "pipe", "inherit"],
     });
@@ -89,6 +87,11 @@ function startCliLine(
   });
 }
 
+/** BENCH_NODE_ARGS: Node options for every process under test (e.g. --cpu-prof). */
+function benchNodeArgs(): string[] {
+  return process.env.BENCH_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+}
+
 /** A baseline worker (bench/support/baseline-workers.ts) in its own process. */
 export async function startBaseline(
   mode: "bare" | "list",
@@ -108,7 +111,7 @@ export async function startHttpBaseline(redisUrl: string, prefix: string) {
 function forkBaseline(args: string[]) {
   return new Promise<{ proc: ChildProcess; message: unknown }>((resolve, reject) => {
     const p = fork(path.join(ROOT, "bench", "support", "baseline-workers.ts"), args, {
-      execArgv: ["--import", "tsx"],
+      execArgv: ["--import", "tsx", ...benchNodeArgs()],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     p.once("message", (message) => resolve({ proc: p, message }));
