@@ -8,7 +8,7 @@ import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { spawnWorker, stop } from "../support/processes.js";
-import { ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
+import { monitorCommands, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
 import { makeRepository } from "./fixtures.js";
 
 describe("backpressure, deadlines and batches", () => {
@@ -154,26 +154,21 @@ describe("queue cap without a cache lookup", () => {
   after(() => repo.remove());
 
   it("skips the admission round trip far below the cap and holds the cap exactly near it", async () => {
-    // Every admission script reads the model's cache generations: count those reads.
-    const client = new Redis(REDIS_URL);
-    const monitor = await client.monitor();
-    let admissions = 0;
-    const genKey = `${inferline.prefix}:{capped}:cache:gen`;
-    monitor.on("monitor", (_time: string, args: string[]) => {
-      if (args[0]?.toUpperCase() === "HMGET" && args[1] === genKey) admissions++;
-    });
-    try {
-      const statuses: number[] = [];
+    const { result: statuses, commands } = await monitorCommands(async () => {
+      const got: number[] = [];
       for (let i = 0; i < 11; i++)
-        statuses.push((await call(inferline.url, "POST", "/api/ml/capped", { value: i })).status);
-      assert.deepEqual(statuses, [...Array<number>(8).fill(202), 429, 429, 429]);
-      // The first request reads the depth (0); the next three find the queue below half the cap
-      // without asking; from the fifth on, near the cap, each request is checked in Redis.
-      await eventually(async () => admissions === 8);
-    } finally {
-      monitor.disconnect();
-      client.disconnect();
-    }
+        got.push((await call(inferline.url, "POST", "/api/ml/capped", { value: i })).status);
+      return got;
+    });
+    assert.deepEqual(statuses, [...Array<number>(8).fill(202), 429, 429, 429]);
+    // Every admission script reads the model's cache generations. The first request reads the
+    // depth (0); the next three find the queue below half the cap without asking; from the
+    // fifth on, near the cap, each request is checked in Redis.
+    const genKey = `${inferline.prefix}:{capped}:cache:gen`;
+    const admissions = commands.filter(
+      (c) => c.fromScript && c.args[0]?.toUpperCase() === "HMGET" && c.args[1] === genKey,
+    );
+    assert.equal(admissions.length, 8);
   });
 });
 

@@ -4,7 +4,14 @@ import { startApi } from "../../src/api/main.js";
 import { testConfig } from "../support/config.js";
 import { call, freePort } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
-import { uniquePrefix } from "../support/redis.js";
+import { monitorCommands, uniquePrefix, type Ran } from "../support/redis.js";
+
+/** How often a client read a job's record (Job.fromId is one HGETALL of its key). */
+function recordReads(commands: Ran[], prefix: string, model: string, jobId: string): number {
+  const key = `${prefix}:{${model}}:${jobId}`;
+  return commands.filter((c) => !c.fromScript && c.args[0]?.toLowerCase() === "hgetall" && c.args[1] === key)
+    .length;
+}
 
 describe("prediction API with a real worker", () => {
   const inferline = useInferline("contract", { worker: true });
@@ -41,14 +48,18 @@ describe("prediction API with a real worker", () => {
   });
 
   it("Prefer: wait answers 200 with the result in the same request", async () => {
-    const r = await call(
-      inferline.url,
-      "POST",
-      "/api/ml/sentiment",
-      { text: "This is terrible and sad" },
-      { prefer: "wait=10" },
+    const { result: r, commands } = await monitorCommands(() =>
+      call(
+        inferline.url,
+        "POST",
+        "/api/ml/sentiment",
+        { text: "This is terrible and sad" },
+        { prefer: "wait=10" },
+      ),
     );
     assert.equal(r.status, 200);
+    // The completion event carried the result: the job's record was never read.
+    assert.equal(recordReads(commands, inferline.prefix, "sentiment", String(r.body.job_id)), 0);
     assert.equal(r.body.status, "completed");
     assert.equal((r.body.result as { label: string }).label, "negative");
     assert.equal(r.headers.get("preference-applied"), "wait=10");
@@ -62,10 +73,14 @@ describe("prediction API with a real worker", () => {
     const r = await call(inferline.url, "POST", "/api/ml/echo", { text: "slow", sleep_ms: 300 });
     assert.equal(r.status, 202);
     const t0 = Date.now();
-    const g = await call(inferline.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, {
-      prefer: "wait=10",
-    });
+    const { result: g, commands } = await monitorCommands(() =>
+      call(inferline.url, "GET", `/api/results/${String(r.body.job_id)}`, undefined, {
+        prefer: "wait=10",
+      }),
+    );
     assert.equal(g.status, 200);
+    // One read of the state when the wait begins; the answer comes from the completion event.
+    assert.equal(recordReads(commands, inferline.prefix, "echo", String(r.body.job_id)), 1);
     assert.equal(g.body.status, "completed");
     assert.deepEqual(g.body.result, { echo: "slow", attempt: 1 });
     assert.ok(Date.now() - t0 < 9000, "returned when the job finished, not at the deadline");

@@ -30,6 +30,35 @@ export async function cleanupPrefix(prefix: string, url = REDIS_URL): Promise<vo
   }
 }
 
+/** A command Redis ran: sent by a client, or called by a script (`fromScript`). */
+export interface Ran {
+  readonly args: string[];
+  readonly fromScript: boolean;
+}
+
+/**
+ * Runs `fn` and returns with it the commands the shared Redis ran meanwhile, from MONITOR. Lines that reach the connection with MONITOR's own reply make
+ * ioredis report a "command queue state" error before it switches to monitoring: they come
+ * before `fn` starts and are ignored.
+ */
+export async function monitorCommands<T>(fn: () => Promise<T>): Promise<{ result: T; commands: Ran[] }> {
+  const monitor = new Redis(REDIS_URL, { monitor: true });
+  const commands: Ran[] = [];
+  monitor.on("error", () => {});
+  monitor.on("monitor", (_time: string, args: string[], source: string) => {
+    commands.push({ args, fromScript: source === "lua" });
+  });
+  try {
+    await new Promise<void>((resolve) => monitor.once("monitoring", () => resolve()));
+    const result = await fn();
+    // MONITOR reports commands as Redis runs them: let the last ones arrive.
+    await sleep(100);
+    return { result, commands };
+  } finally {
+    monitor.disconnect();
+  }
+}
+
 /**
  * A redis-server of the caller's own (free loopback port, own data folder), for tests and drills
  * that stop, restart or reconfigure Redis: the shared one is never touched.
