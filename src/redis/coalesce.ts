@@ -1,5 +1,6 @@
 import type { Socket } from "node:net";
 import type { Cluster, Redis } from "ioredis";
+import { endOfTurn } from "../lifecycle/end-of-turn.js";
 
 const COALESCED = Symbol("inferline.coalescedWrites");
 
@@ -35,16 +36,11 @@ function corkPerTurn(socket: (Socket & { [COALESCED]?: true }) | undefined): voi
   if (!socket || socket[COALESCED]) return;
   socket[COALESCED] = true;
   const write = socket.write.bind(socket);
-  let corked = false;
-  const flush = () => {
-    corked = false;
-    socket.uncork();
-  };
+  const uncork = endOfTurn(() => socket.uncork());
   socket.write = ((...args: Parameters<Socket["write"]>): boolean => {
-    if (!corked) {
-      corked = true;
+    if (socket.writableCorked === 0) {
       socket.cork();
-      setImmediate(flush);
+      uncork();
     }
     return write(...args);
   }) as Socket["write"];

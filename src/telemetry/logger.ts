@@ -1,6 +1,7 @@
 import { createRequire } from "node:module";
 import { pino, type Logger, type LoggerOptions } from "pino";
 import type { Config } from "../config/index.js";
+import { endOfTurn } from "../lifecycle/end-of-turn.js";
 
 export type { Logger } from "pino";
 
@@ -69,17 +70,10 @@ const holding = new Set<Destination>();
  */
 function writePerTurn(dest: Destination): Destination {
   const write = dest.write.bind(dest);
-  let scheduled = false;
-  const flush = () => {
-    scheduled = false;
-    dest.flush();
-  };
+  const flush = endOfTurn(() => dest.flush());
   dest.write = (data: string): boolean => {
     const ok = write(data);
-    if (!scheduled) {
-      scheduled = true;
-      setImmediate(flush);
-    }
+    flush();
     return ok;
   };
   if (holding.size === 0) process.once("exit", () => holding.forEach((d) => d.flush()));
