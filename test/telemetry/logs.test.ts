@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { testEnv } from "../support/config.js";
 import { call, freePort } from "../support/http.js";
-import { spawnCli, spawnWorker, stop, type Spawned } from "../support/processes.js";
+import { ROOT, spawnCli, spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
 
 const KEY = "inf_logtest_5f0c1e2d3a4b5c6d7e8f9a0b1c2d3e4f";
@@ -104,5 +107,35 @@ describe("JSON logs: one request id from API to worker, lifecycle events, no sec
       "not-the-key-but-still-secret",
     ])
       assert.ok(!everything.includes(secret), `log output contains ${secret.slice(0, 12)}…`);
+  });
+});
+
+describe("worker and supervisor logs: one write per event-loop turn", () => {
+  it("writes a turn's 200 lines with a handful of system calls, and the last line before exit", () => {
+    // A process of its own: its stdout and its count of write system calls are the test's.
+    const logger = pathToFileURL(path.join(ROOT, "dist", "telemetry", "logger.js")).href;
+    const script = `
+      import { readFileSync } from "node:fs";
+      import { createLogger } from ${JSON.stringify(logger)};
+      const writes = () => Number(/syscw:\\s*(\\d+)/.exec(readFileSync("/proc/self/io", "utf8"))[1]);
+      const log = createLogger({ LOG_LEVEL: "info", NODE_ENV: "test", LOG_PRETTY: false }, { role: "worker" });
+      const before = writes();
+      for (let i = 0; i < 200; i++) log.info({ event: "line", i }, "a line");
+      setImmediate(() => {
+        process.stderr.write(String(writes() - before));
+        log.info({ event: "last" }, "logged just before exit");
+        process.exit(0);
+      });
+    `;
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    const lines = r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { event: string });
+    assert.equal(lines.filter((l) => l.event === "line").length, 200);
+    assert.equal(lines.at(-1)?.event, "last", "the exit flushes what the turn held");
+    // One write per line would be 200 (the count includes the stderr write of the count itself).
+    assert.ok(Number(r.stderr) < 10, `${r.stderr} write system calls for 200 lines`);
   });
 });
