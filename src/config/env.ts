@@ -229,7 +229,7 @@ export const ENV_SCHEMA = {
   QUEUE_DEPTH_READING_MS: int(0, 10_000)
     .default(100)
     .describe(
-      "How old a queue-depth reading may be for a request that needs no cache lookup to skip the cap check in Redis while the queue is below half its cap (ms; 0: check every request).",
+      "How old a queue-depth reading may be for a request that needs no cache lookup to skip the cap check in Redis while the queue, with this request, stays within half its cap (ms; 0: check every request).",
     ),
   IDEMPOTENCY_TTL_SECONDS: int(1).default(86_400).describe("How long an Idempotency-Key is remembered (s)."),
   BATCH_MAX_ITEMS: int(1, 10_000).default(256).describe("Most inputs one batch request may carry."),

@@ -4,11 +4,11 @@
  * With no cache lookup and no coalescing to do, admission checks only the queue cap. Every
  * admission that does run returns the queue's depth; for `maxAgeMs` after such a reading, a
  * request may be admitted without asking Redis while that depth plus the jobs this process
- * has added since stays below half the cap. Near the cap, or once the reading is older, every
+ * has added since, this one included, stays within half the cap. Near the cap, or once the reading is older, every
  * request runs the exact check again (which takes a new reading).
  *
  * Several API processes each count only their own additions. Each stops skipping before its
- * reading plus its own additions reach half the cap, so with two processes the queue never
+ * reading plus its own additions pass half the cap, so with two processes the queue never
  * passes the cap; with R processes it could reach R/2 times the cap, but only if each added
  * about half the cap within `maxAgeMs` (thousands of jobs in 100 ms by default).
  */
@@ -22,7 +22,7 @@ export class DepthGate {
   hasRoom(model: string, cap: number): boolean {
     const r = this.readings.get(model);
     if (!r || performance.now() - r.at > this.maxAgeMs) return false;
-    return (r.depth + r.added) * 2 < cap;
+    return (r.depth + r.added + 1) * 2 <= cap;
   }
 
   /** An exact depth, just read by an admission. */

@@ -36,7 +36,7 @@ export interface JobPolicy {
   readonly maxQueueDepth: number;
   /**
    * How old a reading of a queue's depth may be for a request to skip the cap check in Redis
-   * while the queue is below half its cap (ms; 0: check every request). See DepthGate.
+   * while the queue, with this request, stays within half its cap (ms; 0: check every request). See DepthGate.
    */
   readonly depthReadingMs: number;
   /** How long an add may take before it is given up (the Redis command timeout). */
