@@ -37,9 +37,9 @@ export interface Ran {
 }
 
 /**
- * Runs `fn` and returns with it the commands the shared Redis ran meanwhile, from MONITOR. Lines that reach the connection with MONITOR's own reply make
- * ioredis report a "command queue state" error before it switches to monitoring: they come
- * before `fn` starts and are ignored.
+ * Runs `fn` and returns with it the commands the shared Redis ran meanwhile, from MONITOR.
+ * Lines that reach the connection with MONITOR's own reply make ioredis report a "command queue
+ * state" error before it switches to monitoring: they come before `fn` starts and are ignored.
  */
 export async function monitorCommands<T>(fn: () => Promise<T>): Promise<{ result: T; commands: Ran[] }> {
   const monitor = new Redis(REDIS_URL, { monitor: true });
