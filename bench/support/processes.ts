@@ -1,4 +1,7 @@
 import { fork, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -58,33 +61,52 @@ export async function startStack(env: Record<string, string>, workerArgs: string
   };
 }
 
+/**
+ * Runs the built CLI with its log lines going to a file (see logFile), not to a pipe: reading a
+ * pipe would charge the benchmark process, which stands for the clients, for every log line the
+ * processes under test write. Resolves once a line with `event` has been written.
+ */
 function startCliLine(
   args: string[],
   env: Record<string, string>,
   readyEvent: string,
 ): Promise<{ proc: ChildProcess; line: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [...benchNodeArgs(), CLI, ...args], {
-      env: { ...process.env, LOG_LEVEL: "info", NODE_ENV: "production", ...env },
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    let buf = "";
-    const onData = (c: Buffer) => {
-      buf += c.toString();
-      const line = buf
-        .split("\n")
-        .slice(0, -1)
-        .find((l) => l.includes(`"event":"${readyEvent}"`));
-      if (line !== undefined) {
-        p.stdout.off("data", onData);
-        p.stdout.resume();
-        resolve({ proc: p, line });
-      }
-      if (buf.length > 1e6) buf = buf.slice(-1e5);
-    };
-    p.stdout.on("data", onData);
-    p.once("exit", (code) => reject(new Error(`inferline ${args.join(" ")} exited ${code}`)));
+  const file = logFile(args[0] ?? "cli");
+  const out = openSync(file, "a");
+  const p = spawn(process.execPath, [...benchNodeArgs(), CLI, ...args], {
+    env: { ...process.env, LOG_LEVEL: "info", NODE_ENV: "production", ...env },
+    stdio: ["ignore", out, "inherit"],
   });
+  closeSync(out);
+  return new Promise((resolve, reject) => {
+    const onExit = (code: number | null) => {
+      clearInterval(poll);
+      const tail = readFileSync(file, "utf8").slice(-2000);
+      reject(new Error(`inferline ${args.join(" ")} exited ${code}; its last log lines:\n${tail}`));
+    };
+    const poll = setInterval(() => {
+      const line = readFileSync(file, "utf8")
+        .split("\n")
+        .find((l) => l.includes(`"event":"${readyEvent}"`));
+      if (line === undefined) return;
+      clearInterval(poll);
+      p.off("exit", onExit);
+      resolve({ proc: p, line });
+    }, 20);
+    p.once("exit", onExit);
+  });
+}
+
+let logDir: string | undefined;
+
+/** A fresh file for one process's log lines, in a folder of this run's, removed at exit. */
+function logFile(name: string): string {
+  if (logDir === undefined) {
+    const dir = mkdtempSync(path.join(tmpdir(), "inferline-bench-"));
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+    logDir = dir;
+  }
+  return path.join(logDir, `${name}-${randomBytes(3).toString("hex")}.log`);
 }
 
 /** BENCH_NODE_ARGS: Node options for every process under test (e.g. --cpu-prof). */
