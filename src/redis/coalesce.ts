@@ -10,10 +10,12 @@ const COALESCED = Symbol("inferline.coalescedWrites");
  * ioredis writes every command to its socket at once: one system call each. A worker finishing
  * a batch of jobs, or an API answering the requests that arrived together, issues dozens of
  * commands in one turn, and on small virtual machines those system calls cost more than the
- * commands. Corking the socket at the first write of a turn and uncorking it in `setImmediate`
- * (after the poll phase has run every I/O callback of the turn) hands them to the kernel as
- * one `writev`. Order on the connection is unchanged; a command waits at most for the rest of
- * the current turn.
+ * commands. Corking the socket at the first write of a turn and uncorking it once the turn's
+ * I/O callbacks and the work they deferred with `setImmediate` have run (endOfTurn with
+ * `afterDeferred`: a worker's batch runs in `setImmediate`, and its completions then leave with
+ * the fetch that preceded them) hands them to the kernel as one `writev`. Order on the
+ * connection is unchanged; a command waits at most for the rest of the turn and one more pass
+ * of the event loop.
  *
  * ioredis's own auto-pipelining batches only within one tick (one I/O callback) and builds a
  * Pipeline per batch, copying every script BullMQ defined on the connection, which costs more
@@ -36,7 +38,7 @@ function corkPerTurn(socket: (Socket & { [COALESCED]?: true }) | undefined): voi
   if (!socket || socket[COALESCED]) return;
   socket[COALESCED] = true;
   const write = socket.write.bind(socket);
-  const uncork = endOfTurn(() => socket.uncork());
+  const uncork = endOfTurn(() => socket.uncork(), { afterDeferred: true });
   socket.write = ((...args: Parameters<Socket["write"]>): boolean => {
     if (socket.writableCorked === 0) {
       socket.cork();
