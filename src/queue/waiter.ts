@@ -1,6 +1,7 @@
 import { QueueEvents } from "bullmq";
 import type { Redis } from "ioredis";
 import type { JobResult } from "../contracts/jobs.js";
+import { coalesceWrites } from "../redis/coalesce.js";
 import { queueName } from "./keys.js";
 import { isCompleteResult } from "./view.js";
 
@@ -40,6 +41,10 @@ export class JobWaiter {
       qe = new QueueEvents(queueName(model), { connection: this.connection(), prefix: this.prefix });
       // Errors (Redis away) are reported by health checks; the reader reconnects by itself.
       qe.on("error", () => {});
+      // QueueEvents reads on a duplicate of the connection it is given. Coalesced, its next XREAD
+      // leaves after the turn's work (the answers to the requests this read woke) instead of
+      // before it, and finds more events waiting when traffic is heavy.
+      qe.client.then((c) => coalesceWrites(c as unknown as Redis)).catch(() => {});
       qe.on("completed", ({ jobId, returnvalue }) => {
         this.onFinished(model);
         this.wake(jobId, this.waiters, isCompleteResult(returnvalue) ? returnvalue : undefined);
