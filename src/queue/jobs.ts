@@ -107,8 +107,14 @@ export class JobService {
    * Answers one prediction request: from the cache, by joining the job already computing the
    * same input, or with a new job. With `waitMs`, holds until the job ends or the time passes;
    * the wake-up is registered before the job exists, so no event about it can be missed.
+   * `onAccepted` hears which job answers the request (and whether from the cache) as soon as
+   * that is known, before any wait.
    */
-  async submit(req: SubmitRequest, waitMs = 0): Promise<JobView> {
+  async submit(
+    req: SubmitRequest,
+    waitMs = 0,
+    onAccepted: (jobId: string, cached: boolean) => void = () => {},
+  ): Promise<JobView> {
     const t0 = performance.now();
     const { guard, idempotency } = this.deps;
     let jobId = newJobId(req.model);
@@ -118,7 +124,10 @@ export class JobService {
       if (prior) {
         if (prior.bodyHash !== bodyHash) throw new IdempotencyKeyReusedError(req.idempotencyKey, prior.jobId);
         try {
-          return waitMs > 0 ? await this.waitFor(prior.jobId, waitMs) : await this.view(prior.jobId);
+          const replayed =
+            waitMs > 0 ? await this.waitFor(prior.jobId, waitMs) : await this.view(prior.jobId);
+          onAccepted(prior.jobId, false);
+          return replayed;
         } catch (err) {
           if (!(err instanceof JobNotFoundError)) throw err;
         }
@@ -136,8 +145,10 @@ export class JobService {
       if (view === "cached") {
         sub?.cancel();
         if (admission.kind !== "hit") throw new Error("unreachable");
+        onAccepted(admission.value.job_id, true);
         return cachedView(req.model, req.version, admission.value, req.priority, t0);
       }
+      onAccepted(view.job_id, false);
       if (view.job_id !== jobId) {
         // Joined a job already computing this input.
         sub?.cancel();

@@ -3,6 +3,7 @@ import { TERMINAL_STATUSES, type JobView, type Priority } from "../../contracts/
 import { BatchTooLargeError, InvalidInputError } from "../../errors/catalog.js";
 import { problemsToMessage, type InputProblem } from "../../models/validation.js";
 import type { SubmitRequest } from "../../queue/jobs.js";
+import { afterWrites } from "../../lifecycle/end-of-turn.js";
 import { preferredWaitSeconds } from "../prefer.js";
 import type { HttpDeps } from "../types.js";
 
@@ -99,15 +100,22 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
         );
       }
       const idempotencyKey = req.headers["idempotency-key"] as string | undefined;
-      const view = await jobs.submit({ ...request(req.body), idempotencyKey }, waitSeconds * 1000);
-      req.log.info(
-        {
-          event: view.cached ? "cache_hit" : "job_queued",
-          job_id: view.job_id,
-          model: view.model,
-          version: view.version,
-        },
-        view.cached ? "answered from cache" : "job queued",
+      const view = await jobs.submit(
+        { ...request(req.body), idempotencyKey },
+        waitSeconds * 1000,
+        // Logged when known, not when a wait ends; after the turn's commands have gone out.
+        (jobId, cached) =>
+          afterWrites(() =>
+            req.log.info(
+              {
+                event: cached ? "cache_hit" : "job_queued",
+                job_id: jobId,
+                model: descriptor.name,
+                version: descriptor.version,
+              },
+              cached ? "answered from cache" : "job queued",
+            ),
+          ),
       );
       return sendJobView(reply, view, waitSeconds);
     },
