@@ -67,6 +67,27 @@ describe("JSON logs: one request id from API to worker, lifecycle events, no sec
     assert.equal(typeof completed.duration_ms, "number");
   });
 
+  it("job_queued is written when the job is queued, while a Prefer: wait request still waits", async () => {
+    let answered = false;
+    const pending = call(
+      base,
+      "POST",
+      "/api/ml/echo",
+      { text: "slow", sleep_ms: 1500 },
+      { ...auth, "x-request-id": "req-obs-queued" },
+    ).then((r) => {
+      answered = true;
+      return r;
+    });
+    const queued = await api.waitForLine(
+      (l) => l.event === "job_queued" && l.request_id === "req-obs-queued",
+    );
+    assert.equal(answered, false, "job_queued was logged only once the wait had ended");
+    const r = await pending;
+    assert.equal(r.status, 200);
+    assert.equal(queued.job_id, r.body.job_id);
+  });
+
   it("a failing job logs a retry and then its failure, each with its attempt", async () => {
     const r = await call(
       base,
