@@ -59,4 +59,23 @@ void describe("Redis connections send one turn's commands in one write", () => {
     assert.equal(replies.at(-1), 200);
     assert.ok(writes < 20, `${writes} write system calls for 200 commands after reconnecting`);
   });
+
+  void it("sends what the turn deferred with setImmediate in the same write (a worker's batch)", async () => {
+    const key = `${prefix}:d`;
+    // The fewest writes over a few tries: the test runner writes now and then too.
+    let alone = Infinity;
+    let withDeferred = Infinity;
+    for (let i = 0; i < 5; i++) {
+      let start = writeSyscalls();
+      await redis.incr(key);
+      alone = Math.min(alone, writeSyscalls() - start);
+      start = writeSyscalls();
+      const first = redis.incr(key);
+      const deferred = new Promise<number>((resolve) => setImmediate(() => resolve(redis.incr(key))));
+      const [a, b] = await Promise.all([first, deferred]);
+      assert.equal(b, a + 1);
+      withDeferred = Math.min(withDeferred, writeSyscalls() - start);
+    }
+    assert.equal(withDeferred, alone, "the deferred command took a write of its own");
+  });
 });
