@@ -5,27 +5,34 @@ import { endOfTurn } from "../lifecycle/end-of-turn.js";
 
 export type { Logger } from "pino";
 
-/** Paths pino blanks in every log line: keys, passwords, Redis URLs with credentials. */
-export const REDACT_PATHS = [
-  "req.headers.authorization",
-  'req.headers["x-api-key"]',
-  "req.headers.cookie",
-  'res.headers["set-cookie"]',
+/** Fields that may hold a secret: keys, passwords, tokens, Redis URLs with credentials. */
+const SECRET_FIELDS = [
+  "password",
+  "apiKey",
+  "api_key",
+  "token",
+  "redisUrl",
+  "REDIS_URL",
+  "SESSION_SECRET",
+  "API_KEYS",
   "headers.authorization",
   'headers["x-api-key"]',
-  "*.password",
-  "*.apiKey",
-  "*.api_key",
-  "redisUrl",
-  "*.redisUrl",
-  "REDIS_URL",
-  "*.REDIS_URL",
-  "SESSION_SECRET",
-  "*.SESSION_SECRET",
-  "*.headers.authorization",
-  '*.headers["x-api-key"]',
-  "*.headers.cookie",
-  "*.token",
+  "headers.cookie",
+  'headers["set-cookie"]',
+];
+
+/** The objects log lines carry that could hold such fields. */
+const SECRET_HOLDERS = ["req", "res", "request", "response", "err", "error", "config", "options", "opts"];
+
+/**
+ * Paths pino blanks in every log line: the secret fields at the top of a line and inside the
+ * objects lines carry. Named, not wildcards: a path starting with `*` makes pino clone and walk
+ * every line it writes, which cost five times the line itself (two job lines: about 50 µs
+ * instead of 10), while a named path costs nothing on lines without its first key.
+ */
+export const REDACT_PATHS = [
+  ...SECRET_FIELDS,
+  ...SECRET_HOLDERS.flatMap((holder) => SECRET_FIELDS.map((field) => `${holder}.${field}`)),
 ];
 
 /**

@@ -4,6 +4,8 @@ import { createHash } from "node:crypto";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { pino } from "pino";
+import { REDACT_PATHS } from "../../src/telemetry/logger.js";
 import { testEnv } from "../support/config.js";
 import { call, freePort } from "../support/http.js";
 import { ROOT, spawnCli, spawnWorker, stop, type Spawned } from "../support/processes.js";
@@ -158,5 +160,36 @@ describe("worker and supervisor logs: one write per event-loop turn", () => {
     assert.equal(lines.at(-1)?.event, "last", "the exit flushes what the turn held");
     // One write per line would be 200 (the count includes the stderr write of the count itself).
     assert.ok(Number(r.stderr) < 10, `${r.stderr} write system calls for 200 lines`);
+  });
+});
+
+describe("log redaction", () => {
+  it("blanks secret fields at the top of a line and inside the objects lines carry", () => {
+    const lines: string[] = [];
+    const log = pino(
+      { redact: { paths: REDACT_PATHS, censor: "[redacted]" } },
+      { write: (line: string) => void lines.push(line) },
+    );
+    const secret = "s3cret-value";
+    log.info({
+      token: secret,
+      REDIS_URL: `redis://:${secret}@host:6379`,
+      headers: { authorization: secret },
+    });
+    for (const holder of ["req", "res", "err", "config", "options"]) {
+      log.info({
+        [holder]: {
+          password: secret,
+          apiKey: secret,
+          redisUrl: secret,
+          SESSION_SECRET: secret,
+          headers: { "x-api-key": secret, cookie: secret, "set-cookie": secret },
+          kept: "visible",
+        },
+      });
+    }
+    assert.equal(lines.length, 6);
+    for (const line of lines) assert.ok(!line.includes(secret), `a secret was logged: ${line}`);
+    assert.ok(lines.slice(1).every((l) => l.includes('"kept":"visible"')));
   });
 });
