@@ -43,7 +43,9 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   const drain = new DrainRate();
   const waiter = new JobWaiter(
     () => {
-      const c = createRedis(config.redisUrl, "blocking");
+      // A template: QueueEvents reads on a duplicate of it, which BullMQ connects. Lazy, the
+      // template itself never opens a connection of its own.
+      const c = createRedis(config.redisUrl, "blocking", { lazyConnect: true });
       c.on("error", () => {});
       blocking.push(c);
       return c;
