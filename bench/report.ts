@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import type { TopLevelSpec } from "vega-lite";
 import { formatTable, type BenchTable } from "./lib.js";
 import { BASE_CONFIG, renderSvg } from "./support/charts.js";
+import { SYSTEMS } from "./support/systems.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const RESULTS = path.join(ROOT, "bench", "results");
@@ -151,9 +152,6 @@ interface MetricsData {
   throughput_overhead: number;
   goal_max_overhead?: number;
 }
-
-/** The overhead scenario's row for bare BullMQ behind a minimal HTTP route. */
-const HTTP_FLOOR = "bare BullMQ + minimal HTTP route";
 
 const data = <T>(name: Name) => results.get(name)?.data as T | undefined;
 
@@ -366,18 +364,18 @@ const PROSE: Record<Name, string> = {
 function headlines(): string[] {
   const out: string[] = [];
   const overhead = data<OverheadData>("overhead");
-  const bare = overhead?.results["bare BullMQ"];
-  const e2e = overhead?.results["Inferline (HTTP, Prefer: wait)"];
-  const list = overhead?.results["list queue (tutorial)"];
-  const floor = overhead?.results[HTTP_FLOOR];
+  const bare = overhead?.results[SYSTEMS.bare];
+  const e2e = overhead?.results[SYSTEMS.inferline];
+  const list = overhead?.results[SYSTEMS.list];
+  const floor = overhead?.results[SYSTEMS.floor];
   if (bare && e2e && list) {
-    const soloBare = overhead.unloaded?.["bare BullMQ"];
-    const soloE2e = overhead.unloaded?.["Inferline (HTTP, Prefer: wait)"];
+    const soloBare = overhead.unloaded?.[SYSTEMS.bare];
+    const soloE2e = overhead.unloaded?.[SYSTEMS.inferline];
     const solo =
       soloBare && soloE2e
         ? ` One request at a time, a \`Prefer: wait\` round trip takes p50 ${f2(soloE2e.p50_ms)} ms against ${f2(soloBare.p50_ms)} ms for BullMQ's own add → completed (${soloE2e.p50_ms >= soloBare.p50_ms ? "+" : ""}${f2(soloE2e.p50_ms - soloBare.p50_ms)} ms).`
         : "";
-    const soloFloor = overhead.unloaded?.[HTTP_FLOOR];
+    const soloFloor = overhead.unloaded?.[SYSTEMS.floor];
     const floorText = floor
       ? ` The same BullMQ behind a minimal HTTP route reaches ${f0((floor.throughput_per_s / bare.throughput_per_s) * 100)}%: that is what an HTTP hop costs on this machine, and Inferline runs at ${f0((e2e.throughput_per_s / floor.throughput_per_s) * 100)}% of it.`
       : "";

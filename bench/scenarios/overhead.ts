@@ -6,12 +6,11 @@ import { predictAndWait } from "../support/http.js";
 import { interleaved, type Arm } from "../support/interleave.js";
 import { benchEnv, startBaseline, startHttpBaseline, startStack, stopChild } from "../support/processes.js";
 import { cleanupPrefix, localRedisPid } from "../support/redis.js";
+import { SYSTEMS } from "../support/systems.js";
 
 type Cpu = Record<string, number>;
 
-/** Bare BullMQ behind a minimal HTTP route (see below). */
-const FLOOR = "bare BullMQ + minimal HTTP route";
-const E2E = "Inferline (HTTP, Prefer: wait)";
+const { list: LIST, bare: BARE, floor: FLOOR, inferline: E2E } = SYSTEMS;
 
 const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 
@@ -59,7 +58,7 @@ export const run: Scenario = async (ctx) => {
     // Requests on one connection must not interleave: one caller per connection.
     const free = [...conns];
     arms.push({
-      name: "list queue (tutorial)",
+      name: LIST,
       pids: { worker: listWorker.pid, redis: redisPid },
       one: async (i) => {
         const c = free.pop()!;
@@ -95,7 +94,7 @@ export const run: Scenario = async (ctx) => {
     });
     await bareEvents.waitUntilReady();
     arms.push({
-      name: "bare BullMQ",
+      name: BARE,
       pids: { worker: bareWorker.pid, redis: redisPid },
       one: async () => {
         const job = await bareQueue.add(
@@ -144,7 +143,7 @@ export const run: Scenario = async (ctx) => {
     }
 
     // --- one request at a time, taking turns (the list queue is left out)
-    const turns = arms.filter((a) => a.name !== "list queue (tutorial)");
+    const turns = arms.filter((a) => a.name !== LIST);
     const times = turns.map(() => [] as number[]);
     for (let i = 0; i < solo; i++) {
       for (const [k, arm] of turns.entries()) {
@@ -157,11 +156,11 @@ export const run: Scenario = async (ctx) => {
   } finally {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
   }
-  const bare = rows["bare BullMQ"]!;
+  const bare = rows[BARE]!;
   const e2e = rows[E2E]!;
   const ratio = e2e.throughput_per_s / bare.throughput_per_s;
   const floorRow = rows[FLOOR]!;
-  const soloBare = unloaded["bare BullMQ"]!;
+  const soloBare = unloaded[BARE]!;
   return {
     name: "overhead",
     tables: [
