@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { Queue, QueueEvents } from "bullmq";
 import { Redis } from "ioredis";
 import { closedLoop, latencySummary, summarize, type Scenario } from "../lib.js";
+import { addAndWait } from "../support/bare.js";
 import { predictAndWait } from "../support/http.js";
 import { interleaved, type Arm } from "../support/interleave.js";
 import { benchEnv, startBaseline, startHttpBaseline, startStack, stopChild } from "../support/processes.js";
@@ -97,12 +98,7 @@ export const run: Scenario = async (ctx) => {
       name: BARE,
       pids: { worker: bareWorker.pid, redis: redisPid },
       one: async () => {
-        const job = await bareQueue.add(
-          "x",
-          { text: "hello" },
-          { removeOnComplete: { age: 3600 }, removeOnFail: { age: 3600 } },
-        );
-        await job.waitUntilFinished(bareEvents, 10_000);
+        await addAndWait(bareQueue, bareEvents, { text: "hello" });
       },
     });
 

@@ -7,6 +7,7 @@
 import Fastify from "fastify";
 import { Queue, QueueEvents, Worker } from "bullmq";
 import { Redis } from "ioredis";
+import { addAndWait } from "./bare.js";
 
 const [mode, url, prefix, arg] = process.argv.slice(2);
 const concurrency = Number(arg);
@@ -32,12 +33,8 @@ if (mode === "bare") {
   await events.waitUntilReady();
   const app = Fastify();
   app.post("/api/ml/:model", async (req) => {
-    const job = await queue.add("x", req.body, {
-      removeOnComplete: { age: 3600 },
-      removeOnFail: { age: 3600 },
-    });
-    const output: unknown = await job.waitUntilFinished(events, 10_000);
-    return { job_id: job.id, status: "completed", output };
+    const { jobId, result } = await addAndWait(queue, events, req.body);
+    return { job_id: jobId, status: "completed", output: result };
   });
   await app.listen({ host: "127.0.0.1", port: Number(arg) });
   const address = app.server.address();
