@@ -7,10 +7,9 @@ const COALESCED = Symbol("inferline.coalescedWrites");
 /** When a connection's gathered commands leave (see coalesceWrites). */
 export interface WriteTiming {
   /**
-   * After the work the turn deferred with `setImmediate` too, one pass of the event loop later:
-   * for a worker, whose batches run in `setImmediate`, so a batch's completions leave with the
-   * fetch that preceded them. Not for an API under load, where that pass holds the request's
-   * command behind every request the next poll brings.
+   * Also after the work the turn queued with deferToImmediate, when some is still to run: for a
+   * worker, whose batches are queued that way, so a batch's completions leave with the fetch
+   * that preceded them. One pass of the event loop later, and only then.
    */
   readonly afterDeferred?: boolean;
 }

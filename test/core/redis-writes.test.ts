@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import type { Redis } from "ioredis";
+import { deferToImmediate } from "../../src/lifecycle/end-of-turn.js";
 import { createRedis, waitReady } from "../../src/redis/connection.js";
 import { eventually } from "../support/http.js";
 import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
@@ -60,8 +61,8 @@ void describe("Redis connections send one turn's commands in one write", () => {
     assert.ok(writes < 20, `${writes} write system calls for 200 commands after reconnecting`);
   });
 
-  void it("with afterDeferred, sends what the turn deferred with setImmediate in the same write", async () => {
-    // How a worker's connections are made: its batches run in setImmediate.
+  void it("with afterDeferred, sends what the turn deferred to an immediate in the same write", async () => {
+    // How a worker's connections are made: its batches are deferred this way.
     const redis = createRedis(REDIS_URL, "command", {}, { afterDeferred: true });
     after(() => redis.disconnect());
     await waitReady(redis, 5000);
@@ -75,7 +76,7 @@ void describe("Redis connections send one turn's commands in one write", () => {
       alone = Math.min(alone, writeSyscalls() - start);
       start = writeSyscalls();
       const first = redis.incr(key);
-      const deferred = new Promise<number>((resolve) => setImmediate(() => resolve(redis.incr(key))));
+      const deferred = new Promise<number>((resolve) => deferToImmediate(() => resolve(redis.incr(key))));
       const [a, b] = await Promise.all([first, deferred]);
       assert.equal(b, a + 1);
       withDeferred = Math.min(withDeferred, writeSyscalls() - start);
