@@ -43,9 +43,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   const drain = new DrainRate();
   const waiter = new JobWaiter(
     () => {
-      // A template: QueueEvents reads on a duplicate of it, which BullMQ connects. Lazy, the
-      // template itself never opens a connection of its own.
-      const c = createRedis(config.redisUrl, "blocking", { lazyConnect: true });
+      const c = createRedis(config.redisUrl, "blocking");
       c.on("error", () => {});
       blocking.push(c);
       return c;

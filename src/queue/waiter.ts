@@ -38,12 +38,16 @@ export class JobWaiter {
   private readerFor(model: string): QueueEvents {
     let qe = this.events.get(model);
     if (!qe) {
-      qe = new QueueEvents(queueName(model), { connection: this.connection(), prefix: this.prefix });
+      const template = this.connection();
+      qe = new QueueEvents(queueName(model), { connection: template, prefix: this.prefix });
+      // QueueEvents reads on a duplicate of the connection it is given; the original would only
+      // sit idle, one open connection per model.
+      template.disconnect();
       // Errors (Redis away) are reported by health checks; the reader reconnects by itself.
       qe.on("error", () => {});
-      // QueueEvents reads on a duplicate of the connection it is given. Coalesced, its next XREAD
-      // leaves after the turn's work (the answers to the requests this read woke) instead of
-      // before it, and finds more events waiting when traffic is heavy.
+      // Coalesced, the duplicate's next XREAD leaves after the turn's work (the answers to the
+      // requests this read woke) instead of before it, and finds more events waiting when
+      // traffic is heavy.
       qe.client.then((c) => coalesceWrites(c as unknown as Redis)).catch(() => {});
       qe.on("completed", ({ jobId, returnvalue }) => {
         this.onFinished(model);
