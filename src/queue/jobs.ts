@@ -108,7 +108,8 @@ export class JobService {
    * same input, or with a new job. With `waitMs`, holds until the job ends or the time passes;
    * the wake-up is registered before the job exists, so no event about it can be missed.
    * `onAccepted` hears which job answers the request (and whether from the cache) as soon as
-   * that is known, before any wait.
+   * that is known, before any wait; for a replayed Idempotency-Key, once the key's job has been
+   * found (a key whose first request queued nothing goes on to queue its job).
    */
   async submit(
     req: SubmitRequest,

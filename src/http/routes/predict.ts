@@ -3,7 +3,6 @@ import { TERMINAL_STATUSES, type JobView, type Priority } from "../../contracts/
 import { BatchTooLargeError, InvalidInputError } from "../../errors/catalog.js";
 import { problemsToMessage, type InputProblem } from "../../models/validation.js";
 import type { SubmitRequest } from "../../queue/jobs.js";
-import { afterWrites } from "../../lifecycle/end-of-turn.js";
 import { preferredWaitSeconds } from "../prefer.js";
 import type { HttpDeps } from "../types.js";
 
@@ -103,18 +102,16 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
       const view = await jobs.submit(
         { ...request(req.body), idempotencyKey },
         waitSeconds * 1000,
-        // Logged when known, not when a wait ends; after the turn's commands have gone out.
+        // Logged when known (the add has been answered), not when a wait ends.
         (jobId, cached) =>
-          afterWrites(() =>
-            req.log.info(
-              {
-                event: cached ? "cache_hit" : "job_queued",
-                job_id: jobId,
-                model: descriptor.name,
-                version: descriptor.version,
-              },
-              cached ? "answered from cache" : "job queued",
-            ),
+          req.log.info(
+            {
+              event: cached ? "cache_hit" : "job_queued",
+              job_id: jobId,
+              model: descriptor.name,
+              version: descriptor.version,
+            },
+            cached ? "answered from cache" : "job queued",
           ),
       );
       return sendJobView(reply, view, waitSeconds);
