@@ -1,5 +1,5 @@
 import { Cluster, Redis, type RedisOptions } from "ioredis";
-import { coalesceWrites, type WriteTiming } from "./coalesce.js";
+import { coalesceWrites } from "./coalesce.js";
 
 export type RedisRole =
   /** Request-path commands: fail fast when Redis is away instead of queueing them. */
@@ -96,13 +96,8 @@ export function redisTargetUrl(opts: {
  * Redis for callers, whose commands all touch keys of one slot, which Cluster routes the same way.
  * Every connection sends the commands of one event-loop turn in one write (see coalesce.ts).
  */
-export function createRedis(
-  url: string,
-  role: RedisRole,
-  extra: RedisOptions = {},
-  timing: WriteTiming = {},
-): Redis {
-  return coalesceWrites(connect(url, role, extra), timing);
+export function createRedis(url: string, role: RedisRole, extra: RedisOptions = {}): Redis {
+  return coalesceWrites(connect(url, role, extra));
 }
 
 function connect(url: string, role: RedisRole, extra: RedisOptions): Redis {

@@ -1,4 +1,3 @@
-import { deferToImmediate } from "../lifecycle/end-of-turn.js";
 import type { LoadedModel, PredictItem } from "../models/types.js";
 
 export interface BatchOutcome {
@@ -44,12 +43,9 @@ export class Batcher {
       void this.drain();
     };
     // With a delay, wait for more jobs (up to maxDelayMs); without, let the jobs fetched in this
-    // turn of the event loop join the batch and go, ahead of the turn's Redis writes (see
-    // deferToImmediate), so the batch's completions leave with them.
+    // turn of the event loop join the batch and go.
     this.timer =
-      maxDelayMs > 0 && this.queue.length < maxBatchSize
-        ? setTimeout(fire, maxDelayMs)
-        : deferToImmediate(fire);
+      maxDelayMs > 0 && this.queue.length < maxBatchSize ? setTimeout(fire, maxDelayMs) : setImmediate(fire);
   }
 
   private async drain(): Promise<void> {

@@ -43,8 +43,7 @@ export async function startWorker(
 
   const connections: Redis[] = [];
   const connection = () => {
-    // Completions of a batch (run in setImmediate) leave with the fetch before them.
-    const c = createRedis(config.redisUrl, "blocking", {}, { afterDeferred: true });
+    const c = createRedis(config.redisUrl, "blocking");
     c.on("error", (err) => logger.debug({ event: "redis_error", err: err.message }, "redis error"));
     connections.push(c);
     return c;

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import type { Redis } from "ioredis";
-import { deferToImmediate } from "../../src/lifecycle/end-of-turn.js";
 import { createRedis, waitReady } from "../../src/redis/connection.js";
 import { eventually } from "../support/http.js";
 import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
@@ -59,28 +58,5 @@ void describe("Redis connections send one turn's commands in one write", () => {
     const { replies, writes } = await burst(redis, `${prefix}:m`, 200);
     assert.equal(replies.at(-1), 200);
     assert.ok(writes < 20, `${writes} write system calls for 200 commands after reconnecting`);
-  });
-
-  void it("with afterDeferred, sends what the turn deferred to an immediate in the same write", async () => {
-    // How a worker's connections are made: its batches are deferred this way.
-    const redis = createRedis(REDIS_URL, "command", {}, { afterDeferred: true });
-    after(() => redis.disconnect());
-    await waitReady(redis, 5000);
-    const key = `${prefix}:d`;
-    // The fewest writes over a few tries: the test runner writes now and then too.
-    let alone = Infinity;
-    let withDeferred = Infinity;
-    for (let i = 0; i < 5; i++) {
-      let start = writeSyscalls();
-      await redis.incr(key);
-      alone = Math.min(alone, writeSyscalls() - start);
-      start = writeSyscalls();
-      const first = redis.incr(key);
-      const deferred = new Promise<number>((resolve) => deferToImmediate(() => resolve(redis.incr(key))));
-      const [a, b] = await Promise.all([first, deferred]);
-      assert.equal(b, a + 1);
-      withDeferred = Math.min(withDeferred, writeSyscalls() - start);
-    }
-    assert.equal(withDeferred, alone, "the deferred command took a write of its own");
   });
 });
