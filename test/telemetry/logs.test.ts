@@ -5,7 +5,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
-import { REDACT_PATHS } from "../../src/telemetry/logger.js";
+import { REDACTION } from "../../src/telemetry/logger.js";
 import { testEnv } from "../support/config.js";
 import { call, freePort } from "../support/http.js";
 import { ROOT, spawnCli, spawnWorker, stop, type Spawned } from "../support/processes.js";
@@ -166,10 +166,7 @@ describe("worker and supervisor logs: one write per event-loop turn", () => {
 describe("log redaction", () => {
   it("blanks secret fields at the top of a line and inside the objects lines carry", () => {
     const lines: string[] = [];
-    const log = pino(
-      { redact: { paths: REDACT_PATHS, censor: "[redacted]" } },
-      { write: (line: string) => void lines.push(line) },
-    );
+    const log = pino({ redact: REDACTION }, { write: (line: string) => void lines.push(line) });
     const secret = "s3cret-value";
     log.info({
       token: secret,
