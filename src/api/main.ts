@@ -39,13 +39,11 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   await waitReady(redis, 3000).catch(() =>
     logger.warn({ event: "redis_unreachable" }, "Redis not reachable yet; answering 503 until it is"),
   );
-  const blocking: ReturnType<typeof createRedis>[] = [];
   const drain = new DrainRate();
   const waiter = new JobWaiter(
     () => {
       const c = createRedis(config.redisUrl, "blocking");
       c.on("error", () => {});
-      blocking.push(c);
       return c;
     },
     config.REDIS_KEY_PREFIX,
@@ -106,7 +104,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
           { name: "close HTTP server", run: () => app.close(), timeoutMs: config.SHUTDOWN_TIMEOUT_MS + 1000 },
           { name: "close queues", run: () => jobs.close(), timeoutMs: 2000 },
           { name: "flush stats", run: () => obs.close(), timeoutMs: 2000 },
-          { name: "disconnect Redis", run: () => [redis, ...blocking].forEach((c) => c.disconnect()) },
+          { name: "disconnect Redis", run: () => redis.disconnect() },
         ],
         logger,
       );

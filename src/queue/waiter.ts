@@ -23,6 +23,7 @@ export class JobWaiter {
   private closing: Promise<void> | undefined;
 
   constructor(
+    /** A connection for a reader to copy its options from; closed once copied. */
     private readonly connection: () => Redis,
     private readonly prefix: string,
     /** Told of every job that finishes (drain-rate estimates). */
