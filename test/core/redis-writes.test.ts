@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
+import type { QueueEvents } from "bullmq";
 import type { Redis } from "ioredis";
+import { queueName } from "../../src/queue/keys.js";
+import { JobWaiter } from "../../src/queue/waiter.js";
 import { createRedis, waitReady } from "../../src/redis/connection.js";
 import { eventually } from "../support/http.js";
 import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
@@ -58,5 +61,41 @@ void describe("Redis connections send one turn's commands in one write", () => {
     const { replies, writes } = await burst(redis, `${prefix}:m`, 200);
     assert.equal(replies.at(-1), 200);
     assert.ok(writes < 20, `${writes} write system calls for 200 commands after reconnecting`);
+  });
+});
+
+void describe("the API's event readers send one turn's commands in one write too", () => {
+  const prefix = uniquePrefix("reader-writes");
+  let waiter: JobWaiter;
+  let admin: Redis;
+
+  before(async () => {
+    waiter = new JobWaiter(() => createRedis(REDIS_URL, "blocking"), prefix);
+    admin = createRedis(REDIS_URL, "command");
+    await Promise.all([waiter.start(["echo"]), waitReady(admin, 5000)]);
+  });
+
+  after(async () => {
+    await waiter.close();
+    admin.disconnect();
+    await cleanupPrefix(prefix);
+  });
+
+  void it("on the duplicate connection QueueEvents reads on", async () => {
+    // QueueEvents reads on a copy of the connection it is given: that copy must be coalesced.
+    const readers = (waiter as unknown as { events: Map<string, QueueEvents> }).events;
+    const reader = readers.get("echo");
+    assert.ok(reader, "no event reader for echo");
+    await reader.waitUntilReady();
+    const client = (await reader.client) as unknown as Redis;
+    const before = writeSyscalls();
+    const pings = Promise.all(Array.from({ length: 200 }, () => client.ping()));
+    // The turn's writes leave at its end.
+    await new Promise((r) => setImmediate(r));
+    const writes = writeSyscalls() - before;
+    // The reader sits in XREAD, so the pings wait behind it: an event releases them.
+    await admin.xadd(`${prefix}:${queueName("echo")}:events`, "*", "event", "probe");
+    assert.equal((await pings).length, 200);
+    assert.ok(writes < 20, `${writes} write system calls for 200 commands on the event reader`);
   });
 });
