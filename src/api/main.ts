@@ -8,6 +8,7 @@ import { ResultCache } from "../cache/result-cache.js";
 import { DrainRate } from "../queue/drain-rate.js";
 import { IdempotencyStore } from "../queue/idempotency.js";
 import { JobService } from "../queue/jobs.js";
+import { JobRecords } from "../queue/records.js";
 import { JobWaiter } from "../queue/waiter.js";
 import { createRedis, waitReady } from "../redis/connection.js";
 import { createApiObservability } from "../telemetry/observability.js";
@@ -51,9 +52,17 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   );
   const workers = new WorkerRegistry(redis, config.REDIS_KEY_PREFIX, config.WORKER_HEARTBEAT_INTERVAL_MS * 3);
   const obs = createApiObservability(config, redis, workers, () => catalog.names(), logger);
-  const jobs = new JobService({
+  const guard = makeGuard(redis, config.REDIS_COMMAND_TIMEOUT_MS);
+  const cache = new ResultCache(redis, config.REDIS_KEY_PREFIX);
+  const records = new JobRecords({
     redis,
     prefix: config.REDIS_KEY_PREFIX,
+    retentionSeconds: config.RESULT_RETENTION_SECONDS,
+    guard,
+    waiter,
+    cache,
+  });
+  const jobs = new JobService({
     policy: {
       attempts: config.JOB_ATTEMPTS,
       backoffMs: config.JOB_BACKOFF_MS,
@@ -65,9 +74,10 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
       depthReadingMs: config.QUEUE_DEPTH_READING_MS,
       addTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
     },
-    guard: makeGuard(redis, config.REDIS_COMMAND_TIMEOUT_MS),
+    guard,
     waiter,
-    cache: new ResultCache(redis, config.REDIS_KEY_PREFIX),
+    records,
+    cache,
     idempotency: new IdempotencyStore(redis, config.REDIS_KEY_PREFIX, config.IDEMPOTENCY_TTL_SECONDS),
     drain,
     onCacheLookup: (model, version, hit) => obs.http.telemetry.cacheLookup(model, version, hit),
@@ -82,6 +92,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
     catalog,
     validator: new InputValidator(),
     jobs,
+    records,
     health,
     ...obs.http,
   });
@@ -102,7 +113,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
         [
           { name: "wake waiting requests", run: () => waiter.close(), timeoutMs: 2000 },
           { name: "close HTTP server", run: () => app.close(), timeoutMs: config.SHUTDOWN_TIMEOUT_MS + 1000 },
-          { name: "close queues", run: () => jobs.close(), timeoutMs: 2000 },
+          { name: "close queues", run: () => records.close(), timeoutMs: 2000 },
           { name: "flush stats", run: () => obs.close(), timeoutMs: 2000 },
           { name: "disconnect Redis", run: () => redis.disconnect() },
         ],

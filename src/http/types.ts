@@ -2,6 +2,7 @@ import type { Config } from "../config/index.js";
 import type { ModelCatalog } from "../models/catalog.js";
 import type { InputValidator } from "../models/validation.js";
 import type { JobService } from "../queue/jobs.js";
+import type { JobRecords } from "../queue/records.js";
 import type { FastifyBaseLogger } from "fastify";
 import type { FeedbackStore } from "../telemetry/feedback.js";
 import type { QueueInspector } from "../telemetry/queues.js";
@@ -21,7 +22,10 @@ export interface HttpDeps {
   readonly logger: FastifyBaseLogger;
   readonly catalog: ModelCatalog;
   readonly validator: InputValidator;
+  /** New jobs: admission, add, first wait. */
   readonly jobs: JobService;
+  /** Existing jobs: view, cancel, wait. */
+  readonly records: JobRecords;
   /** Caps open event streams; absent: unlimited. */
   readonly streams?: { acquire(): () => void };
   /** Metrics and stats hooks; no-ops when METRICS_ENABLED is off. */

@@ -1,6 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { Job, Queue } from "bullmq";
-import type { Redis } from "ioredis";
+import type { Job } from "bullmq";
 import { inputHash } from "../cache/canonical.js";
 import type { Admission, ResultCache } from "../cache/result-cache.js";
 import {
@@ -13,7 +12,6 @@ import {
 } from "../contracts/jobs.js";
 import {
   IdempotencyKeyReusedError,
-  JobNotCancelableError,
   JobNotFoundError,
   QueueFullError,
   RedisUnavailableError,
@@ -22,8 +20,9 @@ import { DepthGate } from "./depth-gate.js";
 import type { DrainRate } from "./drain-rate.js";
 import type { Guard } from "./guard.js";
 import type { IdempotencyStore } from "./idempotency.js";
-import { modelKey, newJobId, parseJobId, queueName } from "./keys.js";
-import { cachedView, completedView, finishedState, toView } from "./view.js";
+import { newJobId } from "./keys.js";
+import type { JobRecords } from "./records.js";
+import { cachedView, completedView, toView } from "./view.js";
 import type { JobWaiter } from "./waiter.js";
 
 export interface JobPolicy {
@@ -59,11 +58,11 @@ export interface SubmitRequest {
 }
 
 export interface JobServiceDeps {
-  readonly redis: Redis;
-  readonly prefix: string;
   readonly policy: JobPolicy;
   readonly guard: Guard;
   readonly waiter: JobWaiter;
+  /** The jobs once added: their queues, views and waits. */
+  readonly records: JobRecords;
   readonly cache: ResultCache;
   readonly idempotency: IdempotencyStore;
   readonly drain: DrainRate;
@@ -77,30 +76,16 @@ type Admitted = { req: SubmitRequest; jobId: string; admission: Admission };
 type AdmitArgs = ReturnType<JobService["admitArgs"]>;
 
 /**
- * Jobs as the API sees them: admit (cache, coalescing, queue cap), submit, look up, cancel,
- * wait. The only module the HTTP layer uses to reach the queue. Every call is guarded so Redis
- * trouble surfaces as RedisUnavailableError quickly instead of a hanging request.
+ * New jobs as the API takes them: admission (cache, coalescing, queue cap), the add, and the
+ * first wait; cache invalidation. Reading, canceling and waiting for a job that exists is
+ * JobRecords'. Every call is guarded so Redis trouble surfaces as RedisUnavailableError quickly
+ * instead of a hanging request.
  */
 export class JobService {
-  private readonly queues = new Map<string, Queue<JobData, JobResult>>();
   private readonly depth: DepthGate;
-  private closing: Promise<void> | undefined;
 
   constructor(private readonly deps: JobServiceDeps) {
     this.depth = new DepthGate(deps.policy.depthReadingMs);
-  }
-
-  queue(model: string): Queue<JobData, JobResult> {
-    let q = this.queues.get(model);
-    if (!q) {
-      q = new Queue<JobData, JobResult>(queueName(model), {
-        connection: this.deps.redis,
-        prefix: this.deps.prefix,
-      });
-      q.on("error", () => {});
-      this.queues.set(model, q);
-    }
-    return q;
   }
 
   /**
@@ -126,7 +111,9 @@ export class JobService {
         if (prior.bodyHash !== bodyHash) throw new IdempotencyKeyReusedError(req.idempotencyKey, prior.jobId);
         try {
           const replayed =
-            waitMs > 0 ? await this.waitFor(prior.jobId, waitMs) : await this.view(prior.jobId);
+            waitMs > 0
+              ? await this.deps.records.waitFor(prior.jobId, waitMs)
+              : await this.deps.records.view(prior.jobId);
           onAccepted(prior.jobId, false);
           return replayed;
         } catch (err) {
@@ -153,12 +140,12 @@ export class JobService {
       if (view.job_id !== jobId) {
         // Joined a job already computing this input.
         sub?.cancel();
-        return waitMs > 0 ? this.waitFor(view.job_id, waitMs) : view;
+        return waitMs > 0 ? this.deps.records.waitFor(view.job_id, waitMs) : view;
       }
       if (!sub) return view;
       const result = await sub.signal;
       if (result) return completedView(view, result);
-      return this.waitFor(jobId, waitMs - (performance.now() - t0));
+      return this.deps.records.waitFor(jobId, waitMs - (performance.now() - t0));
     } catch (err) {
       sub?.cancel();
       throw err;
@@ -190,7 +177,9 @@ export class JobService {
     if (waitMs <= 0) return views;
     return Promise.all(
       views.map(async (v) =>
-        TERMINAL_STATUSES.has(v.status) ? v : this.waitFor(v.job_id, waitMs - (performance.now() - t0)),
+        TERMINAL_STATUSES.has(v.status)
+          ? v
+          : this.deps.records.waitFor(v.job_id, waitMs - (performance.now() - t0)),
       ),
     );
   }
@@ -249,7 +238,7 @@ export class JobService {
       const model = claims[0]!.req.model;
       // Should this fail, the in-flight slots stay: the add may have reached Redis even so (a
       // timeout). A retry joins the job if it exists; admission ignores a slot whose job does not.
-      const queue = this.queue(model);
+      const queue = this.deps.records.queue(model);
       // One job is one script call; addBulk wraps even one in MULTI/EXEC.
       added = await guard(async () =>
         claims.length === 1
@@ -339,125 +328,13 @@ export class JobService {
     const until = performance.now() + this.claimWindowMs;
     for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {
       try {
-        return await this.view(jobId);
+        return await this.deps.records.view(jobId);
       } catch (err) {
         if (!(err instanceof JobNotFoundError)) throw err;
         if (performance.now() >= until)
           throw new RedisUnavailableError(new Error(`joined job ${jobId} was never added`));
       }
       await sleep(pause);
-    }
-  }
-
-  /** The job's current view; JobNotFoundError when unknown or expired from retention. */
-  async view(jobId: string): Promise<JobView> {
-    const model = parseJobId(jobId)?.model;
-    if (model === undefined) throw new JobNotFoundError(jobId);
-    return this.deps.guard(async () => {
-      const queue = this.queue(model);
-      let job = await Job.fromId<JobData, JobResult>(queue, jobId);
-      if (!job) {
-        const tomb = await this.deps.redis.get(this.tombstoneKey(model, jobId));
-        if (tomb) return JSON.parse(tomb) as JobView;
-        throw new JobNotFoundError(jobId);
-      }
-      // A finished job's record says how it ended: one round trip.
-      if (job.finishedOn) return toView(job, finishedState(job));
-      const state = await job.getState();
-      if (state === "completed" || state === "failed") {
-        // It finished between the two reads: read the record again for its result.
-        job = (await Job.fromId<JobData, JobResult>(queue, jobId)) ?? job;
-        if (job.finishedOn) return toView(job, finishedState(job));
-      }
-      const view = toView(job, state);
-      if (view.status === "queued" && job.data.deadline !== undefined && job.data.deadline < Date.now()) {
-        return this.endUnstarted(view, "expired", job.data, {
-          code: "expired",
-          message: "the deadline passed before a worker could start the job",
-        }).catch(() => view);
-      }
-      return view;
-    });
-  }
-
-  /** Cancels a job that has not started; the canceled record is kept for the retention time. */
-  async cancel(jobId: string): Promise<JobView> {
-    const current = await this.view(jobId);
-    if (current.status === "canceled") return current;
-    if (current.status !== "queued") throw new JobNotCancelableError(jobId, current.status);
-    const job = await this.deps.guard(() => Job.fromId<JobData, JobResult>(this.queue(current.model), jobId));
-    return this.deps.guard(() => this.endUnstarted(current, "canceled", job?.data));
-  }
-
-  /**
-   * Ends a queued job without running it (canceled, or expired past its deadline): a
-   * tombstone first, so a reader never sees "unknown" in between, then removal, undone if a
-   * worker took the job meanwhile.
-   */
-  private async endUnstarted(
-    current: JobView,
-    status: "canceled" | "expired",
-    data: JobData | undefined,
-    error?: { code: string; message: string },
-  ): Promise<JobView> {
-    const { redis, policy, cache } = this.deps;
-    const { model, job_id: jobId } = current;
-    const ended: JobView = {
-      ...current,
-      status,
-      error,
-      finished_at: new Date().toISOString(),
-      next_attempt_at: undefined,
-    };
-    const key = this.tombstoneKey(model, jobId);
-    await redis.set(key, JSON.stringify(ended), "EX", policy.retentionSeconds);
-    try {
-      await this.queue(model).remove(jobId);
-      if (await Job.fromId(this.queue(model), jobId)) throw new Error("job is locked by a worker");
-    } catch {
-      await redis.del(key);
-      const now = await this.view(jobId);
-      if (status === "canceled") throw new JobNotCancelableError(jobId, now.status);
-      return now;
-    }
-    if (data?.cache) await cache.release(data.cache.inflightKey, jobId).catch(() => {});
-    return ended;
-  }
-
-  /**
-   * Holds until the job reaches a terminal state or `ms` pass, then returns its view. Subscribes
-   * before each state read, so no completion is missed; a queued job's deadline ends the wait.
-   */
-  async waitFor(jobId: string, ms: number, opts: { onChange?: (v: JobView) => void } = {}): Promise<JobView> {
-    const model = parseJobId(jobId)?.model;
-    if (model === undefined) throw new JobNotFoundError(jobId);
-    const end = Date.now() + ms;
-    let last: string | undefined;
-    for (;;) {
-      const remaining = end - Date.now();
-      const sub = this.deps.waiter.subscribe(model, jobId, Math.max(0, remaining), {
-        active: opts.onChange !== undefined,
-      });
-      let view: JobView;
-      try {
-        view = await this.view(jobId);
-      } catch (err) {
-        sub.cancel();
-        throw err;
-      }
-      const key = `${view.status}:${view.attempts}`;
-      if (opts.onChange && key !== last) opts.onChange(view);
-      last = key;
-      if (TERMINAL_STATUSES.has(view.status) || remaining <= 0) {
-        sub.cancel();
-        return view;
-      }
-      const result = await sub.signal;
-      if (result) {
-        const done = completedView(view, result);
-        opts.onChange?.(done);
-        return done;
-      }
     }
   }
 
@@ -476,15 +353,6 @@ export class JobService {
       }
       for (const m of target.models) await cache.invalidateModel(m, target.version);
     });
-  }
-
-  private tombstoneKey(model: string, jobId: string): string {
-    return modelKey(this.deps.prefix, model, "ended", jobId);
-  }
-
-  close(): Promise<void> {
-    this.closing ??= Promise.allSettled([...this.queues.values()].map((q) => q.close())).then(() => {});
-    return this.closing;
   }
 }
 

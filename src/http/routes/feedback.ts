@@ -20,7 +20,7 @@ class FeedbackExistsError extends AppError {
  */
 export const feedbackRoutes: FastifyPluginAsync<HttpDeps> = async (
   app,
-  { jobs, catalog, telemetry, feedback },
+  { records, catalog, telemetry, feedback },
 ) => {
   app.post<{ Params: { id: string }; Body: { label?: string; value?: number } }>(
     "/api/results/:id/feedback",
@@ -38,7 +38,7 @@ export const feedbackRoutes: FastifyPluginAsync<HttpDeps> = async (
       },
     },
     async (req, reply) => {
-      const view = await jobs.view(req.params.id);
+      const view = await records.view(req.params.id);
       if (view.status !== "completed")
         throw new JobNotCompletedError(
           `job "${view.job_id}" is ${view.status}; feedback needs a completed job`,

@@ -9,7 +9,7 @@ const params = {
   properties: { jobId: { type: "string", maxLength: 128 } },
 } as const;
 
-export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { jobs, config, streams }) => {
+export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records, config, streams }) => {
   app.get<{ Params: { jobId: string } }>(
     "/api/results/:jobId",
     {
@@ -28,8 +28,8 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { jobs, co
       const waitSeconds = preferredWaitSeconds(req.headers.prefer, config.WAIT_MAX_SECONDS);
       const view =
         waitSeconds > 0
-          ? await jobs.waitFor(req.params.jobId, waitSeconds * 1000)
-          : await jobs.view(req.params.jobId);
+          ? await records.waitFor(req.params.jobId, waitSeconds * 1000)
+          : await records.view(req.params.jobId);
       return sendJobView(reply, view, waitSeconds);
     },
   );
@@ -49,7 +49,7 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { jobs, co
       config: { access: "predict" },
     },
     async (req, reply) => {
-      const view = await jobs.cancel(req.params.jobId);
+      const view = await records.cancel(req.params.jobId);
       req.log.info({ event: "job_canceled", job_id: view.job_id, model: view.model }, "job canceled");
       return reply.code(200).send(view);
     },
@@ -74,7 +74,7 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { jobs, co
     },
     async (req, reply) => {
       const jobId = req.params.jobId;
-      await jobs.view(jobId); // 404 / 503 as JSON before the stream starts
+      await records.view(jobId); // 404 / 503 as JSON before the stream starts
       const release = streams?.acquire() ?? (() => {});
       let closed = false;
       req.raw.on("close", () => {
@@ -97,7 +97,7 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { jobs, co
       const keepAlive = setInterval(() => !closed && raw.write(": keep-alive\n\n"), 15_000);
       try {
         for (;;) {
-          const view = await jobs.waitFor(jobId, Math.max(1, config.WAIT_MAX_SECONDS) * 1000, {
+          const view = await records.waitFor(jobId, Math.max(1, config.WAIT_MAX_SECONDS) * 1000, {
             onChange: (v) => send("status", { ...v, links: links(v.job_id) }),
           });
           if (closed || TERMINAL_STATUSES.has(view.status)) break;

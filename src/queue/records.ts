@@ -1,0 +1,166 @@
+import { Job, Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import type { ResultCache } from "../cache/result-cache.js";
+import { type JobData, type JobResult, type JobView, TERMINAL_STATUSES } from "../contracts/jobs.js";
+import { JobNotCancelableError, JobNotFoundError } from "../errors/catalog.js";
+import type { Guard } from "./guard.js";
+import { modelKey, parseJobId, queueName } from "./keys.js";
+import { completedView, finishedState, toView } from "./view.js";
+import type { JobWaiter } from "./waiter.js";
+
+export interface JobRecordsDeps {
+  readonly redis: Redis;
+  readonly prefix: string;
+  /** How long a finished or ended job's record is kept (s). */
+  readonly retentionSeconds: number;
+  readonly guard: Guard;
+  readonly waiter: JobWaiter;
+  /** Frees the in-flight slot of a job ended before it ran. */
+  readonly cache: ResultCache;
+}
+
+/**
+ * Jobs once they exist: each model's queue, a job's view (from its record, or the tombstone of
+ * one ended unstarted), cancelation, and waiting for the end. Every Redis call is guarded, so
+ * Redis trouble surfaces as RedisUnavailableError quickly instead of a hanging request.
+ */
+export class JobRecords {
+  private readonly queues = new Map<string, Queue<JobData, JobResult>>();
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly deps: JobRecordsDeps) {}
+
+  queue(model: string): Queue<JobData, JobResult> {
+    let q = this.queues.get(model);
+    if (!q) {
+      q = new Queue<JobData, JobResult>(queueName(model), {
+        connection: this.deps.redis,
+        prefix: this.deps.prefix,
+      });
+      q.on("error", () => {});
+      this.queues.set(model, q);
+    }
+    return q;
+  }
+
+  /** The job's current view; JobNotFoundError when unknown or expired from retention. */
+  async view(jobId: string): Promise<JobView> {
+    const model = parseJobId(jobId)?.model;
+    if (model === undefined) throw new JobNotFoundError(jobId);
+    return this.deps.guard(async () => {
+      const queue = this.queue(model);
+      let job = await Job.fromId<JobData, JobResult>(queue, jobId);
+      if (!job) {
+        const tomb = await this.deps.redis.get(this.tombstoneKey(model, jobId));
+        if (tomb) return JSON.parse(tomb) as JobView;
+        throw new JobNotFoundError(jobId);
+      }
+      // A finished job's record says how it ended: one round trip.
+      if (job.finishedOn) return toView(job, finishedState(job));
+      const state = await job.getState();
+      if (state === "completed" || state === "failed") {
+        // It finished between the two reads: read the record again for its result.
+        job = (await Job.fromId<JobData, JobResult>(queue, jobId)) ?? job;
+        if (job.finishedOn) return toView(job, finishedState(job));
+      }
+      const view = toView(job, state);
+      if (view.status === "queued" && job.data.deadline !== undefined && job.data.deadline < Date.now()) {
+        return this.endUnstarted(view, "expired", job.data, {
+          code: "expired",
+          message: "the deadline passed before a worker could start the job",
+        }).catch(() => view);
+      }
+      return view;
+    });
+  }
+
+  /** Cancels a job that has not started; the canceled record is kept for the retention time. */
+  async cancel(jobId: string): Promise<JobView> {
+    const current = await this.view(jobId);
+    if (current.status === "canceled") return current;
+    if (current.status !== "queued") throw new JobNotCancelableError(jobId, current.status);
+    const job = await this.deps.guard(() => Job.fromId<JobData, JobResult>(this.queue(current.model), jobId));
+    return this.deps.guard(() => this.endUnstarted(current, "canceled", job?.data));
+  }
+
+  /**
+   * Ends a queued job without running it (canceled, or expired past its deadline): a
+   * tombstone first, so a reader never sees "unknown" in between, then removal, undone if a
+   * worker took the job meanwhile.
+   */
+  private async endUnstarted(
+    current: JobView,
+    status: "canceled" | "expired",
+    data: JobData | undefined,
+    error?: { code: string; message: string },
+  ): Promise<JobView> {
+    const { redis, retentionSeconds, cache } = this.deps;
+    const { model, job_id: jobId } = current;
+    const ended: JobView = {
+      ...current,
+      status,
+      error,
+      finished_at: new Date().toISOString(),
+      next_attempt_at: undefined,
+    };
+    const key = this.tombstoneKey(model, jobId);
+    await redis.set(key, JSON.stringify(ended), "EX", retentionSeconds);
+    try {
+      await this.queue(model).remove(jobId);
+      if (await Job.fromId(this.queue(model), jobId)) throw new Error("job is locked by a worker");
+    } catch {
+      await redis.del(key);
+      const now = await this.view(jobId);
+      if (status === "canceled") throw new JobNotCancelableError(jobId, now.status);
+      return now;
+    }
+    if (data?.cache) await cache.release(data.cache.inflightKey, jobId).catch(() => {});
+    return ended;
+  }
+
+  /**
+   * Holds until the job reaches a terminal state or `ms` pass, then returns its view. Subscribes
+   * before each state read, so no completion is missed; a queued job's deadline ends the wait.
+   */
+  async waitFor(jobId: string, ms: number, opts: { onChange?: (v: JobView) => void } = {}): Promise<JobView> {
+    const model = parseJobId(jobId)?.model;
+    if (model === undefined) throw new JobNotFoundError(jobId);
+    const end = Date.now() + ms;
+    let last: string | undefined;
+    for (;;) {
+      const remaining = end - Date.now();
+      const sub = this.deps.waiter.subscribe(model, jobId, Math.max(0, remaining), {
+        active: opts.onChange !== undefined,
+      });
+      let view: JobView;
+      try {
+        view = await this.view(jobId);
+      } catch (err) {
+        sub.cancel();
+        throw err;
+      }
+      const key = `${view.status}:${view.attempts}`;
+      if (opts.onChange && key !== last) opts.onChange(view);
+      last = key;
+      if (TERMINAL_STATUSES.has(view.status) || remaining <= 0) {
+        sub.cancel();
+        return view;
+      }
+      const result = await sub.signal;
+      if (result) {
+        const done = completedView(view, result);
+        opts.onChange?.(done);
+        return done;
+      }
+    }
+  }
+
+  private tombstoneKey(model: string, jobId: string): string {
+    return modelKey(this.deps.prefix, model, "ended", jobId);
+  }
+
+  close(): Promise<void> {
+    this.closing ??= Promise.allSettled([...this.queues.values()].map((q) => q.close())).then(() => {});
+    return this.closing;
+  }
+}
