@@ -6,9 +6,15 @@ export interface InputProblem {
   readonly message: string;
 }
 
-/** Compiles each model version's input schema once and checks inputs against it. */
+/** At most this many problems are reported for one input (a body can hold thousands of bad keys). */
+export const MAX_PROBLEMS = 20;
+
+/**
+ * Compiles each model version's input schema once and checks inputs against it. Every problem
+ * is reported (up to MAX_PROBLEMS), so a caller fixes an input in one round, not field by field.
+ */
 export class InputValidator {
-  private readonly ajv = new Ajv({ strict: false, allErrors: false, coerceTypes: false });
+  private readonly ajv = new Ajv({ strict: false, allErrors: true, coerceTypes: false });
   private readonly compiled = new Map<JsonSchema, ValidateFunction>();
 
   /** Returns the problems with `input`, empty when it is valid. */
@@ -19,7 +25,7 @@ export class InputValidator {
       this.compiled.set(descriptor.inputSchema, validate);
     }
     if (validate(input)) return [];
-    return (validate.errors ?? []).map(describe);
+    return (validate.errors ?? []).slice(0, MAX_PROBLEMS).map(describe);
   }
 }
 

@@ -147,6 +147,21 @@ void describe("built-in ONNX models through HTTP → queue → worker", () => {
     });
   }
 
+  void it("an input with several problems gets them all named in one answer", async () => {
+    const r = await call(inferline.url, "POST", "/api/ml/penguins", {
+      island: "Atlantis",
+      bill_length_mm: 40,
+      bill_depth_mm: "deep",
+      flipper_length_mm: 200,
+      wingspan_cm: 30,
+    });
+    assert.equal(r.status, 422, JSON.stringify(r.body));
+    const error = r.body.error as { message: string; details: { problems: { field: string }[] } };
+    const fields = error.details.problems.map((p) => p.field).sort();
+    assert.deepEqual(fields, ["bill_depth_mm", "body_mass_g", "island", "wingspan_cm"]);
+    for (const f of fields) assert.ok(error.message.includes(f), `message names ${f}: ${error.message}`);
+  });
+
   void it("GET /api/models shows each ONNX model's schema and held-out metrics", async () => {
     const r = await call(inferline.url, "GET", "/api/models/penguins");
     assert.equal(r.status, 200);
