@@ -101,7 +101,6 @@ export class WorkerService {
     logger.info(
       {
         event: "worker_started",
-        worker: this.id,
         models: this.deps.models,
         concurrency: this.deps.concurrency,
       },
@@ -173,7 +172,7 @@ export class WorkerService {
       const { config } = this.deps;
       const logger = this.log;
       this.state = "draining";
-      logger.info({ event: "worker_draining", worker: this.id }, "worker draining");
+      logger.info({ event: "worker_draining" }, "worker draining");
       let drained = false;
       await runSteps(
         [
@@ -198,7 +197,7 @@ export class WorkerService {
       );
       clearInterval(this.heartbeat);
       this.loopDelay.disable();
-      logger.info({ event: "worker_stopped", worker: this.id, drained, ...this.stats }, "worker stopped");
+      logger.info({ event: "worker_stopped", drained, ...this.stats }, "worker stopped");
     })();
     return this.closing;
   }

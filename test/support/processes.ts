@@ -10,6 +10,8 @@ export interface Spawned {
   readonly proc: ChildProcess;
   /** Every stdout line parsed as JSON (log lines), plus raw stderr text. */
   readonly lines: Record<string, unknown>[];
+  /** Everything written to stdout so far, as written. */
+  readonly stdout: () => string;
   readonly stderr: () => string;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Resolves with the first log line matching `pred`, rejects after `ms`. */
@@ -26,8 +28,10 @@ export function spawnCli(args: readonly string[], env: Record<string, string>): 
   const lines: Record<string, unknown>[] = [];
   const listeners = new Set<(l: Record<string, unknown>) => void>();
   let buf = "";
+  let out = "";
   let err = "";
   proc.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    out += chunk;
     buf += chunk;
     let i: number;
     while ((i = buf.indexOf("\n")) >= 0) {
@@ -49,6 +53,7 @@ export function spawnCli(args: readonly string[], env: Record<string, string>): 
   return {
     proc,
     lines,
+    stdout: () => out,
     stderr: () => err,
     exited,
     waitForLine(pred, ms = 20_000) {

@@ -116,12 +116,7 @@ describe("JSON logs: one request id from API to worker, lifecycle events, no sec
       authorization: "Bearer not-the-key-but-still-secret",
     });
     await new Promise((r) => setTimeout(r, 300));
-    const everything = [
-      ...api.lines.map((l) => JSON.stringify(l)),
-      api.stderr(),
-      ...worker.lines.map((l) => JSON.stringify(l)),
-      worker.stderr(),
-    ].join("\n");
+    const everything = [api.stdout(), api.stderr(), worker.stdout(), worker.stderr()].join("\n");
     assert.ok(api.lines.length > 5 && worker.lines.length > 5);
     for (const secret of [
       KEY,
@@ -130,6 +125,19 @@ describe("JSON logs: one request id from API to worker, lifecycle events, no sec
       "not-the-key-but-still-secret",
     ])
       assert.ok(!everything.includes(secret), `log output contains ${secret.slice(0, 12)}…`);
+  });
+
+  it("no line names a field twice, shutdown lines included", async () => {
+    await stop(worker);
+    await stop(api);
+    const lines = [api.stdout(), worker.stdout()]
+      .join("")
+      .split("\n")
+      .filter((l) => l.startsWith("{"));
+    assert.ok(lines.some((l) => l.includes('"event":"worker_stopped"')));
+    // A repeated key is dropped when parsed: the line written again comes out shorter.
+    const repeated = lines.filter((l) => JSON.stringify(JSON.parse(l)).length !== l.length);
+    assert.deepEqual(repeated, []);
   });
 });
 
