@@ -10,6 +10,7 @@ import {
   ServiceUnavailableError,
   UnsupportedMediaTypeError,
 } from "../errors/catalog.js";
+import { ajvMessage } from "../models/validation.js";
 
 /** Maps Fastify's own errors (parsing, limits, schema checks) onto the catalog. */
 function fromFastify(err: FastifyError, bodyLimit: number): AppError | undefined {
@@ -30,7 +31,7 @@ function fromFastify(err: FastifyError, bodyLimit: number): AppError | undefined
       const field = v
         ? `${err.validationContext ?? "request"}.${(v.instancePath || "/" + String((v.params as { missingProperty?: string }).missingProperty ?? "")).slice(1).replace(/\//g, ".")}`
         : (err.validationContext ?? "request");
-      return new InvalidParameterError(`${field} ${v?.message ?? "is invalid"}`, { field });
+      return new InvalidParameterError(`${field} ${v ? ajvMessage(v) : "is invalid"}`, { field });
     }
   }
   if (err instanceof SyntaxError || (err.statusCode === 400 && /JSON/i.test(err.message))) {

@@ -40,8 +40,16 @@ function describe(e: ErrorObject): InputProblem {
     return { field: base.join(".") || "(body)", message: "is not an input of this model" };
   }
   const field = base.join(".") || "(body)";
-  const message = e.keyword === "required" ? "is required" : (e.message ?? "is invalid");
-  return { field, message };
+  return { field, message: e.keyword === "required" ? "is required" : ajvMessage(e) };
+}
+
+/** Ajv's message for one error, with the allowed values spelled out where Ajv only alludes to them. */
+export function ajvMessage(e: ErrorObject): string {
+  if (e.keyword === "enum") {
+    const allowed = (e.params as { allowedValues?: unknown[] }).allowedValues ?? [];
+    return `must be one of ${allowed.map((v) => JSON.stringify(v)).join(", ")}`;
+  }
+  return e.message ?? "is invalid";
 }
 
 /** "text is required; age must be number" */

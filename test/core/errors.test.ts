@@ -48,6 +48,8 @@ describe("client errors", () => {
     assert.equal(r.status, 400);
     assert.equal(code(r), "invalid_parameter");
     assert.match(message(r), /priority/);
+    // The allowed values are spelled out, not alluded to.
+    assert.match(message(r), /must be one of "high", "normal", "low"/);
   });
 
   it("wrong content type → 415 unsupported_media_type", async () => {

@@ -160,6 +160,7 @@ void describe("built-in ONNX models through HTTP → queue → worker", () => {
     const fields = error.details.problems.map((p) => p.field).sort();
     assert.deepEqual(fields, ["bill_depth_mm", "body_mass_g", "island", "wingspan_cm"]);
     for (const f of fields) assert.ok(error.message.includes(f), `message names ${f}: ${error.message}`);
+    assert.match(error.message, /island must be one of "Biscoe", "Dream", "Torgersen"/);
   });
 
   void it("GET /api/models shows each ONNX model's schema and held-out metrics", async () => {
