@@ -140,7 +140,8 @@ export class JobService {
       if (view.job_id !== jobId) {
         // Joined a job already computing this input.
         sub?.cancel();
-        return waitMs > 0 ? this.deps.records.waitFor(view.job_id, waitMs) : view;
+        const left = waitMs - (performance.now() - t0);
+        return waitMs > 0 ? this.deps.records.waitFor(view.job_id, Math.max(0, left)) : view;
       }
       if (!sub) return view;
       const result = await sub.signal;
@@ -264,16 +265,16 @@ export class JobService {
     return Promise.all(
       items.map(async (i) => {
         const a = i.admission;
-        if (a.kind === "hit") return "cached" as const;
-        if (a.kind === "join") {
-          if (i.req.idempotencyKey) {
-            await this.deps.idempotency.repoint(i.req.model, i.req.idempotencyKey, {
-              jobId: a.jobId,
-              bodyHash: hashBody(i.req),
-            });
-          }
-          return this.joinedView(a.jobId);
+        // A key goes with the job that answered its request: the one joined, or the one whose
+        // cached result answered it (the id that answer reported).
+        const answeredBy = a.kind === "hit" ? a.value.job_id : a.kind === "join" ? a.jobId : undefined;
+        if (answeredBy !== undefined && i.req.idempotencyKey) {
+          const { model, idempotencyKey } = i.req;
+          const rec = { jobId: answeredBy, bodyHash: hashBody(i.req) };
+          await guard(() => this.deps.idempotency.repoint(model, idempotencyKey, rec));
         }
+        if (a.kind === "hit") return "cached" as const;
+        if (a.kind === "join") return this.joinedView(a.jobId);
         return toView(byId.get(i.jobId)!, "queued");
       }),
     );

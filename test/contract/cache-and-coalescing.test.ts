@@ -138,5 +138,14 @@ describe("result cache, coalescing and idempotency", () => {
     assert.equal(retry.status, 200);
     assert.equal(retry.body.status, "completed");
     assert.deepEqual(retry.body.result, first.body.result);
+    // With the cache entry gone, a retry still gets the job the first answer named, not a new one.
+    await call(inferline.url, "POST", "/api/admin/cache/invalidate", { model: "sentiment" });
+    const later = await call(inferline.url, "POST", "/api/ml/sentiment", body, {
+      "idempotency-key": key,
+      prefer: "wait=10",
+    });
+    assert.equal(later.status, 200);
+    assert.equal(later.body.job_id, first.body.job_id);
+    assert.equal(startedJobs([first.body.job_id as string]), 1, "no second inference");
   });
 });
