@@ -10,7 +10,8 @@ import { modelKey, queueName } from "../queue/keys.js";
  * Admission is one Lua script per request, in the model's hash slot: cache lookup, a check for a
  * live job computing the same input (coalescing), the queue-depth cap, and claiming the in-flight
  * slot for the job about to be added. A request that joins a claim made moments ago may find no
- * job yet: `JobService` waits for it to appear (see `claimWindowMs`).
+ * job yet: `JobService` waits for it to appear (see `claimWindowMs`). A joined job is marked
+ * shared (`joinedKey`), so no one of its requests can cancel it for the others.
  */
 
 const ADMIT = `
@@ -26,10 +27,16 @@ if ARGV[5] == '1' then
   local existing = redis.call('GET', inflightKey)
   if existing then
     local jobKey = ARGV[9] .. existing
+    local join = false
     if redis.call('EXISTS', jobKey) == 1 then
-      if not redis.call('HGET', jobKey, 'finishedOn') then return {'join', cacheKey, inflightKey, existing} end
-    elseif tonumber(ARGV[7]) - redis.call('PTTL', inflightKey) < tonumber(ARGV[10]) then
+      join = not redis.call('HGET', jobKey, 'finishedOn')
+    else
       -- Claimed moments ago: that request's add is on its way.
+      join = tonumber(ARGV[7]) - redis.call('PTTL', inflightKey) < tonumber(ARGV[10])
+    end
+    if join then
+      -- Marks the job as shared: one of its requests can no longer cancel it for the others.
+      redis.call('SET', ARGV[2] .. 'joined:' .. existing, '1', 'PX', ARGV[7])
       return {'join', cacheKey, inflightKey, existing}
     end
   end
@@ -39,6 +46,11 @@ if depth >= tonumber(ARGV[8]) then return {'full', cacheKey, inflightKey, tostri
 if ARGV[5] == '1' then redis.call('SET', inflightKey, ARGV[6], 'PX', ARGV[7]) end
 return {'claim', cacheKey, inflightKey, tostring(depth)}
 `;
+
+/** Set while other requests share a job (joined it): its key, under the job's hash slot. */
+export function joinedKey(prefix: string, model: string, jobId: string): string {
+  return modelKey(prefix, model, "joined", jobId);
+}
 
 /** Stores a result and frees the in-flight slot if this job still holds it. */
 const STORE = `

@@ -59,8 +59,11 @@ export class JobNotFoundError extends AppError {
 export class JobNotCancelableError extends AppError {
   readonly code = "job_not_cancelable";
   readonly status = 409;
-  constructor(jobId: string, status: string) {
-    super(`job "${jobId}" is ${status} and can no longer be canceled`, { job_id: jobId, status });
+  constructor(jobId: string, status: string, why?: string) {
+    super(`job "${jobId}" is ${status} and can no longer be canceled${why ? `: ${why}` : ""}`, {
+      job_id: jobId,
+      status,
+    });
   }
 }
 

@@ -211,7 +211,9 @@ export class JobService {
       // The input's key in the cache and among jobs in flight; no lookup, no hashing.
       hash: useCache || policy.coalesce ? inputHash(req.input) : "",
       useCache,
-      coalesce: policy.coalesce,
+      // A request with a deadline runs its own job: its deadline is not imposed on others
+      // (joining it), nor another job's lack of one on it (joining another).
+      coalesce: policy.coalesce && req.deadline === undefined,
       jobId,
       inflightTtlMs: policy.retentionSeconds * 1000,
       claimWindowMs: this.claimWindowMs,

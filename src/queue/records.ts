@@ -1,12 +1,34 @@
 import { Job, Queue } from "bullmq";
 import type { Redis } from "ioredis";
-import type { ResultCache } from "../cache/result-cache.js";
+import { joinedKey, type ResultCache } from "../cache/result-cache.js";
 import { type JobData, type JobResult, type JobView, TERMINAL_STATUSES } from "../contracts/jobs.js";
 import { JobNotCancelableError, JobNotFoundError } from "../errors/catalog.js";
 import type { Guard } from "./guard.js";
 import { modelKey, parseJobId, queueName } from "./keys.js";
 import { completedView, finishedState, toView } from "./view.js";
 import type { JobWaiter } from "./waiter.js";
+
+/**
+ * Takes a job that no worker has taken out of the worker's reach, atomically: from the waiting
+ * lists it is in (a job waiting to retry sits in `delayed`, and has run: it stays), unless other
+ * requests share it. Writes the tombstone that reports it from then on and lets the record
+ * expire, should its removal (next) never come.
+ * KEYS: prioritized, wait, paused, the job's hash, tombstone, joined marker.
+ * ARGV: job id, tombstone JSON, retention (s), whether sharing forbids it ("1"/"0").
+ */
+const WITHDRAW = `
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[6]) == 1 then return 'shared' end
+local taken = redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('LREM', KEYS[2], 0, ARGV[1])
+  + redis.call('LREM', KEYS[3], 0, ARGV[1])
+if taken == 0 then return 'taken' end
+redis.call('SET', KEYS[5], ARGV[2], 'EX', ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+return 'withdrawn'
+`;
+
+type WithScripts = Redis & {
+  inferlineWithdraw(...args: (string | number)[]): Promise<"shared" | "taken" | "withdrawn">;
+};
 
 export interface JobRecordsDeps {
   readonly redis: Redis;
@@ -28,7 +50,13 @@ export class JobRecords {
   private readonly queues = new Map<string, Queue<JobData, JobResult>>();
   private closing: Promise<void> | undefined;
 
-  constructor(private readonly deps: JobRecordsDeps) {}
+  private readonly redis: WithScripts;
+
+  constructor(private readonly deps: JobRecordsDeps) {
+    this.redis = deps.redis as WithScripts;
+    if (typeof this.redis.inferlineWithdraw !== "function")
+      deps.redis.defineCommand("inferlineWithdraw", { numberOfKeys: 6, lua: WITHDRAW });
+  }
 
   queue(model: string): Queue<JobData, JobResult> {
     let q = this.queues.get(model);
@@ -63,8 +91,17 @@ export class JobRecords {
         job = (await Job.fromId<JobData, JobResult>(queue, jobId)) ?? job;
         if (job.finishedOn) return toView(job, finishedState(job));
       }
-      const view = toView(job, state);
-      if (view.status === "queued" && job.data.deadline !== undefined && job.data.deadline < Date.now()) {
+      if (state === "unknown") {
+        // In no list: withdrawn (canceled or expired) and its removal still to come.
+        const tomb = await this.deps.redis.get(this.tombstoneKey(model, jobId));
+        if (tomb) return JSON.parse(tomb) as JobView;
+      }
+      // Scores in the delayed set are the time it is due, times 4096 (BullMQ's getDelayedScore).
+      const score = state === "delayed" ? await this.deps.redis.zscore(queue.keys.delayed!, jobId) : null;
+      const view = toView(job, state, score === null ? undefined : Math.floor(Number(score) / 0x1000));
+      // The deadline is for starting: a job that has run (now waiting to retry) is past it.
+      const unstarted = view.status === "queued" && view.attempts === 0;
+      if (unstarted && job.data.deadline !== undefined && job.data.deadline < Date.now()) {
         return this.endUnstarted(view, "expired", job.data, {
           code: "expired",
           message: "the deadline passed before a worker could start the job",
@@ -74,19 +111,25 @@ export class JobRecords {
     });
   }
 
-  /** Cancels a job that has not started; the canceled record is kept for the retention time. */
+  /**
+   * Cancels a job that has not started and that no other request shares (joined); the canceled
+   * record is kept for the retention time.
+   */
   async cancel(jobId: string): Promise<JobView> {
     const current = await this.view(jobId);
     if (current.status === "canceled") return current;
     if (current.status !== "queued") throw new JobNotCancelableError(jobId, current.status);
+    if (current.attempts > 0)
+      throw new JobNotCancelableError(jobId, current.status, "it has run and waits to retry");
     const job = await this.deps.guard(() => Job.fromId<JobData, JobResult>(this.queue(current.model), jobId));
     return this.deps.guard(() => this.endUnstarted(current, "canceled", job?.data));
   }
 
   /**
-   * Ends a queued job without running it (canceled, or expired past its deadline): a
-   * tombstone first, so a reader never sees "unknown" in between, then removal, undone if a
-   * worker took the job meanwhile.
+   * Ends a queued job without running it (canceled, or expired past its deadline): withdrawn
+   * from the waiting lists and tombstoned in one step (WITHDRAW), so a worker either has it
+   * already or never gets it, then removed. A job a worker took first is left to run: a
+   * cancelation is refused with its state now, an expiry answers that state.
    */
   private async endUnstarted(
     current: JobView,
@@ -94,7 +137,7 @@ export class JobRecords {
     data: JobData | undefined,
     error?: { code: string; message: string },
   ): Promise<JobView> {
-    const { redis, retentionSeconds, cache } = this.deps;
+    const { retentionSeconds, cache, prefix } = this.deps;
     const { model, job_id: jobId } = current;
     const ended: JobView = {
       ...current,
@@ -103,17 +146,28 @@ export class JobRecords {
       finished_at: new Date().toISOString(),
       next_attempt_at: undefined,
     };
-    const key = this.tombstoneKey(model, jobId);
-    await redis.set(key, JSON.stringify(ended), "EX", retentionSeconds);
-    try {
-      await this.queue(model).remove(jobId);
-      if (await Job.fromId(this.queue(model), jobId)) throw new Error("job is locked by a worker");
-    } catch {
-      await redis.del(key);
+    const queue = this.queue(model);
+    const outcome = await this.redis.inferlineWithdraw(
+      queue.keys.prioritized!,
+      queue.keys.wait!,
+      queue.keys.paused!,
+      queue.toKey(jobId),
+      this.tombstoneKey(model, jobId),
+      joinedKey(prefix, model, jobId),
+      jobId,
+      JSON.stringify(ended),
+      retentionSeconds,
+      status === "canceled" ? "1" : "0",
+    );
+    if (outcome !== "withdrawn") {
       const now = await this.view(jobId);
-      if (status === "canceled") throw new JobNotCancelableError(jobId, now.status);
-      return now;
+      if (status !== "canceled") return now;
+      if (outcome === "shared")
+        throw new JobNotCancelableError(jobId, now.status, "other requests for the same input share it");
+      throw new JobNotCancelableError(jobId, now.status);
     }
+    // Out of every list, it can only be removed: the record goes, waiters hear "removed".
+    await queue.remove(jobId).catch(() => {});
     if (data?.cache) await cache.release(data.cache.inflightKey, jobId).catch(() => {});
     return ended;
   }

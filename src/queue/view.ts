@@ -16,8 +16,11 @@ function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;
 }
 
-/** A BullMQ job and its state, as the API reports it. */
-export function toView(job: Job<JobData, JobResult>, state: string): JobView {
+/**
+ * A BullMQ job and its state, as the API reports it. `retryAt`: when a job waiting to retry
+ * runs next (epoch ms, from its place in the delayed set).
+ */
+export function toView(job: Job<JobData, JobResult>, state: string, retryAt?: number): JobView {
   const d = job.data;
   const base = {
     job_id: job.id!,
@@ -45,7 +48,7 @@ export function toView(job: Job<JobData, JobResult>, state: string): JobView {
     case "active":
       return { ...base, attempts: job.attemptsMade + 1, status: "active" };
     case "delayed":
-      return { ...base, status: "queued", next_attempt_at: iso(job.timestamp + (job.delay ?? 0)) };
+      return { ...base, status: "queued", next_attempt_at: iso(retryAt) };
     default:
       return { ...base, status: "queued" };
   }

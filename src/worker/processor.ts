@@ -34,7 +34,9 @@ export function makeProcessor(deps: ProcessorDeps) {
     const { model, version, input, requestId } = job.data;
     const attempt = job.attemptsMade + 1;
     const log = deps.logger.child({ job_id: job.id, model, version, request_id: requestId, attempt });
-    if (job.data.deadline !== undefined && startedAt > job.data.deadline) {
+    // The deadline is for starting: a retry, or a job a dead worker had started, is past it.
+    const firstStart = job.attemptsMade === 0 && (job.attemptsStarted ?? 1) <= 1;
+    if (firstStart && job.data.deadline !== undefined && startedAt > job.data.deadline) {
       // Too late to be useful: end it without running the model.
       log.info(
         { event: "job_expired", queue_wait_ms: startedAt - job.timestamp },

@@ -108,4 +108,106 @@ describe("queue semantics", () => {
       await stop(worker);
     }
   });
+
+  it("a cancel racing a worker either stops the job before it runs or is refused", async () => {
+    const worker = await spawnWorker(testEnv(inferline.prefix), ["--models", "echo"]);
+    try {
+      const submitted = await Promise.all(
+        Array.from({ length: 300 }, (_, i) =>
+          call(inferline.url, "POST", "/api/ml/echo", { text: "race", value: i }),
+        ),
+      );
+      assert.deepEqual(
+        submitted.filter((r) => r.status !== 202).map((r) => r.body),
+        [],
+      );
+      const ids = submitted.map((r) => r.body.job_id as string);
+      const cancels = await Promise.all(ids.map((id) => call(inferline.url, "DELETE", `/api/results/${id}`)));
+      const finals = await Promise.all(
+        ids.map((id) => call(inferline.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=20" })),
+      );
+      await new Promise((res) => setTimeout(res, 300));
+      const started = new Set(worker.lines.filter((l) => l.event === "job_started").map((l) => l.job_id));
+      ids.forEach((id, i) => {
+        const cancel = cancels[i]!;
+        if (cancel.status === 200) {
+          assert.ok(!started.has(id), `${id} was canceled, yet it ran`);
+          assert.equal(finals[i]!.body.status, "canceled", id);
+        } else {
+          assert.equal(cancel.status, 409, JSON.stringify(cancel.body));
+          assert.equal(finals[i]!.body.status, "completed", id);
+        }
+      });
+    } finally {
+      await stop(worker);
+    }
+  });
+
+  it("a job other requests joined cannot be canceled by one of them", async () => {
+    const body = { text: "wanted by two clients" };
+    const a = await call(inferline.url, "POST", "/api/ml/sentiment", body);
+    const b = await call(inferline.url, "POST", "/api/ml/sentiment", body);
+    assert.equal(b.body.job_id, a.body.job_id, "the second request joined the first one's job");
+    const d = await call(inferline.url, "DELETE", `/api/results/${String(a.body.job_id)}`);
+    assert.equal(d.status, 409, JSON.stringify(d.body));
+    const error = d.body.error as { code: string; message: string };
+    assert.equal(error.code, "job_not_cancelable");
+    assert.match(error.message, /share/);
+    const g = await call(inferline.url, "GET", `/api/results/${String(a.body.job_id)}`);
+    assert.equal(g.body.status, "queued");
+  });
+
+  it("a request with a deadline runs its own job: it neither joins nor is joined", async () => {
+    const body = { text: "one with a deadline, one without" };
+    const plain = await call(inferline.url, "POST", "/api/ml/sentiment", body);
+    const timed = await call(inferline.url, "POST", "/api/ml/sentiment?timeout_ms=60000", body);
+    assert.notEqual(timed.body.job_id, plain.body.job_id);
+    const other = { text: "deadline first this time" };
+    const first = await call(inferline.url, "POST", "/api/ml/sentiment?timeout_ms=60000", other);
+    const second = await call(inferline.url, "POST", "/api/ml/sentiment", other);
+    assert.notEqual(second.body.job_id, first.body.job_id);
+    // Unshared, the job with the deadline can be canceled.
+    const d = await call(inferline.url, "DELETE", `/api/results/${String(first.body.job_id)}`);
+    assert.equal(d.status, 200);
+  });
+});
+
+describe("a job waiting to retry has run", () => {
+  // Long enough a backoff to look at the job between its attempts.
+  const env = { JOB_BACKOFF_MS: "2500", JOB_BACKOFF_JITTER: "0" };
+  const inferline = useInferline("retry-wait", { env, worker: ["--models", "echo"] });
+
+  it("it cannot be canceled, says when it runs next, and its deadline does not expire it", async () => {
+    const before = Date.now();
+    const r = await call(inferline.url, "POST", "/api/ml/echo?timeout_ms=1000", {
+      text: "fails once",
+      fail: "error",
+      fail_attempts: 1,
+      sleep_ms: 800,
+    });
+    const id = r.body.job_id as string;
+    let view: Record<string, unknown> = {};
+    for (let i = 0; i < 200 && !(view.status === "queued" && view.attempts === 1); i++) {
+      view = (await call(inferline.url, "GET", `/api/results/${id}`)).body;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.equal(view.status, "queued", JSON.stringify(view));
+    assert.equal(view.attempts, 1);
+    // Next attempt: the backoff after the failed attempt ended, not after the job was created.
+    const next = Date.parse(view.next_attempt_at as string);
+    // The attempt took 800 ms before it failed.
+    const created = Date.parse(view.created_at as string);
+    assert.ok(next >= created + 800 + 2500 - 5, `next_attempt_at ${String(view.next_attempt_at)}`);
+    assert.ok(next <= Date.now() + 2500 + 5, `next_attempt_at ${String(view.next_attempt_at)}`);
+    assert.ok(created >= before - 5);
+    const d = await call(inferline.url, "DELETE", `/api/results/${id}`);
+    assert.equal(d.status, 409, JSON.stringify(d.body));
+    assert.match((d.body.error as { message: string }).message, /retry/);
+    // Past its deadline now, it still gets its retry.
+    await new Promise((res) => setTimeout(res, 1100));
+    assert.equal((await call(inferline.url, "GET", `/api/results/${id}`)).body.status, "queued");
+    const done = await call(inferline.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=10" });
+    assert.equal(done.body.status, "completed", JSON.stringify(done.body));
+    assert.equal(done.body.attempts, 2);
+  });
 });
