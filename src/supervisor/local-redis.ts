@@ -98,7 +98,12 @@ export async function ensureRedis(
     "--loglevel",
     "warning",
   ];
-  const child: ChildProcess = spawn(binary, args, { stdio: ["ignore", "inherit", "inherit"] });
+  // A process group of its own, so the terminal's Ctrl-C does not stop Redis under workers that
+  // are still finishing their jobs: `start` stops it last.
+  const child: ChildProcess = spawn(binary, args, {
+    stdio: ["ignore", "inherit", "inherit"],
+    detached: true,
+  });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   for (let i = 0; i < 100; i++) {
     if (child.exitCode !== null) break;

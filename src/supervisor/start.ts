@@ -152,8 +152,12 @@ export async function runStart(config: Config, logger: Logger, opts: StartOption
     url,
     stop: () =>
       (stopping ??= (async () => {
+        // In order: no more scaling; workers finish the jobs in hand (the API still answers
+        // their clients meanwhile); then the API; Redis last, once nothing needs it.
         await scaling?.close();
-        await Promise.all([supervisor.stop(), pool.settled()]);
+        await pool.scaleTo(0);
+        await pool.settled();
+        await supervisor.stop();
         await redis.stop();
       })()),
   };

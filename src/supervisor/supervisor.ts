@@ -32,6 +32,7 @@ export interface SupervisorOptions {
  * Runs child processes and keeps them running: a child that exits 0 (a worker recycling
  * itself) is replaced at once, one that crashes is restarted after an exponential backoff
  * (reset once it has run for a minute). `stop()` sends SIGTERM to all and waits. Idempotent.
+ * Children run in process groups of their own, so only the supervisor decides when they stop.
  */
 export class Supervisor {
   private readonly slots = new Map<string, Slot>();
@@ -64,16 +65,25 @@ export class Supervisor {
   private launch(slot: Slot): void {
     const { logger } = this.opts;
     const started = Date.now();
+    // Each child leads a process group of its own: the terminal's Ctrl-C (SIGINT to the
+    // foreground group) then reaches the supervisor alone, which stops the children in order.
     const child = fork(this.opts.entry, [...slot.spec.args], {
       env: { ...this.opts.env, ...slot.spec.env },
       stdio: "inherit",
+      detached: true,
     });
     slot.child = child;
     child.on("message", (m) => this.opts.onMessage?.(slot.spec.name, m));
     slot.exited = new Promise((resolve) => {
       child.once("exit", (code, signal) => {
         resolve();
-        if (slot.stopping || this.stopping) return;
+        if (slot.stopping || this.stopping) {
+          logger.info(
+            { event: "child_stopped", child: slot.spec.name, code, signal },
+            `${slot.spec.name} stopped (${signal ?? code})`,
+          );
+          return;
+        }
         if (Date.now() - started > 60_000) slot.failures = 0;
         const clean = code === 0;
         const delay = clean ? 0 : Math.min(this.opts.restartBackoffMs * 2 ** slot.failures, 30_000);

@@ -59,6 +59,52 @@ describe("inferline start", () => {
     }
   });
 
+  it("Ctrl-C (SIGINT to the whole process group) lets workers finish their jobs, then stops the API and Redis", async () => {
+    const port = await freePort();
+    const dir = mkdtempSync(path.join(tmpdir(), "inferline-start-"));
+    const env = testEnv("start-ctrlc", {
+      LOCAL_REDIS_PORT: String(port),
+      LOCAL_REDIS_DIR: dir,
+      WORKERS: "1",
+      AUTOSCALE: "false",
+      MODELS: "echo",
+      LOG_LEVEL: "info",
+    });
+    delete (env as Record<string, string | undefined>).REDIS_URL;
+    // Detached: the supervisor leads its own process group, as a command typed in a terminal does.
+    const proc = spawnCli(["start"], env, { detached: true });
+    try {
+      const url = await bannerUrl(proc.stderr);
+      await proc.waitForLine((l) => l.event === "worker_started", 30_000);
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const r = await call(url, "POST", "/api/ml/echo", { text: `in flight ${i}`, sleep_ms: 2000 });
+        assert.equal(r.status, 202, JSON.stringify(r.body));
+        ids.push(r.body.job_id as string);
+      }
+      for (const id of ids) await proc.waitForLine((l) => l.event === "job_started" && l.job_id === id);
+      // What the terminal does on Ctrl-C: SIGINT to every process of the foreground group.
+      process.kill(-proc.proc.pid!, "SIGINT");
+      const exit = await proc.exited;
+      assert.equal(exit.code, 0, proc.stderr().slice(-2000));
+      for (const id of ids)
+        assert.ok(
+          proc.lines.some((l) => l.event === "job_completed" && l.job_id === id),
+          `job ${id} completed before Redis stopped`,
+        );
+      const stopped = proc.lines.filter((l) => l.event === "worker_stopped");
+      assert.equal(stopped.length, 1);
+      assert.equal(stopped[0]?.drained, true);
+      const children = proc.lines.filter((l) => l.event === "child_stopped");
+      assert.deepEqual(children.map((l) => l.child).sort(), ["api", "worker-1"]);
+      for (const c of children) assert.equal(c.code, 0, JSON.stringify(c));
+      assert.equal(await portAnswers(port), false, "its redis-server stopped with it");
+    } finally {
+      await stop(proc);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("uses REDIS_URL when set and never starts a redis-server", async () => {
     const prefix = uniquePrefix("start-url");
     const proc = spawnCli(["start", "--workers", "1"], testEnv(prefix, { LOG_LEVEL: "warn" }));

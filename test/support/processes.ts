@@ -19,11 +19,20 @@ export interface Spawned {
   kill(signal?: NodeJS.Signals): void;
 }
 
-/** Spawns `inferline <args>` as a real process with the given environment (plus PATH). */
-export function spawnCli(args: readonly string[], env: Record<string, string>): Spawned {
+/**
+ * Spawns `inferline <args>` as a real process with the given environment (plus PATH).
+ * `detached`: the process leads a process group of its own, as a command run from a terminal
+ * does (`process.kill(-pid, signal)` then signals the group, like Ctrl-C).
+ */
+export function spawnCli(
+  args: readonly string[],
+  env: Record<string, string>,
+  opts: { detached?: boolean } = {},
+): Spawned {
   const proc = spawn(process.execPath, [CLI, ...args], {
     env: { PATH: process.env.PATH ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
+    detached: opts.detached ?? false,
   });
   const lines: Record<string, unknown>[] = [];
   const listeners = new Set<(l: Record<string, unknown>) => void>();
