@@ -41,9 +41,16 @@ if ARGV[5] == '1' then
     end
   end
 end
-local depth = redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4]) + redis.call('LLEN', KEYS[5])
+-- Claims whose add has not landed yet count too (KEYS[6], by claim time; the API removes a
+-- claim once its add is answered, the window ends those whose add never came).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - tonumber(ARGV[10]))
+local depth = redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4])
+  + redis.call('LLEN', KEYS[5]) + redis.call('ZCARD', KEYS[6])
 if depth >= tonumber(ARGV[8]) then return {'full', cacheKey, inflightKey, tostring(depth)} end
 if ARGV[5] == '1' then redis.call('SET', inflightKey, ARGV[6], 'PX', ARGV[7]) end
+redis.call('ZADD', KEYS[6], now, ARGV[6])
 return {'claim', cacheKey, inflightKey, tostring(depth)}
 `;
 
@@ -78,6 +85,8 @@ export type Admission =
       readonly cacheKey: string;
       readonly inflightKey: string;
       readonly depth: number;
+      /** Counted among the model's claims in Redis until `unclaim` (admitted there). */
+      readonly counted: boolean;
     };
 
 /** What the cache keeps for one input. */
@@ -121,7 +130,7 @@ type Scripts = Redis & {
 function withScripts(redis: Redis): Scripts {
   const r = redis as Scripts;
   if (typeof r.inferlineAdmit !== "function") {
-    redis.defineCommand("inferlineAdmit", { numberOfKeys: 5, lua: ADMIT });
+    redis.defineCommand("inferlineAdmit", { numberOfKeys: 6, lua: ADMIT });
     redis.defineCommand("inferlineStore", { numberOfKeys: 2, lua: STORE });
     redis.defineCommand("inferlineRelease", { numberOfKeys: 1, lua: RELEASE });
   }
@@ -149,6 +158,7 @@ export class ResultCache {
       `${q}prioritized`,
       `${q}delayed`,
       `${q}paused`,
+      this.claimsKey(req.model),
       req.version,
       q,
       req.hash,
@@ -185,6 +195,15 @@ export class ResultCache {
     await this.redis.inferlineStore(ref.key, ref.inflightKey, JSON.stringify(value), jobId, ref.ttlSeconds);
   }
 
+  private claimsKey(model: string): string {
+    return modelKey(this.prefix, model, "claims");
+  }
+
+  /** Ends claims whose jobs' adds have been answered (added, or known never to come). */
+  async unclaim(model: string, jobIds: readonly string[]): Promise<void> {
+    if (jobIds.length > 0) await this.redis.zrem(this.claimsKey(model), ...jobIds);
+  }
+
   /** Frees the in-flight slot held by `jobId` (failed, canceled or never queued). */
   async release(inflightKey: string, jobId: string): Promise<void> {
     await this.redis.inferlineRelease(inflightKey, jobId);
@@ -213,6 +232,6 @@ function parseAdmission([kind, cacheKey, inflightKey, payload]: [string, string,
     case "full":
       return { kind, cacheKey, inflightKey, depth: Number(payload) };
     default:
-      return { kind: "claim", cacheKey, inflightKey, depth: Number(payload) };
+      return { kind: "claim", cacheKey, inflightKey, depth: Number(payload), counted: true };
   }
 }

@@ -191,7 +191,7 @@ export class JobService {
    */
   private async admit(args: AdmitArgs): Promise<Admission> {
     if (!args.useCache && !args.coalesce && this.depth.hasRoom(args.model, args.maxDepth)) {
-      return { kind: "claim", cacheKey: "", inflightKey: "", depth: 0 };
+      return { kind: "claim", cacheKey: "", inflightKey: "", depth: 0, counted: false };
     }
     const admission = await this.deps.guard(() => this.deps.cache.admit(args));
     this.noteDepth(args.model, admission);
@@ -226,12 +226,20 @@ export class JobService {
     const { guard, cache, policy, drain, onCacheLookup } = this.deps;
     const full = items.find((i) => i.admission.kind === "full");
     const claims = items.filter((i) => i.admission.kind === "claim");
+    // Claims counted against the cap in Redis until their add is answered (see ResultCache).
+    const counted = claims.filter((c) => c.admission.kind === "claim" && c.admission.counted);
+    const unclaim = () => {
+      if (counted.length === 0) return;
+      const ids = counted.map((c) => c.jobId);
+      void cache.unclaim(counted[0]!.req.model, ids).catch(() => {});
+    };
     for (const i of items) {
       if (policy.cacheEnabled && i.req.cacheTtlSeconds > 0)
         onCacheLookup?.(i.req.model, i.req.version, i.admission.kind === "hit");
     }
     if (full) {
       await Promise.all(claims.map((c) => cache.release(c.admission.inflightKey, c.jobId).catch(() => {})));
+      unclaim();
       const depth = full.admission.kind === "full" ? full.admission.depth : 0;
       const cap = full.req.maxQueueDepth ?? policy.maxQueueDepth;
       throw new QueueFullError(full.req.model, depth, drain.retryAfterSeconds(full.req.model, depth, cap));
@@ -260,6 +268,9 @@ export class JobService {
               })),
             ),
       );
+      // Added (answered): the queue counts them now. A failed add keeps its claims until the
+      // claim window ends, as it may still land.
+      unclaim();
     }
     for (const j of added) this.deps.onJobQueued?.(j.data.model, j.data.version);
     if (added.length > 0) this.depth.added(added[0]!.data.model, added.length);

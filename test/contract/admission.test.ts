@@ -12,7 +12,11 @@ import { monitorCommands, ownRedis, REDIS_URL, uniquePrefix } from "../support/r
 import { makeRepository } from "./fixtures.js";
 
 describe("backpressure, deadlines and batches", () => {
-  const repo = makeRepository({ capped: { limits: { maxQueueDepth: 5 } }, slow: {} });
+  const repo = makeRepository({
+    capped: { limits: { maxQueueDepth: 5 } },
+    crowded: { limits: { maxQueueDepth: 5 } },
+    slow: {},
+  });
   const overrides = { MODEL_REPOSITORY: repo.dir, AUTH_DISABLED: "true", BATCH_MAX_ITEMS: "20" };
   const inferline = useInferline("admission", { env: overrides });
   after(() => repo.remove());
@@ -39,6 +43,24 @@ describe("backpressure, deadlines and batches", () => {
     conn.disconnect();
     assert.equal(deeper.status, 429);
     assert.ok(Number(deeper.headers.get("retry-after")) > first, "grows with depth");
+  });
+
+  it("requests arriving together, or one batch's inputs, never pass the cap between them", async () => {
+    const batch = await call(inferline.url, "POST", "/api/ml/crowded/batch", {
+      inputs: Array.from({ length: 8 }, (_, i) => ({ value: `batch ${i}` })),
+    });
+    assert.equal(batch.status, 429, JSON.stringify(batch.body));
+    const together = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => call(inferline.url, "POST", "/api/ml/crowded", { value: i })),
+    );
+    const statuses = together.map((r) => r.status).sort();
+    assert.deepEqual(statuses, [...Array<number>(5).fill(202), ...Array<number>(15).fill(429)]);
+    const conn = new Redis(REDIS_URL);
+    const q = new Queue("{crowded}", { connection: conn, prefix: inferline.prefix });
+    const counts = await q.getJobCounts("prioritized", "wait");
+    await q.close();
+    conn.disconnect();
+    assert.equal((counts.prioritized ?? 0) + (counts.wait ?? 0), 5, "the batch queued nothing");
   });
 
   it("a job whose deadline passes before a worker is free ends expired, never run", async () => {
