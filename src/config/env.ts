@@ -87,7 +87,9 @@ export const ENV_SCHEMA = {
     .describe("Prefix of every Redis key; each queue's keys share one hash tag so Redis Cluster works."),
   REDIS_COMMAND_TIMEOUT_MS: int(50, 60_000)
     .default(1000)
-    .describe("API: a Redis call slower than this answers 503 instead of hanging (ms)."),
+    .describe(
+      "API: a Redis call slower than this answers 503 instead of hanging; `start`: an autoscaler reading slower than this is skipped (ms).",
+    ),
   LOCAL_REDIS_PORT: int(1, 65535)
     .default(6379)
     .describe("`start` without REDIS_URL: loopback port to use, and to start redis-server on when free."),

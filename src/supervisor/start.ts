@@ -1,5 +1,7 @@
 import { randomBytes } from "node:crypto";
+import type { Redis } from "ioredis";
 import type { Config } from "../config/index.js";
+import { runSteps } from "../lifecycle/shutdown.js";
 import { ModelCatalog } from "../models/catalog.js";
 import { createRedis } from "../redis/connection.js";
 import { configEntry, generateKey } from "../security/keys.js";
@@ -81,11 +83,12 @@ export async function runStart(config: Config, logger: Logger, opts: StartOption
   const keys = runKeys(config);
   let announce: (url: string) => void = () => {};
   const url = new Promise<string>((r) => (announce = r));
+  const childStopMs = config.WORKER_SHUTDOWN_TIMEOUT_MS + 5000;
   const supervisor = new Supervisor({
     entry: opts.entry,
     env: { ...opts.env, ...keys.env, REDIS_URL: redis.url },
     restartBackoffMs: config.SUPERVISOR_RESTART_BACKOFF_MS,
-    stopTimeoutMs: config.WORKER_SHUTDOWN_TIMEOUT_MS + 5000,
+    stopTimeoutMs: childStopMs,
     logger,
     onMessage: (_name, m) => {
       const msg = m as { type?: string; url?: string };
@@ -96,10 +99,12 @@ export async function runStart(config: Config, logger: Logger, opts: StartOption
   const pool = new WorkerPool(supervisor, ["worker"], config.WORKER_METRICS_PORT);
   await pool.scaleTo(opts.workers);
 
-  let scaling: { autoscaler: Autoscaler; close: () => Promise<void> } | undefined;
+  let scaling: { autoscaler: Autoscaler; probe: QueueProbe; connection: Redis } | undefined;
   if (config.AUTOSCALE && opts.workers > 0) {
     const policy = scalePolicy(config, opts.workers);
-    const connection = createRedis(redis.url, "command");
+    // A command timeout, so a Redis that stops answering fails a sample instead of hanging it
+    // (and with it the shutdown that waits for the sample in progress).
+    const connection = createRedis(redis.url, "command", { commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS });
     connection.on("error", () => {});
     const catalog = await ModelCatalog.load(config.MODEL_REPOSITORY, config.MODELS);
     const registry = new WorkerRegistry(
@@ -120,14 +125,7 @@ export async function runStart(config: Config, logger: Logger, opts: StartOption
       { event: "autoscaler_started", ...policy },
       `autoscaler: ${policy.min}..${policy.max} worker processes, checking every ${policy.intervalMs} ms`,
     );
-    scaling = {
-      autoscaler,
-      close: async () => {
-        await autoscaler.stop();
-        await probe.close();
-        connection.disconnect();
-      },
-    };
+    scaling = { autoscaler, probe, connection };
   }
 
   void url.then((u) => {
@@ -153,12 +151,30 @@ export async function runStart(config: Config, logger: Logger, opts: StartOption
     stop: () =>
       (stopping ??= (async () => {
         // In order: no more scaling; workers finish the jobs in hand (the API still answers
-        // their clients meanwhile); then the API; Redis last, once nothing needs it.
-        await scaling?.close();
-        await pool.scaleTo(0);
-        await pool.settled();
-        await supervisor.stop();
-        await redis.stop();
+        // their clients meanwhile); then the API; Redis last, once nothing needs it. Each step
+        // has a deadline, so a Redis that stopped answering never keeps the children running.
+        await runSteps(
+          [
+            {
+              name: "stop autoscaler",
+              run: () => scaling?.autoscaler.stop(),
+              timeoutMs: config.REDIS_COMMAND_TIMEOUT_MS + 1000,
+            },
+            { name: "close queue probe", run: () => scaling?.probe.close(), timeoutMs: 2000 },
+            { name: "disconnect autoscaler from Redis", run: () => scaling?.connection.disconnect() },
+            {
+              name: "drain workers",
+              run: async () => {
+                await pool.scaleTo(0);
+                await pool.settled();
+              },
+              timeoutMs: childStopMs + 2000,
+            },
+            { name: "stop API", run: () => supervisor.stop(), timeoutMs: childStopMs + 2000 },
+            { name: "stop Redis", run: () => redis.stop(), timeoutMs: 15_000 },
+          ],
+          logger,
+        );
       })()),
   };
 }
