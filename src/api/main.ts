@@ -93,6 +93,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
     validator: new InputValidator(),
     jobs,
     records,
+    guard,
     health,
     ...obs.http,
   });

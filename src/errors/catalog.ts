@@ -67,6 +67,21 @@ export class JobNotCancelableError extends AppError {
   }
 }
 
+export class JobNotCompletedError extends AppError {
+  readonly code = "job_not_completed";
+  readonly status = 409;
+}
+
+export class FeedbackExistsError extends AppError {
+  readonly code = "feedback_exists";
+  readonly status = 409;
+}
+
+export class JobNotFailedError extends AppError {
+  readonly code = "job_not_failed";
+  readonly status = 409;
+}
+
 export class PayloadTooLargeError extends AppError {
   readonly code = "payload_too_large";
   readonly status = 413;

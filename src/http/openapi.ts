@@ -16,7 +16,7 @@ export const ERROR_CODES: Readonly<Record<number, readonly string[]>> = {
   403: ["forbidden"],
   404: ["route_not_found", "model_not_found", "version_not_found", "job_not_found"],
   408: ["request_timeout"],
-  409: ["job_not_cancelable"],
+  409: ["job_not_cancelable", "job_not_completed", "feedback_exists", "job_not_failed"],
   413: ["payload_too_large", "batch_too_large"],
   414: ["uri_too_long"],
   415: ["unsupported_media_type"],

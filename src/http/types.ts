@@ -1,6 +1,7 @@
 import type { Config } from "../config/index.js";
 import type { ModelCatalog } from "../models/catalog.js";
 import type { InputValidator } from "../models/validation.js";
+import type { Guard } from "../queue/guard.js";
 import type { JobService } from "../queue/jobs.js";
 import type { JobRecords } from "../queue/records.js";
 import type { FastifyBaseLogger } from "fastify";
@@ -26,6 +27,8 @@ export interface HttpDeps {
   readonly jobs: JobService;
   /** Existing jobs: view, cancel, wait. */
   readonly records: JobRecords;
+  /** Runs a Redis call so it fails fast (503) instead of hanging when Redis is away. */
+  readonly guard: Guard;
   /** Caps open event streams; absent: unlimited. */
   readonly streams?: { acquire(): () => void };
   /** Metrics and stats hooks; no-ops when METRICS_ENABLED is off. */

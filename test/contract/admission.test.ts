@@ -211,11 +211,21 @@ describe("Redis outage and recovery", () => {
       );
       assert.equal(before.body.status, "completed");
       await redis.stop("SIGKILL");
-      const t0 = Date.now();
-      const down = await call(api.url, "POST", "/api/ml/sentiment", { text: "during" });
-      assert.equal(down.status, 503);
-      assert.ok(Number(down.headers.get("retry-after")) > 0);
-      assert.ok(Date.now() - t0 < 1000, `answered in ${Date.now() - t0} ms`);
+      // Submitting, reading a job, and the operators' routes (failed jobs, retry, feedback).
+      const requests: [string, string, unknown][] = [
+        ["POST", "/api/ml/sentiment", { text: "during" }],
+        ["GET", `/api/results/${String(before.body.job_id)}`, undefined],
+        ["GET", "/api/admin/jobs/failed", undefined],
+        ["POST", `/api/admin/jobs/${String(before.body.job_id)}/retry`, undefined],
+        ["POST", `/api/results/${String(before.body.job_id)}/feedback`, { label: "positive" }],
+      ];
+      for (const [method, path, body] of requests) {
+        const t0 = Date.now();
+        const down = await call(api.url, method, path, body);
+        assert.equal(down.status, 503, `${method} ${path}: ${JSON.stringify(down.body)}`);
+        assert.ok(Number(down.headers.get("retry-after")) > 0, `${method} ${path} says when to retry`);
+        assert.ok(Date.now() - t0 < 1500, `${method} ${path} answered in ${Date.now() - t0} ms`);
+      }
       await redis.start();
       const after = await eventually(
         async () => {

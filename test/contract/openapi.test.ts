@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
 import { before, describe, it } from "node:test";
 import { Validator } from "@seriousme/openapi-schema-validator";
 import * as catalog from "../../src/errors/catalog.js";
 import { ERROR_CODES } from "../../src/http/openapi.js";
 import { call } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
+import { ROOT } from "../support/processes.js";
 
 describe("OpenAPI document", () => {
   const inferline = useInferline("openapi", { env: { AUTH_DISABLED: "true" } });
@@ -44,6 +47,13 @@ describe("OpenAPI document", () => {
       assert.ok(op, `${method.toUpperCase()} ${path} documented`);
       for (const s of statuses) assert.ok(op.responses[s], `${method} ${path} documents ${s}`);
     }
+  });
+
+  it("every error class is in the catalog", () => {
+    const outside = readdirSync(path.join(ROOT, "src"), { recursive: true, encoding: "utf8" })
+      .filter((f) => f.endsWith(".ts") && f !== path.join("errors", "catalog.ts"))
+      .filter((f) => /extends AppError\b/.test(readFileSync(path.join(ROOT, "src", f), "utf8")));
+    assert.deepEqual(outside, []);
   });
 
   it("names every error code of the catalog", () => {

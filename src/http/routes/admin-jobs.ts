@@ -1,25 +1,10 @@
 import type { FastifyPluginAsync } from "fastify";
-import { AppError, JobNotFoundError, RedisUnavailableError } from "../../errors/catalog.js";
-import { isConnectionError } from "../../redis/connection.js";
+import { JobNotFailedError, JobNotFoundError } from "../../errors/catalog.js";
 import { JobNotRetryableError } from "../../telemetry/queues.js";
 import type { HttpDeps } from "../types.js";
 
-class JobNotFailedError extends AppError {
-  readonly code = "job_not_failed";
-  readonly status = 409;
-}
-
-async function guarded<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (isConnectionError(err)) throw new RedisUnavailableError(err);
-    throw err;
-  }
-}
-
 /** Failed jobs for operators: list them with their error, put one back in its queue. */
-export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues, catalog }) => {
+export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues, catalog, guard }) => {
   app.get<{ Querystring: { limit?: number } }>(
     "/api/admin/jobs/failed",
     {
@@ -32,7 +17,7 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
         },
       },
     },
-    async (req) => ({ jobs: await guarded(() => queues.failed(catalog.names(), req.query.limit ?? 50)) }),
+    async (req) => ({ jobs: await guard(() => queues.failed(catalog.names(), req.query.limit ?? 50)) }),
   );
 
   app.post<{ Params: { id: string } }>(
@@ -43,7 +28,7 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
     },
     async (req, reply) => {
       const id = req.params.id;
-      const done = await guarded(() => queues.retry(id)).catch((err: unknown) => {
+      const done = await guard(() => queues.retry(id)).catch((err: unknown) => {
         if (err instanceof JobNotRetryableError) throw new JobNotFailedError(err.message, { job_id: id });
         throw err;
       });

@@ -1,17 +1,7 @@
 import type { FastifyPluginAsync } from "fastify";
-import { AppError, InvalidInputError, RedisUnavailableError } from "../../errors/catalog.js";
-import { isConnectionError } from "../../redis/connection.js";
+import { FeedbackExistsError, InvalidInputError, JobNotCompletedError } from "../../errors/catalog.js";
 import { compare } from "../../telemetry/feedback.js";
 import type { HttpDeps } from "../types.js";
-
-class JobNotCompletedError extends AppError {
-  readonly code = "job_not_completed";
-  readonly status = 409;
-}
-class FeedbackExistsError extends AppError {
-  readonly code = "feedback_exists";
-  readonly status = 409;
-}
 
 /**
  * `POST /api/results/{job_id}/feedback` with `{label}` (classification, sentiment) or `{value}`
@@ -20,7 +10,7 @@ class FeedbackExistsError extends AppError {
  */
 export const feedbackRoutes: FastifyPluginAsync<HttpDeps> = async (
   app,
-  { records, catalog, telemetry, feedback },
+  { records, catalog, telemetry, feedback, guard },
 ) => {
   app.post<{ Params: { id: string }; Body: { label?: string; value?: number } }>(
     "/api/results/:id/feedback",
@@ -56,13 +46,7 @@ export const feedbackRoutes: FastifyPluginAsync<HttpDeps> = async (
         throw new InvalidInputError(
           `this model's results take ${typeof (view.result as { value?: unknown })?.value === "number" ? "{value}" : "{label}"} as feedback`,
         );
-      let first: boolean;
-      try {
-        first = await feedback.claim(view.model, view.job_id, outcome);
-      } catch (err) {
-        if (isConnectionError(err)) throw new RedisUnavailableError(err);
-        throw err;
-      }
+      const first = await guard(() => feedback.claim(view.model, view.job_id, outcome));
       if (!first) throw new FeedbackExistsError(`feedback for job "${view.job_id}" was already recorded`);
       telemetry.feedback(
         view.model,
