@@ -5,7 +5,7 @@ import { apiLogger, startApi } from "../api/main.js";
 import { ConfigError, loadConfig, type Config } from "../config/index.js";
 import { configEntry, generateKey } from "../security/keys.js";
 import { RedisNotAvailableError } from "../supervisor/local-redis.js";
-import { runStart } from "../supervisor/start.js";
+import { runStart, StartError } from "../supervisor/start.js";
 import { createLogger } from "../telemetry/logger.js";
 import { startWorker } from "../worker/main.js";
 
@@ -32,12 +32,19 @@ function config(): Config {
   }
 }
 
-/** Runs `close` on SIGTERM/SIGINT (once), then exits 0; a second signal exits at once. */
+/**
+ * Runs `close` on SIGTERM/SIGINT/SIGHUP (once), then exits 0; a second signal exits at once.
+ * A child of `inferline start` (it has an IPC channel) also closes when the channel goes, that
+ * is when the supervisor is gone (kill -9, crash), so no API or worker outlives it.
+ */
 function onSignals(close: () => Promise<void>, logger: { info: (o: object, m: string) => void }): void {
   let count = 0;
-  const handler = (signal: NodeJS.Signals) => {
+  const handler = (signal: NodeJS.Signals | "disconnect") => {
+    // The channel also goes when a supervisor that asked us to stop exits: not a second signal.
+    if (signal === "disconnect" && count > 0) return;
     if (++count > 1) process.exit(130);
-    logger.info({ event: "signal", signal }, `${signal}: shutting down`);
+    const why = signal === "disconnect" ? "supervisor gone" : signal;
+    logger.info({ event: "signal", signal }, `${why}: shutting down`);
     close().then(
       () => process.exit(0),
       () => process.exit(1),
@@ -45,6 +52,8 @@ function onSignals(close: () => Promise<void>, logger: { info: (o: object, m: st
   };
   process.on("SIGTERM", handler);
   process.on("SIGINT", handler);
+  process.on("SIGHUP", handler);
+  if (process.send) process.on("disconnect", () => handler("disconnect"));
 }
 
 function fail(err: unknown): never {
@@ -64,18 +73,20 @@ program
   .action(async (opts: { workers?: number }) => {
     const cfg = config();
     const logger = createLogger(cfg, { role: "supervisor" });
-    try {
-      const handle = await runStart(cfg, logger, {
-        entry: fileURLToPath(import.meta.url),
-        env: process.env,
-        workers: opts.workers ?? cfg.WORKERS,
-        print: (l) => process.stderr.write(`${l}\n`),
-      });
-      onSignals(() => handle.stop(), logger);
-    } catch (err) {
-      if (err instanceof RedisNotAvailableError) fail(err);
-      throw err;
-    }
+    const handle = runStart(cfg, logger, {
+      entry: fileURLToPath(import.meta.url),
+      env: process.env,
+      workers: opts.workers ?? cfg.WORKERS,
+      print: (l) => process.stderr.write(`${l}\n`),
+    });
+    // Before anything is launched: a signal during start stops what start has launched so far.
+    onSignals(() => handle.stop(), logger);
+    await handle.ready.catch((err: unknown) => {
+      // `ready` rejects only after everything launched is stopped again.
+      if (!(err instanceof StartError || err instanceof RedisNotAvailableError))
+        logger.error({ event: "start_failed", err }, "start failed");
+      fail(err);
+    });
   });
 
 program

@@ -8,7 +8,7 @@ import { configEntry, generateKey } from "../security/keys.js";
 import type { Logger } from "../telemetry/logger.js";
 import { WorkerRegistry } from "../telemetry/workers.js";
 import { Autoscaler, type ScalePolicy } from "./autoscaler.js";
-import { ensureRedis } from "./local-redis.js";
+import { ensureRedis, type RedisHandle } from "./local-redis.js";
 import { QueueProbe } from "./queue-probe.js";
 import { Supervisor } from "./supervisor.js";
 import { WorkerPool } from "./worker-pool.js";
@@ -23,7 +23,32 @@ export interface StartOptions {
 
 export interface StartHandle {
   readonly url: Promise<string>;
+  /**
+   * Resolves once Redis, the API, the workers and the autoscaler are launched; rejects with a
+   * one-line reason when `start` cannot go on, after stopping whatever it had launched.
+   */
+  readonly ready: Promise<void>;
+  /** Stops everything, in order; at any time, also while starting (it waits for that). Idempotent. */
   stop(): Promise<void>;
+}
+
+/** `start` cannot go on; the message says why in one line, naming the variable at fault. */
+export class StartError extends Error {}
+
+async function loadCatalog(config: Config): Promise<ModelCatalog> {
+  const where = `MODEL_REPOSITORY=${JSON.stringify(config.MODEL_REPOSITORY)}`;
+  let catalog: ModelCatalog;
+  try {
+    catalog = await ModelCatalog.load(config.MODEL_REPOSITORY, config.MODELS);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new StartError(`${where}: cannot read it (${code ?? (err as Error).message})`);
+  }
+  if (catalog.names().length === 0) {
+    const among = config.MODELS ? ` among MODELS=${config.MODELS.join(",")}` : "";
+    throw new StartError(`${where}: no loadable model${among}`);
+  }
+  return catalog;
 }
 
 /** The autoscaler's bounds always include the worker count `start` was asked for. */
@@ -77,104 +102,128 @@ export function runKeys(config: Config): { env: Record<string, string>; banner: 
 /**
  * `inferline start`: Redis (found or started), one API process and N worker processes, the
  * worker count then following queue depth (AUTOSCALE_*) unless AUTOSCALE=false or N is 0.
+ * Returns at once: `ready` says when everything is launched, and `stop()` may come earlier
+ * (a Ctrl-C during start), so nothing launched is ever left running.
  */
-export async function runStart(config: Config, logger: Logger, opts: StartOptions): Promise<StartHandle> {
-  const redis = await ensureRedis(config, logger, opts.env.PATH);
-  const keys = runKeys(config);
+export function runStart(config: Config, logger: Logger, opts: StartOptions): StartHandle {
   let announce: (url: string) => void = () => {};
   const url = new Promise<string>((r) => (announce = r));
   const childStopMs = config.WORKER_SHUTDOWN_TIMEOUT_MS + 5000;
-  const supervisor = new Supervisor({
-    entry: opts.entry,
-    env: { ...opts.env, ...keys.env, REDIS_URL: redis.url },
-    restartBackoffMs: config.SUPERVISOR_RESTART_BACKOFF_MS,
-    stopTimeoutMs: childStopMs,
-    logger,
-    onMessage: (_name, m) => {
-      const msg = m as { type?: string; url?: string };
-      if (msg.type === "listening" && msg.url) announce(msg.url);
-    },
-  });
-  supervisor.add({ name: "api", args: ["api"] });
-  const pool = new WorkerPool(supervisor, ["worker"], config.WORKER_METRICS_PORT);
-  await pool.scaleTo(opts.workers);
-
+  let stopRequested = false;
+  let redis: RedisHandle | undefined;
+  let supervisor: Supervisor | undefined;
+  let pool: WorkerPool | undefined;
   let scaling: { autoscaler: Autoscaler; probe: QueueProbe; connection: Redis } | undefined;
-  if (config.AUTOSCALE && opts.workers > 0) {
-    const policy = scalePolicy(config, opts.workers);
-    // A command timeout, so a Redis that stops answering fails a sample instead of hanging it
-    // (and with it the shutdown that waits for the sample in progress).
-    const connection = createRedis(redis.url, "command", { commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS });
-    connection.on("error", () => {});
-    const catalog = await ModelCatalog.load(config.MODEL_REPOSITORY, config.MODELS);
-    const registry = new WorkerRegistry(
-      connection,
-      config.REDIS_KEY_PREFIX,
-      config.WORKER_HEARTBEAT_INTERVAL_MS * 3,
-    );
-    const probe = new QueueProbe(connection, config.REDIS_KEY_PREFIX, catalog.names(), registry);
-    const autoscaler = new Autoscaler({
-      policy,
-      logger,
-      sample: () => probe.sample(),
-      current: () => pool.size(),
-      scaleTo: (n) => pool.scaleTo(n),
-    });
-    autoscaler.start();
-    logger.info(
-      { event: "autoscaler_started", ...policy },
-      `autoscaler: ${policy.min}..${policy.max} worker processes, checking every ${policy.intervalMs} ms`,
-    );
-    scaling = { autoscaler, probe, connection };
-  }
 
-  void url.then((u) => {
-    opts.print(
-      [
-        "",
-        `  Inferline is up: ${u}`,
-        ...keys.banner(u),
-        `    predict   curl -s -XPOST ${u}/api/ml/sentiment -H 'content-type: application/json' -H 'Prefer: wait=5'${config.AUTH_DISABLED ? "" : ' -H "Authorization: Bearer $INFERLINE_API_KEY"'} -d '{"text":"I love it"}'`,
-        `    models    ${u}/api/models`,
-        `    health    ${u}/health`,
-        `    redis     ${redis.owned ? `started here on 127.0.0.1:${config.LOCAL_REDIS_PORT} (stopped on exit)` : "external"}`,
-        `    workers   ${opts.workers} process(es)${scaling ? " (autoscaled on queue depth)" : ""}`,
-        "  Ctrl-C stops everything gracefully.",
-        "",
-      ].join("\n"),
-    );
-  });
+  const launch = async (): Promise<void> => {
+    // The repository first: a broken one would only make the API and the workers crash-loop.
+    const catalog = await loadCatalog(config);
+    redis = await ensureRedis(config, logger, opts.env.PATH);
+    if (stopRequested) return;
+    const keys = runKeys(config);
+    supervisor = new Supervisor({
+      entry: opts.entry,
+      env: { ...opts.env, ...keys.env, REDIS_URL: redis.url },
+      restartBackoffMs: config.SUPERVISOR_RESTART_BACKOFF_MS,
+      stopTimeoutMs: childStopMs,
+      logger,
+      onMessage: (_name, m) => {
+        const msg = m as { type?: string; url?: string };
+        if (msg.type === "listening" && msg.url) announce(msg.url);
+      },
+    });
+    supervisor.add({ name: "api", args: ["api"] });
+    const workers = new WorkerPool(supervisor, ["worker"], config.WORKER_METRICS_PORT);
+    pool = workers;
+    await workers.scaleTo(opts.workers);
+
+    if (config.AUTOSCALE && opts.workers > 0 && !stopRequested) {
+      const policy = scalePolicy(config, opts.workers);
+      // A command timeout, so a Redis that stops answering fails a sample instead of hanging it
+      // (and with it the shutdown that waits for the sample in progress).
+      const connection = createRedis(redis.url, "command", {
+        commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS,
+      });
+      connection.on("error", () => {});
+      const registry = new WorkerRegistry(
+        connection,
+        config.REDIS_KEY_PREFIX,
+        config.WORKER_HEARTBEAT_INTERVAL_MS * 3,
+      );
+      const probe = new QueueProbe(connection, config.REDIS_KEY_PREFIX, catalog.names(), registry);
+      const autoscaler = new Autoscaler({
+        policy,
+        logger,
+        sample: () => probe.sample(),
+        current: () => workers.size(),
+        scaleTo: (n) => workers.scaleTo(n),
+      });
+      scaling = { autoscaler, probe, connection };
+      autoscaler.start();
+      logger.info(
+        { event: "autoscaler_started", ...policy },
+        `autoscaler: ${policy.min}..${policy.max} worker processes, checking every ${policy.intervalMs} ms`,
+      );
+    }
+
+    const { owned } = redis;
+    void url.then((u) => {
+      opts.print(
+        [
+          "",
+          `  Inferline is up: ${u}`,
+          ...keys.banner(u),
+          `    predict   curl -s -XPOST ${u}/api/ml/sentiment -H 'content-type: application/json' -H 'Prefer: wait=5'${config.AUTH_DISABLED ? "" : ' -H "Authorization: Bearer $INFERLINE_API_KEY"'} -d '{"text":"I love it"}'`,
+          `    models    ${u}/api/models`,
+          `    health    ${u}/health`,
+          `    redis     ${owned ? `started here on 127.0.0.1:${config.LOCAL_REDIS_PORT} (stopped on exit)` : "external"}`,
+          `    workers   ${opts.workers} process(es)${scaling ? " (autoscaled on queue depth)" : ""}`,
+          "  Ctrl-C stops everything gracefully.",
+          "",
+        ].join("\n"),
+      );
+    });
+  };
+  const launched = launch();
 
   let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      stopRequested = true;
+      await launched.catch(() => {});
+      // In order: no more scaling; workers finish the jobs in hand (the API still answers
+      // their clients meanwhile); then the API; Redis last, once nothing needs it. Each step
+      // has a deadline, so a Redis that stopped answering never keeps the children running.
+      await runSteps(
+        [
+          {
+            name: "stop autoscaler",
+            run: () => scaling?.autoscaler.stop(),
+            timeoutMs: config.REDIS_COMMAND_TIMEOUT_MS + 1000,
+          },
+          { name: "close queue probe", run: () => scaling?.probe.close(), timeoutMs: 2000 },
+          { name: "disconnect autoscaler from Redis", run: () => scaling?.connection.disconnect() },
+          {
+            name: "drain workers",
+            run: async () => {
+              await pool?.scaleTo(0);
+              await pool?.settled();
+            },
+            timeoutMs: childStopMs + 2000,
+          },
+          { name: "stop API", run: () => supervisor?.stop(), timeoutMs: childStopMs + 2000 },
+          { name: "stop Redis", run: () => redis?.stop(), timeoutMs: 15_000 },
+        ],
+        logger,
+      );
+    })());
+
   return {
     url,
-    stop: () =>
-      (stopping ??= (async () => {
-        // In order: no more scaling; workers finish the jobs in hand (the API still answers
-        // their clients meanwhile); then the API; Redis last, once nothing needs it. Each step
-        // has a deadline, so a Redis that stopped answering never keeps the children running.
-        await runSteps(
-          [
-            {
-              name: "stop autoscaler",
-              run: () => scaling?.autoscaler.stop(),
-              timeoutMs: config.REDIS_COMMAND_TIMEOUT_MS + 1000,
-            },
-            { name: "close queue probe", run: () => scaling?.probe.close(), timeoutMs: 2000 },
-            { name: "disconnect autoscaler from Redis", run: () => scaling?.connection.disconnect() },
-            {
-              name: "drain workers",
-              run: async () => {
-                await pool.scaleTo(0);
-                await pool.settled();
-              },
-              timeoutMs: childStopMs + 2000,
-            },
-            { name: "stop API", run: () => supervisor.stop(), timeoutMs: childStopMs + 2000 },
-            { name: "stop Redis", run: () => redis.stop(), timeoutMs: 15_000 },
-          ],
-          logger,
-        );
-      })()),
+    ready: launched.catch(async (err: unknown) => {
+      await stop();
+      throw err;
+    }),
+    stop,
   };
 }

@@ -1,10 +1,15 @@
 import assert from "node:assert/strict";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
+import { redisAnswers } from "../../src/supervisor/local-redis.js";
 import { testEnv } from "../support/config.js";
+import { eventually, freePort } from "../support/http.js";
 import { spawnCli, stop, type Spawned } from "../support/processes.js";
-import { ownRedis, uniquePrefix } from "../support/redis.js";
+import { cleanupPrefix, ownRedis, uniquePrefix } from "../support/redis.js";
 
 /** The pid of the redis-server at `url`, as it reports it. */
 async function redisPid(url: string): Promise<number> {
@@ -37,6 +42,45 @@ function killLeftovers(proc: Spawned): void {
       /* already gone */
     }
   }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The environment of a `start` that launches a redis-server of its own on a free port. */
+async function localRedisEnv(label: string, extra: Record<string, string> = {}) {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), "inferline-start-"));
+  const env = testEnv(label, { LOCAL_REDIS_PORT: String(port), LOCAL_REDIS_DIR: dir, ...extra });
+  delete (env as Record<string, string | undefined>).REDIS_URL;
+  const url = `redis://127.0.0.1:${port}`;
+  return {
+    env,
+    port,
+    answers: () => redisAnswers(url, 1000),
+    /** Stops a redis-server left answering on the port (a bug's leftover), then removes its data. */
+    async cleanup() {
+      if (await redisAnswers(url, 500)) {
+        const r = new Redis(url);
+        await r.shutdown("NOSAVE").catch(() => {});
+        r.disconnect();
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function onPath(binary: string): string {
+  for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
+    if (dir && existsSync(path.join(dir, binary))) return path.join(dir, binary);
+  }
+  throw new Error(`${binary} is not on PATH`);
 }
 
 describe("inferline start: stopping", () => {
@@ -74,6 +118,89 @@ describe("inferline start: stopping", () => {
       await stop(proc);
       killLeftovers(proc);
       await redis.destroy();
+    }
+  });
+
+  it("SIGTERM while start is still launching Redis: exits 0 and leaves no redis-server behind", async () => {
+    // A redis-server that takes a second to come up, and says when it was launched (its pid).
+    const bin = mkdtempSync(path.join(tmpdir(), "inferline-bin-"));
+    const marker = path.join(bin, "launched");
+    writeFileSync(
+      path.join(bin, "redis-server"),
+      `#!/bin/sh\necho $$ > ${marker}\nsleep 1\nexec ${onPath("redis-server")} "$@"\n`,
+    );
+    chmodSync(path.join(bin, "redis-server"), 0o755);
+    const local = await localRedisEnv("start-early", { PATH: `${bin}:${process.env.PATH ?? ""}` });
+    const proc = spawnCli(["start", "--workers", "1"], { ...local.env, LOG_LEVEL: "info" });
+    let launched: number | undefined;
+    try {
+      launched = await eventually(
+        async () => existsSync(marker) && Number(readFileSync(marker, "utf8")),
+        30_000,
+      );
+      proc.kill("SIGTERM");
+      const exit = await proc.exited;
+      assert.equal(exit.code, 0, proc.stderr().slice(-2000));
+      assert.equal(alive(launched), false, "its redis-server stopped with it");
+      assert.equal(await local.answers(), false);
+      assert.ok(!proc.lines.some((l) => l.event === "api_started" || l.event === "worker_started"));
+    } finally {
+      await stop(proc);
+      if (launched && alive(launched)) process.kill(launched, "SIGKILL");
+      killLeftovers(proc);
+      await local.cleanup();
+      rmSync(bin, { recursive: true, force: true });
+    }
+  });
+
+  it("a start that cannot go on says why in one line, exits 1 and leaves nothing running", async () => {
+    const local = await localRedisEnv("start-bad-repo", {
+      MODEL_REPOSITORY: "/nonexistent",
+      LOG_LEVEL: "info",
+    });
+    const proc = spawnCli(["start", "--workers", "1"], local.env);
+    try {
+      const exit = await proc.exited;
+      assert.equal(exit.code, 1);
+      const stderr = proc.stderr().trim();
+      assert.equal(stderr.split("\n").length, 1, stderr);
+      assert.match(stderr, /^inferline: MODEL_REPOSITORY="\/nonexistent": cannot read it/);
+      assert.equal(await local.answers(), false, "no redis-server left answering");
+      const pids = proc.lines.map((l) => l.pid).filter((p): p is number => typeof p === "number");
+      assert.ok(
+        pids.every((p) => !alive(p)),
+        "no API or worker left running",
+      );
+    } finally {
+      await stop(proc);
+      killLeftovers(proc);
+      await local.cleanup();
+    }
+  });
+
+  it("kill -9 of the supervisor: its API and workers notice and shut down gracefully", async () => {
+    const prefix = uniquePrefix("start-kill9");
+    const proc = spawnCli(
+      ["start", "--workers", "1"],
+      testEnv(prefix, { MODELS: "echo", LOG_LEVEL: "info", AUTOSCALE: "false" }),
+    );
+    try {
+      const api = Number((await proc.waitForLine((l) => l.event === "api_started", 30_000)).pid);
+      const worker = Number((await proc.waitForLine((l) => l.event === "worker_started", 30_000)).pid);
+      proc.kill("SIGKILL");
+      await proc.exited;
+      // Children write to the same pipe, so their last lines still arrive.
+      await eventually(async () => !alive(api) && !alive(worker), 30_000, 100);
+      await eventually(
+        async () =>
+          proc.lines.some((l) => l.event === "api_stopped") &&
+          proc.lines.some((l) => l.event === "worker_stopped" && l.drained === true),
+        5_000,
+      );
+    } finally {
+      await stop(proc);
+      killLeftovers(proc);
+      await cleanupPrefix(prefix);
     }
   });
 });
