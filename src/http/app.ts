@@ -4,12 +4,13 @@ import { PACKAGE_ROOT } from "../config/index.js";
 import { installOpenApi } from "./openapi.js";
 import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyInstance } from "fastify";
+import { InvalidParameterError, ServiceUnavailableError } from "../errors/catalog.js";
 import { createSecurity } from "../security/index.js";
 import { installAuth } from "./auth.js";
 import { clientErrorHandler, frameworkErrors } from "./plugins/client-errors.js";
 import { dashboardLogin } from "./plugins/dashboard-login.js";
 import { installJsonBody } from "./plugins/json-body.js";
-import { installSecurityHeaders } from "./plugins/security-headers.js";
+import { installSecurityHeaders, securityHeaders } from "./plugins/security-headers.js";
 import { RequestLog } from "./request-log.js";
 import { installErrorHandling } from "./error-handler.js";
 import { adminCacheRoutes } from "./routes/admin-cache.js";
@@ -34,19 +35,23 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Builds the API. Wires routes to the services it is given; opens no port itself. */
 export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   const { config } = deps;
+  const applySecurityHeaders = securityHeaders();
   const app = Fastify({
     loggerInstance: deps.logger,
     bodyLimit: config.BODY_LIMIT_BYTES,
-    requestIdHeader: "x-request-id",
+    // Not taken from the header as it is: genReqId checks a caller's id first.
+    requestIdHeader: false,
     logController: new RequestLog(),
     genReqId: (req) => {
       const given = req.headers["x-request-id"];
       return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
     },
-    return503OnClosing: true,
+    // Both answered below in the API's error shape (Node and Fastify would answer them bare).
+    http: { requireHostHeader: false },
+    return503OnClosing: false,
     trustProxy: config.TRUST_PROXY,
     clientErrorHandler,
-    frameworkErrors,
+    frameworkErrors: frameworkErrors(applySecurityHeaders),
     // Long `Prefer: wait` requests must outlive the defaults.
     requestTimeout: (config.WAIT_MAX_SECONDS + 30) * 1000,
     ajv: { customOptions: { coerceTypes: "array", removeAdditional: false, allErrors: false } },
@@ -71,7 +76,19 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   // Protection comes before every route: headers, CORS, then keys, scopes and rate limits.
   const security = createSecurity(config);
   app.addHook("onClose", async () => security.close());
-  await installSecurityHeaders(app, config);
+  await installSecurityHeaders(app, config, applySecurityHeaders);
+  let closing = false;
+  app.addHook("preClose", async () => {
+    closing = true;
+  });
+  app.addHook("onRequest", async (request, reply) => {
+    if (closing) {
+      void reply.header("connection", "close");
+      throw new ServiceUnavailableError("this API process is shutting down; retry", 1);
+    }
+    if (request.raw.httpVersion === "1.1" && !request.headers.host)
+      throw new InvalidParameterError("headers.host is required in HTTP/1.1", { field: "headers.host" });
+  });
   installAuth(app, config, security);
   await app.register(dashboardLogin, { config, security });
 

@@ -28,10 +28,21 @@ function fromFastify(err: FastifyError, bodyLimit: number): AppError | undefined
       return new MalformedJsonError(`request body is not valid JSON: ${err.message}`);
     case "FST_ERR_VALIDATION": {
       const v = err.validation?.[0];
-      const field = v
-        ? `${err.validationContext ?? "request"}.${(v.instancePath || "/" + String((v.params as { missingProperty?: string }).missingProperty ?? "")).slice(1).replace(/\//g, ".")}`
-        : (err.validationContext ?? "request");
-      return new InvalidParameterError(`${field} ${v ? ajvMessage(v) : "is invalid"}`, { field });
+      const params = (v?.params ?? {}) as { missingProperty?: string; additionalProperty?: string };
+      const named = params.missingProperty ?? params.additionalProperty;
+      const field = [
+        err.validationContext ?? "request",
+        ...(v?.instancePath ?? "").split("/").filter(Boolean),
+        ...(named === undefined ? [] : [named]),
+      ].join(".");
+      const message = !v
+        ? "is invalid"
+        : params.missingProperty !== undefined
+          ? "is required"
+          : params.additionalProperty !== undefined
+            ? "is not allowed"
+            : ajvMessage(v);
+      return new InvalidParameterError(`${field} ${message}`, { field });
     }
   }
   if (err instanceof SyntaxError || (err.statusCode === 400 && /JSON/i.test(err.message))) {
@@ -53,7 +64,8 @@ export function installErrorHandling(
         opts.retryAfterSeconds,
       );
     } else {
-      err = fromFastify(raw, opts.bodyLimit) ?? new InternalError();
+      // A route may take less than the global limit (the dashboard's login form).
+      err = fromFastify(raw, request.routeOptions.bodyLimit ?? opts.bodyLimit) ?? new InternalError();
     }
     if (err.status === 503) {
       request.log.warn(

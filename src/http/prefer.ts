@@ -1,12 +1,13 @@
 /**
- * `Prefer: wait=N` (RFC 7240 §4.3). Returns the wait in seconds, capped, or 0 when absent.
- * Per the RFC a preference that cannot be honoured is ignored, so malformed values mean 0.
+ * `Prefer: wait=N` (RFC 7240 §4.3: N is whole seconds). Returns the wait in seconds, capped (any
+ * number of digits), or 0 when absent. Per the RFC a preference that cannot be honoured is
+ * ignored, so malformed values (a fraction, a sign, an exponent) mean 0.
  */
 export function preferredWaitSeconds(header: string | string[] | undefined, capSeconds: number): number {
   const values = Array.isArray(header) ? header : header ? [header] : [];
   for (const value of values) {
     for (const part of value.split(",")) {
-      const m = /^\s*wait\s*=\s*"?(\d{1,6}(?:\.\d+)?)"?\s*(?:;.*)?$/i.exec(part);
+      const m = /^\s*wait\s*=\s*"?(\d+)"?\s*(?:;.*)?$/i.exec(part);
       if (m?.[1]) return Math.min(Number(m[1]), capSeconds);
     }
   }

@@ -176,11 +176,20 @@ export class JobRecords {
    * Holds until the job reaches a terminal state or `ms` pass, then returns its view. Subscribes
    * before each state read, so no completion is missed; a queued job's deadline ends the wait.
    */
-  async waitFor(jobId: string, ms: number, opts: { onChange?: (v: JobView) => void } = {}): Promise<JobView> {
+  async waitFor(
+    jobId: string,
+    ms: number,
+    opts: { onChange?: (v: JobView) => void; signal?: AbortSignal } = {},
+  ): Promise<JobView> {
     const model = parseJobId(jobId)?.model;
     if (model === undefined) throw new JobNotFoundError(jobId);
     const end = Date.now() + ms;
     let last: string | undefined;
+    // An abort (the client went away) ends the wait at once, with the last view read.
+    const { signal } = opts;
+    const aborted = signal
+      ? new Promise<"aborted">((r) => signal.addEventListener("abort", () => r("aborted"), { once: true }))
+      : undefined;
     for (;;) {
       const remaining = end - Date.now();
       const sub = this.deps.waiter.subscribe(model, jobId, Math.max(0, remaining), {
@@ -196,11 +205,15 @@ export class JobRecords {
       const key = `${view.status}:${view.attempts}`;
       if (opts.onChange && key !== last) opts.onChange(view);
       last = key;
-      if (TERMINAL_STATUSES.has(view.status) || remaining <= 0) {
+      if (TERMINAL_STATUSES.has(view.status) || remaining <= 0 || signal?.aborted) {
         sub.cancel();
         return view;
       }
-      const result = await sub.signal;
+      const result = aborted ? await Promise.race([sub.signal, aborted]) : await sub.signal;
+      if (result === "aborted") {
+        sub.cancel();
+        return view;
+      }
       if (result) {
         const done = completedView(view, result);
         opts.onChange?.(done);

@@ -49,4 +49,26 @@ void describe("CORS", () => {
     assert.equal(unauth.status, 401);
     assert.equal(unauth.headers.get("access-control-allow-origin"), ORIGIN);
   });
+
+  void it("an OPTIONS request that is no preflight is not answered with a text error", async () => {
+    const res = await fetch(`${open.url}/api/ml/echo`, { method: "OPTIONS", headers: { origin: ORIGIN } });
+    assert.ok(res.status < 400, `status ${res.status}`);
+    assert.equal(res.headers.get("access-control-allow-origin"), ORIGIN);
+  });
+
+  void it("an event stream carries the CORS headers too", async () => {
+    const auth = { authorization: `Bearer ${keys.predict}`, origin: ORIGIN };
+    const job = await fetch(`${open.url}/api/ml/echo`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({ text: "streamed across origins" }),
+    });
+    const { job_id: id } = (await job.json()) as { job_id: string };
+    const stop = new AbortController();
+    const res = await fetch(`${open.url}/api/results/${id}/events`, { headers: auth, signal: stop.signal });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("access-control-allow-origin"), ORIGIN);
+    assert.match(res.headers.get("access-control-expose-headers") ?? "", /x-request-id/);
+    stop.abort();
+  });
 });

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import Fastify from "fastify";
 import { BatchTooLargeError } from "../../src/errors/catalog.js";
 import { installErrorHandling } from "../../src/http/error-handler.js";
 import { jsonTooDeep, StreamSlots } from "../../src/security/index.js";
 import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
+import { monitorCommands } from "../support/redis.js";
 
 const code = (body: Record<string, unknown>) => (body.error as { code?: string } | undefined)?.code;
 const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
@@ -88,6 +90,20 @@ void describe("open event streams over HTTP", () => {
       again.abort();
       return res.status === 200;
     }, 5000);
+  });
+
+  void it("a stream whose client left stops reading its job", async () => {
+    const job = await call(inferline.url, "POST", "/api/ml/echo", { text: "watched, then not" });
+    const id = String(job.body.job_id);
+    const left = new AbortController();
+    const res = await fetch(`${inferline.url}/api/results/${id}/events`, { signal: left.signal });
+    assert.equal(res.status, 200);
+    left.abort();
+    await sleep(200);
+    // Waits re-read a job every 2 s (JobWaiter.recheckMs): a stream still running would, here.
+    const { commands } = await monitorCommands(() => sleep(2500));
+    const reads = commands.filter((c) => c.args.includes(`${inferline.prefix}:{echo}:${id}`));
+    assert.deepEqual(reads, []);
   });
 });
 

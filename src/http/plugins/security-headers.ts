@@ -4,14 +4,12 @@ import helmet from "helmet";
 import type { Config } from "../../config/index.js";
 
 /**
- * Browser-facing protection: security headers on every response (a CSP that allows no inline
- * or foreign scripts, no MIME sniffing, no framing), and CORS only for CORS_ORIGINS.
- *
- * Helmet's middleware is built once here and applied to every response. (The Fastify plugin
- * builds it anew for each request, parsing the whole policy every time.)
+ * Helmet's middleware, built once: sets the security headers on a raw response (a CSP that
+ * allows no inline or foreign scripts, no MIME sniffing, no framing). (The Fastify plugin builds
+ * it anew for each request, parsing the whole policy every time.)
  */
-export async function installSecurityHeaders(app: FastifyInstance, config: Config): Promise<void> {
-  const applyHeaders = helmet({
+export function securityHeaders() {
+  return helmet({
     contentSecurityPolicy: {
       useDefaults: false,
       directives: {
@@ -32,12 +30,27 @@ export async function installSecurityHeaders(app: FastifyInstance, config: Confi
     // HTTPS is the proxy's business; the header is ignored over plain HTTP anyway.
     strictTransportSecurity: { maxAge: 15_552_000, includeSubDomains: false },
   });
+}
+
+export type SecurityHeaders = ReturnType<typeof securityHeaders>;
+
+/**
+ * Browser-facing protection: the security headers on every response, and CORS only for
+ * CORS_ORIGINS.
+ */
+export async function installSecurityHeaders(
+  app: FastifyInstance,
+  config: Config,
+  applyHeaders: SecurityHeaders,
+): Promise<void> {
   app.addHook("onRequest", (request, reply, done) => {
     applyHeaders(request.raw, reply.raw, (err) => done(err instanceof Error ? err : undefined));
   });
   if (config.CORS_ORIGINS && config.CORS_ORIGINS.length > 0) {
     await app.register(cors, {
       origin: [...config.CORS_ORIGINS],
+      // An OPTIONS request that is no preflight gets the CORS answer too, not a text error.
+      strictPreflight: false,
       methods: ["GET", "POST", "DELETE"],
       allowedHeaders: [
         "authorization",

@@ -47,7 +47,7 @@ export const dashboardRoutes: FastifyPluginAsync<HttpDeps> = async (app) => {
     "/dashboard/assets/:name",
     { config: { access: "admin" } },
     async (req, reply) => {
-      const asset = ASSETS[req.params.name];
+      const asset = Object.hasOwn(ASSETS, req.params.name) ? ASSETS[req.params.name] : undefined;
       if (!asset) return reply.callNotFound();
       return reply
         .type(asset.type)

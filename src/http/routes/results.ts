@@ -71,18 +71,26 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records,
         },
       },
       config: { access: "predict" },
+      // A HEAD request would hold a stream that can never write.
+      exposeHeadRoute: false,
     },
     async (req, reply) => {
       const jobId = req.params.jobId;
       await records.view(jobId); // 404 / 503 as JSON before the stream starts
       const release = streams?.acquire() ?? (() => {});
+      // The client going away ends the stream's wait at once; its slot is freed when the
+      // stream's work is over, not before.
       let closed = false;
+      const hangUp = new AbortController();
       req.raw.on("close", () => {
         closed = true;
-        release();
+        hangUp.abort();
       });
       reply.hijack();
       const raw = reply.raw;
+      // What hooks set (CORS, rate limits) goes out with the stream too.
+      for (const [name, value] of Object.entries(reply.getHeaders()))
+        if (value !== undefined) raw.setHeader(name, value);
       raw.writeHead(200, {
         "content-type": "text/event-stream; charset=utf-8",
         "cache-control": "no-cache, no-transform",
@@ -96,14 +104,22 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records,
       };
       const keepAlive = setInterval(() => !closed && raw.write(": keep-alive\n\n"), 15_000);
       try {
-        for (;;) {
+        while (!closed) {
           const view = await records.waitFor(jobId, Math.max(1, config.WAIT_MAX_SECONDS) * 1000, {
             onChange: (v) => send("status", { ...v, links: links(v.job_id) }),
+            signal: hangUp.signal,
           });
-          if (closed || TERMINAL_STATUSES.has(view.status)) break;
+          if (TERMINAL_STATUSES.has(view.status)) break;
         }
       } catch (err) {
-        send("error", { code: "stream_interrupted", message: (err as Error).message });
+        req.log.warn(
+          { event: "stream_interrupted", err: (err as Error).message },
+          "event stream interrupted",
+        );
+        send("error", {
+          code: "stream_interrupted",
+          message: "the job's status could not be read; reconnect to resume",
+        });
       } finally {
         clearInterval(keepAlive);
         release();

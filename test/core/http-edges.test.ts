@@ -1,0 +1,113 @@
+import assert from "node:assert/strict";
+import { connect } from "node:net";
+import { describe, it } from "node:test";
+import { call } from "../support/http.js";
+import { useInferline } from "../support/inferline.js";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Sends `request` as written on a fresh connection; resolves with everything the server sent. */
+function rawRequest(base: string, request: string): Promise<string> {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.end(request));
+    let data = "";
+    socket.setEncoding("utf8").on("data", (c: string) => (data += c));
+    socket.on("end", () => resolve(data)).on("error", reject);
+  });
+}
+
+/** `{status, headers, body}` of a raw HTTP/1.1 answer (content-length bodies only). */
+function parseRaw(text: string) {
+  const [head = "", body = ""] = text.split("\r\n\r\n");
+  const [statusLine = "", ...lines] = head.split("\r\n");
+  const headers = new Map(
+    lines.map((l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]),
+  );
+  return { status: Number(statusLine.split(" ")[1]), headers, body };
+}
+
+void describe("HTTP edges: every answer is the API's, with its headers", () => {
+  const inferline = useInferline("http-edges", { env: { AUTH_DISABLED: "true", WAIT_MAX_SECONDS: "1" } });
+
+  void it("a caller's request id is used only when it is a plain token of at most 128 characters", async () => {
+    for (const given of ["hello world <script>", "x".repeat(129), "a;b"]) {
+      const r = await call(inferline.url, "GET", "/api/models", undefined, { "x-request-id": given });
+      assert.match(r.headers.get("x-request-id") ?? "", UUID, `"${given.slice(0, 20)}" replaced`);
+    }
+    const kept = await call(inferline.url, "GET", "/api/models", undefined, {
+      "x-request-id": "trace-1.a:b",
+    });
+    assert.equal(kept.headers.get("x-request-id"), "trace-1.a:b");
+  });
+
+  void it("a URL the router rejects gets a JSON error with a request id and the security headers", async () => {
+    for (const [path, status, code] of [
+      ["/api/results/%ZZ", 400, "malformed_url"],
+      [`/api/results/${"x".repeat(200)}`, 414, "uri_too_long"],
+    ] as const) {
+      const r = await call(inferline.url, "GET", path);
+      assert.equal(r.status, status, path);
+      assert.equal((r.body.error as { code: string }).code, code);
+      assert.match(r.headers.get("x-request-id") ?? "", UUID, `${path}: request id`);
+      assert.equal(r.headers.get("x-content-type-options"), "nosniff", `${path}: security headers`);
+      assert.ok(r.headers.get("content-security-policy"), `${path}: CSP`);
+    }
+  });
+
+  void it("an HTTP/1.1 request without Host gets a JSON 400 naming the header", async () => {
+    const r = parseRaw(
+      await rawRequest(inferline.url, "GET /api/models HTTP/1.1\r\nConnection: close\r\n\r\n"),
+    );
+    assert.equal(r.status, 400);
+    const body = JSON.parse(r.body) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, "invalid_parameter");
+    assert.match(body.error.message, /headers\.host/);
+    assert.match(r.headers.get("x-request-id") ?? "", UUID);
+  });
+
+  void it("Prefer: wait with many digits is capped; a fraction is not a wait and is ignored", async () => {
+    const big = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/echo",
+      { text: "x" },
+      { prefer: "wait=99999999999" },
+    );
+    assert.equal(big.status, 202);
+    assert.equal(big.headers.get("preference-applied"), "wait=1");
+    const fraction = await call(inferline.url, "POST", "/api/ml/echo", { text: "y" }, { prefer: "wait=1.5" });
+    assert.equal(fraction.status, 202);
+    assert.equal(fraction.headers.get("preference-applied"), null);
+  });
+
+  void it("an unknown option is named, and a form over its own limit is told that limit", async () => {
+    const r = await call(inferline.url, "POST", "/api/ml/echo?foo=1", { text: "x" });
+    assert.equal(r.status, 400);
+    assert.equal((r.body.error as { message: string }).message, "querystring.foo is not allowed");
+    const login = await fetch(`${inferline.url}/dashboard/login`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: `key=${"k".repeat(5000)}`,
+    });
+    assert.equal(login.status, 413);
+    const body = (await login.json()) as { error: { message: string } };
+    assert.match(body.error.message, /4096 bytes/);
+  });
+
+  void it("dashboard asset names are looked up among the assets only", async () => {
+    for (const name of ["constructor", "__proto__", "toString"]) {
+      const r = await call(inferline.url, "GET", `/dashboard/assets/${name}`);
+      assert.equal(r.status, 404, name);
+    }
+  });
+
+  void it("HEAD on an event stream is not a route (it could never write)", async () => {
+    const job = await call(inferline.url, "POST", "/api/ml/echo", { text: "head" });
+    const r = await fetch(`${inferline.url}/api/results/${String(job.body.job_id)}/events`, {
+      method: "HEAD",
+      signal: AbortSignal.timeout(5000),
+    });
+    assert.equal(r.status, 404);
+  });
+});
