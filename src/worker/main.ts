@@ -76,20 +76,31 @@ export async function startWorker(
     registry,
     connection,
     cacheOn: (c) => new ResultCache(c, config.REDIS_KEY_PREFIX),
-    models,
     concurrency: options.concurrency ?? config.WORKER_CONCURRENCY,
     telemetry: obs.telemetry,
     onRecycle: (reason) => onRecycle(reason),
   });
+  // Reloads look again at the models this process serves (it has no queue worker for others).
+  let served: readonly string[] = models;
   const reload = () =>
-    reloadModels({ workerId: service.id, catalog, pool, load: loadCatalog, models, logger });
+    reloadModels({ workerId: service.id, catalog, pool, load: loadCatalog, models: served, logger });
   // POST /api/admin/models/reload reaches every worker through this subscription.
   await new ReloadBus(connection(), connection, config.REDIS_KEY_PREFIX).listen(reload, (err) =>
     logger.warn({ event: "reload_failed", err: err.message }, "model reload failed"),
   );
   // A newest version that cannot load must not stop the worker serving the one before it.
   await reload();
-  await service.start();
+  // A model none of whose versions loads was dropped from the catalog by the reload: serve the
+  // others rather than fail (and be restarted, and fail again) over one broken model.
+  served = models.filter((m) => catalog.has(m));
+  const skipped = models.filter((m) => !catalog.has(m));
+  if (skipped.length > 0)
+    logger.warn(
+      { event: "models_not_served", models: skipped },
+      `not serving ${skipped.join(", ")}: no version loads (see model_load_failed)`,
+    );
+  if (served.length === 0) throw new Error(`no model in ${config.MODEL_REPOSITORY} loads`);
+  await service.start(served);
   const metricsServer =
     obs.metrics && config.WORKER_METRICS_PORT > 0
       ? await serveMetrics(obs.metrics, config.HOST, config.WORKER_METRICS_PORT)

@@ -25,7 +25,6 @@ export interface WorkerServiceDeps {
   readonly connection: () => Redis;
   /** The result cache on a given connection (each model's queue worker gets its own). */
   readonly cacheOn: (connection: Redis) => ResultCache;
-  readonly models: readonly string[];
   readonly concurrency: number;
   /** Per-job metrics and stats. */
   readonly telemetry?: WorkerTelemetry;
@@ -48,6 +47,8 @@ export class WorkerService {
   private heartbeat: NodeJS.Timeout | undefined;
   private recycleRequested = false;
   private closing: Promise<void> | undefined;
+  /** The models this process takes jobs for (set by `start`). */
+  private models: readonly string[] = [];
 
   private readonly log: Logger;
 
@@ -55,15 +56,17 @@ export class WorkerService {
     this.log = deps.logger.child({ worker: this.id });
   }
 
-  async start(): Promise<void> {
+  /** Loads `models` (each must be in the catalog) and starts taking their jobs. */
+  async start(models: readonly string[]): Promise<void> {
     const { config } = this.deps;
+    this.models = models;
     const logger = this.log;
     this.loopDelay.enable();
     await this.beat();
     this.heartbeat = setInterval(() => void this.beat(), config.WORKER_HEARTBEAT_INTERVAL_MS);
     this.heartbeat.unref();
-    await this.deps.pool.warm(this.deps.models);
-    for (const model of this.deps.models) {
+    await this.deps.pool.warm(models);
+    for (const model of models) {
       const connection = this.deps.connection();
       const processor = makeProcessor({
         // Results are stored on the connection their job completes on (see makeProcessor).
@@ -101,10 +104,10 @@ export class WorkerService {
     logger.info(
       {
         event: "worker_started",
-        models: this.deps.models,
+        models,
         concurrency: this.deps.concurrency,
       },
-      `worker ${this.id} taking jobs for ${this.deps.models.join(", ")}`,
+      `worker ${this.id} taking jobs for ${models.join(", ")}`,
     );
   }
 
@@ -138,7 +141,7 @@ export class WorkerService {
       id: this.id,
       pid: process.pid,
       host: hostname(),
-      models: this.deps.models,
+      models: this.models,
       state: this.state,
       started_at: this.startedAt,
       last_seen: new Date().toISOString(),

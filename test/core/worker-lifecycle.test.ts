@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
 import { testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
-import { spawnWorker, stop } from "../support/processes.js";
+import { ROOT, spawnWorker, stop } from "../support/processes.js";
 
 describe("worker processes", () => {
   const inferline = useInferline("lifecycle");
@@ -82,6 +85,42 @@ describe("worker processes", () => {
     );
     const line = await w.waitForLine((l) => l.event === "worker_recycling", 15_000);
     assert.match(String(line.reason ?? line.msg), /RSS/);
+    assert.equal((await w.exited).code, 0);
+  });
+});
+
+describe("a worker with one model that cannot load", () => {
+  // echo, plus penguins whose model.onnx is not an ONNX model.
+  const repo = mkdtempSync(path.join(tmpdir(), "inferline-broken-"));
+  cpSync(path.join(ROOT, "models", "echo"), path.join(repo, "echo"), { recursive: true });
+  mkdirSync(path.join(repo, "penguins", "1"), { recursive: true });
+  cpSync(
+    path.join(ROOT, "models", "penguins", "1", "manifest.json"),
+    path.join(repo, "penguins", "1", "manifest.json"),
+  );
+  writeFileSync(path.join(repo, "penguins", "1", "model.onnx"), "this is not an ONNX model");
+  const inferline = useInferline("broken-model", { env: { MODEL_REPOSITORY: repo } });
+  after(() => rmSync(repo, { recursive: true, force: true }));
+
+  it("starts, serves the models that load and says which it skipped", async () => {
+    const w = await spawnWorker(testEnv(inferline.prefix, { MODEL_REPOSITORY: repo }));
+    try {
+      const started = await w.waitForLine((l) => l.event === "worker_started");
+      assert.deepEqual(started.models, ["echo"]);
+      const skipped = await w.waitForLine((l) => l.event === "models_not_served");
+      assert.deepEqual(skipped.models, ["penguins"]);
+      const r = await call(
+        inferline.url,
+        "POST",
+        "/api/ml/echo",
+        { text: "still here" },
+        { prefer: "wait=10" },
+      );
+      assert.equal(r.body.status, "completed", JSON.stringify(r.body));
+      assert.deepEqual(r.body.result, { echo: "still here", attempt: 1 });
+    } finally {
+      await stop(w);
+    }
     assert.equal((await w.exited).code, 0);
   });
 });
