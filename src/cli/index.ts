@@ -56,6 +56,17 @@ function onSignals(close: () => Promise<void>, logger: { info: (o: object, m: st
   if (process.send) process.on("disconnect", () => handler("disconnect"));
 }
 
+/**
+ * A close for `onSignals` installed before start-up ends: it waits for the start-up in progress,
+ * then closes what it started (a start-up that failed has nothing to close).
+ */
+function closeOnceStarted(starting: Promise<{ close(): Promise<void> }>): () => Promise<void> {
+  return async () => {
+    const handle = await starting.catch(() => undefined);
+    await handle?.close();
+  };
+}
+
 function fail(err: unknown): never {
   process.stderr.write(`inferline: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
@@ -97,9 +108,10 @@ program
     const cfg = config();
     const effective = opts.port === undefined ? cfg : Object.freeze({ ...cfg, PORT: opts.port });
     const logger = apiLogger(effective);
-    const handle = await startApi(effective, logger).catch(fail);
+    const starting = startApi(effective, logger);
+    onSignals(closeOnceStarted(starting), logger);
+    const handle = await starting.catch(fail);
     process.send?.({ type: "listening", url: handle.url });
-    onSignals(() => handle.close(), logger);
   });
 
 program
@@ -110,12 +122,10 @@ program
   .action(async (opts: { models?: string[]; concurrency?: number }) => {
     const cfg = config();
     const logger = createLogger(cfg, { role: "worker" });
-    const handle = await startWorker(
-      cfg,
-      { models: opts.models, concurrency: opts.concurrency },
-      logger,
-    ).catch(fail);
-    onSignals(() => handle.close(), logger);
+    const starting = startWorker(cfg, { models: opts.models, concurrency: opts.concurrency }, logger);
+    // Installed first: a SIGTERM while the worker starts stops it cleanly once it has started.
+    onSignals(closeOnceStarted(starting), logger);
+    const handle = await starting.catch(fail);
     void handle.recycled.then(async (reason) => {
       logger.info({ event: "worker_recycling", reason }, `recycling: ${reason}`);
       await handle.close();

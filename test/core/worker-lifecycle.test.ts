@@ -6,7 +6,8 @@ import { after, describe, it } from "node:test";
 import { testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
-import { ROOT, spawnWorker, stop } from "../support/processes.js";
+import { ROOT, spawnCli, spawnWorker, stop } from "../support/processes.js";
+import { ownRedis } from "../support/redis.js";
 
 describe("worker processes", () => {
   const inferline = useInferline("lifecycle");
@@ -122,5 +123,28 @@ describe("a worker with one model that cannot load", () => {
       await stop(w);
     }
     assert.equal((await w.exited).code, 0);
+  });
+});
+
+describe("a worker stopped while it starts", () => {
+  it("SIGTERM before it took jobs: it finishes starting, stops cleanly and exits 0", async () => {
+    // A Redis that is not there yet keeps the worker in its start-up until the test starts it.
+    const redis = await ownRedis({ aof: false });
+    await redis.stop();
+    const w = spawnCli(
+      ["worker", "--models", "echo"],
+      testEnv("worker-early", { REDIS_URL: redis.url, LOG_LEVEL: "debug" }),
+    );
+    try {
+      await w.waitForLine((l) => l.event === "redis_error", 30_000);
+      w.kill("SIGTERM");
+      await redis.start();
+      const exit = await w.exited;
+      assert.equal(exit.code, 0, w.stderr().slice(-2000));
+      assert.ok(w.lines.some((l) => l.event === "worker_stopped"));
+    } finally {
+      await stop(w);
+      await redis.destroy();
+    }
   });
 });
