@@ -63,6 +63,27 @@ describe("client errors", () => {
     assert.equal(body.error.code, "unsupported_media_type");
   });
 
+  it("JSON in a charset other than UTF-8 → 415; UTF-8 spelled any way is read", async () => {
+    const post = (type: string) =>
+      fetch(`${inferline.url}/api/ml/sentiment`, {
+        method: "POST",
+        headers: { "content-type": type },
+        // Not a valid input: read (422), it is not refused for its charset (415), and queues nothing.
+        body: JSON.stringify({ txt: "caf\u00e9" }),
+      });
+    for (const type of ["application/json; charset=latin1", "application/json;charset=utf-16"]) {
+      const res = await post(type);
+      assert.equal(res.status, 415, type);
+      assert.equal(((await res.json()) as { error: { code: string } }).error.code, "unsupported_media_type");
+    }
+    for (const type of [
+      "application/json; charset=UTF-8",
+      'application/json; charset="utf-8"',
+      "application/json",
+    ])
+      assert.equal((await post(type)).status, 422, type);
+  });
+
   it("body over the limit → 413 payload_too_large", async () => {
     const r = await call(inferline.url, "POST", "/api/ml/sentiment", { text: "x".repeat(5000) });
     assert.equal(r.status, 413);

@@ -1,15 +1,26 @@
 import type { FastifyInstance } from "fastify";
-import { JsonTooDeepError } from "../../errors/catalog.js";
+import { JsonTooDeepError, UnsupportedMediaTypeError } from "../../errors/catalog.js";
 import { jsonTooDeep } from "../../security/index.js";
+
+/** A charset other than UTF-8 (RFC 8259: JSON between systems is UTF-8). */
+const OTHER_CHARSET = /;\s*charset\s*=\s*(?!"?utf-?8"?\s*(?:;|$))/i;
 
 /**
  * The JSON body parser: Fastify's own (prototype-poisoning checks included), after a depth
- * check on the raw text, so hostile nesting is refused before it is parsed.
+ * check on the raw text, so hostile nesting is refused before it is parsed. A body declared in
+ * another charset is refused rather than read with its bytes replaced.
  */
 export function installJsonBody(app: FastifyInstance, maxDepth: number): void {
   const parse = app.getDefaultJsonParser("error", "error");
   app.removeContentTypeParser("application/json");
   app.addContentTypeParser("application/json", { parseAs: "string" }, (req, body, done) => {
+    if (OTHER_CHARSET.test(req.headers["content-type"] ?? "")) {
+      done(
+        new UnsupportedMediaTypeError("request body must be JSON in UTF-8 (charset=utf-8 or none)"),
+        undefined,
+      );
+      return;
+    }
     if (jsonTooDeep(body as string, maxDepth)) {
       done(new JsonTooDeepError(maxDepth), undefined);
       return;
