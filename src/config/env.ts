@@ -248,7 +248,9 @@ export const ENV_SCHEMA = {
     .describe("Retry-After sent with 503 when Redis is unreachable (s)."),
   SUPERVISOR_RESTART_BACKOFF_MS: int(10)
     .default(1000)
-    .describe("`start`: first delay before restarting a crashed worker; doubles up to 30 s (ms)."),
+    .describe(
+      "`start`: first delay before restarting a crashed worker, or one that exited within 5 s of its launch; doubles up to 30 s (ms).",
+    ),
   REDIS_CLUSTER_NODES: hostPorts
     .optional()
     .describe(

@@ -23,6 +23,8 @@ export interface SupervisorOptions {
   readonly env: NodeJS.ProcessEnv;
   readonly restartBackoffMs: number;
   readonly stopTimeoutMs: number;
+  /** A clean exit sooner than this after launch backs off like a crash (ms; default 5000). */
+  readonly quickExitMs?: number;
   readonly logger: Logger;
   /** Messages children send over IPC (the API reports its URL). */
   readonly onMessage?: (name: string, message: unknown) => void;
@@ -30,8 +32,8 @@ export interface SupervisorOptions {
 
 /**
  * Runs child processes and keeps them running: a child that exits 0 (a worker recycling
- * itself) is replaced at once, one that crashes is restarted after an exponential backoff
- * (reset once it has run for a minute). `stop()` sends SIGTERM to all and waits. Idempotent.
+ * itself) is replaced at once, one that crashes, or exits 0 within seconds of its launch, is
+ * restarted after an exponential backoff (reset once it has run for a minute). `stop()` sends SIGTERM to all and waits. Idempotent.
  * Children run in process groups of their own, so only the supervisor decides when they stop.
  */
 export class Supervisor {
@@ -84,12 +86,16 @@ export class Supervisor {
           );
           return;
         }
-        if (Date.now() - started > 60_000) slot.failures = 0;
+        const ran = Date.now() - started;
+        if (ran > 60_000) slot.failures = 0;
         const clean = code === 0;
-        const delay = clean ? 0 : Math.min(this.opts.restartBackoffMs * 2 ** slot.failures, 30_000);
-        if (!clean) slot.failures++;
+        // A clean exit right after launch (a worker recycling before it did any real work)
+        // would be restarted at once, over and over: it backs off like a crash.
+        const backoff = !clean || ran < (this.opts.quickExitMs ?? 5000);
+        const delay = backoff ? Math.min(this.opts.restartBackoffMs * 2 ** slot.failures, 30_000) : 0;
+        if (backoff) slot.failures++;
         logger[clean ? "info" : "warn"](
-          { event: "child_exited", child: slot.spec.name, code, signal, restart_in_ms: delay },
+          { event: "child_exited", child: slot.spec.name, code, signal, ran_ms: ran, restart_in_ms: delay },
           `${slot.spec.name} exited (${signal ?? code}); restarting in ${delay} ms`,
         );
         setTimeout(() => {

@@ -117,14 +117,24 @@ export class WorkerService {
     this.checkLimits();
   }
 
-  /** Asks for a replacement once WORKER_MAX_JOBS or WORKER_MAX_RSS_BYTES is reached (once). */
+  /**
+   * Asks for a replacement once WORKER_MAX_JOBS or, after at least one job, WORKER_MAX_RSS_BYTES
+   * is reached (once).
+   */
   private checkLimits(): void {
     const { WORKER_MAX_JOBS, WORKER_MAX_RSS_BYTES } = this.deps.config;
     if (this.recycleRequested) return;
     let reason: string | undefined;
     if (WORKER_MAX_JOBS > 0 && this.processed + this.failed >= WORKER_MAX_JOBS)
       reason = `processed ${WORKER_MAX_JOBS} jobs`;
-    else if (WORKER_MAX_RSS_BYTES > 0 && this.lastRss > WORKER_MAX_RSS_BYTES) reason = "RSS limit reached";
+    // Only after a job: a process already over the limit before any job (models that big,
+    // a limit that low) would be replaced by one just as big, over and over.
+    else if (
+      WORKER_MAX_RSS_BYTES > 0 &&
+      this.processed + this.failed > 0 &&
+      this.lastRss > WORKER_MAX_RSS_BYTES
+    )
+      reason = "RSS limit reached";
     if (reason) {
       this.recycleRequested = true;
       this.deps.onRecycle(reason);

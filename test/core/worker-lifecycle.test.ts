@@ -3,6 +3,7 @@ import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
@@ -79,11 +80,18 @@ describe("worker processes", () => {
     assert.ok(w.lines.some((l) => l.event === "worker_recycling"));
   });
 
-  it("recycles itself once its RSS, read at each heartbeat, passes WORKER_MAX_RSS_BYTES", async () => {
+  it("recycles itself once its RSS, read at each heartbeat, passes WORKER_MAX_RSS_BYTES after a job", async () => {
     const w = await spawnWorker(
       { ...env, WORKER_MAX_RSS_BYTES: String(1024 * 1024), WORKER_HEARTBEAT_INTERVAL_MS: "200" },
       ["--models", "echo", "--concurrency", "1"],
     );
+    // Over the limit from the start, but no job yet: a replacement would be just as big, so it
+    // stays (several heartbeats pass meanwhile).
+    await sleep(1500);
+    assert.ok(!w.lines.some((l) => l.event === "worker_recycling"), "no recycling before any job");
+    assert.equal(w.proc.exitCode, null);
+    const r = await call(inferline.url, "POST", "/api/ml/echo", { text: "one" }, { prefer: "wait=10" });
+    assert.equal(r.body.status, "completed");
     const line = await w.waitForLine((l) => l.event === "worker_recycling", 15_000);
     assert.match(String(line.reason ?? line.msg), /RSS/);
     assert.equal((await w.exited).code, 0);

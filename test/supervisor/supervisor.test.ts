@@ -1,0 +1,59 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { pino } from "pino";
+import { Supervisor } from "../../src/supervisor/supervisor.js";
+import { eventually } from "../support/http.js";
+
+describe("supervisor restarts", () => {
+  // A child that exits 0 after RUN_MS, as a worker recycling itself does.
+  const dir = mkdtempSync(path.join(tmpdir(), "inferline-supervisor-"));
+  const entry = path.join(dir, "child.mjs");
+  writeFileSync(entry, "setTimeout(() => process.exit(0), Number(process.env.RUN_MS));\n");
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  function supervise(runMs: number) {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino(
+      { level: "info" },
+      { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) },
+    );
+    const supervisor = new Supervisor({
+      entry,
+      env: { PATH: process.env.PATH ?? "", RUN_MS: String(runMs) },
+      restartBackoffMs: 50,
+      stopTimeoutMs: 5000,
+      quickExitMs: 2000,
+      logger,
+    });
+    supervisor.add({ name: "child", args: [] });
+    const exits = () => lines.filter((l) => l.event === "child_exited");
+    return { supervisor, exits };
+  }
+
+  it("a child that exits 0 right after its launch is restarted after a growing backoff", async () => {
+    const { supervisor, exits } = supervise(0);
+    try {
+      await eventually(async () => exits().length >= 3, 30_000);
+      const delays = exits()
+        .slice(0, 3)
+        .map((l) => l.restart_in_ms);
+      assert.deepEqual(delays, [50, 100, 200]);
+    } finally {
+      await supervisor.stop();
+    }
+  });
+
+  it("a child that exits 0 after running a while (a worker recycling) is replaced at once", async () => {
+    const { supervisor, exits } = supervise(2500);
+    try {
+      const first = await eventually(async () => exits()[0], 30_000);
+      assert.ok(Number(first.ran_ms) >= 2000, JSON.stringify(first));
+      assert.equal(first.restart_in_ms, 0);
+    } finally {
+      await supervisor.stop();
+    }
+  });
+});
