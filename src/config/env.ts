@@ -293,7 +293,9 @@ export const ENV_SCHEMA = {
   AUTOSCALE_UP_STEP: int(1, 64).default(2).describe("`start`: workers added per scale-up."),
   AUTOSCALE_DOWN_QUEUE_DEPTH: int(0)
     .default(10)
-    .describe("`start`: remove workers once the queued jobs stay under this for AUTOSCALE_DOWN_AFTER_MS."),
+    .describe(
+      "`start`: remove workers once the queued jobs stay under this for AUTOSCALE_DOWN_AFTER_MS (must be below AUTOSCALE_UP_QUEUE_DEPTH).",
+    ),
   AUTOSCALE_DOWN_AFTER_MS: int(0)
     .default(300_000)
     .describe("`start`: how long the queue must stay shallow before workers are removed (ms)."),
@@ -361,7 +363,15 @@ export const ENV_SCHEMA = {
     ),
 } as const;
 
-const schema = z.object(ENV_SCHEMA);
+const schema = z.object(ENV_SCHEMA).superRefine((env, ctx) => {
+  // Thresholds the wrong way round make the autoscaler add and remove workers in turn.
+  if (env.AUTOSCALE_DOWN_QUEUE_DEPTH >= env.AUTOSCALE_UP_QUEUE_DEPTH)
+    ctx.addIssue({
+      code: "custom",
+      path: ["AUTOSCALE_DOWN_QUEUE_DEPTH"],
+      message: `must be below AUTOSCALE_UP_QUEUE_DEPTH (${env.AUTOSCALE_UP_QUEUE_DEPTH}), or the autoscaler flaps between adding and removing workers`,
+    });
+});
 export type Env = z.infer<typeof schema>;
 
 export class ConfigError extends Error {
@@ -419,7 +429,9 @@ export function parseEnv(source: Readonly<Record<string, string | undefined>>): 
     throw new ConfigError(
       parsed.error.issues.map((i) => {
         const key = String(i.path[0] ?? "?");
-        const shown = SECRETS.has(key) ? "[redacted]" : JSON.stringify(cleaned[key] ?? "");
+        const value = cleaned[key];
+        if (value === undefined) return `${key} (default): ${i.message}`;
+        const shown = SECRETS.has(key) ? "[redacted]" : JSON.stringify(value);
         return `${key}=${shown}: ${i.message}`;
       }),
     );

@@ -6,6 +6,12 @@ export interface ScalePolicy {
   readonly max: number;
   /** How often to sample (ms). */
   readonly intervalMs: number;
+  /**
+   * Shortest span the drain rate is measured over (ms). The processed counter moves only when
+   * worker heartbeats land, so a span shorter than the heartbeat interval can read no progress
+   * at all while jobs complete.
+   */
+  readonly rateWindowMs: number;
   /** Scale up when queued jobs exceed this. */
   readonly upDepth: number;
   /** …or when draining the queue at the measured rate would take longer than this (s). */
@@ -27,7 +33,10 @@ export interface Sample {
 }
 
 export interface ScaleState {
+  /** The sample the drain rate is being measured from. */
   readonly previous: Sample | undefined;
+  /** Jobs per second over the last full rate window (undefined: none measured yet). */
+  readonly rate: number | undefined;
   /** Since when the queue has been under `downDepth` (undefined: it is not). */
   readonly shallowSince: number | undefined;
   readonly lastScaleAt: number | undefined;
@@ -43,20 +52,27 @@ export interface Decision {
 
 export const INITIAL_STATE: ScaleState = {
   previous: undefined,
+  rate: undefined,
   shallowSince: undefined,
   lastScaleAt: undefined,
 };
 
 /** Pure: the worker count to run after `sample`, given `current`. */
 export function decide(policy: ScalePolicy, state: ScaleState, sample: Sample, current: number): Decision {
-  const prev = state.previous;
-  let drainSeconds: number | undefined;
-  if (prev && sample.at > prev.at) {
-    const rate = Math.max(0, sample.processed - prev.processed) / ((sample.at - prev.at) / 1000);
-    drainSeconds = sample.depth === 0 ? 0 : rate > 0 ? sample.depth / rate : Infinity;
+  // The rate is measured across a full window; in between, the last one stands for it.
+  let from = state.previous ?? sample;
+  let rate = state.rate;
+  if (sample.at - from.at >= policy.rateWindowMs && sample.at > from.at) {
+    rate = Math.max(0, sample.processed - from.processed) / ((sample.at - from.at) / 1000);
+    from = sample;
   }
-  const shallowSince = sample.depth < policy.downDepth ? (state.shallowSince ?? sample.at) : undefined;
-  const next: ScaleState = { previous: sample, shallowSince, lastScaleAt: state.lastScaleAt };
+  const drainSeconds =
+    rate === undefined ? undefined : sample.depth === 0 ? 0 : rate > 0 ? sample.depth / rate : Infinity;
+  const deep = sample.depth > policy.upDepth;
+  // A deep queue is never shallow, whatever the thresholds say.
+  const shallow = sample.depth < policy.downDepth && !deep;
+  const shallowSince = shallow ? (state.shallowSince ?? sample.at) : undefined;
+  const next: ScaleState = { previous: from, rate, shallowSince, lastScaleAt: state.lastScaleAt };
   const clamp = (n: number) => Math.min(policy.max, Math.max(policy.min, n));
   const hold = (reason: string, target = clamp(current)): Decision => ({
     target,
@@ -70,7 +86,6 @@ export function decide(policy: ScalePolicy, state: ScaleState, sample: Sample, c
   if (state.lastScaleAt !== undefined && sample.at - state.lastScaleAt < policy.cooldownMs)
     return hold("cooldown");
 
-  const deep = sample.depth > policy.upDepth;
   // A handful of queued jobs never counts as slow: the rate behind it is mostly noise.
   const slow =
     drainSeconds !== undefined &&

@@ -58,6 +58,8 @@ export function scalePolicy(config: Config, initial: number): ScalePolicy {
     min,
     max: Math.max(config.AUTOSCALE_MAX_WORKERS, initial, min),
     intervalMs: config.AUTOSCALE_INTERVAL_MS,
+    // Two heartbeats: every worker's count lands in each window at least once.
+    rateWindowMs: Math.max(config.AUTOSCALE_INTERVAL_MS, 2 * config.WORKER_HEARTBEAT_INTERVAL_MS),
     upDepth: config.AUTOSCALE_UP_QUEUE_DEPTH,
     upDrainSeconds: config.AUTOSCALE_UP_DRAIN_SECONDS,
     upStep: config.AUTOSCALE_UP_STEP,

@@ -24,6 +24,24 @@ describe("config", () => {
     }
   });
 
+  it("refuses autoscaler thresholds that would make it flap, naming both variables", () => {
+    for (const env of [
+      { AUTOSCALE_UP_QUEUE_DEPTH: "5", AUTOSCALE_DOWN_QUEUE_DEPTH: "20" },
+      { AUTOSCALE_UP_QUEUE_DEPTH: "10", AUTOSCALE_DOWN_QUEUE_DEPTH: "10" },
+      { AUTOSCALE_UP_QUEUE_DEPTH: "5" },
+    ]) {
+      assert.throws(
+        () => buildConfig(env),
+        (err: unknown) =>
+          err instanceof ConfigError &&
+          /AUTOSCALE_DOWN_QUEUE_DEPTH/.test(err.message) &&
+          /AUTOSCALE_UP_QUEUE_DEPTH/.test(err.message),
+        JSON.stringify(env),
+      );
+    }
+    assert.equal(buildConfig({ AUTOSCALE_UP_QUEUE_DEPTH: "11" }).AUTOSCALE_DOWN_QUEUE_DEPTH, 10);
+  });
+
   it("treats empty strings as unset", () => {
     assert.equal(buildConfig({ PORT: "" }).PORT, 3000);
   });

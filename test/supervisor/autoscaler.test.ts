@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
+import { buildConfig } from "../../src/config/index.js";
 import { decide, INITIAL_STATE, type ScalePolicy, type ScaleState } from "../../src/supervisor/autoscaler.js";
+import { scalePolicy } from "../../src/supervisor/start.js";
 import { WorkerRegistry } from "../../src/telemetry/workers.js";
 import { testEnv } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
@@ -13,6 +15,7 @@ const policy: ScalePolicy = {
   min: 2,
   max: 10,
   intervalMs: 30_000,
+  rateWindowMs: 30_000,
   upDepth: 50,
   upDrainSeconds: 60,
   upStep: 2,
@@ -100,6 +103,43 @@ void describe("autoscaler decisions", () => {
     );
     assert.equal(d.drainSeconds, Infinity);
     assert.equal(d.reason, "drain_slow");
+  });
+
+  void it("checking more often than workers heartbeat does not read a steady queue as stalled", () => {
+    // Samples every second; the processed counter moves only with heartbeats, every 5 s (500
+    // jobs each: 100 jobs/s); 15 queued, gone in a fraction of a second at that rate.
+    const p = scalePolicy(
+      buildConfig({
+        AUTOSCALE_INTERVAL_MS: "1000",
+        WORKER_HEARTBEAT_INTERVAL_MS: "5000",
+        AUTOSCALE_MIN_WORKERS: "2",
+        AUTOSCALE_MAX_WORKERS: "10",
+      }),
+      2,
+    );
+    let state: ScaleState = INITIAL_STATE;
+    const steps: string[] = [];
+    for (let at = 0; at <= 600_000; at += 1000) {
+      const d = decide(p, state, { at, depth: 15, processed: Math.floor(at / 5000) * 500 }, 2);
+      state = d.state;
+      if (d.target !== 2) steps.push(`${at / 1000} s: ${d.reason}, drain ${d.drainSeconds} s`);
+    }
+    assert.deepEqual(steps, []);
+    assert.ok(state.rate !== undefined && state.rate > 50 && state.rate < 200, `rate ${state.rate}`);
+  });
+
+  void it("never scales down while the queue is deep", () => {
+    // Even with thresholds the config would refuse (down above up): at max, a deep queue holds.
+    const p = { ...policy, upDepth: 5, downDepth: 20, cooldownMs: 0, downAfterMs: 30_000 };
+    const counts = run(
+      Array.from({ length: 10 }, (_, i) => [8, i * 1000] as [number, number]),
+      10,
+      p,
+    );
+    assert.ok(
+      counts.every((c) => c === 10),
+      counts.join(","),
+    );
   });
 
   void it("brings a count outside the bounds back at once", () => {
