@@ -2,17 +2,24 @@
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError } from "commander";
 import { apiLogger, startApi } from "../api/main.js";
-import { ConfigError, loadConfig, type Config } from "../config/index.js";
+import { ConfigError, ENV_SCHEMA, loadConfig, type Config } from "../config/index.js";
 import { configEntry, generateKey } from "../security/keys.js";
 import { RedisNotAvailableError } from "../supervisor/local-redis.js";
 import { runStart, StartError } from "../supervisor/start.js";
 import { createLogger } from "../telemetry/logger.js";
 import { startWorker } from "../worker/main.js";
 
-const positiveInt = (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("must be a whole number");
-  return n;
+/** A whole-number option that stands in for a variable, within that variable's bounds. */
+const intLike = (variable: "WORKERS" | "PORT" | "WORKER_CONCURRENCY") => {
+  const schema = ENV_SCHEMA[variable].unwrap();
+  const min = schema.minValue ?? 0;
+  const max = schema.maxValue ?? Number.MAX_SAFE_INTEGER;
+  return (v: string) => {
+    const n = Number(v);
+    if (!/^\s*\d+\s*$/.test(v) || n < min || n > max)
+      throw new InvalidArgumentError(`must be a whole number from ${min} to ${max} (as ${variable})`);
+    return n;
+  };
 };
 const modelList = (v: string) =>
   v
@@ -80,7 +87,7 @@ const program = new Command()
 program
   .command("start")
   .description("Run everything on one box: Redis (found or started), the API and worker processes.")
-  .option("-w, --workers <n>", "worker processes (default: WORKERS)", positiveInt)
+  .option("-w, --workers <n>", "worker processes (default: WORKERS)", intLike("WORKERS"))
   .action(async (opts: { workers?: number }) => {
     const cfg = config();
     const logger = createLogger(cfg, { role: "supervisor" });
@@ -92,6 +99,7 @@ program
     });
     // Before anything is launched: a signal during start stops what start has launched so far.
     onSignals(() => handle.stop(), logger);
+    void handle.failed.then(fail);
     await handle.ready.catch((err: unknown) => {
       // `ready` rejects only after everything launched is stopped again.
       if (!(err instanceof StartError || err instanceof RedisNotAvailableError))
@@ -103,7 +111,7 @@ program
 program
   .command("api")
   .description("Run one API process (stateless; run as many as you like behind a load balancer).")
-  .option("-p, --port <port>", "port (default: PORT)", positiveInt)
+  .option("-p, --port <port>", "port (default: PORT)", intLike("PORT"))
   .action(async (opts: { port?: number }) => {
     const cfg = config();
     const effective = opts.port === undefined ? cfg : Object.freeze({ ...cfg, PORT: opts.port });
@@ -118,7 +126,11 @@ program
   .command("worker")
   .description("Run one worker process: takes jobs, runs the models, stores results.")
   .option("-m, --models <list>", "comma-separated models (default: MODELS, or all)", modelList)
-  .option("-c, --concurrency <n>", "jobs held at once per model (default: WORKER_CONCURRENCY)", positiveInt)
+  .option(
+    "-c, --concurrency <n>",
+    "jobs held at once per model (default: WORKER_CONCURRENCY)",
+    intLike("WORKER_CONCURRENCY"),
+  )
   .action(async (opts: { models?: string[]; concurrency?: number }) => {
     const cfg = config();
     const logger = createLogger(cfg, { role: "worker" });

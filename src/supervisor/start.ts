@@ -28,9 +28,17 @@ export interface StartHandle {
    * one-line reason when `start` cannot go on, after stopping whatever it had launched.
    */
   readonly ready: Promise<void>;
+  /**
+   * Resolves, once everything is stopped again, if `start` had to give up after launching
+   * (the API exited API_START_ATTEMPTS times in a row before it listened).
+   */
+  readonly failed: Promise<StartError>;
   /** Stops everything, in order; at any time, also while starting (it waits for that). Idempotent. */
   stop(): Promise<void>;
 }
+
+/** Launches of the API in a row that exit before it listens, after which `start` gives up. */
+export const API_START_ATTEMPTS = 3;
 
 /** `start` cannot go on; the message says why in one line, naming the variable at fault. */
 export class StartError extends Error {}
@@ -110,6 +118,8 @@ export function runKeys(config: Config): { env: Record<string, string>; banner: 
 export function runStart(config: Config, logger: Logger, opts: StartOptions): StartHandle {
   let announce: (url: string) => void = () => {};
   const url = new Promise<string>((r) => (announce = r));
+  let giveUp: (err: StartError) => void = () => {};
+  const failed = new Promise<StartError>((r) => (giveUp = r));
   const childStopMs = config.WORKER_SHUTDOWN_TIMEOUT_MS + 5000;
   let stopRequested = false;
   let redis: RedisHandle | undefined;
@@ -133,8 +143,19 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
         const msg = m as { type?: string; url?: string };
         if (msg.type === "listening" && msg.url) announce(msg.url);
       },
+      onGiveUp: () => {
+        const err = new StartError(
+          `the API exited ${API_START_ATTEMPTS} times in a row before it listened on ${config.HOST}:${config.PORT} (its reason is above); stopped everything`,
+        );
+        void stop().then(() => giveUp(err));
+      },
     });
-    supervisor.add({ name: "api", args: ["api"] });
+    supervisor.add({
+      name: "api",
+      args: ["api"],
+      readyWhen: (m) => (m as { type?: string }).type === "listening",
+      giveUpAfter: API_START_ATTEMPTS,
+    });
     const workers = new WorkerPool(supervisor, ["worker"], config.WORKER_METRICS_PORT);
     pool = workers;
     await workers.scaleTo(opts.workers);
@@ -222,6 +243,7 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
 
   return {
     url,
+    failed,
     ready: launched.catch(async (err: unknown) => {
       await stop();
       throw err;

@@ -7,12 +7,19 @@ export interface ChildSpec {
   readonly args: readonly string[];
   /** Variables for this child only, on top of the supervisor's environment. */
   readonly env?: Readonly<Record<string, string>>;
+  /** True for the IPC message by which the child says it is ready (the API: "listening"). */
+  readonly readyWhen?: (message: unknown) => boolean;
+  /** With readyWhen: stop restarting a child that exited this many times in a row before it was ready. */
+  readonly giveUpAfter?: number;
 }
 
 interface Slot {
   readonly spec: ChildSpec;
   child: ChildProcess | undefined;
   failures: number;
+  /** Whether the running child said it was ready, and launches in a row that never did. */
+  ready: boolean;
+  unready: number;
   stopping: boolean;
   exited: Promise<void>;
 }
@@ -28,6 +35,8 @@ export interface SupervisorOptions {
   readonly logger: Logger;
   /** Messages children send over IPC (the API reports its URL). */
   readonly onMessage?: (name: string, message: unknown) => void;
+  /** A child reached its `giveUpAfter`: it is not restarted any more. */
+  readonly onGiveUp?: (name: string) => void;
 }
 
 /**
@@ -43,7 +52,15 @@ export class Supervisor {
   constructor(private readonly opts: SupervisorOptions) {}
 
   add(spec: ChildSpec): void {
-    const slot: Slot = { spec, child: undefined, failures: 0, stopping: false, exited: Promise.resolve() };
+    const slot: Slot = {
+      spec,
+      child: undefined,
+      failures: 0,
+      ready: false,
+      unready: 0,
+      stopping: false,
+      exited: Promise.resolve(),
+    };
     this.slots.set(spec.name, slot);
     this.launch(slot);
   }
@@ -75,7 +92,14 @@ export class Supervisor {
       detached: true,
     });
     slot.child = child;
-    child.on("message", (m) => this.opts.onMessage?.(slot.spec.name, m));
+    slot.ready = false;
+    child.on("message", (m) => {
+      if (slot.spec.readyWhen?.(m)) {
+        slot.ready = true;
+        slot.unready = 0;
+      }
+      this.opts.onMessage?.(slot.spec.name, m);
+    });
     slot.exited = new Promise((resolve) => {
       child.once("exit", (code, signal) => {
         resolve();
@@ -84,6 +108,15 @@ export class Supervisor {
             { event: "child_stopped", child: slot.spec.name, code, signal },
             `${slot.spec.name} stopped (${signal ?? code})`,
           );
+          return;
+        }
+        // A child that never gets ready (an API whose port is taken) would fail for ever.
+        if (slot.spec.giveUpAfter !== undefined && !slot.ready && ++slot.unready >= slot.spec.giveUpAfter) {
+          logger.error(
+            { event: "child_gave_up", child: slot.spec.name, code, signal, exits: slot.unready },
+            `${slot.spec.name} exited ${slot.unready} times in a row before it was ready; not restarting it`,
+          );
+          this.opts.onGiveUp?.(slot.spec.name);
           return;
         }
         const ran = Date.now() - started;

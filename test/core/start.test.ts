@@ -149,6 +149,24 @@ describe("configuration", () => {
     assert.match(proc.stderr(), /JOB_ATTEMPTS="0"/);
   });
 
+  it("refuses number options out of their variable's bounds, naming the range", async () => {
+    const prefix = uniquePrefix("cli-bounds");
+    for (const [args, range] of [
+      [["worker", "-c", "0"], /from 1 to 1024/],
+      [["api", "-p", "70000"], /from 0 to 65535/],
+      [["start", "--workers", "65"], /from 0 to 64/],
+      [["start", "--workers", "2.5"], /from 0 to 64/],
+    ] as const) {
+      // Nothing may start: no Redis to find (the port is free), no keys written.
+      const proc = spawnCli(args, testEnv(prefix, { REDIS_URL: `redis://127.0.0.1:${await freePort()}` }));
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+      const exit = await proc.exited;
+      clearTimeout(timer);
+      assert.notEqual(exit.code, 0, args.join(" "));
+      assert.match(proc.stderr(), range, args.join(" "));
+    }
+  });
+
   it("every command has --help", async () => {
     for (const cmd of ["start", "api", "worker"]) {
       const proc = spawnCli([cmd, "--help"], {});

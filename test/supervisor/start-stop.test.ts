@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createServer, type AddressInfo } from "node:net";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -200,6 +201,38 @@ describe("inferline start: stopping", () => {
     } finally {
       await stop(proc);
       killLeftovers(proc);
+      await cleanupPrefix(prefix);
+    }
+  });
+
+  it("an API that cannot listen (port taken): start gives up after a few tries, stops everything, exits 1", async () => {
+    const prefix = uniquePrefix("start-port-taken");
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+    const port = (taken.address() as AddressInfo).port;
+    const proc = spawnCli(
+      ["start", "--workers", "1"],
+      testEnv(prefix, {
+        PORT: String(port),
+        MODELS: "echo",
+        LOG_LEVEL: "info",
+        AUTOSCALE: "false",
+        SUPERVISOR_RESTART_BACKOFF_MS: "100",
+      }),
+    );
+    try {
+      const exit = await exitWithin(proc.exited, 60_000);
+      assert.ok(exit, "start gave up instead of restarting the API for ever");
+      assert.equal(exit.code, 1);
+      assert.match(proc.stderr(), /EADDRINUSE/);
+      assert.match(proc.stderr(), /^inferline: the API exited 3 times in a row before it listened/m);
+      assert.equal(proc.lines.filter((l) => l.event === "child_exited" && l.child === "api").length, 2);
+      const worker = proc.lines.find((l) => l.event === "worker_started");
+      if (worker) assert.equal(alive(Number(worker.pid)), false, "the worker was stopped too");
+    } finally {
+      await stop(proc);
+      killLeftovers(proc);
+      taken.close();
       await cleanupPrefix(prefix);
     }
   });
