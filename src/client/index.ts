@@ -1,8 +1,10 @@
 /**
  * A typed client for Inferline's HTTP API (`import { InferlineClient } from "inferline/client"`).
- * It waits with `Prefer: wait` and falls back to polling, honours Retry-After on 429 and 503
- * with capped retries, and sends an Idempotency-Key with every submission so a retried request
- * never creates a second job. Works with any `fetch` (Node 18+, browsers).
+ * It waits with `Prefer: wait` and falls back to polling (with growing pauses when the server
+ * does not hold requests), honours Retry-After on 429, 502, 503 and 504 with capped retries, and
+ * sends an Idempotency-Key with every single submission so a retried request never creates a
+ * second job (batches, which carry no key, are retried only when refused outright). Works with
+ * any `fetch` (Node 18+, browsers).
  */
 import type { JobView, Priority } from "../contracts/jobs.js";
 
@@ -13,7 +15,7 @@ export interface ClientOptions {
   readonly baseUrl: string;
   /** Sent as `Authorization: Bearer <key>`. */
   readonly apiKey?: string;
-  /** Retries after 429/503/network errors before giving up (default 5). */
+  /** Retries after 429/502/503/504 and network errors before giving up (default 5). */
   readonly maxRetries?: number;
   /** Longest pause between retries, whatever Retry-After says (ms, default 30 000). */
   readonly maxRetryDelayMs?: number;
@@ -93,12 +95,21 @@ export class InferlineClient {
   ): Promise<Prediction<T>> {
     const deadline = Date.now() + (opts.maxWaitMs ?? 300_000);
     let view = await this.submit(model, input, opts);
+    // A server that answers at once (it caps Prefer: wait lower, or ignores it) is polled with
+    // growing pauses, not in a tight loop.
+    let pause = POLL_MIN_MS;
     while (!TERMINAL.has(view.status)) {
       const left = deadline - Date.now();
       if (left <= 0) throw new WaitTimeoutError(view);
-      view = await this.result(view.job_id, {
-        wait: Math.max(1, Math.min(opts.wait ?? 30, Math.ceil(left / 1000))),
-      });
+      const asked = Math.max(1, Math.min(opts.wait ?? 30, Math.ceil(left / 1000)));
+      const t0 = Date.now();
+      view = await this.result(view.job_id, { wait: asked });
+      if (TERMINAL.has(view.status)) break;
+      if (Date.now() - t0 >= asked * 1000 - POLL_MIN_MS) pause = POLL_MIN_MS;
+      else {
+        await sleep(Math.min(pause, Math.max(0, deadline - Date.now())));
+        pause = Math.min(pause * 2, POLL_MAX_MS);
+      }
     }
     if (view.status !== "completed") throw new JobFailedError(view);
     return { jobId: view.job_id, result: view.result as T, cached: view.cached === true, view };
@@ -113,7 +124,11 @@ export class InferlineClient {
     return body as JobView;
   }
 
-  /** Many inputs in one call; resolves with one view per input, in order. */
+  /**
+   * Many inputs in one call; resolves with one view per input, in order. A batch carries no
+   * Idempotency-Key, so it is retried only after a 429 (the API queued none of it); a network
+   * error or a 5xx may have queued it and is thrown instead, to avoid queueing it twice.
+   */
   async submitBatch(
     model: string,
     inputs: readonly unknown[],
@@ -123,9 +138,8 @@ export class InferlineClient {
       "POST",
       `/api/ml/${encodeURIComponent(model)}/batch${query(opts)}`,
       { inputs },
-      {
-        prefer: `wait=${opts.wait ?? 0}`,
-      },
+      { prefer: `wait=${opts.wait ?? 0}` },
+      "rejected-only",
     );
     return (body as { jobs: JobView[] }).jobs;
   }
@@ -145,11 +159,17 @@ export class InferlineClient {
     return ((await this.request("GET", "/api/models")).body as { models: unknown[] }).models;
   }
 
+  /**
+   * One call, retried with backoff after 429, 502-504 and network errors (`retry` "all": safe
+   * for reads and for submissions carrying an Idempotency-Key), or after 429 only ("rejected-only":
+   * an answer that says nothing was done).
+   */
   private async request(
     method: string,
     path: string,
     body?: unknown,
     headers: Record<string, string> = {},
+    retry: "all" | "rejected-only" = "all",
   ): Promise<{ status: number; body: unknown }> {
     for (let attempt = 0; ; attempt++) {
       let res: Response;
@@ -165,23 +185,35 @@ export class InferlineClient {
           body: body === undefined ? undefined : JSON.stringify(body),
         });
       } catch (err) {
-        if (attempt >= this.maxRetries) throw err;
+        if (retry !== "all" || attempt >= this.maxRetries) throw err;
         await sleep(Math.min(this.maxRetryDelayMs, 250 * 2 ** attempt));
         continue;
       }
       const text = await res.text();
-      const parsed: unknown = text ? JSON.parse(text) : {};
-      if (res.ok) return { status: res.status, body: parsed };
+      let parsed: unknown;
+      let json = true;
+      try {
+        parsed = text ? JSON.parse(text) : {};
+      } catch {
+        // Not the API's answer (a proxy's HTML error page, say): reported by status.
+        json = false;
+        parsed = { error: { message: `${res.status} ${res.statusText}: ${text.slice(0, 200)}` } };
+      }
+      if (res.ok) {
+        if (!json) throw new InferlineError(res.status, "malformed_response", "the answer was not JSON");
+        return { status: res.status, body: parsed };
+      }
       const e = (parsed as { error?: { code?: string; message?: string; details?: unknown } }).error ?? {};
-      const retryAfter = Number(res.headers.get("retry-after") ?? NaN);
+      const retryAfter = retryAfterSeconds(res.headers.get("retry-after"));
       const error = new InferlineError(
         res.status,
         e.code ?? `http_${res.status}`,
         e.message ?? res.statusText,
         e.details,
-        Number.isFinite(retryAfter) ? retryAfter : undefined,
+        retryAfter,
       );
-      if ((res.status === 429 || res.status === 503) && attempt < this.maxRetries) {
+      const retriable = retry === "all" ? RETRIED.has(res.status) : res.status === 429;
+      if (retriable && attempt < this.maxRetries) {
         const delay =
           error.retryAfterSeconds !== undefined ? error.retryAfterSeconds * 1000 : 250 * 2 ** attempt;
         await sleep(Math.min(this.maxRetryDelayMs, delay));
@@ -190,6 +222,19 @@ export class InferlineClient {
       throw error;
     }
   }
+}
+
+/** Statuses a call is retried after: over a limit, or a gateway or server that is unavailable. */
+const RETRIED = new Set([429, 502, 503, 504]);
+const POLL_MIN_MS = 100;
+const POLL_MAX_MS = 2000;
+
+/** Retry-After in seconds, given as seconds or as an HTTP date (RFC 9110 §10.2.3). */
+function retryAfterSeconds(value: string | null): number | undefined {
+  if (value === null) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - Date.now()) / 1000));
 }
 
 function query(opts: PredictOptions): string {

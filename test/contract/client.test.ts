@@ -46,7 +46,54 @@ describe("typed client against a live server", () => {
     });
     const p = await client.predict<{ echo: string }>("tiny", { text: "poll me", sleep_ms: 300 });
     assert.equal(p.result.echo, "poll me");
-    assert.ok(requests.filter((r) => r.startsWith("GET")).length >= 1, "polled the result");
+    const polls = requests.filter((r) => r.startsWith("GET")).length;
+    assert.ok(polls >= 1, "polled the result");
+    // With pauses of 100, 200, 400 ms, not in a tight loop (hundreds of requests).
+    assert.ok(polls <= 8, `${polls} polls for a 300 ms job`);
+  });
+
+  it("a batch is not sent again after an error that may have queued it", async () => {
+    let batches = 0;
+    const client = new InferlineClient({
+      baseUrl: api.url,
+      fetch: async (url, init) => {
+        const res = await fetch(url, init);
+        const href = url instanceof Request ? url.url : url.toString();
+        if (href.includes("/batch") && ++batches === 1) throw new TypeError("connection reset");
+        return res;
+      },
+    });
+    await assert.rejects(
+      client.submitBatch("sentiment", [{ text: "once" }, { text: "only once" }]),
+      TypeError,
+    );
+    assert.equal(batches, 1);
+  });
+
+  it("retries a gateway's HTML error, waiting until the date Retry-After gives", async () => {
+    let calls = 0;
+    const gateway = (init?: RequestInit) =>
+      ++calls === 1
+        ? new Response("<html><body>502 Bad Gateway</body></html>", {
+            status: 502,
+            headers: {
+              "content-type": "text/html",
+              "retry-after": new Date(Date.now() + 1000).toUTCString(),
+            },
+          })
+        : fetch(`${api.url}/api/ml/sentiment`, init);
+    const t0 = Date.now();
+    const client = new InferlineClient({ baseUrl: api.url, fetch: async (_url, init) => gateway(init) });
+    const p = await client.predict<{ label: string }>("sentiment", { text: "through a proxy, lovely" });
+    assert.equal(p.result.label, "positive");
+    assert.equal(calls, 2);
+    assert.ok(Date.now() - t0 >= 500, "waited for the date Retry-After named");
+    const once = new InferlineClient({ baseUrl: api.url, maxRetries: 0, fetch: async () => gateway() });
+    calls = 0;
+    await assert.rejects(
+      once.submit("sentiment", { text: "x" }),
+      (e: unknown) => e instanceof InferlineError && e.status === 502 && e.code === "http_502",
+    );
   });
 
   it("retries after 429 honouring Retry-After, then succeeds", async () => {
