@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import { type Redis, ReplyError } from "ioredis";
 import { globalKey } from "../queue/keys.js";
 import { bucketOf } from "./histogram.js";
 
@@ -50,8 +50,32 @@ export interface StatsOptions {
 
 const MAX_PENDING_MINUTES = 30;
 
+/**
+ * What one minute accumulated. Counts go out with HINCRBY; sums (milliseconds, feedback errors)
+ * always with HINCRBYFLOAT: Redis refuses HINCRBY on a field holding a float, so a sum that
+ * happens to be whole in one flush must not go as an integer into a field another flush made
+ * fractional.
+ */
+interface MinuteCounts {
+  readonly counts: Map<string, number>;
+  readonly sums: Map<string, number>;
+}
+
+/** Redis refusals a later flush may get past: memory, failover, loading, a busy script. */
+const TRANSIENT_REFUSAL = /^(OOM|READONLY|LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|NOREPLICAS)\b/;
+
+/**
+ * Whether a command of a flush that failed with `err` goes out again with the next flush. A
+ * command Redis refused for good (a value it cannot add, a key of another type) would fail
+ * every time: its counts are dropped instead.
+ */
+function resend(err: Error): boolean {
+  if (err instanceof ReplyError) return TRANSIENT_REFUSAL.test(err.message);
+  return true;
+}
+
 export class StatsRecorder {
-  private pending = new Map<number, Map<string, number>>();
+  private pending = new Map<number, MinuteCounts>();
   private outcomes: string[] = [];
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
@@ -68,19 +92,18 @@ export class StatsRecorder {
     this.timer.unref();
   }
 
-  private bucket(): Map<string, number> {
-    const minute = Math.floor(Date.now() / 60_000);
+  private bucket(minute = Math.floor(Date.now() / 60_000)): MinuteCounts {
     let m = this.pending.get(minute);
     if (!m) {
-      m = new Map();
+      m = { counts: new Map(), sums: new Map() };
       this.pending.set(minute, m);
     }
     return m;
   }
 
-  /** Adds n to a field of the current minute. */
+  /** Adds n to a count of the current minute. */
   add(name: string, n = 1): void {
-    const m = this.bucket();
+    const m = this.bucket().counts;
     m.set(name, (m.get(name) ?? 0) + n);
   }
 
@@ -88,13 +111,18 @@ export class StatsRecorder {
     this.add(field(model, version, metric), n);
   }
 
+  /** Adds v to a sum of the current minute; a value that is not finite is left out. */
+  sum(model: string, version: string, metric: string, v: number): void {
+    if (!Number.isFinite(v)) return;
+    const m = this.bucket().sums;
+    const s = field(model, version, metric);
+    m.set(s, (m.get(s) ?? 0) + v);
+  }
+
   /** A latency (ms) into histogram `metric` (w, i or t) and its sum. */
   observe(model: string, version: string, metric: "w" | "i" | "t", ms: number): void {
-    const m = this.bucket();
-    const b = field(model, version, metric, bucketOf(ms));
-    m.set(b, (m.get(b) ?? 0) + 1);
-    const s = field(model, version, `${metric}s`);
-    m.set(s, (m.get(s) ?? 0) + ms);
+    this.add(field(model, version, metric, bucketOf(ms)));
+    this.sum(model, version, `${metric}s`, ms);
   }
 
   /** A finished job for the error-rate window. */
@@ -116,37 +144,69 @@ export class StatsRecorder {
     this.pending = new Map();
     this.outcomes = [];
     const p = this.redis.pipeline();
-    for (const [minute, fields] of batch) {
+    // Per command, how to put its counts back should it have to go out again.
+    const putBack: ((() => void) | undefined)[] = [];
+    for (const [minute, { counts, sums }] of batch) {
       const key = statsKey(this.prefix, minute);
-      for (const [f, n] of fields) {
-        if (Number.isInteger(n)) p.hincrby(key, f, n);
+      for (const [f, n] of counts) {
+        // Past 2^53 a count is no longer exact, and Redis takes no integer past 2^63.
+        if (Number.isSafeInteger(n)) p.hincrby(key, f, n);
         else p.hincrbyfloat(key, f, n);
+        putBack.push(() => this.keep(minute, "counts", f, n));
+      }
+      for (const [f, v] of sums) {
+        p.hincrbyfloat(key, f, v);
+        putBack.push(() => this.keep(minute, "sums", f, v));
       }
       p.expire(key, this.options.retentionSeconds + 120);
+      putBack.push(undefined);
     }
     if (outcomes.length > 0) {
       const key = recentJobsKey(this.prefix);
       p.lpush(key, ...outcomes);
+      // Older than what was recorded meanwhile: they go before it.
+      putBack.push(() => (this.outcomes = [...outcomes, ...this.outcomes].slice(-this.options.recentJobs)));
       p.ltrim(key, 0, this.options.recentJobs - 1);
       p.expire(key, this.options.retentionSeconds);
+      putBack.push(undefined, undefined);
     }
+    let results: [Error | null, unknown][];
     try {
-      const results = (await p.exec()) ?? [];
-      const failed = results.find(([err]) => err);
-      if (failed?.[0]) throw failed[0];
+      results = (await p.exec()) ?? [];
     } catch (err) {
-      // Keep the counts for the next flush (bounded), so a Redis blip loses nothing.
-      for (const [minute, fields] of batch) {
-        const now = this.pending.get(minute) ?? new Map<string, number>();
-        for (const [f, n] of fields) now.set(f, (now.get(f) ?? 0) + n);
-        this.pending.set(minute, now);
-      }
-      this.outcomes = [...outcomes, ...this.outcomes].slice(-this.options.recentJobs);
-      const minutes = [...this.pending.keys()].sort((a, b) => a - b);
-      for (const m of minutes.slice(0, Math.max(0, minutes.length - MAX_PENDING_MINUTES)))
-        this.pending.delete(m);
-      this.onError(err as Error);
+      results = putBack.map(() => [err as Error, null]);
     }
+    // Commands Redis applied are done; only those that failed (and may succeed later) go again.
+    let failed: Error | undefined;
+    let failures = 0;
+    let kept = 0;
+    results.forEach(([err], i) => {
+      if (!err) return;
+      failed ??= err;
+      failures++;
+      const back = putBack[i];
+      if (back && resend(err)) {
+        back();
+        kept++;
+      }
+    });
+    this.bound();
+    if (failed) {
+      const what = `${failures} of ${results.length} commands failed, ${kept} kept for the next flush`;
+      this.onError(new Error(`stats flush: ${what}: ${failed.message}`, { cause: failed }));
+    }
+  }
+
+  private keep(minute: number, kind: keyof MinuteCounts, f: string, n: number): void {
+    const m = this.bucket(minute)[kind];
+    m.set(f, (m.get(f) ?? 0) + n);
+  }
+
+  /** Counts kept for a Redis that stays away are bounded: the oldest minutes go first. */
+  private bound(): void {
+    const minutes = [...this.pending.keys()].sort((a, b) => a - b);
+    for (const m of minutes.slice(0, Math.max(0, minutes.length - MAX_PENDING_MINUTES)))
+      this.pending.delete(m);
   }
 
   async close(): Promise<void> {

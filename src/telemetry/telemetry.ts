@@ -52,8 +52,8 @@ export class ApiTelemetry implements ApiHooks {
     this.stats.count(model, version, "fbn");
     if (outcome.correct !== undefined) this.stats.count(model, version, "fbc", outcome.correct ? 1 : 0);
     if (outcome.error !== undefined) {
-      this.stats.count(model, version, "fba", Math.abs(outcome.error));
-      this.stats.count(model, version, "fbs", outcome.error * outcome.error);
+      this.stats.sum(model, version, "fba", Math.abs(outcome.error));
+      this.stats.sum(model, version, "fbs", outcome.error * outcome.error);
     }
   }
 }

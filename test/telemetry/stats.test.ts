@@ -132,4 +132,59 @@ describe("feedback on results", () => {
     assert.deepEqual(car.live, { count: 1, mae: 2, rmse: 2 });
     assert.ok(car.training.metrics, "training metrics from the manifest");
   });
+
+  it("a regression truth far off is counted once; one beyond 1e12 is refused, naming the field", async () => {
+    const r = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/cars-mpg",
+      {
+        cylinders: 8,
+        displacement_cu_in: 350,
+        horsepower: 160,
+        weight_lbs: 4000,
+        acceleration_s: 12,
+        model_year: 1975,
+        origin: "USA",
+      },
+      { prefer: "wait=10" },
+    );
+    const id = r.body.job_id as string;
+    const predicted = (r.body.result as { value: number }).value;
+    const fb = (body: unknown) => call(inferline.url, "POST", `/api/results/${id}/feedback`, body);
+
+    for (const value of [1e13, -1e13]) {
+      const refused = await fb({ value });
+      assert.equal(refused.status, 400);
+      const error = refused.body.error as { code: string; message: string; details: { field: string } };
+      assert.equal(error.code, "invalid_parameter");
+      assert.equal(error.details.field, "body.value");
+      assert.match(error.message, /^body\.value /);
+    }
+    // Its squared error, about 1.6e19, is past what Redis adds as an integer.
+    assert.equal((await fb({ value: 4e9 })).status, 201);
+
+    type Stats = {
+      submitted: number;
+      models: Record<
+        string,
+        { submitted: number; versions: Record<string, { feedback: { live: Record<string, number> } }> }
+      >;
+    };
+    const stats = async () => (await call(inferline.url, "GET", "/api/stats?window=5m")).body as Stats;
+    const first = await eventually(async () => {
+      const s = await stats();
+      return s.models["cars-mpg"]?.versions["1"]?.feedback.live.count === 2 ? s : undefined;
+    });
+    const live = first.models["cars-mpg"]!.versions["1"]!.feedback.live;
+    const off = 4e9 - predicted;
+    assert.ok(Math.abs(live.mae! - (2 + off) / 2) < 1e-2, `mae ${live.mae}`);
+    assert.ok(Math.abs(live.rmse! - Math.sqrt((4 + off * off) / 2)) / live.rmse! < 1e-9, `rmse ${live.rmse}`);
+    // Flushes go on (every 100 ms): nothing is added twice.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const later = await stats();
+    assert.equal(later.models["cars-mpg"]!.submitted, 2);
+    assert.equal(later.submitted, first.submitted);
+    assert.equal(later.models["cars-mpg"]!.versions["1"]!.feedback.live.count, 2);
+  });
 });

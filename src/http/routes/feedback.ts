@@ -3,6 +3,9 @@ import { FeedbackExistsError, InvalidInputError, JobNotCompletedError } from "..
 import { compare } from "../../telemetry/feedback.js";
 import type { HttpDeps } from "../types.js";
 
+/** Largest magnitude a regression truth may have. */
+const MAX_FEEDBACK_VALUE = 1e12;
+
 /**
  * `POST /api/results/{job_id}/feedback` with `{label}` (classification, sentiment) or `{value}`
  * (regression): the truth for a completed job, counted once per job into live accuracy (or
@@ -20,7 +23,12 @@ export const feedbackRoutes: FastifyPluginAsync<HttpDeps> = async (
         params: { type: "object", properties: { id: { type: "string", maxLength: 128 } } },
         body: {
           type: "object",
-          properties: { label: { type: "string", minLength: 1, maxLength: 200 }, value: { type: "number" } },
+          properties: {
+            label: { type: "string", minLength: 1, maxLength: 200 },
+            // Far beyond any target a model here predicts; keeps Infinity (1e999 in JSON) and
+            // absurd values out of the live error sums.
+            value: { type: "number", minimum: -MAX_FEEDBACK_VALUE, maximum: MAX_FEEDBACK_VALUE },
+          },
           additionalProperties: false,
           minProperties: 1,
           maxProperties: 1,

@@ -1,0 +1,121 @@
+import assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
+import { Redis } from "ioredis";
+import { Metrics } from "../../src/telemetry/metrics.js";
+import { StatsReader } from "../../src/telemetry/stats-report.js";
+import { recentJobsKey, StatsRecorder } from "../../src/telemetry/stats.js";
+import { ApiTelemetry } from "../../src/telemetry/telemetry.js";
+import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
+
+const OPTS = { flushIntervalMs: 60_000, retentionSeconds: 3600, recentJobs: 100 };
+
+type Versions = Record<string, { versions: Record<string, { feedback: { live: Record<string, number> } }> }>;
+
+describe("stats flushes: what Redis applied is never counted again", () => {
+  const redis = new Redis(REDIS_URL);
+  const prefixes: string[] = [];
+  const prefixOf = (label: string) => {
+    const p = uniquePrefix(label);
+    prefixes.push(p);
+    return p;
+  };
+  after(async () => {
+    redis.disconnect();
+    for (const p of prefixes) await cleanupPrefix(p);
+  });
+
+  it("a squared error past 2^63 is added as a float; the counts flushed with it stay exact", async () => {
+    const prefix = prefixOf("stats-bigfloat");
+    const errors: Error[] = [];
+    const stats = new StatsRecorder(redis, prefix, OPTS, (e) => errors.push(e));
+    const telemetry = new ApiTelemetry(new Metrics("api"), stats);
+    // Feedback {"value": 4e9} on a prediction of 31.4 mpg: error² is about 1.6e19, a whole number.
+    const error = 31.4 - 4e9;
+    assert.ok(Number.isInteger(error * error) && error * error > 2 ** 63);
+    telemetry.feedback("cars-mpg", "1", { error });
+    for (let i = 0; i < 10; i++) telemetry.jobQueued("echo", "1");
+    for (let f = 0; f < 4; f++) await stats.flush();
+
+    const s = await new StatsReader(redis, prefix).report("5m", (model) =>
+      model === "cars-mpg" ? { task: "regression" } : undefined,
+    );
+    assert.deepEqual(errors, []);
+    assert.equal(s.submitted, 10);
+    const live = (s.models as Versions)["cars-mpg"]!.versions["1"]!.feedback.live;
+    assert.equal(live.count, 1);
+    assert.ok(Math.abs(live.mae! - Math.abs(error)) < 1e-3, `mae ${live.mae}`);
+    assert.ok(Math.abs(live.rmse! - Math.abs(error)) / Math.abs(error) < 1e-9, `rmse ${live.rmse}`);
+  });
+
+  it("a sum that is whole in one flush goes into a field another flush made fractional", async () => {
+    const prefix = prefixOf("stats-wholesum");
+    const errors: Error[] = [];
+    const stats = new StatsRecorder(redis, prefix, OPTS, (e) => errors.push(e));
+    stats.observe("m", "1", "t", 1.5);
+    await stats.flush();
+    stats.observe("m", "1", "t", 2);
+    stats.count("m", "1", "ok", 2);
+    await stats.flush();
+    await stats.flush();
+    const s = await new StatsReader(redis, prefix).report("5m");
+    assert.deepEqual(errors, []);
+    assert.equal(s.latency_ms.total.count, 2);
+    assert.equal(s.latency_ms.total.avg_ms, 1.75);
+    assert.equal(s.completed, 2);
+  });
+
+  it("a command Redis refuses for good loses its own counts only, and only once", async () => {
+    const prefix = prefixOf("stats-refused");
+    // The recent-jobs list is a string here: every LPUSH into it fails with WRONGTYPE.
+    await redis.set(recentJobsKey(prefix), "not a list");
+    const errors: Error[] = [];
+    const stats = new StatsRecorder(redis, prefix, OPTS, (e) => errors.push(e));
+    for (let i = 0; i < 5; i++) {
+      stats.count("m", "1", "ok");
+      stats.outcome(true);
+    }
+    await stats.flush();
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]!.message, /WRONGTYPE/);
+    // Nothing is left to send: later flushes neither fail again nor add the counts again.
+    await stats.flush();
+    await stats.flush();
+    assert.equal(errors.length, 1);
+    const s = await new StatsReader(redis, prefix).report("5m");
+    assert.equal(s.completed, 5);
+  });
+
+  it("commands Redis refused for now (out of memory) go out again with the next flush", async () => {
+    const own = await ownRedis({ aof: false });
+    const client = new Redis(own.url);
+    const prefix = uniquePrefix("stats-oom");
+    try {
+      const errors: Error[] = [];
+      const stats = new StatsRecorder(client, prefix, OPTS, (e) => errors.push(e));
+      for (let i = 0; i < 3; i++) {
+        stats.count("m", "1", "ok");
+        stats.observe("m", "1", "t", 10.5);
+        stats.outcome(true);
+      }
+      await client.config("SET", "maxmemory", "1");
+      await stats.flush();
+      assert.match(errors[0]?.message ?? "", /OOM/);
+      await client.config("SET", "maxmemory", "0");
+      await stats.flush();
+      await stats.flush();
+      assert.equal(errors.length, 1);
+      const reader = new StatsReader(client, prefix);
+      const s = await reader.report("5m");
+      assert.equal(s.completed, 3);
+      assert.equal(s.latency_ms.total.count, 3);
+      assert.equal(s.latency_ms.total.avg_ms, 10.5);
+      assert.deepEqual(await reader.recentOutcomes(recentJobsKey(prefix), 100, 60_000), {
+        total: 3,
+        failed: 0,
+      });
+    } finally {
+      client.disconnect();
+      await own.destroy();
+    }
+  });
+});
