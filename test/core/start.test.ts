@@ -17,17 +17,21 @@ function portAnswers(port: number): Promise<boolean> {
   return redisAnswers(`redis://127.0.0.1:${port}`, 1000);
 }
 
+/**
+ * The environment of a `start` with no REDIS_URL, whose own redis-server would listen on a free
+ * port with its data in a fresh folder (the caller removes it).
+ */
+async function localRedisEnv(label: string, extra: Record<string, string>) {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), "inferline-start-"));
+  const env = testEnv(label, { LOCAL_REDIS_PORT: String(port), LOCAL_REDIS_DIR: dir, ...extra });
+  delete (env as Record<string, string | undefined>).REDIS_URL;
+  return { port, dir, env };
+}
+
 describe("inferline start", () => {
   it("starts its own redis-server when nothing answers, serves a prediction, stops everything on Ctrl-C", async () => {
-    const port = await freePort();
-    const dir = mkdtempSync(path.join(tmpdir(), "inferline-start-"));
-    const env = testEnv("start", {
-      LOCAL_REDIS_PORT: String(port),
-      LOCAL_REDIS_DIR: dir,
-      WORKERS: "1",
-      LOG_LEVEL: "warn",
-    });
-    delete (env as Record<string, string | undefined>).REDIS_URL;
+    const { port, dir, env } = await localRedisEnv("start", { WORKERS: "1", LOG_LEVEL: "warn" });
     const proc = spawnCli(["start"], env);
     try {
       const url = await bannerUrl(proc.stderr);
@@ -60,17 +64,12 @@ describe("inferline start", () => {
   });
 
   it("Ctrl-C (SIGINT to the whole process group) lets workers finish their jobs, then stops the API and Redis", async () => {
-    const port = await freePort();
-    const dir = mkdtempSync(path.join(tmpdir(), "inferline-start-"));
-    const env = testEnv("start-ctrlc", {
-      LOCAL_REDIS_PORT: String(port),
-      LOCAL_REDIS_DIR: dir,
+    const { port, dir, env } = await localRedisEnv("start-ctrlc", {
       WORKERS: "1",
       AUTOSCALE: "false",
       MODELS: "echo",
       LOG_LEVEL: "info",
     });
-    delete (env as Record<string, string | undefined>).REDIS_URL;
     // Detached: the supervisor leads its own process group, as a command typed in a terminal does.
     const proc = spawnCli(["start"], env, { detached: true });
     try {
