@@ -64,14 +64,22 @@ interface MinuteCounts {
 /** Redis refusals a later flush may get past: memory, failover, loading, a busy script. */
 const TRANSIENT_REFUSAL = /^(OOM|READONLY|LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|NOREPLICAS)\b/;
 
+/** ioredis's refusal of a command it did not write: the connection was not writable. */
+const NOT_SENT = /isn't writeable|isn't ready and enableOfflineQueue/;
+
 /**
- * Whether a command of a flush that failed with `err` goes out again with the next flush. A
- * command Redis refused for good (a value it cannot add, a key of another type) would fail
- * every time: its counts are dropped instead.
+ * Whether the counts of a command of a flush that failed with `err` go out again with the
+ * next flush: only when the command certainly did not run. Redis refused it for now (out of
+ * memory, failover, loading), or ioredis never sent it. A command Redis refused for good (a
+ * value it cannot add, a key of another type) would fail every time; one whose outcome is
+ * unknown (it timed out, or its connection dropped after it was written) may well have run.
+ * Their counts are dropped: sending them again could count them twice, while dropping them
+ * loses at most one flush interval of one process's counts. Stats would rather under-count a
+ * blip than report traffic that never happened.
  */
 function resend(err: Error): boolean {
   if (err instanceof ReplyError) return TRANSIENT_REFUSAL.test(err.message);
-  return true;
+  return NOT_SENT.test(err.message);
 }
 
 export class StatsRecorder {
@@ -139,6 +147,8 @@ export class StatsRecorder {
 
   private async write(): Promise<void> {
     if (this.pending.size === 0 && this.outcomes.length === 0) return;
+    // Redis away: send nothing, so that everything stays certain not to have run.
+    if (this.redis.status !== "ready") return this.bound();
     const batch = this.pending;
     const outcomes = this.outcomes;
     this.pending = new Map();

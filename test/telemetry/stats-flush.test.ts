@@ -1,11 +1,52 @@
 import assert from "node:assert/strict";
-import { after, describe, it } from "node:test";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { Metrics } from "../../src/telemetry/metrics.js";
 import { StatsReader } from "../../src/telemetry/stats-report.js";
-import { recentJobsKey, StatsRecorder } from "../../src/telemetry/stats.js";
+import { recentJobsKey, StatsRecorder, statsKey } from "../../src/telemetry/stats.js";
 import { ApiTelemetry } from "../../src/telemetry/telemetry.js";
 import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
+
+/**
+ * A TCP proxy in front of Redis that holds back Redis's replies for `delay.ms`: commands reach
+ * Redis (and run) at once, their answers come late.
+ */
+function slowReplyProxy(target: URL): Promise<{ server: Server; url: string; delay: { ms: number } }> {
+  const delay = { ms: 0 };
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(Number(target.port || 6379), target.hostname);
+    sockets.add(client).add(upstream);
+    client.on("data", (chunk) => upstream.write(chunk));
+    upstream.on("data", (chunk) => {
+      const ms = delay.ms;
+      if (ms === 0) client.write(chunk);
+      else setTimeout(() => client.writable && client.write(chunk), ms);
+    });
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("close", close).on("error", close);
+    upstream.on("close", close).on("error", close);
+  });
+  server.on("close", () => sockets.forEach((s) => s.destroy()));
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      resolve({ server, url: `redis://127.0.0.1:${port}`, delay });
+    }),
+  );
+}
+
+async function okCount(redis: Redis, prefix: string): Promise<number> {
+  const minute = Math.floor(Date.now() / 60_000);
+  let n = 0;
+  for (const m of [minute - 1, minute]) n += Number((await redis.hget(statsKey(prefix, m), "m|1|ok")) ?? 0);
+  return n;
+}
 
 const OPTS = { flushIntervalMs: 60_000, retentionSeconds: 3600, recentJobs: 100 };
 
@@ -19,6 +60,8 @@ describe("stats flushes: what Redis applied is never counted again", () => {
     prefixes.push(p);
     return p;
   };
+  // A recorder sends nothing before its connection is ready.
+  before(() => new Promise((resolve) => redis.once("ready", resolve)));
   after(async () => {
     redis.disconnect();
     for (const p of prefixes) await cleanupPrefix(p);
@@ -113,6 +156,74 @@ describe("stats flushes: what Redis applied is never counted again", () => {
         total: 3,
         failed: 0,
       });
+    } finally {
+      client.disconnect();
+      await own.destroy();
+    }
+  });
+
+  it("a flush that timed out may have run: it is not sent again", async () => {
+    const prefix = prefixOf("stats-timeout");
+    const proxy = await slowReplyProxy(new URL(REDIS_URL));
+    // The API's connection: fail fast, and give up on a command after commandTimeout.
+    const slow = new Redis(proxy.url, {
+      commandTimeout: 200,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+    });
+    try {
+      await new Promise((resolve) => slow.once("ready", resolve));
+      const errors: Error[] = [];
+      const stats = new StatsRecorder(slow, prefix, OPTS, (e) => errors.push(e));
+      for (let i = 0; i < 10; i++) {
+        stats.count("m", "1", "ok");
+        stats.outcome(true);
+      }
+      proxy.delay.ms = 600;
+      await stats.flush();
+      assert.match(errors[0]?.message ?? "", /timed out/);
+      // The late answers arrive; Redis is quick again.
+      await sleep(700);
+      proxy.delay.ms = 0;
+      await stats.flush();
+      assert.equal(errors.length, 1);
+      assert.equal(await okCount(redis, prefix), 10);
+      assert.equal(await redis.llen(recentJobsKey(prefix)), 10);
+    } finally {
+      slow.disconnect();
+      proxy.server.close();
+    }
+  });
+
+  it("counts a stopped Redis never received go out, once, when it is back", async () => {
+    const own = await ownRedis({ aof: false });
+    const client = new Redis(own.url, {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      retryStrategy: () => 50,
+    });
+    client.on("error", () => {});
+    const prefix = uniquePrefix("stats-away");
+    try {
+      await new Promise((resolve) => client.once("ready", resolve));
+      const stats = new StatsRecorder(client, prefix, OPTS);
+      for (let i = 0; i < 4; i++) {
+        stats.count("m", "1", "ok");
+        stats.outcome(true);
+      }
+      await own.stop();
+      while (client.status === "ready") await sleep(20);
+      await stats.flush();
+      stats.count("m", "1", "ok");
+      await stats.flush();
+      await own.start();
+      await new Promise((resolve) =>
+        client.status === "ready" ? resolve(undefined) : client.once("ready", resolve),
+      );
+      await stats.flush();
+      await stats.flush();
+      assert.equal(await okCount(client, prefix), 5);
+      assert.equal(await client.llen(recentJobsKey(prefix)), 4);
     } finally {
       client.disconnect();
       await own.destroy();
