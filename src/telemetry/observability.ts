@@ -36,7 +36,9 @@ export function createApiObservability(
   const queues = new QueueInspector(redis, config.REDIS_KEY_PREFIX);
   const on = config.METRICS_ENABLED;
   const stats = on ? recorder(config, redis, logger) : undefined;
-  const reader = on ? new StatsReader(redis, config.REDIS_KEY_PREFIX) : undefined;
+  const reader = on
+    ? new StatsReader(redis, config.REDIS_KEY_PREFIX, config.STATS_FLUSH_INTERVAL_MS)
+    : undefined;
   const metrics = on
     ? new Metrics("api", async () => ({
         models: await queues.read(models()),

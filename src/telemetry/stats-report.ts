@@ -45,6 +45,9 @@ function subs(acc: Acc, metric: string): [string, number][] {
 const r3 = (v: number | undefined) =>
   v === undefined || !Number.isFinite(v) ? null : Math.round(v * 1000) / 1000;
 const ratio = (a: number, b: number) => (b > 0 ? r3(a / b) : null);
+/** A rate over `seconds`; null when they cover no time (a window that only just began). */
+const perSecond = (n: number, seconds: number | null) =>
+  seconds !== null && seconds > 0 ? r3(n / seconds) : null;
 
 function latency(acc: Acc, metric: "w" | "i" | "t"): LatencySummary {
   const b = buckets(acc, metric);
@@ -59,7 +62,8 @@ function latency(acc: Acc, metric: "w" | "i" | "t"): LatencySummary {
   };
 }
 
-function summary(acc: Acc, seconds: number) {
+/** Sums of a scope; `seconds` is the time its counts cover (null: rates are not known). */
+function summary(acc: Acc, seconds: number | null) {
   const get = (k: string) => acc.get(k) ?? 0;
   const completed = get("ok");
   const failed = get("fail");
@@ -71,7 +75,7 @@ function summary(acc: Acc, seconds: number) {
     completed,
     failed,
     retried: get("retry"),
-    throughput_per_s: r3(completed / seconds),
+    throughput_per_s: perSecond(completed, seconds),
     error_rate: ratio(failed, completed + failed),
     cache: { hits: get("hit"), misses: get("miss"), hit_rate: ratio(get("hit"), get("hit") + get("miss")) },
     latency_ms: { wait: latency(acc, "w"), inference: latency(acc, "i"), total: latency(acc, "t") },
@@ -126,9 +130,15 @@ function feedback(acc: Acc, info: VersionInfo | undefined) {
 
 /** Reads the per-minute buckets of a window and sums them by fleet, model, version and minute. */
 export class StatsReader {
+  /**
+   * @param flushIntervalMs STATS_FLUSH_INTERVAL_MS of the processes writing the stats (ms;
+   *   default 0): counts reach Redis with each process's flush, on average half an interval
+   *   after they happened, and rates leave that lag out of the time they divide by.
+   */
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
+    private readonly flushIntervalMs = 0,
   ) {}
 
   async report(
@@ -136,7 +146,8 @@ export class StatsReader {
     describe: (model: string, version: string) => VersionInfo | undefined = () => undefined,
   ) {
     const minutes = typeof window === "number" ? window : STATS_WINDOWS[window];
-    const now = Math.floor(Date.now() / 60_000);
+    const nowMs = Date.now();
+    const now = Math.floor(nowMs / 60_000);
     const first = now - minutes + 1;
     const p = this.redis.pipeline();
     for (let m = first; m <= now; m++) p.hgetall(statsKey(this.prefix, m));
@@ -182,7 +193,9 @@ export class StatsReader {
       series.push({ t: new Date((first + i) * 60_000).toISOString(), acc: minuteAcc, http: minuteHttp });
     });
 
-    const seconds = minutes * 60;
+    // The window ends with the current minute, which is still filling: rates divide by the time
+    // its counts cover (up to now, less the flush lag), not by whole minutes.
+    const seconds = (nowMs - this.flushIntervalMs / 2 - first * 60_000) / 1000;
     const models: Record<string, ReturnType<typeof summary> & { versions: Record<string, unknown> }> = {};
     for (const [model, acc] of [...byModel].sort((a, b) => a[0].localeCompare(b[0]))) {
       const versions: Record<string, unknown> = {};
@@ -221,12 +234,14 @@ export class StatsReader {
       requests: {
         total: http.get("req") ?? 0,
         server_errors: http.get("5xx") ?? 0,
-        per_s: r3((http.get("req") ?? 0) / seconds),
+        per_s: perSecond(http.get("req") ?? 0, seconds),
       },
       ...summary(all, seconds),
       models,
-      series: series.map((s) => {
-        const sm = summary(s.acc, 60);
+      // One point per minute; the current one has no rate yet (a partial minute would plot as
+      // a drop at the end of every chart).
+      series: series.map((s, i) => {
+        const sm = summary(s.acc, first + i < now ? 60 : null);
         return {
           t: s.t,
           requests: s.http.get("req") ?? 0,

@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Redis } from "ioredis";
+import { StatsReader } from "../../src/telemetry/stats-report.js";
+import { StatsRecorder } from "../../src/telemetry/stats.js";
+import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
+
+const OPTS = { flushIntervalMs: 60_000, retentionSeconds: 3600, recentJobs: 100 };
+
+/** Runs `fn` with Date.now reading `clock.ms`. */
+async function atTime<T>(clock: { ms: number }, fn: () => Promise<T>): Promise<T> {
+  const real = Date.now;
+  Date.now = () => clock.ms;
+  try {
+    return await fn();
+  } finally {
+    Date.now = real;
+  }
+}
+
+describe("stats reports", () => {
+  const redis = new Redis(REDIS_URL);
+  const prefixes: string[] = [];
+  const prefixOf = (label: string) => {
+    const p = uniquePrefix(label);
+    prefixes.push(p);
+    return p;
+  };
+  before(() => new Promise((resolve) => redis.once("ready", resolve)));
+  after(async () => {
+    redis.disconnect();
+    for (const p of prefixes) await cleanupPrefix(p);
+  });
+
+  it("rates divide by the time the window covers, not by whole minutes", async () => {
+    const prefix = prefixOf("stats-rate");
+    // A steady 10 jobs/s and 20 requests/s from a minute boundary ten minutes ago, for 5 min 6 s.
+    const start = (Math.floor(Date.now() / 60_000) - 10) * 60_000;
+    const clock = { ms: start };
+    const stats = new StatsRecorder(redis, prefix, OPTS);
+    const report = await atTime(clock, async () => {
+      for (const end = start + 5 * 60_000 + 6000; clock.ms < end; clock.ms += 100) {
+        stats.count("m", "1", "ok");
+        stats.count("", "", "req", 2);
+      }
+      await stats.flush();
+      return {
+        exact: await new StatsReader(redis, prefix).report("5m"),
+        lagging: await new StatsReader(redis, prefix, 4000).report("5m"),
+      };
+    });
+
+    // The window is the four minutes before this one and the 6 s of this one so far.
+    const { exact, lagging } = report;
+    assert.equal(exact.completed, 2460);
+    assert.equal(exact.throughput_per_s, 10);
+    assert.equal(exact.requests.per_s, 20);
+    assert.equal((exact.models.m as { throughput_per_s: number }).throughput_per_s, 10);
+    // Counts reach Redis half a flush interval late on average: 2 s less is covered.
+    assert.equal(lagging.throughput_per_s, Math.round((2460 / 244) * 1000) / 1000);
+    // Whole minutes chart their rate; the current one has none until it is over.
+    assert.deepEqual(
+      exact.series.map((p) => p.throughput_per_s),
+      [10, 10, 10, 10, null],
+    );
+    assert.deepEqual(
+      exact.series.map((p) => p.completed),
+      [600, 600, 600, 600, 60],
+    );
+  });
+
+  it("a window that only just began has no rate yet", async () => {
+    const prefix = prefixOf("stats-rate-new");
+    const minuteStart = Math.floor(Date.now() / 60_000) * 60_000;
+    const clock = { ms: minuteStart + 1000 };
+    const stats = new StatsRecorder(redis, prefix, OPTS);
+    const r = await atTime(clock, async () => {
+      stats.count("m", "1", "ok");
+      await stats.flush();
+      return new StatsReader(redis, prefix, 5000).report(1);
+    });
+    assert.equal(r.completed, 1);
+    assert.equal(r.throughput_per_s, null);
+    assert.equal(r.requests.per_s, null);
+  });
+});
