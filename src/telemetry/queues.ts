@@ -123,11 +123,16 @@ export class QueueInspector {
 
   /**
    * Puts a failed job back in its queue with a fresh set of attempts. Undefined when the job
-   * is unknown; JobNotRetryableError when it is not failed.
+   * is unknown, or its id names a model not in `models` (the job id comes from a request: a
+   * queue opened and kept for any name in it would grow memory without bound);
+   * JobNotRetryableError when it is not failed.
    */
-  async retry(jobId: string): Promise<{ job_id: string; model: string } | undefined> {
+  async retry(
+    jobId: string,
+    models: readonly string[],
+  ): Promise<{ job_id: string; model: string } | undefined> {
     const model = parseJobId(jobId)?.model;
-    if (model === undefined) return undefined;
+    if (model === undefined || !models.includes(model)) return undefined;
     const job = await Job.fromId<JobData, JobResult>(this.queue(model), jobId);
     if (!job) return undefined;
     const state = await job.getState();

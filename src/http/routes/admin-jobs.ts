@@ -28,7 +28,7 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
     },
     async (req, reply) => {
       const id = req.params.id;
-      const done = await guard(() => queues.retry(id)).catch((err: unknown) => {
+      const done = await guard(() => queues.retry(id, catalog.names())).catch((err: unknown) => {
         if (err instanceof JobNotRetryableError) throw new JobNotFailedError(err.message, { job_id: id });
         throw err;
       });

@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { Redis } from "ioredis";
+import { QueueInspector } from "../../src/telemetry/queues.js";
+import { call, eventually } from "../support/http.js";
+import { useInferline } from "../support/inferline.js";
+import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
+
+const HEX = "0123456789abcdef0123456789abcdef";
+
+describe("retrying failed jobs", () => {
+  describe("QueueInspector.retry", () => {
+    const prefix = uniquePrefix("queues-retry");
+    const redis = new Redis(REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    before(() => new Promise((resolve) => redis.once("ready", resolve)));
+    after(async () => {
+      redis.disconnect();
+      await cleanupPrefix(prefix);
+    });
+
+    it("a job id naming a model not served opens no queue: nothing grows", async () => {
+      const queues = new QueueInspector(redis, prefix);
+      const listeners = () => redis.eventNames().map((e) => `${String(e)}:${redis.listenerCount(e)}`);
+      const before = listeners();
+      try {
+        for (let i = 0; i < 50; i++)
+          assert.equal(await queues.retry(`bogus${i}.${HEX}`, ["echo"]), undefined);
+        // Each BullMQ queue on the connection adds its listeners to it.
+        assert.deepEqual(listeners(), before);
+        assert.equal(await queues.retry(`echo.${HEX}`, ["echo"]), undefined);
+      } finally {
+        await queues.close();
+      }
+    });
+  });
+
+  describe("POST /api/admin/jobs/:id/retry", () => {
+    const inferline = useInferline("queues-retry-route", {
+      env: { MODELS: "echo", JOB_ATTEMPTS: "1" },
+      worker: true,
+    });
+
+    it("404 job_not_found for a model that does not exist; 202 for a failed job", async () => {
+      const bogus = await call(inferline.url, "POST", `/api/admin/jobs/nosuchmodel.${HEX}/retry`);
+      assert.equal(bogus.status, 404);
+      assert.equal((bogus.body.error as { code: string }).code, "job_not_found");
+
+      const failed = await call(
+        inferline.url,
+        "POST",
+        "/api/ml/echo",
+        { text: "retry me", fail: "error" },
+        { prefer: "wait=10" },
+      );
+      assert.equal(failed.body.status, "failed");
+      const id = failed.body.job_id as string;
+      const retried = await call(inferline.url, "POST", `/api/admin/jobs/${id}/retry`);
+      assert.equal(retried.status, 202, JSON.stringify(retried.body));
+      // It runs again, and fails again: its input asks for it.
+      await eventually(async () => {
+        const r = await call(inferline.url, "GET", `/api/results/${id}`);
+        return r.body.status === "failed" && r.body.finished_at !== failed.body.finished_at ? r : undefined;
+      });
+    });
+  });
+});
