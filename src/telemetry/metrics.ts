@@ -124,9 +124,12 @@ export class Metrics {
     );
     new Gauge({
       name: "inferline_workers",
-      help: "Worker processes with a fresh heartbeat.",
+      help: "Worker processes with a fresh heartbeat (0 when Redis cannot be read).",
       registers: [this.registry],
       async collect() {
+        // Never the last count seen: while Redis is away no heartbeat can be read (and no worker
+        // can take jobs), so the reading is 0 and InferlineNoWorkers is not kept quiet by it.
+        this.reset();
         const g = await read().catch(() => undefined);
         if (g) this.set(g.workers);
       },

@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { Metrics } from "../../src/telemetry/metrics.js";
 import { serveMetrics } from "../../src/telemetry/metrics-server.js";
+import { QueueInspector } from "../../src/telemetry/queues.js";
+import { WorkerRegistry } from "../../src/telemetry/workers.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually, freePort } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { cleanupPrefix, ownRedis, uniquePrefix } from "../support/redis.js";
 import { promtoolProblems, scrape, value, type Scrape } from "./prom.js";
 
 const ENV = { MODELS: "echo", JOB_ATTEMPTS: "2", STATS_FLUSH_INTERVAL_MS: "100" };
@@ -172,6 +176,59 @@ describe("stats from two API processes merge in /api/stats", () => {
       10,
     );
     assert.equal((await call(a.url, "GET", "/api/stats?window=2d")).status, 400);
+  });
+});
+
+describe("scrape gauges while Redis is away", () => {
+  it("inferline_workers drops to 0 with inferline_redis_up, not the last count seen", async () => {
+    const own = await ownRedis({ aof: false });
+    // The API's kind of connection: commands fail at once while Redis is away.
+    const redis = new Redis(own.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    redis.on("error", () => {});
+    const prefix = uniquePrefix("metrics-away");
+    const queues = new QueueInspector(redis, prefix);
+    try {
+      await new Promise((resolve) => redis.once("ready", resolve));
+      const workers = new WorkerRegistry(redis, prefix, 60_000);
+      const now = new Date().toISOString();
+      await workers.publish({
+        id: "w1",
+        pid: 1,
+        host: "h",
+        models: ["echo"],
+        state: "running",
+        started_at: now,
+        last_seen: now,
+        processed: 0,
+        failed: 0,
+        rss_bytes: 0,
+        event_loop_delay_p99_ms: 0,
+      });
+      const metrics = new Metrics("api", async () => ({
+        models: await queues.read(["echo"]),
+        workers: (await workers.list()).length,
+      }));
+      const gauge = (text: string, name: string) =>
+        new RegExp(`^${name}\\{role="api"\\} (\\S+)$`, "m").exec(text)?.[1];
+
+      let text = await metrics.text();
+      assert.equal(gauge(text, "inferline_workers"), "1");
+      assert.equal(gauge(text, "inferline_redis_up"), "1");
+      assert.match(text, /^inferline_queue_depth\{model="echo",role="api"\} 0$/m);
+
+      await own.stop();
+      while (redis.status === "ready") await sleep(20);
+      // A reading is shared by the gauges of one scrape for 100 ms.
+      await sleep(200);
+      text = await metrics.text();
+      assert.equal(gauge(text, "inferline_redis_up"), "0");
+      assert.equal(gauge(text, "inferline_workers"), "0");
+      assert.doesNotMatch(text, /^inferline_queue_depth\{/m);
+    } finally {
+      redis.disconnect();
+      await queues.close();
+      await own.destroy();
+    }
   });
 });
 
