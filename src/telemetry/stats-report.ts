@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import { type Buckets, percentileOf, signedBounds } from "./histogram.js";
-import { statsKey } from "./stats.js";
+import { encodeLabel, statsKey } from "./stats.js";
 
 /** Windows /api/stats answers for, in minutes. */
 export const STATS_WINDOWS = { "5m": 5, "15m": 15, "1h": 60, "6h": 360, "24h": 1440 } as const;
@@ -35,11 +35,18 @@ function buckets(acc: Acc, metric: string): Buckets {
   return b;
 }
 
+/** A label as encodeLabel stored it; one cut at 64 characters may end in half an escape. */
+function decodeLabel(stored: string): string {
+  try {
+    return decodeURIComponent(stored);
+  } catch {
+    return stored;
+  }
+}
+
 function subs(acc: Acc, metric: string): [string, number][] {
   const p = `${metric}|`;
-  return [...acc]
-    .filter(([k]) => k.startsWith(p))
-    .map(([k, n]) => [decodeURIComponent(k.slice(p.length)), n]);
+  return [...acc].filter(([k]) => k.startsWith(p)).map(([k, n]) => [decodeLabel(k.slice(p.length)), n]);
 }
 
 const r3 = (v: number | undefined) =>
@@ -91,8 +98,11 @@ function predictions(acc: Acc, info: VersionInfo | undefined) {
   const classes = subs(acc, "p");
   if (classes.length > 0) {
     const n = classes.reduce((s, [, c]) => s + c, 0);
-    const labels = info?.labels ?? classes.map(([l]) => l);
-    const counts = Object.fromEntries(labels.map((l) => [l, acc.get(`p|${l}`) ?? 0]));
+    // The manifest's labels, each looked up as the worker stored it (encoded); without a
+    // manifest, the labels seen.
+    const counts = info?.labels
+      ? Object.fromEntries(info.labels.map((l) => [l, acc.get(`p|${encodeLabel(l)}`) ?? 0]))
+      : Object.fromEntries(classes);
     return {
       kind: "classes" as const,
       count: n,

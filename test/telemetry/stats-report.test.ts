@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
+import type { ModelDescriptor } from "../../src/models/types.js";
+import { Metrics } from "../../src/telemetry/metrics.js";
 import { StatsReader } from "../../src/telemetry/stats-report.js";
 import { StatsRecorder } from "../../src/telemetry/stats.js";
+import { WorkerTelemetry } from "../../src/telemetry/telemetry.js";
 import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
 
 const OPTS = { flushIntervalMs: 60_000, retentionSeconds: 3600, recentJobs: 100 };
@@ -82,5 +85,44 @@ describe("stats reports", () => {
     assert.equal(r.completed, 1);
     assert.equal(r.throughput_per_s, null);
     assert.equal(r.requests.per_s, null);
+  });
+
+  it("predictions count labels that had to be encoded: |, % and cut at 64 characters", async () => {
+    const prefix = prefixOf("stats-labels");
+    const long = `${"x".repeat(62)}|y`; // cut inside the escape of its "|"
+    const labels = ["up|down", "50%", "ok", long];
+    const d = { name: "m", version: "1", task: "classification", labels } as unknown as ModelDescriptor;
+    const stats = new StatsRecorder(redis, prefix, OPTS);
+    const telemetry = new WorkerTelemetry(new Metrics("worker"), stats);
+    const timings = { waitMs: 1, inferenceMs: 1, totalMs: 2 };
+    for (const [label, n] of [
+      ["up|down", 3],
+      ["50%", 2],
+      ["ok", 1],
+      [long, 1],
+    ] as const)
+      for (let i = 0; i < n; i++) telemetry.jobCompleted(d, timings, { label });
+    await stats.flush();
+
+    type Predictions = { count: number; counts: Record<string, number> };
+    type Version = { predictions: Predictions; series: { predictions: Record<string, number> }[] };
+    const version = (r: Awaited<ReturnType<StatsReader["report"]>>) =>
+      (r.models.m as { versions: Record<string, Version> }).versions["1"]!;
+    const reader = new StatsReader(redis, prefix);
+    const described = version(await reader.report("5m", () => ({ task: "classification", labels })));
+    assert.deepEqual(described.predictions.counts, { "up|down": 3, "50%": 2, ok: 1, [long]: 1 });
+    assert.equal(described.predictions.count, 7);
+    const minute = described.series.find((p) => Object.keys(p.predictions).length > 0)!.predictions;
+    assert.equal(minute["up|down"], 3);
+    assert.equal(minute["50%"], 2);
+    // A version the catalog no longer knows: the labels seen, decoded where they can be.
+    const seen = version(await reader.report("5m")).predictions.counts;
+    assert.equal(seen["up|down"], 3);
+    assert.equal(seen["50%"], 2);
+    assert.equal(seen.ok, 1);
+    assert.equal(
+      Object.values(seen).reduce((a, b) => a + b, 0),
+      7,
+    );
   });
 });
