@@ -31,6 +31,19 @@ export interface HealthDeps {
   readonly stats?: StatsReader;
   readonly models: () => readonly string[];
   readonly thresholds: HealthThresholds;
+  /**
+   * Longest an evaluation waits for its Redis reads (ms; REDIS_COMMAND_TIMEOUT_MS); past it,
+   * Redis counts as unreachable. Default 1000.
+   */
+  readonly timeoutMs?: number;
+}
+
+/** What one evaluation reads from Redis. */
+interface Readings {
+  readonly workers: WorkerRecord[];
+  readonly queues: QueueReading[];
+  readonly window: Awaited<ReturnType<StatsReader["report"]>> | undefined;
+  readonly outcomes: { total: number; failed: number };
 }
 
 export interface HealthReport {
@@ -41,8 +54,13 @@ export interface HealthReport {
   readonly [key: string]: unknown;
 }
 
-/** Results are reused this long, so probes from many load balancers cost one evaluation. */
+/**
+ * An evaluation is shared by every request that comes while it runs and for this long after,
+ * so probes from many load balancers cost one evaluation.
+ */
 const REUSE_MS = 500;
+
+const LATE = Symbol("late");
 
 /**
  * The service's health as one state with reasons:
@@ -61,7 +79,10 @@ export class HealthService {
   private draining = false;
   private warm = false;
   private readonly startedAt = Date.now();
-  private last: { at: number; report: Promise<HealthReport> } | undefined;
+  /** The last evaluation; `at` is when it ended (undefined while it runs). */
+  private last: { at?: number; report: Promise<HealthReport> } | undefined;
+  /** Redis reads in flight: a slow Redis gets one round at a time, however many probes come. */
+  private reads: Promise<Readings> | undefined;
   private readonly memoryLimit = cgroupMemoryLimit();
 
   constructor(private readonly deps: HealthDeps) {}
@@ -79,39 +100,66 @@ export class HealthService {
   }
 
   detailed(): Promise<HealthReport> {
-    const now = Date.now();
-    if (!this.last || now - this.last.at > REUSE_MS) this.last = { at: now, report: this.evaluate() };
-    return this.last.report;
+    const last = this.last;
+    if (last && (last.at === undefined || Date.now() - last.at <= REUSE_MS)) return last.report;
+    const entry: { at?: number; report: Promise<HealthReport> } = { report: this.evaluate() };
+    const ended = () => (entry.at = Date.now());
+    entry.report.then(ended, ended);
+    this.last = entry;
+    return entry.report;
+  }
+
+  /** The Redis reads of an evaluation; joins the round in flight, if any. */
+  private read(models: readonly string[]): Promise<Readings> {
+    this.reads ??= this.readNow(models).finally(() => (this.reads = undefined));
+    return this.reads;
+  }
+
+  private async readNow(models: readonly string[]): Promise<Readings> {
+    const { thresholds: t, stats, prefix } = this.deps;
+    const windowMinutes = Math.max(1, Math.ceil(t.errorWindowMs / 60_000));
+    const [workers, queues, window, outcomes] = await Promise.all([
+      this.deps.workers.list(),
+      this.deps.queues.read(models),
+      stats?.report(windowMinutes),
+      stats?.recentOutcomes(recentJobsKey(prefix), t.errorWindowJobs, t.errorWindowMs),
+    ]);
+    return { workers, queues, window, outcomes: outcomes ?? { total: 0, failed: 0 } };
+  }
+
+  /** The reads, or LATE once `timeoutMs` passed without them. */
+  private readWithin(models: readonly string[], timeoutMs: number): Promise<Readings | typeof LATE> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<typeof LATE>((resolve) => {
+      timer = setTimeout(() => resolve(LATE), timeoutMs);
+      timer.unref();
+    });
+    return Promise.race([this.read(models), late]).finally(() => clearTimeout(timer));
   }
 
   private async evaluate(): Promise<HealthReport> {
     const { thresholds: t, redis } = this.deps;
+    const timeoutMs = this.deps.timeoutMs ?? 1000;
     const models = this.deps.models();
     const unhealthy: string[] = [];
     const degraded: string[] = [];
     let workers: WorkerRecord[] = [];
     let queues: QueueReading[] = [];
-    let window: Awaited<ReturnType<StatsReader["report"]>> | undefined;
-    let outcomes = { total: 0, failed: 0 };
+    let window: Readings["window"];
+    let outcomes: Readings["outcomes"] = { total: 0, failed: 0 };
     let redisUp = redis.status === "ready";
     if (redisUp) {
-      try {
-        const windowMinutes = Math.max(1, Math.ceil(t.errorWindowMs / 60_000));
-        [workers, queues, window, outcomes] = await Promise.all([
-          this.deps.workers.list(),
-          this.deps.queues.read(models),
-          this.deps.stats?.report(windowMinutes),
-          this.deps.stats?.recentOutcomes(
-            recentJobsKey(this.deps.prefix),
-            t.errorWindowJobs,
-            t.errorWindowMs,
-          ) ?? outcomes,
-        ]);
-      } catch {
+      const r = await this.readWithin(models, timeoutMs).catch(() => undefined);
+      if (r === LATE) {
         redisUp = false;
+        unhealthy.push(`Redis did not answer within ${timeoutMs} ms`);
+      } else if (r === undefined) {
+        redisUp = false;
+        unhealthy.push(`Redis unreachable (${redis.status})`);
+      } else {
+        ({ workers, queues, window, outcomes } = r);
       }
-    }
-    if (!redisUp) unhealthy.push(`Redis unreachable (${redis.status})`);
+    } else unhealthy.push(`Redis unreachable (${redis.status})`);
 
     const live = workers.filter((w) => w.state === "running");
     const perModel: Record<string, unknown> = {};

@@ -52,6 +52,7 @@ export function createApiObservability(
     queues,
     stats: reader,
     models,
+    timeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
     thresholds: {
       warmupMs: config.HEALTH_WARMUP_MS,
       errorWindowJobs: config.HEALTH_ERROR_WINDOW_JOBS,

@@ -1,11 +1,18 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { HealthService } from "../../src/telemetry/health.js";
+import { QueueInspector } from "../../src/telemetry/queues.js";
+import { StatsReader } from "../../src/telemetry/stats-report.js";
+import { WorkerRegistry } from "../../src/telemetry/workers.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
-import { ownRedis, uniquePrefix, type OwnRedis } from "../support/redis.js";
+import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix, type OwnRedis } from "../support/redis.js";
+import { slowReplyProxy } from "./slow-redis.js";
 
 interface Health {
   status: string;
@@ -167,6 +174,91 @@ describe("health states, each caused for real", () => {
       assert.match(h.body.reasons.join("\n"), /Redis unreachable/);
       assert.equal(h.ready, 503);
       assert.equal(h.live, 200);
+    });
+  });
+
+  describe("Redis slower than the check may wait", () => {
+    const prefix = uniquePrefix("health-slow");
+    let proxy: Awaited<ReturnType<typeof slowReplyProxy>>;
+    let redis: Redis;
+    let queues: QueueInspector;
+    before(async () => {
+      proxy = await slowReplyProxy(new URL(REDIS_URL));
+      // No command timeout: only the check's own deadline bounds it.
+      redis = new Redis(proxy.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+      await new Promise((resolve) => redis.once("ready", resolve));
+      queues = new QueueInspector(redis, prefix);
+    });
+    after(async () => {
+      await queues.close();
+      redis.disconnect();
+      proxy.server.close();
+      await cleanupPrefix(prefix);
+    });
+
+    it("probes share the round of reads in flight and answer by the deadline", async () => {
+      const workers = new WorkerRegistry(redis, prefix, 60_000);
+      // Counts the rounds of reads (each lists the workers) and how many run at once.
+      let rounds = 0;
+      let inFlight = 0;
+      let most = 0;
+      const list = workers.list.bind(workers);
+      workers.list = async () => {
+        rounds++;
+        most = Math.max(most, ++inFlight);
+        try {
+          return await list();
+        } finally {
+          inFlight--;
+        }
+      };
+      const health = new HealthService({
+        redis,
+        prefix,
+        workers,
+        queues,
+        stats: new StatsReader(redis, prefix),
+        models: () => ["echo"],
+        timeoutMs: 300,
+        thresholds: {
+          warmupMs: 0,
+          errorWindowJobs: 100,
+          errorWindowMs: 300_000,
+          errorMinJobs: 10,
+          errorRateDegraded: 0.05,
+          errorRateUnhealthy: 0.2,
+          queueDepthDegraded: 1000,
+          cacheHitRateMin: 0.2,
+          cacheMinLookups: 100,
+          memoryMaxRatio: 0.99,
+        },
+      });
+
+      proxy.delay.ms = 1500;
+      const first = await health.readiness();
+      // Answered while its reads are still out: the deadline, not Redis, ended the check.
+      assert.equal(inFlight, 1);
+      assert.equal(first.ready, false);
+      assert.equal(first.status, "unhealthy");
+      assert.match(first.reasons.join("\n"), /Redis did not answer within 300 ms/);
+
+      // A probe every 100 ms for 3 s.
+      const probes: ReturnType<HealthService["readiness"]>[] = [];
+      for (let i = 0; i < 30; i++) {
+        probes.push(health.readiness());
+        await sleep(100);
+      }
+      for (const p of await Promise.all(probes)) assert.equal(p.ready, false);
+      assert.equal(most, 1, "never two rounds of reads at once");
+      assert.ok(rounds < 30 / 5, `${rounds} rounds of reads for 31 probes`);
+
+      // Redis quick again: the check sees it (no worker, nothing waiting: degraded, ready).
+      proxy.delay.ms = 0;
+      const back = await eventually(async () => {
+        const r = await health.readiness();
+        return r.ready ? r : undefined;
+      });
+      assert.equal(back.status, "degraded");
     });
   });
 });

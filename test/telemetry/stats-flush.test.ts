@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
@@ -8,38 +7,7 @@ import { StatsReader } from "../../src/telemetry/stats-report.js";
 import { recentJobsKey, StatsRecorder, statsKey } from "../../src/telemetry/stats.js";
 import { ApiTelemetry } from "../../src/telemetry/telemetry.js";
 import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
-
-/**
- * A TCP proxy in front of Redis that holds back Redis's replies for `delay.ms`: commands reach
- * Redis (and run) at once, their answers come late.
- */
-function slowReplyProxy(target: URL): Promise<{ server: Server; url: string; delay: { ms: number } }> {
-  const delay = { ms: 0 };
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    const upstream = connect(Number(target.port || 6379), target.hostname);
-    sockets.add(client).add(upstream);
-    client.on("data", (chunk) => upstream.write(chunk));
-    upstream.on("data", (chunk) => {
-      const ms = delay.ms;
-      if (ms === 0) client.write(chunk);
-      else setTimeout(() => client.writable && client.write(chunk), ms);
-    });
-    const close = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on("close", close).on("error", close);
-    upstream.on("close", close).on("error", close);
-  });
-  server.on("close", () => sockets.forEach((s) => s.destroy()));
-  return new Promise((resolve) =>
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      resolve({ server, url: `redis://127.0.0.1:${port}`, delay });
-    }),
-  );
-}
+import { slowReplyProxy } from "./slow-redis.js";
 
 async function okCount(redis: Redis, prefix: string): Promise<number> {
   const minute = Math.floor(Date.now() / 60_000);
