@@ -64,7 +64,11 @@ interface MinuteCounts {
 /** Redis refusals a later flush may get past: memory, failover, loading, a busy script. */
 const TRANSIENT_REFUSAL = /^(OOM|READONLY|LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|NOREPLICAS)\b/;
 
-/** ioredis's refusal of a command it did not write: the connection was not writable. */
+/**
+ * ioredis's refusal of a command it did not write: the connection was not writable (Redis away,
+ * or not connected yet) and commands do not wait for it (enableOfflineQueue off, as on the API's
+ * connection). Where they wait, a flush goes out once the connection is back.
+ */
 const NOT_SENT = /isn't writeable|isn't ready and enableOfflineQueue/;
 
 /**
@@ -147,8 +151,6 @@ export class StatsRecorder {
 
   private async write(): Promise<void> {
     if (this.pending.size === 0 && this.outcomes.length === 0) return;
-    // Redis away: send nothing, so that everything stays certain not to have run.
-    if (this.redis.status !== "ready") return this.bound();
     const batch = this.pending;
     const outcomes = this.outcomes;
     this.pending = new Map();

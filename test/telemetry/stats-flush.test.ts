@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { Metrics } from "../../src/telemetry/metrics.js";
@@ -28,8 +28,6 @@ describe("stats flushes: what Redis applied is never counted again", () => {
     prefixes.push(p);
     return p;
   };
-  // A recorder sends nothing before its connection is ready.
-  before(() => new Promise((resolve) => redis.once("ready", resolve)));
   after(async () => {
     redis.disconnect();
     for (const p of prefixes) await cleanupPrefix(p);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { Redis } from "ioredis";
 import type { ModelDescriptor } from "../../src/models/types.js";
 import { Metrics } from "../../src/telemetry/metrics.js";
@@ -29,7 +29,6 @@ describe("stats reports", () => {
     prefixes.push(p);
     return p;
   };
-  before(() => new Promise((resolve) => redis.once("ready", resolve)));
   after(async () => {
     redis.disconnect();
     for (const p of prefixes) await cleanupPrefix(p);
