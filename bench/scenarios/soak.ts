@@ -114,8 +114,9 @@ export const run: Scenario = async (ctx) => {
     keysEnd = await countPrefix(redis, prefix);
     // Past the retention time, plus a little for expiry to run.
     await sleep((RETENTION_S + 3) * 1000);
-    // BullMQ trims finished jobs older than the retention when later jobs finish: a few more.
-    await closedLoop(4, 40, async (i) => {
+    // BullMQ trims finished jobs older than the retention when later jobs finish, at most 1000
+    // per finished job: enough more to trim all that the load left.
+    await closedLoop(4, Math.ceil(keysEnd / 1000) + 40, async (i) => {
       await fetch(`${BASE}/api/ml/echo`, {
         method: "POST",
         headers: { "content-type": "application/json", prefer: "wait=10" },
