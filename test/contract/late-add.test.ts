@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
@@ -7,52 +6,22 @@ import { testConfig, testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
+import { delayingProxy, type DelayingProxy } from "../support/redis-proxy.js";
 
 const MARKER = "late-add-marker";
 
-/**
- * A TCP proxy in front of Redis that holds back, for `delayMs`, every chunk the API writes that
- * carries MARKER: the add of a job with that input reaches Redis after the API gave up on it.
- * Everything else passes through untouched and in order.
- */
-function slowAddProxy(target: URL, delayMs: number): Promise<{ server: Server; url: string }> {
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    const upstream = connect(Number(target.port || 6379), target.hostname);
-    sockets.add(client).add(upstream);
-    let chain = Promise.resolve();
-    client.on("data", (chunk) => {
-      const held = chunk.includes(MARKER);
-      chain = chain.then(async () => {
-        if (held) await sleep(delayMs);
-        upstream.write(chunk);
-      });
-    });
-    upstream.on("data", (chunk) => client.write(chunk));
-    const close = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on("close", close).on("error", close);
-    upstream.on("close", close).on("error", close);
-  });
-  server.on("close", () => sockets.forEach((s) => s.destroy()));
-  return new Promise((resolve) =>
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      resolve({ server, url: `redis://127.0.0.1:${port}` });
-    }),
-  );
-}
-
 void describe("an add that reaches Redis after the API answered 503", () => {
   const prefix = uniquePrefix("late-add");
-  let proxy: { server: Server; url: string };
+  let proxy: DelayingProxy;
   let api: ApiHandle;
   let worker: Spawned;
 
   before(async () => {
-    proxy = await slowAddProxy(new URL(REDIS_URL), 1200);
+    // Every chunk the API writes that carries MARKER reaches Redis 1.2 s late: the add of a job
+    // with that input lands after the API gave up on it. Everything else passes in order.
+    proxy = await delayingProxy(new URL(REDIS_URL), {
+      holdRequest: (chunk) => (chunk.includes(MARKER) ? 1200 : 0),
+    });
     api = await startApi(
       testConfig(prefix, { REDIS_URL: proxy.url, REDIS_COMMAND_TIMEOUT_MS: "300", MODELS: "echo" }),
     );

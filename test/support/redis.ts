@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { after } from "node:test";
 import { Redis } from "ioredis";
 import { redisAnswers } from "../../src/supervisor/local-redis.js";
 import { freePort } from "./http.js";
@@ -28,6 +29,22 @@ export async function cleanupPrefix(prefix: string, url = REDIS_URL): Promise<vo
   } finally {
     redis.disconnect();
   }
+}
+
+/**
+ * Prefixes for the tests of one suite, each its own, all deleted after the suite: registers an
+ * `after` hook in the calling describe and returns the function that hands out prefixes.
+ */
+export function suitePrefixes(): (label: string) => string {
+  const prefixes: string[] = [];
+  after(async () => {
+    for (const p of prefixes) await cleanupPrefix(p);
+  });
+  return (label) => {
+    const p = uniquePrefix(label);
+    prefixes.push(p);
+    return p;
+  };
 }
 
 /** A command Redis ran: sent by a client, or called by a script (`fromScript`). */

@@ -12,7 +12,7 @@ import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix, type OwnRedis } from "../support/redis.js";
-import { slowReplyProxy } from "./slow-redis.js";
+import { delayingProxy } from "../support/redis-proxy.js";
 
 interface Health {
   status: string;
@@ -179,11 +179,11 @@ describe("health states, each caused for real", () => {
 
   describe("Redis slower than the check may wait", () => {
     const prefix = uniquePrefix("health-slow");
-    let proxy: Awaited<ReturnType<typeof slowReplyProxy>>;
+    let proxy: Awaited<ReturnType<typeof delayingProxy>>;
     let redis: Redis;
     let queues: QueueInspector;
     before(async () => {
-      proxy = await slowReplyProxy(new URL(REDIS_URL));
+      proxy = await delayingProxy(new URL(REDIS_URL));
       // No command timeout: only the check's own deadline bounds it.
       redis = new Redis(proxy.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
       await new Promise((resolve) => redis.once("ready", resolve));
@@ -234,7 +234,7 @@ describe("health states, each caused for real", () => {
         },
       });
 
-      proxy.delay.ms = 1500;
+      proxy.replyDelay.ms = 1500;
       const first = await health.readiness();
       // Answered while its reads are still out: the deadline, not Redis, ended the check.
       assert.equal(inFlight, 1);
@@ -253,7 +253,7 @@ describe("health states, each caused for real", () => {
       assert.ok(rounds < 30 / 5, `${rounds} rounds of reads for 31 probes`);
 
       // Redis quick again: the check sees it (no worker, nothing waiting: degraded, ready).
-      proxy.delay.ms = 0;
+      proxy.replyDelay.ms = 0;
       const back = await eventually(async () => {
         const r = await health.readiness();
         return r.ready ? r : undefined;

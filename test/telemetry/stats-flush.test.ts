@@ -6,8 +6,8 @@ import { Metrics } from "../../src/telemetry/metrics.js";
 import { StatsReader } from "../../src/telemetry/stats-report.js";
 import { recentJobsKey, StatsRecorder, statsKey } from "../../src/telemetry/stats.js";
 import { ApiTelemetry } from "../../src/telemetry/telemetry.js";
-import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
-import { slowReplyProxy } from "./slow-redis.js";
+import { ownRedis, REDIS_URL, suitePrefixes, uniquePrefix } from "../support/redis.js";
+import { delayingProxy } from "../support/redis-proxy.js";
 
 async function okCount(redis: Redis, prefix: string): Promise<number> {
   const minute = Math.floor(Date.now() / 60_000);
@@ -22,16 +22,8 @@ type Versions = Record<string, { versions: Record<string, { feedback: { live: Re
 
 describe("stats flushes: what Redis applied is never counted again", () => {
   const redis = new Redis(REDIS_URL);
-  const prefixes: string[] = [];
-  const prefixOf = (label: string) => {
-    const p = uniquePrefix(label);
-    prefixes.push(p);
-    return p;
-  };
-  after(async () => {
-    redis.disconnect();
-    for (const p of prefixes) await cleanupPrefix(p);
-  });
+  after(() => redis.disconnect());
+  const prefixOf = suitePrefixes();
 
   it("a squared error past 2^63 is added as a float; the counts flushed with it stay exact", async () => {
     const prefix = prefixOf("stats-bigfloat");
@@ -130,7 +122,7 @@ describe("stats flushes: what Redis applied is never counted again", () => {
 
   it("a flush that timed out may have run: it is not sent again", async () => {
     const prefix = prefixOf("stats-timeout");
-    const proxy = await slowReplyProxy(new URL(REDIS_URL));
+    const proxy = await delayingProxy(new URL(REDIS_URL));
     // The API's connection: fail fast, and give up on a command after commandTimeout.
     const slow = new Redis(proxy.url, {
       commandTimeout: 200,
@@ -145,12 +137,12 @@ describe("stats flushes: what Redis applied is never counted again", () => {
         stats.count("m", "1", "ok");
         stats.outcome(true);
       }
-      proxy.delay.ms = 600;
+      proxy.replyDelay.ms = 600;
       await stats.flush();
       assert.match(errors[0]?.message ?? "", /timed out/);
       // The late answers arrive; Redis is quick again.
       await sleep(700);
-      proxy.delay.ms = 0;
+      proxy.replyDelay.ms = 0;
       await stats.flush();
       assert.equal(errors.length, 1);
       assert.equal(await okCount(redis, prefix), 10);

@@ -6,7 +6,7 @@ import { Metrics } from "../../src/telemetry/metrics.js";
 import { StatsReader } from "../../src/telemetry/stats-report.js";
 import { StatsRecorder } from "../../src/telemetry/stats.js";
 import { WorkerTelemetry } from "../../src/telemetry/telemetry.js";
-import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
+import { REDIS_URL, suitePrefixes } from "../support/redis.js";
 
 const OPTS = { flushIntervalMs: 60_000, retentionSeconds: 3600, recentJobs: 100 };
 
@@ -23,16 +23,8 @@ async function atTime<T>(clock: { ms: number }, fn: () => Promise<T>): Promise<T
 
 describe("stats reports", () => {
   const redis = new Redis(REDIS_URL);
-  const prefixes: string[] = [];
-  const prefixOf = (label: string) => {
-    const p = uniquePrefix(label);
-    prefixes.push(p);
-    return p;
-  };
-  after(async () => {
-    redis.disconnect();
-    for (const p of prefixes) await cleanupPrefix(p);
-  });
+  after(() => redis.disconnect());
+  const prefixOf = suitePrefixes();
 
   it("rates divide by the time the window covers, not by whole minutes", async () => {
     const prefix = prefixOf("stats-rate");
