@@ -2,9 +2,8 @@
  * A typed client for Inferline's HTTP API (`import { InferlineClient } from "inferline/client"`).
  * It waits with `Prefer: wait` and falls back to polling (with growing pauses when the server
  * does not hold requests), honours Retry-After on 429, 502, 503 and 504 with capped retries, and
- * sends an Idempotency-Key with every single submission so a retried request never creates a
- * second job (batches, which carry no key, are retried only when refused outright). Works with
- * any `fetch` (Node 18+, browsers).
+ * sends an Idempotency-Key with every submission, single or batch, so a retried request never
+ * creates a second job. Works with any `fetch` (Node 18+, browsers).
  */
 import type { JobView, Priority } from "../contracts/jobs.js";
 
@@ -125,9 +124,8 @@ export class InferlineClient {
   }
 
   /**
-   * Many inputs in one call; resolves with one view per input, in order. A batch carries no
-   * Idempotency-Key, so it is retried only after a 429 (the API queued none of it); a network
-   * error or a 5xx may have queued it and is thrown instead, to avoid queueing it twice.
+   * Many inputs in one call; resolves with one view per input, in order. Like a single
+   * submission it carries an Idempotency-Key, so a retried batch gets the jobs of the first.
    */
   async submitBatch(
     model: string,
@@ -138,8 +136,7 @@ export class InferlineClient {
       "POST",
       `/api/ml/${encodeURIComponent(model)}/batch${query(opts)}`,
       { inputs },
-      { prefer: `wait=${opts.wait ?? 0}` },
-      "rejected-only",
+      { prefer: `wait=${opts.wait ?? 0}`, "idempotency-key": opts.idempotencyKey ?? randomKey() },
     );
     return (body as { jobs: JobView[] }).jobs;
   }
@@ -160,16 +157,15 @@ export class InferlineClient {
   }
 
   /**
-   * One call, retried with backoff after 429, 502-504 and network errors (`retry` "all": safe
-   * for reads and for submissions carrying an Idempotency-Key), or after 429 only ("rejected-only":
-   * an answer that says nothing was done).
+   * One call, retried with backoff after 429, 502-504 and network errors: safe for reads, for
+   * cancelation (a canceled job cancels again as a no-op) and for submissions, which carry an
+   * Idempotency-Key.
    */
   private async request(
     method: string,
     path: string,
     body?: unknown,
     headers: Record<string, string> = {},
-    retry: "all" | "rejected-only" = "all",
   ): Promise<{ status: number; body: unknown }> {
     for (let attempt = 0; ; attempt++) {
       let res: Response;
@@ -185,7 +181,7 @@ export class InferlineClient {
           body: body === undefined ? undefined : JSON.stringify(body),
         });
       } catch (err) {
-        if (retry !== "all" || attempt >= this.maxRetries) throw err;
+        if (attempt >= this.maxRetries) throw err;
         await sleep(Math.min(this.maxRetryDelayMs, 250 * 2 ** attempt));
         continue;
       }
@@ -212,8 +208,7 @@ export class InferlineClient {
         e.details,
         retryAfter,
       );
-      const retriable = retry === "all" ? RETRIED.has(res.status) : res.status === 429;
-      if (retriable && attempt < this.maxRetries) {
+      if (RETRIED.has(res.status) && attempt < this.maxRetries) {
         const delay =
           error.retryAfterSeconds !== undefined ? error.retryAfterSeconds * 1000 : 250 * 2 ** attempt;
         await sleep(Math.min(this.maxRetryDelayMs, delay));

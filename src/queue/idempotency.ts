@@ -4,6 +4,8 @@ import { modelKey } from "./keys.js";
 
 export interface IdempotencyRecord {
   readonly jobId: string;
+  /** A batch's jobs, one per input in order (`jobId` is the first). */
+  readonly jobIds?: readonly string[];
   readonly bodyHash: string;
 }
 
@@ -40,7 +42,7 @@ export class IdempotencyStore {
     return prior ? (JSON.parse(prior) as IdempotencyRecord) : undefined;
   }
 
-  /** Points a claimed key at another job (the one its request joined). */
+  /** Points a claimed key at other jobs (the ones that answered its request). */
   async repoint(model: string, idemKey: string, rec: IdempotencyRecord): Promise<void> {
     await this.redis.set(this.key(model, idemKey), JSON.stringify(rec), "KEEPTTL", "XX");
   }

@@ -155,26 +155,54 @@ export class JobService {
 
   /**
    * Many inputs of one model in one call: one admission round trip for all, one to add the new
-   * jobs. A full queue turns the whole batch away.
+   * jobs. A full queue turns the whole batch away. With an Idempotency-Key the key is bound to
+   * the jobs that answered each input; a retry gets those jobs, and queues (under the ids the
+   * key holds) only the inputs whose jobs are not found.
    */
-  async submitBatch(reqs: readonly SubmitRequest[], waitMs = 0): Promise<JobView[]> {
+  async submitBatch(reqs: readonly SubmitRequest[], waitMs = 0, idempotencyKey?: string): Promise<JobView[]> {
     const t0 = performance.now();
-    const items = reqs.map((req) => ({
-      req,
-      jobId: newJobId(req.model),
-    }));
-    const admissions = await this.deps.guard(() =>
+    const { guard, idempotency, records } = this.deps;
+    const model = reqs[0]!.model;
+    let ids = reqs.map((req) => newJobId(req.model));
+    let known: (JobView | undefined)[] = [];
+    const bodyHash = idempotencyKey ? hashBatch(reqs) : "";
+    if (idempotencyKey) {
+      const rec = { jobId: ids[0]!, jobIds: ids, bodyHash };
+      const prior = await guard(() => idempotency.claim(model, idempotencyKey, rec));
+      if (prior) {
+        if (prior.bodyHash !== bodyHash || prior.jobIds?.length !== reqs.length)
+          throw new IdempotencyKeyReusedError(idempotencyKey, prior.jobId);
+        ids = [...prior.jobIds];
+        known = await Promise.all(
+          ids.map((id) =>
+            records.view(id).catch((err: unknown) => {
+              if (err instanceof JobNotFoundError) return undefined;
+              throw err;
+            }),
+          ),
+        );
+      }
+    }
+    const items = reqs.map((req, n) => ({ req, jobId: ids[n]! })).filter((_, n) => known[n] === undefined);
+    const admissions = await guard(() =>
       this.deps.cache.admitMany(items.map((i) => this.admitArgs(i.req, i.jobId))),
     );
-    for (const a of admissions) this.noteDepth(reqs[0]!.model, a);
+    for (const a of admissions) this.noteDepth(model, a);
     const admitted: Admitted[] = items.map((i, n) => ({ ...i, admission: admissions[n]! }));
     const settled = await this.settle(admitted);
-    const views = settled.map((v, i) => {
+    const fresh = settled.map((v, i) => {
       const a = admitted[i]!;
       return v === "cached" && a.admission.kind === "hit"
         ? cachedView(a.req.model, a.req.version, a.admission.value, a.req.priority, t0)
         : (v as JobView);
     });
+    const views = ids.map((_, n) => known[n] ?? fresh.shift()!);
+    const answered = views.map((v) => v.job_id);
+    if (idempotencyKey && answered.some((id, n) => id !== ids[n])) {
+      // Inputs answered by the cache or by a job they joined: the key goes with those jobs.
+      const rec = { jobId: answered[0]!, jobIds: answered, bodyHash };
+      await guard(() => idempotency.repoint(model, idempotencyKey, rec));
+    }
     if (waitMs <= 0) return views;
     return Promise.all(
       views.map(async (v) =>
@@ -368,6 +396,11 @@ export class JobService {
       for (const m of target.models) await cache.invalidateModel(m, target.version);
     });
   }
+}
+
+/** What makes two batch requests the same for an Idempotency-Key. */
+function hashBatch(reqs: readonly SubmitRequest[]): string {
+  return inputHash({ batch: reqs.map((r) => hashBody(r)) });
 }
 
 function hashBody(req: SubmitRequest): string {

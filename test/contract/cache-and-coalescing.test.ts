@@ -125,6 +125,32 @@ describe("result cache, coalescing and idempotency", () => {
     assert.equal((c.body.error as { code: string }).code, "idempotency_key_reused");
   });
 
+  it("Idempotency-Key on a batch: a retry gets the same jobs, each run once; another body → 422", async () => {
+    const key = `idem-batch-${Date.now()}`;
+    const inputs = [{ text: "batch one, kept" }, { text: "batch two, kept" }, { text: "batch one, kept" }];
+    const send = (body: unknown, wait = false) =>
+      call(inferline.url, "POST", "/api/ml/sentiment/batch", body, {
+        "idempotency-key": key,
+        ...(wait ? { prefer: "wait=10" } : {}),
+      });
+    const first = await send({ inputs });
+    assert.ok(first.status === 202 || first.status === 200, JSON.stringify(first.body));
+    const ids = (first.body.jobs as { job_id: string }[]).map((j) => j.job_id);
+    // The third input joined the first's job.
+    assert.equal(ids[2], ids[0]);
+    const again = await send({ inputs }, true);
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+    assert.deepEqual(
+      (again.body.jobs as { job_id: string }[]).map((j) => j.job_id),
+      ids,
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(startedJobs(ids), 2, "two inferences for two distinct inputs, however often sent");
+    const other = await send({ inputs: [{ text: "something else" }] });
+    assert.equal(other.status, 422);
+    assert.equal((other.body.error as { code: string }).code, "idempotency_key_reused");
+  });
+
   it("Idempotency-Key whose first answer came from the cache: a retry is answered, not 404", async () => {
     const body = { text: "already known, lovely" };
     await call(inferline.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" });

@@ -123,8 +123,11 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
     {
       schema: {
         summary: "Submit many inputs in one call",
+        description:
+          "Body: `{inputs: [...]}`, each the model's input. `Idempotency-Key` binds the key to the batch's jobs: a retry with the same key and body gets the same jobs.",
         params,
         querystring,
+        headers,
         body: {
           type: "object",
           properties: { inputs: { type: "array", minItems: 1, items: {} } },
@@ -160,7 +163,8 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
           },
         );
       }
-      const views = await jobs.submitBatch(inputs.map(request), waitSeconds * 1000);
+      const idempotencyKey = req.headers["idempotency-key"] as string | undefined;
+      const views = await jobs.submitBatch(inputs.map(request), waitSeconds * 1000, idempotencyKey);
       req.log.info({ event: "batch_queued", model: descriptor.name, count: views.length }, "batch queued");
       const done = views.every((v) => TERMINAL_STATUSES.has(v.status));
       if (waitSeconds > 0) void reply.header("preference-applied", `wait=${waitSeconds}`);
