@@ -3,6 +3,7 @@ import path from "node:path";
 import { PACKAGE_ROOT } from "../config/index.js";
 import { installOpenApi } from "./openapi.js";
 import { randomUUID } from "node:crypto";
+import { Ajv } from "ajv";
 import Fastify, { type FastifyInstance } from "fastify";
 import { InvalidParameterError, ServiceUnavailableError } from "../errors/catalog.js";
 import { createSecurity } from "../security/index.js";
@@ -32,6 +33,15 @@ const PACKAGE_VERSION = (
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/**
+ * Route schemas are checked as Fastify does (defaults filled in, first error only, nothing
+ * removed), but only the query string, path and headers, which arrive as text, are converted to
+ * the types their schemas name: a JSON body is taken as sent (`{"inputs": "x"}` is not an array).
+ */
+const AJV_OPTIONS = { useDefaults: true, removeAdditional: false, allErrors: false, strict: false } as const;
+const coercingAjv = new Ajv({ ...AJV_OPTIONS, coerceTypes: "array" });
+const exactAjv = new Ajv({ ...AJV_OPTIONS, coerceTypes: false });
+
 /** Builds the API. Wires routes to the services it is given; opens no port itself. */
 export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   const { config } = deps;
@@ -54,8 +64,10 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
     frameworkErrors: frameworkErrors(applySecurityHeaders),
     // Long `Prefer: wait` requests must outlive the defaults.
     requestTimeout: (config.WAIT_MAX_SECONDS + 30) * 1000,
-    ajv: { customOptions: { coerceTypes: "array", removeAdditional: false, allErrors: false } },
   });
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    (httpPart === "body" ? exactAjv : coercingAjv).compile(schema),
+  );
 
   // Only JSON bodies: text/plain would otherwise parse into a string.
   app.removeContentTypeParser("text/plain");

@@ -95,6 +95,15 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
     assert.match(body.error.message, /4096 bytes/);
   });
 
+  void it("a JSON body is taken as sent: a string is no array; the query string still converts", async () => {
+    const r = await call(inferline.url, "POST", "/api/ml/echo/batch", { inputs: "x" });
+    assert.equal(r.status, 400, JSON.stringify(r.body));
+    assert.equal((r.body.error as { message: string }).message, "body.inputs must be array");
+    const q = await call(inferline.url, "POST", "/api/ml/echo?timeout_ms=60000&priority=high", { text: "q" });
+    assert.equal(q.status, 202, JSON.stringify(q.body));
+    assert.equal(q.body.priority, "high");
+  });
+
   void it("dashboard asset names are looked up among the assets only", async () => {
     for (const name of ["constructor", "__proto__", "toString"]) {
       const r = await call(inferline.url, "GET", `/dashboard/assets/${name}`);
