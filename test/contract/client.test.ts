@@ -81,11 +81,12 @@ describe("typed client against a live server", () => {
     let calls = 0;
     const gateway = (init?: RequestInit) =>
       ++calls === 1
-        ? new Response("<html><body>502 Bad Gateway</body></html>", {
+        ? // An HTTP date has whole seconds: 2 s ahead is at least 1 s ahead once truncated.
+          new Response("<html><body>502 Bad Gateway</body></html>", {
             status: 502,
             headers: {
               "content-type": "text/html",
-              "retry-after": new Date(Date.now() + 1000).toUTCString(),
+              "retry-after": new Date(Date.now() + 2000).toUTCString(),
             },
           })
         : fetch(`${api.url}/api/ml/sentiment`, init);
