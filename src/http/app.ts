@@ -79,6 +79,8 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   // Time spent in this process, for clients and benchmarks (W3C Server-Timing).
   app.addHook("onSend", async (_request, reply) => {
     void reply.header("server-timing", `app;dur=${reply.elapsedTime.toFixed(3)}`);
+    // Shutting down: a kept-alive connection would hold the close until its timeout.
+    if (deps.health.isDraining()) void reply.header("connection", "close");
   });
   installErrorHandling(app, {
     bodyLimit: config.BODY_LIMIT_BYTES,

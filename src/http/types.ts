@@ -42,5 +42,7 @@ export interface HttpDeps {
   readonly health: {
     readiness(): Promise<Readiness>;
     detailed(): Promise<Record<string, unknown>>;
+    /** Shutting down: answers close their connections. */
+    isDraining(): boolean;
   };
 }

@@ -174,7 +174,8 @@ export class JobRecords {
 
   /**
    * Holds until the job reaches a terminal state or `ms` pass, then returns its view. Subscribes
-   * before each state read, so no completion is missed; a queued job's deadline ends the wait.
+   * before each state read, so no completion is missed; a queued job's deadline ends the wait,
+   * and so does the process shutting down.
    */
   async waitFor(
     jobId: string,
@@ -219,7 +220,14 @@ export class JobRecords {
         opts.onChange?.(done);
         return done;
       }
+      // Shutting down: the waiting client gets the job as it stands (and can wait elsewhere).
+      if (this.shuttingDown) return view;
     }
+  }
+
+  /** Whether this process is shutting down: waits end with the job as it stands. */
+  get shuttingDown(): boolean {
+    return this.deps.waiter.closed;
   }
 
   private tombstoneKey(model: string, jobId: string): string {

@@ -84,6 +84,8 @@ export class JobWaiter {
     ms: number,
     opts: { active?: boolean } = {},
   ): { signal: Promise<JobResult | undefined>; cancel: () => void } {
+    // Closed (the process shuts down): no wait, no new reader; callers answer with what they have.
+    if (this.closed) return { signal: Promise.resolve(undefined), cancel: () => {} };
     this.readerFor(model);
     const map = opts.active ? this.activeWaiters : this.waiters;
     let resolve!: (result?: JobResult) => void;
@@ -108,6 +110,11 @@ export class JobWaiter {
 
   get pending(): number {
     return this.waiters.size;
+  }
+
+  /** Whether close() was called: waits end at once from then on. */
+  get closed(): boolean {
+    return this.closing !== undefined;
   }
 
   close(): Promise<void> {

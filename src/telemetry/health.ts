@@ -93,6 +93,11 @@ export class HealthService {
     this.last = undefined;
   }
 
+  /** Whether the process is shutting down (startDraining was called). */
+  isDraining(): boolean {
+    return this.draining;
+  }
+
   async readiness(): Promise<{ ready: boolean; status: HealthStatus; reasons: readonly string[] }> {
     const r = await this.detailed();
     const ready = !r.draining && (r.status === "healthy" || r.status === "degraded");

@@ -4,7 +4,7 @@ import { startApi } from "../../src/api/main.js";
 import { testConfig } from "../support/config.js";
 import { call, freePort } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
-import { monitorCommands, uniquePrefix, type Ran } from "../support/redis.js";
+import { cleanupPrefix, monitorCommands, uniquePrefix, type Ran } from "../support/redis.js";
 
 /** How often a client read a job's record (Job.fromId is one HGETALL of its key). */
 function recordReads(commands: Ran[], prefix: string, model: string, jobId: string): number {
@@ -214,6 +214,42 @@ describe("Redis unreachable", () => {
       assert.equal((await call(api.url, "GET", "/health/live")).status, 200);
     } finally {
       await api.close();
+    }
+  });
+});
+
+describe("an API process shutting down", () => {
+  it("answers requests waiting on jobs at once with the job as it stands, and streams end", async () => {
+    const prefix = uniquePrefix("api-shutdown");
+    // A wait longer than the shutdown allows: held to the end, the client would be cut off.
+    const api = await startApi(
+      testConfig(prefix, { AUTH_DISABLED: "true", MODELS: "echo", SHUTDOWN_TIMEOUT_MS: "20000" }),
+    );
+    try {
+      const queued = await call(api.url, "POST", "/api/ml/echo", { text: "watched" });
+      const stream = fetch(`${api.url}/api/results/${String(queued.body.job_id)}/events`).then((r) =>
+        r.text(),
+      );
+      const held = [
+        call(api.url, "POST", "/api/ml/echo", { text: "no worker runs me" }, { prefer: "wait=30" }),
+        call(api.url, "GET", `/api/results/${String(queued.body.job_id)}`, undefined, { prefer: "wait=30" }),
+      ];
+      await new Promise((r) => setTimeout(r, 300));
+      const t0 = Date.now();
+      await api.close();
+      const answers = await Promise.all(held);
+      for (const a of answers) {
+        assert.equal(a.status, 202, JSON.stringify(a.body));
+        assert.equal(a.body.status, "queued");
+      }
+      assert.match(await stream, /event: status/);
+      assert.ok(
+        Date.now() - t0 < 15_000,
+        `closed in ${Date.now() - t0} ms, before the waits or the shutdown timeout ran out`,
+      );
+    } finally {
+      await api.close();
+      await cleanupPrefix(prefix);
     }
   });
 });

@@ -109,7 +109,8 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records,
             onChange: (v) => send("status", { ...v, links: links(v.job_id) }),
             signal: hangUp.signal,
           });
-          if (TERMINAL_STATUSES.has(view.status)) break;
+          // Shutting down ends the stream; the client reconnects to another process.
+          if (TERMINAL_STATUSES.has(view.status) || records.shuttingDown) break;
         }
       } catch (err) {
         req.log.warn(
