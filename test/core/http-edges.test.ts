@@ -1,31 +1,9 @@
 import assert from "node:assert/strict";
-import { connect } from "node:net";
 import { describe, it } from "node:test";
-import { call } from "../support/http.js";
+import { call, sendRaw } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-/** Sends `request` as written on a fresh connection; resolves with everything the server sent. */
-function rawRequest(base: string, request: string): Promise<string> {
-  const { hostname, port } = new URL(base);
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), hostname, () => socket.end(request));
-    let data = "";
-    socket.setEncoding("utf8").on("data", (c: string) => (data += c));
-    socket.on("end", () => resolve(data)).on("error", reject);
-  });
-}
-
-/** `{status, headers, body}` of a raw HTTP/1.1 answer (content-length bodies only). */
-function parseRaw(text: string) {
-  const [head = "", body = ""] = text.split("\r\n\r\n");
-  const [statusLine = "", ...lines] = head.split("\r\n");
-  const headers = new Map(
-    lines.map((l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]),
-  );
-  return { status: Number(statusLine.split(" ")[1]), headers, body };
-}
 
 void describe("HTTP edges: every answer is the API's, with its headers", () => {
   const inferline = useInferline("http-edges", { env: { AUTH_DISABLED: "true", WAIT_MAX_SECONDS: "1" } });
@@ -56,9 +34,8 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
   });
 
   void it("an HTTP/1.1 request without Host gets a JSON 400 naming the header", async () => {
-    const r = parseRaw(
-      await rawRequest(inferline.url, "GET /api/models HTTP/1.1\r\nConnection: close\r\n\r\n"),
-    );
+    const port = Number(new URL(inferline.url).port);
+    const r = await sendRaw(port, "GET /api/models HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert.equal(r.status, 400);
     const body = JSON.parse(r.body) as { error: { code: string; message: string } };
     assert.equal(body.error.code, "invalid_parameter");

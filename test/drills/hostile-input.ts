@@ -1,7 +1,7 @@
 import http from "node:http";
-import net from "node:net";
 import fc from "fast-check";
 import { testEnv } from "../support/config.js";
+import { sendRaw, type RawAnswer } from "../support/http.js";
 import { spawnCli, stop } from "../support/processes.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
 import { configEntry, generateKey } from "../../src/security/keys.js";
@@ -231,6 +231,10 @@ interface Answer {
   contentType: string;
 }
 
+function fromRaw(a: RawAnswer): Answer {
+  return { status: a.status, body: a.body, contentType: a.headers.get("content-type") ?? "" };
+}
+
 function sendHttp(port: number, req: Hostile): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = {};
@@ -257,27 +261,6 @@ function sendHttp(port: number, req: Hostile): Promise<Answer> {
     r.setTimeout(15_000, () => r.destroy(new Error("timeout")));
     r.on("error", reject);
     r.end(req.body);
-  });
-}
-
-function sendRaw(port: number, raw: string): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, "127.0.0.1", () => socket.end(raw));
-    let data = "";
-    socket.setEncoding("latin1");
-    socket.setTimeout(15_000, () => socket.destroy(new Error("timeout")));
-    socket.on("data", (c: string) => (data += c));
-    socket.on("error", reject);
-    socket.on("close", () => {
-      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(data)?.[1] ?? 0);
-      const split = data.indexOf("\r\n\r\n");
-      const head = data.slice(0, split);
-      resolve({
-        status,
-        body: split >= 0 ? data.slice(split + 4) : "",
-        contentType: /content-type: *([^\r\n]+)/i.exec(head)?.[1] ?? "",
-      });
-    });
   });
 }
 
@@ -316,7 +299,7 @@ export async function hostileInput({ short }: DrillOptions): Promise<DrillResult
           const req = requests[i]!;
           let a: Answer;
           try {
-            a = req.raw !== undefined ? await sendRaw(port, req.raw) : await sendHttp(port, req);
+            a = req.raw !== undefined ? fromRaw(await sendRaw(port, req.raw)) : await sendHttp(port, req);
           } catch (err) {
             // The server answered (413, 401, 404...) before reading the body and closed, as HTTP
             // allows: Node's client then reports its own write failing instead of the answer.

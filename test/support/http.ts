@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { Agent, setGlobalDispatcher } from "undici";
 
 // Like a real client, pool connections: a test firing thousands of concurrent requests queues
@@ -82,4 +82,35 @@ export async function eventually<T>(
     if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
     await new Promise((r) => setTimeout(r, every));
   }
+}
+
+/** A raw HTTP answer: status, headers by lower-case name, body as text. */
+export interface RawAnswer {
+  readonly status: number;
+  readonly headers: ReadonlyMap<string, string>;
+  readonly body: string;
+}
+
+/**
+ * Sends `raw` exactly as written on a fresh connection to 127.0.0.1:`port` (for requests no
+ * HTTP client would send) and reads everything until the server closes it.
+ */
+export function sendRaw(port: number, raw: string, timeoutMs = 15_000): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () => socket.end(raw));
+    let data = "";
+    socket.setEncoding("latin1");
+    socket.setTimeout(timeoutMs, () => socket.destroy(new Error("timeout")));
+    socket.on("data", (c: string) => (data += c));
+    socket.on("error", reject);
+    socket.on("close", () => {
+      const split = data.indexOf("\r\n\r\n");
+      const [statusLine = "", ...lines] = (split >= 0 ? data.slice(0, split) : data).split("\r\n");
+      const headers = new Map(
+        lines.map((l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]),
+      );
+      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1] ?? 0);
+      resolve({ status, headers, body: split >= 0 ? data.slice(split + 4) : "" });
+    });
+  });
 }
