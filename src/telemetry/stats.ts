@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { type Redis, ReplyError } from "ioredis";
 import { globalKey } from "../queue/keys.js";
 import { bucketOf } from "./histogram.js";
@@ -21,7 +22,7 @@ import { bucketOf } from "./histogram.js";
  * | `fbn`, `fbc`, `fba`, `fbs` | feedback: count, correct labels, sum of abs error, of squared error |
  *
  * Writes are batched: counts accumulate in memory and go out every STATS_FLUSH_INTERVAL_MS in
- * one pipeline, so recording costs a map update on the hot path.
+ * one script call (FLUSH below), so recording costs a map update on the hot path.
  */
 export function statsKey(prefix: string, minute: number): string {
   return globalKey(prefix, "stats", String(minute));
@@ -77,27 +78,90 @@ const NOT_SENT = /isn't writeable|isn't ready and enableOfflineQueue/;
  * memory, failover, loading), or ioredis never sent it. A command Redis refused for good (a
  * value it cannot add, a key of another type) would fail every time; one whose outcome is
  * unknown (it timed out, or its connection dropped after it was written) may well have run.
- * Their counts are dropped: sending them again could count them twice, while dropping them
+ * Their counts are dropped: sending them again as a new flush could count them twice (ioredis's
+ * own resend of the same flush is harmless: see FLUSH), while dropping them
  * loses at most one flush interval of one process's counts. Stats would rather under-count a
  * blip than report traffic that never happened.
  */
+/** An error Redis returned for one operation of a flush, as ioredis reports a refused command. */
+function refusal(message: string): Error {
+  return new (ReplyError as new (message: string) => Error)(message);
+}
+
 function resend(err: Error): boolean {
   if (err instanceof ReplyError) return TRANSIENT_REFUSAL.test(err.message);
   return NOT_SENT.test(err.message);
 }
 
+/**
+ * One flush, applied once. A connection that drops after Redis ran a flush but before its reply
+ * came sends it again once it is back (ioredis resends what went unanswered): the flush's
+ * sequence number, kept per recording process in the hash of the minute it was sent, makes the
+ * second run a no-op. Each operation runs on its own (pcall): one Redis refuses (a key of
+ * another type) fails alone, and its error comes back as [operation index, message, ...].
+ *
+ * KEYS[1]: the flushes hash; KEYS[2..]: the keys the operations name by index.
+ * ARGV: process id, sequence, the hash's TTL (s); then per operation: code, key index, value
+ * count, values (i HINCRBY, f HINCRBYFLOAT, e EXPIRE, l LPUSH, t LTRIM 0 <stop>).
+ */
+const FLUSH = `
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) <= last then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local failed = {}
+local i, n = 4, 0
+while i <= #ARGV do
+  local code, key, count = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+  local first, last = i + 3, i + 2 + count
+  local r
+  if code == 'i' then r = redis.pcall('HINCRBY', key, ARGV[first], ARGV[first + 1])
+  elseif code == 'f' then r = redis.pcall('HINCRBYFLOAT', key, ARGV[first], ARGV[first + 1])
+  elseif code == 'e' then r = redis.pcall('EXPIRE', key, ARGV[first])
+  elseif code == 't' then r = redis.pcall('LTRIM', key, 0, ARGV[first])
+  elseif code == 'l' then
+    for s = first, last, 1000 do
+      r = redis.pcall('LPUSH', key, unpack(ARGV, s, math.min(s + 999, last)))
+      if type(r) == 'table' and r.err then break end
+    end
+  end
+  if type(r) == 'table' and r.err then
+    failed[#failed + 1] = n
+    failed[#failed + 1] = r.err
+  end
+  i = last + 1
+  n = n + 1
+end
+return failed
+`;
+
+/** Per minute: the last flush of each recording process that Redis applied. */
+export function flushesKey(prefix: string, minute: number): string {
+  return globalKey(prefix, "stats-flushes", String(minute));
+}
+
+type Flushing = Redis & { inferlineStatsFlush(...args: (string | number)[]): Promise<number | string[]> };
+
 export class StatsRecorder {
+  private readonly redis: Flushing;
+  /** This recorder among all that flush to the same Redis, and its flushes in order. */
+  private readonly instance = randomBytes(8).toString("hex");
+  private sequence = 0;
   private pending = new Map<number, MinuteCounts>();
   private outcomes: string[] = [];
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> | undefined;
 
   constructor(
-    private readonly redis: Redis,
+    redis: Redis,
     private readonly prefix: string,
     private readonly options: StatsOptions,
     private readonly onError: (err: Error) => void = () => {},
-  ) {}
+  ) {
+    this.redis = redis as Flushing;
+    if (typeof this.redis.inferlineStatsFlush !== "function")
+      redis.defineCommand("inferlineStatsFlush", { lua: FLUSH });
+  }
 
   start(): void {
     this.timer ??= setInterval(() => void this.flush(), this.options.flushIntervalMs);
@@ -143,7 +207,7 @@ export class StatsRecorder {
     if (this.outcomes.length > this.options.recentJobs) this.outcomes.shift();
   }
 
-  /** Writes what accumulated in one pipeline. Concurrent calls share one flush. */
+  /** Writes what accumulated in one script call. Concurrent calls share one flush. */
   flush(): Promise<void> {
     this.flushing ??= this.write().finally(() => (this.flushing = undefined));
     return this.flushing;
@@ -155,44 +219,56 @@ export class StatsRecorder {
     const outcomes = this.outcomes;
     this.pending = new Map();
     this.outcomes = [];
-    const p = this.redis.pipeline();
-    // Per command, how to put its counts back should it have to go out again.
+    const keys = [flushesKey(this.prefix, Math.floor(Date.now() / 60_000))];
+    const args: (string | number)[] = [this.instance, ++this.sequence, this.options.retentionSeconds + 120];
+    // Per operation, how to put its counts back should it have to go out again.
     const putBack: ((() => void) | undefined)[] = [];
+    const index = new Map<string, number>();
+    const op = (code: string, key: string, ...values: (string | number)[]) => {
+      let k = index.get(key);
+      if (k === undefined) index.set(key, (k = keys.push(key)));
+      args.push(code, k, values.length, ...values);
+    };
     for (const [minute, { counts, sums }] of batch) {
       const key = statsKey(this.prefix, minute);
       for (const [f, n] of counts) {
         // Past 2^53 a count is no longer exact, and Redis takes no integer past 2^63.
-        if (Number.isSafeInteger(n)) p.hincrby(key, f, n);
-        else p.hincrbyfloat(key, f, n);
+        op(Number.isSafeInteger(n) ? "i" : "f", key, f, n);
         putBack.push(() => this.keep(minute, "counts", f, n));
       }
       for (const [f, v] of sums) {
-        p.hincrbyfloat(key, f, v);
+        op("f", key, f, v);
         putBack.push(() => this.keep(minute, "sums", f, v));
       }
-      p.expire(key, this.options.retentionSeconds + 120);
+      op("e", key, this.options.retentionSeconds + 120);
       putBack.push(undefined);
     }
     if (outcomes.length > 0) {
       const key = recentJobsKey(this.prefix);
-      p.lpush(key, ...outcomes);
+      op("l", key, ...outcomes);
       // Older than what was recorded meanwhile: they go before it.
       putBack.push(() => (this.outcomes = [...outcomes, ...this.outcomes].slice(-this.options.recentJobs)));
-      p.ltrim(key, 0, this.options.recentJobs - 1);
-      p.expire(key, this.options.retentionSeconds);
+      op("t", key, this.options.recentJobs - 1);
+      op("e", key, this.options.retentionSeconds);
       putBack.push(undefined, undefined);
     }
-    let results: [Error | null, unknown][];
+    // Per operation that failed, its error; the whole flush's when the script did not run.
+    let errors: (Error | undefined)[];
     try {
-      results = (await p.exec()) ?? [];
+      const reply = await this.redis.inferlineStatsFlush(keys.length, ...keys, ...args);
+      errors = putBack.map(() => undefined);
+      // -1: Redis applied this flush already (this is a resend).
+      if (Array.isArray(reply))
+        for (let i = 0; i + 1 < reply.length; i += 2)
+          errors[Number(reply[i])] = refusal(String(reply[i + 1]));
     } catch (err) {
-      results = putBack.map(() => [err as Error, null]);
+      errors = putBack.map(() => err as Error);
     }
-    // Commands Redis applied are done; only those that failed (and may succeed later) go again.
+    // Operations Redis applied are done; only those that failed (and may succeed later) go again.
     let failed: Error | undefined;
     let failures = 0;
     let kept = 0;
-    results.forEach(([err], i) => {
+    errors.forEach((err, i) => {
       if (!err) return;
       failed ??= err;
       failures++;
@@ -204,7 +280,7 @@ export class StatsRecorder {
     });
     this.bound();
     if (failed) {
-      const what = `${failures} of ${results.length} commands failed, ${kept} kept for the next flush`;
+      const what = `${failures} of ${errors.length} commands failed, ${kept} kept for the next flush`;
       this.onError(new Error(`stats flush: ${what}: ${failed.message}`, { cause: failed }));
     }
   }

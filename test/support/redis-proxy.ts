@@ -7,6 +7,8 @@ export interface DelayingProxy {
   readonly url: string;
   /** How long Redis's replies are held back (ms); change it at any time. */
   readonly replyDelay: { ms: number };
+  /** Cuts every connection open now, as a network blip does (new ones are accepted). */
+  dropConnections(): void;
 }
 
 /**
@@ -41,6 +43,8 @@ export function delayingProxy(
     const close = () => {
       client.destroy();
       upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
     };
     client.on("close", close).on("error", close);
     upstream.on("close", close).on("error", close);
@@ -49,7 +53,12 @@ export function delayingProxy(
   return new Promise((resolve) =>
     server.listen(0, "127.0.0.1", () => {
       const { port } = server.address() as { port: number };
-      resolve({ server, url: `redis://127.0.0.1:${port}`, replyDelay });
+      resolve({
+        server,
+        url: `redis://127.0.0.1:${port}`,
+        replyDelay,
+        dropConnections: () => sockets.forEach((s) => s.destroy()),
+      });
     }),
   );
 }

@@ -153,6 +153,38 @@ describe("stats flushes: what Redis applied is never counted again", () => {
     }
   });
 
+  it("a flush Redis ran whose answer the network lost is not applied again when resent", async () => {
+    const prefix = prefixOf("stats-resent");
+    const proxy = await delayingProxy(new URL(REDIS_URL));
+    // A worker's connection: commands wait for Redis, and what went unanswered is sent again.
+    const client = new Redis(proxy.url, { maxRetriesPerRequest: null, retryStrategy: () => 50 });
+    client.on("error", () => {});
+    try {
+      await new Promise((resolve) => client.once("ready", resolve));
+      const errors: Error[] = [];
+      const stats = new StatsRecorder(client, prefix, OPTS, (e) => errors.push(e));
+      for (let i = 0; i < 10; i++) {
+        stats.count("m", "1", "ok");
+        stats.outcome(true);
+      }
+      proxy.replyDelay.ms = 60_000;
+      const flushed = stats.flush();
+      // Redis has run the flush; its answer is held back, then the connection drops.
+      while ((await okCount(redis, prefix)) < 10) await sleep(10);
+      proxy.replyDelay.ms = 0;
+      proxy.dropConnections();
+      await flushed;
+      stats.count("m", "1", "ok");
+      await stats.flush();
+      assert.deepEqual(errors, []);
+      assert.equal(await okCount(redis, prefix), 11);
+      assert.equal(await redis.llen(recentJobsKey(prefix)), 10);
+    } finally {
+      client.disconnect();
+      proxy.server.close();
+    }
+  });
+
   it("counts a stopped Redis never received go out, once, when it is back", async () => {
     const own = await ownRedis({ aof: false });
     const client = new Redis(own.url, {
