@@ -1,5 +1,6 @@
 import path from "node:path";
 import type { InferenceSession } from "onnxruntime-node";
+import { jobErrors } from "../../errors/catalog.js";
 import { makeEncoder, parsePreprocessing, type Encoder } from "../preprocess/index.js";
 import type { LoadedModel, ModelDescriptor, ModelRuntime, PredictItem } from "../types.js";
 import { onnxSectionSchema, postprocess, type OnnxSection } from "./postprocess.js";
@@ -86,8 +87,23 @@ class OnnxModel implements LoadedModel {
   async predictBatch(items: readonly PredictItem[]): Promise<unknown[]> {
     const width = this.encoder.width;
     const data = new Float32Array(items.length * width);
-    items.forEach((item, i) => this.encoder.encode(item.input, data.subarray(i * width, (i + 1) * width)));
-    return this.infer(data, items.length);
+    items.forEach((item, i) => {
+      try {
+        this.encoder.encode(item.input, data.subarray(i * width, (i + 1) * width));
+      } catch (err) {
+        // The input cannot become a feature row: no retry will change that.
+        throw jobErrors.invalidInput((err as Error).message);
+      }
+    });
+    const outputs = await this.infer(data, items.length);
+    // NaN and Infinity have no JSON form: they would be sent as null under a confident label.
+    // (Not checked on the warm-up's all-zero row, which some graphs cannot take.)
+    outputs.forEach((o, r) => {
+      const values = "value" in o ? [o.value] : Object.values(o.probabilities);
+      if (!values.every(Number.isFinite))
+        throw new Error(`the model's output for row ${r} is not a finite number`);
+    });
+    return outputs;
   }
 
   private async infer(data: Float32Array, rows: number) {

@@ -44,7 +44,12 @@ export function makeEncoder(p: Preprocessing): Encoder {
           if (!Array.isArray(v) || v.length !== p.dimensions)
             throw new TypeError(`${p.field} must be an array of ${p.dimensions} numbers`);
           const target = out ?? new Float32Array(p.dimensions);
-          v.forEach((x, i) => (target[i] = Number(x)));
+          v.forEach((x, i) => {
+            target[i] = Number(x);
+            // 1e39 is a JSON number but no 32-bit float: the model would answer NaN.
+            if (!Number.isFinite(target[i]))
+              throw new TypeError(`${p.field}[${i}] must be a number within the range of a 32-bit float`);
+          });
           return target;
         },
       };

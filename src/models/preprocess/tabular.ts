@@ -41,7 +41,10 @@ export function encodeTabular(
     if (f.kind === "numeric") {
       if (typeof v !== "number" || !Number.isFinite(v))
         throw new TypeError(`${f.name} must be a finite number`);
-      target[j++] = (v - f.mean) / f.std;
+      target[j] = (v - f.mean) / f.std;
+      // Finite as a JSON number, yet past the range of a 32-bit float once standardised.
+      if (!Number.isFinite(target[j++]))
+        throw new TypeError(`${f.name} is too large in magnitude for this model`);
     } else {
       for (const value of f.values) target[j++] = v === value ? 1 : 0;
     }
