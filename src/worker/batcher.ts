@@ -8,6 +8,8 @@ export interface BatchOutcome {
 
 interface Pending {
   readonly item: PredictItem;
+  /** performance.now() when it was submitted. */
+  readonly at: number;
   resolve(v: BatchOutcome): void;
   reject(e: unknown): void;
 }
@@ -28,24 +30,35 @@ export class Batcher {
 
   submit(item: PredictItem): Promise<BatchOutcome> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ item, resolve, reject });
+      this.queue.push({ item, at: performance.now(), resolve, reject });
       this.schedule();
     });
   }
 
-  private timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
+  private timer:
+    { handle: NodeJS.Timeout; delayed: true } | { handle: NodeJS.Immediate; delayed: false } | undefined;
 
   private schedule(): void {
-    if (this.running || this.timer) return;
+    if (this.running) return;
     const { maxBatchSize, maxDelayMs } = this.model.descriptor.batching;
+    const full = this.queue.length >= maxBatchSize;
+    if (this.timer) {
+      // A batch that filled up while waiting for company has nothing more to wait for.
+      if (!this.timer.delayed || !full) return;
+      clearTimeout(this.timer.handle);
+    }
     const fire = () => {
       this.timer = undefined;
       void this.drain();
     };
-    // With a delay, wait for more jobs (up to maxDelayMs); without, let the jobs fetched in this
-    // turn of the event loop join the batch and go.
+    // With a delay, wait for more jobs until the oldest has waited maxDelayMs (jobs left over from
+    // the previous batch have waited already); without, or once the batch is full, let the jobs
+    // fetched in this turn of the event loop join the batch and go.
+    const wait = maxDelayMs > 0 && !full ? this.queue[0]!.at + maxDelayMs - performance.now() : 0;
     this.timer =
-      maxDelayMs > 0 && this.queue.length < maxBatchSize ? setTimeout(fire, maxDelayMs) : setImmediate(fire);
+      wait > 0
+        ? { handle: setTimeout(fire, wait), delayed: true }
+        : { handle: setImmediate(fire), delayed: false };
   }
 
   private async drain(): Promise<void> {
