@@ -3,6 +3,7 @@ import path from "node:path";
 import { ModelNotFoundError, VersionNotFoundError } from "../errors/catalog.js";
 import { manifestSchema } from "./manifest.js";
 import type { ModelDescriptor } from "./types.js";
+import { assertCompilableSchema } from "./validation.js";
 
 export interface CatalogProblem {
   readonly path: string;
@@ -128,6 +129,11 @@ export async function readDescriptor(dir: string, name: string, version: string)
   const m = parsed.data;
   if (m.name !== name || m.version !== version) {
     throw new Error(`manifest.json says ${m.name}/${m.version} but lives in ${name}/${version}`);
+  }
+  try {
+    assertCompilableSchema(m.input);
+  } catch (err) {
+    throw new Error(`manifest.json invalid at input: ${(err as Error).message}`, { cause: err });
   }
   return Object.freeze({
     name: m.name,

@@ -13,8 +13,18 @@ export const MAX_PROBLEMS = 20;
  * Compiles each model version's input schema once and checks inputs against it. Every problem
  * is reported (up to MAX_PROBLEMS), so a caller fixes an input in one round, not field by field.
  */
+const AJV_OPTIONS = { strict: false, allErrors: true, coerceTypes: false } as const;
+
+/**
+ * Throws Ajv's message when `schema` cannot be compiled (a type that does not exist, a pattern
+ * that is no regular expression, a $ref to nowhere): such a manifest could validate no input.
+ */
+export function assertCompilableSchema(schema: JsonSchema): void {
+  new Ajv(AJV_OPTIONS).compile(schema);
+}
+
 export class InputValidator {
-  private readonly ajv = new Ajv({ strict: false, allErrors: true, coerceTypes: false });
+  private readonly ajv = new Ajv(AJV_OPTIONS);
   private readonly compiled = new Map<JsonSchema, ValidateFunction>();
 
   /** Returns the problems with `input`, empty when it is valid. */

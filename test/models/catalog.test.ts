@@ -1,0 +1,78 @@
+import assert from "node:assert/strict";
+import { cp, mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { ModelCatalog } from "../../src/models/catalog.js";
+import { testConfig } from "../support/config.js";
+import { call } from "../support/http.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { MODELS_DIR } from "./reference.js";
+
+const ADELIE = {
+  island: "Torgersen",
+  bill_length_mm: 39,
+  bill_depth_mm: 18.7,
+  flipper_length_mm: 181,
+  body_mass_g: 3750,
+};
+
+interface Manifest {
+  version: string;
+  input: { properties: Record<string, Record<string, unknown>> };
+}
+
+/** penguins/<version>, its manifest passed through `edit`. */
+async function addVersion(repo: string, version: string, edit: (m: Manifest) => void) {
+  const dir = path.join(repo, "penguins", version);
+  await mkdir(dir, { recursive: true });
+  const manifest = JSON.parse(
+    await readFile(path.join(MODELS_DIR, "penguins", "1", "manifest.json"), "utf8"),
+  ) as Manifest;
+  manifest.version = version;
+  edit(manifest);
+  await writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
+  await cp(path.join(MODELS_DIR, "penguins", "1", "model.onnx"), path.join(dir, "model.onnx"));
+}
+
+void describe("model catalog", () => {
+  const prefix = uniquePrefix("catalog");
+  let repo: string;
+  let api: ApiHandle;
+
+  before(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), "inferline-catalog-"));
+    await addVersion(repo, "1", () => {});
+    // A newer version whose input schema no validator can compile: "text" is no JSON Schema type.
+    await addVersion(repo, "2", (m) => {
+      m.input.properties.island!.type = "text";
+    });
+    api = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
+  });
+  after(async () => {
+    await api.close();
+    await cleanupPrefix(prefix);
+    await rm(repo, { recursive: true, force: true });
+  });
+
+  void it("skips a version whose input schema does not compile, naming the problem", async () => {
+    const catalog = await ModelCatalog.load(repo);
+    assert.deepEqual(
+      catalog.versions("penguins").map((d) => d.version),
+      ["1"],
+    );
+    assert.equal(catalog.problems.length, 1);
+    assert.equal(catalog.problems[0]!.path, path.join(repo, "penguins", "2"));
+    assert.match(catalog.problems[0]!.message, /input.*island/);
+  });
+
+  void it("serves the version before it rather than fail every request", async () => {
+    const m = await call(api.url, "GET", "/api/models/penguins");
+    assert.equal(m.status, 200, JSON.stringify(m.body));
+    assert.equal(m.body.latest_version, "1");
+    const r = await call(api.url, "POST", "/api/ml/penguins", ADELIE);
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    assert.equal(r.body.version, "1");
+  });
+});
