@@ -13,7 +13,9 @@ export const MAX_PROBLEMS = 20;
  * Compiles each model version's input schema once and checks inputs against it. Every problem
  * is reported (up to MAX_PROBLEMS), so a caller fixes an input in one round, not field by field.
  */
-const AJV_OPTIONS = { strict: false, allErrors: true, coerceTypes: false } as const;
+// addUsedSchema off: Ajv would otherwise register every schema that has an `$id` and refuse a
+// second one with the same `$id` (the same manifest read again by a reload, or the next version).
+const AJV_OPTIONS = { strict: false, allErrors: true, coerceTypes: false, addUsedSchema: false } as const;
 
 /**
  * Throws Ajv's message when `schema` cannot be compiled (a type that does not exist, a pattern
