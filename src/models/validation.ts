@@ -27,13 +27,24 @@ export function assertCompilableSchema(schema: JsonSchema): void {
 
 export class InputValidator {
   private readonly ajv = new Ajv(AJV_OPTIONS);
-  private readonly compiled = new Map<JsonSchema, ValidateFunction>();
+  private readonly compiled = new WeakMap<JsonSchema, ValidateFunction>();
+  /**
+   * By the schema's text: every reload reads the manifests into new objects, and Ajv keeps
+   * every schema object it compiles, so keyed by object alone each reload would add a compiled
+   * copy of every schema for good.
+   */
+  private readonly byText = new Map<string, ValidateFunction>();
 
   /** Returns the problems with `input`, empty when it is valid. */
   check(descriptor: ModelDescriptor, input: unknown): InputProblem[] {
     let validate = this.compiled.get(descriptor.inputSchema);
     if (!validate) {
-      validate = this.ajv.compile(descriptor.inputSchema);
+      const text = JSON.stringify(descriptor.inputSchema);
+      validate = this.byText.get(text);
+      if (!validate) {
+        validate = this.ajv.compile(descriptor.inputSchema);
+        this.byText.set(text, validate);
+      }
       this.compiled.set(descriptor.inputSchema, validate);
     }
     if (validate(input)) return [];
