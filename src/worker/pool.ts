@@ -39,6 +39,27 @@ export class ModelPool {
     await Promise.all(names.map((n) => this.get(n, this.catalog.resolve(n).version)));
   }
 
+  /**
+   * Unloads the versions the catalog no longer lists (their folders were removed or broke):
+   * their jobs fail as not served anyway, and a session holds the model's memory until closed.
+   */
+  unloadMissing(): { model: string; version: string }[] {
+    const gone: { model: string; version: string }[] = [];
+    for (const [key, entry] of this.loaded) {
+      const at = key.lastIndexOf("@");
+      const name = key.slice(0, at);
+      const version = key.slice(at + 1);
+      if (this.catalog.has(name) && this.catalog.versions(name).some((d) => d.version === version)) continue;
+      this.loaded.delete(key);
+      gone.push({ model: name, version });
+      void entry.then(
+        (e) => e.model.close(),
+        () => {},
+      );
+    }
+    return gone;
+  }
+
   async close(): Promise<void> {
     const entries = await Promise.allSettled([...this.loaded.values()]);
     this.loaded.clear();

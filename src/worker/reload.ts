@@ -39,6 +39,11 @@ export async function reloadModels(deps: {
       }
     }
   }
+  for (const { model, version } of pool.unloadMissing())
+    logger.info(
+      { event: "model_unloaded", model, version },
+      `${model}@${version} is no longer in the repository; unloaded`,
+    );
   logger.info({ event: "models_reloaded", loaded, failed: failed.length }, "model repository rescanned");
   return { worker: deps.workerId, loaded, failed };
 }

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
-import { cp, mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
@@ -105,5 +106,23 @@ void describe("model reload", () => {
     const p = await predict(api.url, "penguins", { ...ADELIE, body_mass_g: 3752 });
     assert.equal(p.status, 200, JSON.stringify(p.body));
     assert.equal(p.body.version, "3");
+  });
+
+  void it("a version whose folder is removed is unloaded by the reload, its session released", async () => {
+    const late = workers[2]!;
+    const threads = async () => (await readdir(`/proc/${late.proc.pid}/task`)).length;
+    // Version 1 is loaded on first use.
+    const p = await predict(api.url, "penguins?version=1", { ...ADELIE, body_mass_g: 3753 });
+    assert.equal(p.status, 200, JSON.stringify(p.body));
+    assert.equal(p.body.version, "1");
+    const withV1 = await threads();
+    await rm(path.join(repo, "penguins", "1"), { recursive: true });
+    const r = await reload();
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const unloaded = await late.waitForLine((l) => l.event === "model_unloaded");
+    assert.deepEqual([unloaded.model, unloaded.version], ["penguins", "1"]);
+    // The session's thread ends with it.
+    for (let i = 0; i < 50 && (await threads()) >= withV1; i++) await sleep(100);
+    assert.ok((await threads()) < withV1, `still ${await threads()} threads (${withV1} with version 1)`);
   });
 });
