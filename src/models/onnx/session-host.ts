@@ -58,9 +58,18 @@ export class SessionHost {
   }
 
   static async start(init: SessionInit): Promise<SessionHost> {
-    // Under tsx (tests, development) this module is .ts and so is its sibling.
+    // Under tsx (tests, development) this module is .ts and so is its sibling. A thread does not
+    // inherit tsx's loader (Node 20), so there it registers the loader before importing the file.
     const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
-    const worker = new Worker(new URL(`./session-thread${ext}`, import.meta.url), { workerData: init });
+    const entry = new URL(`./session-thread${ext}`, import.meta.url);
+    const worker =
+      ext === ".ts"
+        ? new Worker(
+            `import(${JSON.stringify(import.meta.resolve("tsx/esm/api"))})` +
+              `.then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); })`,
+            { eval: true, workerData: init },
+          )
+        : new Worker(entry, { workerData: init });
     const ready = await new Promise<Extract<ThreadReply, { type: "ready" }>>((resolve, reject) => {
       worker.once("message", (msg: ThreadReply) => {
         if (msg.type === "ready") resolve(msg);
