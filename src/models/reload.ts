@@ -18,6 +18,8 @@ export interface ReloadOutcome {
   /** Manifests that could not be read (those versions are not served). */
   readonly problems: readonly { path: string; message: string }[];
   readonly workers: readonly WorkerReloadReport[];
+  /** Workers the request reached that did not answer within the timeout. */
+  readonly unanswered: number;
 }
 
 interface ReloadRequest {
@@ -114,7 +116,7 @@ export async function reloadCatalog(
   timeoutMs: number,
 ): Promise<ReloadOutcome> {
   let next = await load();
-  const { reports } = await bus.request(timeoutMs);
+  const { reports, expected } = await bus.request(timeoutMs);
   const failed = reports.flatMap((r) => r.failed.map((f) => ({ ...f, worker: r.worker })));
   for (const f of failed) {
     if (next.has(f.model) && next.versions(f.model).some((d) => d.version === f.version))
@@ -129,5 +131,6 @@ export async function reloadCatalog(
     failed,
     problems: catalog.problems.map((p) => ({ path: p.path, message: p.message })),
     workers: reports,
+    unanswered: Math.max(0, expected - reports.length),
   };
 }

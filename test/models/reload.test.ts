@@ -126,3 +126,42 @@ void describe("model reload", () => {
     assert.ok((await threads()) < withV1, `still ${await threads()} threads (${withV1} with version 1)`);
   });
 });
+
+void describe("model reload with a worker that does not answer", () => {
+  const prefix = uniquePrefix("onnx-reload-silent");
+  let repo: string;
+  let api: ApiHandle;
+  let worker: Spawned;
+
+  before(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), "inferline-reload-silent-"));
+    await addVersion(repo, "1", false);
+    api = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo, MODEL_RELOAD_TIMEOUT_MS: "2000" }));
+    worker = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: repo }));
+  });
+  after(async () => {
+    worker.kill("SIGCONT");
+    await stop(worker);
+    await api.close();
+    await cleanupPrefix(prefix);
+    await rm(repo, { recursive: true, force: true });
+  });
+
+  void it("says partial, not reloaded, when a worker it reached never answered", async () => {
+    const answered = await call(api.url, "POST", "/api/admin/models/reload");
+    assert.equal(answered.status, 200, JSON.stringify(answered.body));
+    assert.equal(answered.body.status, "reloaded");
+    // A worker busy or hung past MODEL_RELOAD_TIMEOUT_MS: stopped, it still holds its subscription.
+    worker.kill("SIGSTOP");
+    try {
+      await addVersion(repo, "2", false);
+      const r = await call(api.url, "POST", "/api/admin/models/reload");
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(r.body.status, "partial", JSON.stringify(r.body));
+      assert.equal(r.body.unanswered, 1);
+      assert.deepEqual(r.body.workers, []);
+    } finally {
+      worker.kill("SIGCONT");
+    }
+  });
+});

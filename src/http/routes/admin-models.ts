@@ -36,7 +36,9 @@ export const adminModelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { conf
         bus,
         config.MODEL_RELOAD_TIMEOUT_MS,
       );
-      return { status: outcome.failed.length > 0 ? "partial" : "reloaded", ...outcome };
+      // "reloaded" only when every worker reached has said it loaded everything.
+      const complete = outcome.failed.length === 0 && outcome.unanswered === 0;
+      return { status: complete ? "reloaded" : "partial", ...outcome };
     } catch (err) {
       if (isConnectionError(err)) throw new RedisUnavailableError(err);
       throw err;
