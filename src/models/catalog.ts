@@ -1,4 +1,4 @@
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { ModelNotFoundError, VersionNotFoundError } from "../errors/catalog.js";
 import { manifestSchema } from "./manifest.js";
@@ -49,20 +49,17 @@ export class ModelCatalog {
   static async load(dir: string, only?: readonly string[]): Promise<ModelCatalog> {
     const problems: CatalogProblem[] = [];
     const byName = new Map<string, ModelDescriptor[]>();
-    const names = (await readdir(dir, { withFileTypes: true }))
-      .filter((d) => d.isDirectory() && !d.name.startsWith("."))
-      .map((d) => d.name)
+    const names = (await subdirectories(dir))
+      .filter((n) => !n.startsWith("."))
       .filter((n) => !only || only.includes(n))
       .sort();
     for (const name of names) {
       const versions: ModelDescriptor[] = [];
-      const versionDirs = (await readdir(path.join(dir, name), { withFileTypes: true })).filter(
-        (d) => d.isDirectory() && /^[0-9]+$/.test(d.name),
-      );
+      const versionDirs = (await subdirectories(path.join(dir, name))).filter((v) => /^[0-9]+$/.test(v));
       for (const v of versionDirs) {
-        const vdir = path.join(dir, name, v.name);
+        const vdir = path.join(dir, name, v);
         try {
-          versions.push(await readDescriptor(vdir, name, v.name));
+          versions.push(await readDescriptor(vdir, name, v));
         } catch (err) {
           problems.push({ path: vdir, message: (err as Error).message });
         }
@@ -112,6 +109,20 @@ export class ModelCatalog {
   all(): ModelDescriptor[] {
     return [...this.byName.values()].flat();
   }
+}
+
+/** Names of the folders in `dir`, symbolic links to folders included (versions are often links). */
+async function subdirectories(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  const found: string[] = [];
+  for (const d of entries) {
+    if (d.isDirectory()) found.push(d.name);
+    else if (d.isSymbolicLink()) {
+      const target = await stat(path.join(dir, d.name)).catch(() => undefined);
+      if (target?.isDirectory()) found.push(d.name);
+    }
+  }
+  return found;
 }
 
 export async function readDescriptor(dir: string, name: string, version: string): Promise<ModelDescriptor> {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cp, mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -74,5 +74,24 @@ void describe("model catalog", () => {
     const r = await call(api.url, "POST", "/api/ml/penguins", ADELIE);
     assert.equal(r.status, 202, JSON.stringify(r.body));
     assert.equal(r.body.version, "1");
+  });
+
+  void it("serves model and version folders that are symbolic links", async () => {
+    const root = await mkdtemp(path.join(tmpdir(), "inferline-links-"));
+    try {
+      // Versions kept elsewhere and linked in, as deployments often do; a whole model linked too.
+      const store = path.join(root, "store");
+      const linked = path.join(root, "repo");
+      await addVersion(store, "3", () => {});
+      await mkdir(path.join(linked, "penguins"), { recursive: true });
+      await symlink(path.join(store, "penguins", "3"), path.join(linked, "penguins", "3"), "dir");
+      await symlink(path.join(MODELS_DIR, "echo"), path.join(linked, "echo"), "dir");
+      const catalog = await ModelCatalog.load(linked);
+      assert.deepEqual(catalog.names(), ["echo", "penguins"]);
+      assert.equal(catalog.resolve("penguins").version, "3");
+      assert.deepEqual(catalog.problems, []);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });
