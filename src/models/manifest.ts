@@ -8,7 +8,8 @@ const jsonSchemaObject = z
 export const manifestSchema = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lowercase letters, digits and dashes"),
-    version: z.string().regex(/^[0-9]{1,9}$/, 'a positive integer, e.g. "1"'),
+    // No leading zeros: "01" would be a second version 1, and which of them is latest, chance.
+    version: z.string().regex(/^[1-9][0-9]{0,8}$/, 'a positive integer without leading zeros, e.g. "1"'),
     description: z.string().default(""),
     kind: z.enum(["builtin", "onnx"]),
     /** kind builtin: which built-in implementation. */

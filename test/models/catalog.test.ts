@@ -94,4 +94,21 @@ void describe("model catalog", () => {
       await rm(root, { recursive: true, force: true });
     }
   });
+
+  void it("takes versions as positive integers: 0 and 01 are problems, not versions", async () => {
+    const root = await mkdtemp(path.join(tmpdir(), "inferline-versions-"));
+    try {
+      for (const v of ["1", "01", "0"]) await addVersion(root, v, () => {});
+      const catalog = await ModelCatalog.load(root);
+      assert.deepEqual(
+        catalog.versions("penguins").map((d) => d.version),
+        ["1"],
+      );
+      assert.equal(catalog.resolve("penguins").version, "1");
+      assert.deepEqual(catalog.problems.map((p) => path.basename(p.path)).sort(), ["0", "01"]);
+      for (const p of catalog.problems) assert.match(p.message, /version.*positive integer/);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
 });
