@@ -15,7 +15,15 @@ export const MAX_PROBLEMS = 20;
  */
 // addUsedSchema off: Ajv would otherwise register every schema that has an `$id` and refuse a
 // second one with the same `$id` (the same manifest read again by a reload, or the next version).
-const AJV_OPTIONS = { strict: false, allErrors: true, coerceTypes: false, addUsedSchema: false } as const;
+// strictNumbers on (strict: false turns it off): JSON.parse reads 1e400 as Infinity, which is no
+// number a job can carry (it is queued as null).
+const AJV_OPTIONS = {
+  strict: false,
+  strictNumbers: true,
+  allErrors: true,
+  coerceTypes: false,
+  addUsedSchema: false,
+} as const;
 
 /**
  * Throws Ajv's message when `schema` cannot be compiled (a type that does not exist, a pattern

@@ -123,6 +123,13 @@ void describe("bring your own ONNX model", () => {
     }
   });
 
+  void it("rejects a number JSON.parse reads as Infinity with 422 naming the field", async () => {
+    // Sent as written: 1e400 has no double, so it parses as -Infinity and would be queued as null.
+    const r = await call(api.url, "POST", "/api/ml/iris-like", '{"features": [1, -1e400, 3, 4]}');
+    assert.equal(r.status, 422, JSON.stringify(r.body));
+    assert.match((r.body.error as { message: string }).message, /features\.1/);
+  });
+
   void it("rejects input of the wrong shape with 422 naming the field", async () => {
     const r = await call(api.url, "POST", "/api/ml/iris-like", { features: [1, 2, 3] });
     assert.equal(r.status, 422);
