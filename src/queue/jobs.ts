@@ -44,7 +44,13 @@ export interface JobPolicy {
 
 export interface SubmitRequest {
   readonly model: string;
+  /** The version that serves the request. */
   readonly version: string;
+  /**
+   * The version the caller named (`?version=`); absent when it asked for the latest. An
+   * Idempotency-Key binds the request as sent, so this, not `version`, is what the key compares.
+   */
+  readonly requestedVersion?: string;
   readonly input: unknown;
   readonly priority: Priority;
   readonly requestId: string;
@@ -108,7 +114,8 @@ export class JobService {
       const bodyHash = hashBody(req);
       const prior = await guard(() => idempotency.claim(req.model, req.idempotencyKey!, { jobId, bodyHash }));
       if (prior) {
-        if (prior.bodyHash !== bodyHash) throw new IdempotencyKeyReusedError(req.idempotencyKey, prior.jobId);
+        if (prior.bodyHash !== bodyHash && prior.bodyHash !== hashBody(asServed(req)))
+          throw new IdempotencyKeyReusedError(req.idempotencyKey, prior.jobId);
         try {
           const replayed =
             waitMs > 0
@@ -170,7 +177,8 @@ export class JobService {
       const rec = { jobId: ids[0]!, jobIds: ids, bodyHash };
       const prior = await guard(() => idempotency.claim(model, idempotencyKey, rec));
       if (prior) {
-        if (prior.bodyHash !== bodyHash || prior.jobIds?.length !== reqs.length)
+        const same = prior.bodyHash === bodyHash || prior.bodyHash === hashBatch(reqs.map(asServed));
+        if (!same || prior.jobIds?.length !== reqs.length)
           throw new IdempotencyKeyReusedError(idempotencyKey, prior.jobId);
         ids = [...prior.jobIds];
         known = await Promise.all(
@@ -398,15 +406,28 @@ export class JobService {
   }
 }
 
+/**
+ * The request as if it had named the version that serves it: keys recorded by earlier releases
+ * were bound to that version, and a retry of their requests still matches them.
+ */
+function asServed(req: SubmitRequest): SubmitRequest {
+  return { ...req, requestedVersion: req.version };
+}
+
 /** What makes two batch requests the same for an Idempotency-Key. */
 function hashBatch(reqs: readonly SubmitRequest[]): string {
   return inputHash({ batch: reqs.map((r) => hashBody(r)) });
 }
 
+/**
+ * What makes two requests the same for an Idempotency-Key: the request as sent. The version is
+ * the one asked for, not the one that served it, so a retry is still the same request once a
+ * newer version has become the latest.
+ */
 function hashBody(req: SubmitRequest): string {
   return inputHash({
     input: req.input,
-    version: req.version,
+    version: req.requestedVersion,
     priority: req.priority,
     deadline: req.deadline !== undefined,
   });

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { after, describe, it } from "node:test";
 import { call } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { makeRepository } from "./fixtures.js";
 
 describe("result cache, coalescing and idempotency", () => {
-  const repo = makeRepository({ cached: { cache: { ttlSeconds: 600 } } });
+  const repo = makeRepository({ cached: { cache: { ttlSeconds: 600 } }, rolled: {} });
   const overrides = { MODEL_REPOSITORY: repo.dir, AUTH_DISABLED: "true" };
   const inferline = useInferline("cache", { env: overrides, worker: true });
   after(() => repo.remove());
@@ -173,5 +175,65 @@ describe("result cache, coalescing and idempotency", () => {
     assert.equal(later.status, 200);
     assert.equal(later.body.job_id, first.body.job_id);
     assert.equal(startedJobs([first.body.job_id as string]), 1, "no second inference");
+  });
+
+  it("Idempotency-Key: a retry after a new version became the latest gets the first job, not 422", async () => {
+    const single = `idem-rollout-${Date.now()}`;
+    const batch = `idem-rollout-batch-${Date.now()}`;
+    const inputs = [{ text: "rolled one" }, { text: "rolled two" }];
+    const first = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/rolled",
+      { text: "rolled once" },
+      { "idempotency-key": single, prefer: "wait=10" },
+    );
+    assert.equal(first.body.version, "1");
+    const firstBatch = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/rolled/batch",
+      { inputs },
+      { "idempotency-key": batch, prefer: "wait=10" },
+    );
+    assert.equal(firstBatch.status, 200, JSON.stringify(firstBatch.body));
+    // Version 2 is deployed and becomes the latest.
+    const v2 = path.join(repo.dir, "rolled", "2");
+    cpSync(path.join(repo.dir, "rolled", "1"), v2, { recursive: true });
+    const manifest = JSON.parse(readFileSync(path.join(v2, "manifest.json"), "utf8")) as object;
+    writeFileSync(path.join(v2, "manifest.json"), JSON.stringify({ ...manifest, version: "2" }));
+    const reload = await call(inferline.url, "POST", "/api/admin/models/reload");
+    assert.equal(reload.status, 200, JSON.stringify(reload.body));
+    // The same requests, sent again as they were.
+    const retry = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/rolled",
+      { text: "rolled once" },
+      { "idempotency-key": single, prefer: "wait=10" },
+    );
+    assert.equal(retry.status, 200, JSON.stringify(retry.body));
+    assert.equal(retry.body.job_id, first.body.job_id);
+    assert.equal(retry.body.version, "1");
+    const retryBatch = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/rolled/batch",
+      { inputs },
+      { "idempotency-key": batch, prefer: "wait=10" },
+    );
+    assert.equal(retryBatch.status, 200, JSON.stringify(retryBatch.body));
+    const ids = (r: typeof firstBatch) => (r.body.jobs as { job_id: string }[]).map((j) => j.job_id);
+    assert.deepEqual(ids(retryBatch), ids(firstBatch));
+    // Naming another version is another request.
+    const other = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/rolled?version=2",
+      { text: "rolled once" },
+      { "idempotency-key": single },
+    );
+    assert.equal(other.status, 422);
+    assert.equal((other.body.error as { code: string }).code, "idempotency_key_reused");
   });
 });

@@ -63,6 +63,7 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
       request: (input: unknown): SubmitRequest => ({
         model: descriptor.name,
         version: descriptor.version,
+        requestedVersion: req.query.version,
         input,
         priority: req.query.priority ?? "normal",
         requestId: req.id,
