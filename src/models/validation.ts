@@ -6,6 +6,9 @@ export interface InputProblem {
   readonly message: string;
 }
 
+/** The field a problem names when it is with the input as a whole (not an object, say). */
+export const WHOLE_INPUT = "(body)";
+
 /** At most this many problems are reported for one input (a body can hold thousands of bad keys). */
 export const MAX_PROBLEMS = 20;
 
@@ -68,9 +71,9 @@ function describe(e: ErrorObject): InputProblem {
   if (e.keyword === "required") base.push(String((e.params as { missingProperty: string }).missingProperty));
   if (e.keyword === "additionalProperties") {
     base.push(String((e.params as { additionalProperty: string }).additionalProperty));
-    return { field: base.join(".") || "(body)", message: "is not an input of this model" };
+    return { field: base.join(".") || WHOLE_INPUT, message: "is not an input of this model" };
   }
-  const field = base.join(".") || "(body)";
+  const field = base.join(".") || WHOLE_INPUT;
   return { field, message: e.keyword === "required" ? "is required" : ajvMessage(e) };
 }
 

@@ -135,10 +135,16 @@ describe("backpressure, deadlines and batches", () => {
     assert.equal(big.status, 413);
     assert.equal((big.body.error as { code: string }).code, "batch_too_large");
     const bad = await call(inferline.url, "POST", "/api/ml/sentiment/batch", {
-      inputs: [{ text: "ok" }, { text: 5 }],
+      inputs: [{ text: "ok" }, { text: 5 }, null],
     });
     assert.equal(bad.status, 422);
     assert.match((bad.body.error as { message: string }).message, /inputs\[1\]\.text/);
+    // An item that is not an object at all is named by its index alone.
+    const problems = (bad.body.error as { details: { problems: { field: string }[] } }).details.problems;
+    assert.deepEqual(
+      problems.map((p) => p.field),
+      ["inputs[1].text", "inputs[2]"],
+    );
   });
 
   it("streams a job's status changes as server-sent events", async () => {

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { TERMINAL_STATUSES, type JobView, type Priority } from "../../contracts/jobs.js";
 import { BatchTooLargeError, InvalidInputError } from "../../errors/catalog.js";
-import { problemsToMessage, type InputProblem } from "../../models/validation.js";
+import { problemsToMessage, WHOLE_INPUT, type InputProblem } from "../../models/validation.js";
 import type { SubmitRequest } from "../../queue/jobs.js";
 import { preferredWaitSeconds } from "../prefer.js";
 import type { HttpDeps } from "../types.js";
@@ -152,9 +152,10 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
         throw new BatchTooLargeError(inputs.length, config.BATCH_MAX_ITEMS);
       const { descriptor, waitSeconds, request } = base(req);
       const problems: InputProblem[] = inputs.flatMap((input, i) =>
-        validator
-          .check(descriptor, input)
-          .map((p) => ({ field: `inputs[${i}].${p.field}`, message: p.message })),
+        validator.check(descriptor, input).map((p) => ({
+          field: p.field === WHOLE_INPUT ? `inputs[${i}]` : `inputs[${i}].${p.field}`,
+          message: p.message,
+        })),
       );
       if (problems.length > 0) {
         throw new InvalidInputError(
