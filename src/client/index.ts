@@ -92,8 +92,11 @@ export class InferlineClient {
     input: unknown,
     opts: PredictOptions = {},
   ): Promise<Prediction<T>> {
-    const deadline = Date.now() + (opts.maxWaitMs ?? 300_000);
-    let view = await this.submit(model, input, opts);
+    const maxWaitMs = opts.maxWaitMs ?? 300_000;
+    const deadline = Date.now() + maxWaitMs;
+    // The submission is held no longer than the whole call may wait.
+    const wait = Math.min(opts.wait ?? 30, Math.max(0, Math.ceil(maxWaitMs / 1000)));
+    let view = await this.submit(model, input, { ...opts, wait });
     // A server that answers at once (it caps Prefer: wait lower, or ignores it) is polled with
     // growing pauses, not in a tight loop.
     let pause = POLL_MIN_MS;

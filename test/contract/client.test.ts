@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
-import { InferlineClient, InferlineError, JobFailedError } from "../../src/client/index.js";
+import { InferlineClient, InferlineError, JobFailedError, WaitTimeoutError } from "../../src/client/index.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
@@ -136,5 +136,28 @@ describe("typed client against a live server", () => {
       client.predict("tiny", { fail: "invalid" }),
       (e: unknown) => e instanceof JobFailedError && e.code === "invalid_input",
     );
+  });
+
+  it("predict gives up after maxWaitMs, its first request included", async () => {
+    const prefers: string[] = [];
+    const client = new InferlineClient({
+      baseUrl: api.url,
+      fetch: async (url, init) => {
+        prefers.push(new Headers(init?.headers).get("prefer") ?? "");
+        return fetch(url, init);
+      },
+    });
+    let jobId = "";
+    await assert.rejects(
+      client.predict("tiny", { text: "longer than the caller waits", sleep_ms: 2500 }, { maxWaitMs: 500 }),
+      (e: unknown) => {
+        if (!(e instanceof WaitTimeoutError)) return false;
+        jobId = e.view.job_id;
+        return true;
+      },
+    );
+    assert.equal(prefers[0], "wait=1", "the submission is held no longer than the call may wait");
+    // The job goes on; let it end before the suite moves on.
+    assert.equal((await client.result(jobId, { wait: 10 })).status, "completed");
   });
 });
