@@ -28,7 +28,10 @@ if ARGV[5] == '1' then
   if existing then
     local jobKey = ARGV[9] .. existing
     local join = false
-    if redis.call('EXISTS', jobKey) == 1 then
+    if redis.call('EXISTS', ARGV[2] .. 'ended:' .. existing) == 1 then
+      -- Canceled: tombstoned (JobRecords) at once, its slot freed a moment later.
+      join = false
+    elseif redis.call('EXISTS', jobKey) == 1 then
       join = not redis.call('HGET', jobKey, 'finishedOn')
     else
       -- Claimed moments ago: that request's add is on its way.
