@@ -146,11 +146,17 @@ export class JsonTooDeepError extends AppError {
 export class BatchTooLargeError extends AppError {
   readonly code = "batch_too_large";
   readonly status = 413;
-  constructor(items: number, maxItems: number) {
-    super(`a batch may carry at most ${maxItems} inputs; this one has ${items}`, {
-      items,
-      max_items: maxItems,
-    });
+  /**
+   * `items` over `maxItems`: inputs over BATCH_MAX_ITEMS or, with `model`, inputs needing a
+   * job of their own over that model's queue cap (a batch no wait could ever admit).
+   */
+  constructor(items: number, maxItems: number, model?: string) {
+    super(
+      model === undefined
+        ? `a batch may carry at most ${maxItems} inputs; this one has ${items}`
+        : `the queue of model "${model}" holds at most ${maxItems} jobs; this batch needs ${items} new ones, so it could never be admitted`,
+      { items, max_items: maxItems, ...(model === undefined ? {} : { model }) },
+    );
   }
 }
 

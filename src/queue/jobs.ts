@@ -11,6 +11,7 @@ import {
   TERMINAL_STATUSES,
 } from "../contracts/jobs.js";
 import {
+  BatchTooLargeError,
   IdempotencyKeyReusedError,
   JobNotFoundError,
   QueueFullError,
@@ -278,6 +279,9 @@ export class JobService {
       unclaim();
       const depth = full.admission.kind === "full" ? full.admission.depth : 0;
       const cap = full.req.maxQueueDepth ?? policy.maxQueueDepth;
+      // More new jobs than the cap holds even with the queue empty: retrying cannot help.
+      const needed = items.filter((i) => i.admission.kind === "claim" || i.admission.kind === "full").length;
+      if (needed > cap) throw new BatchTooLargeError(needed, cap, full.req.model);
       throw new QueueFullError(full.req.model, depth, drain.retryAfterSeconds(full.req.model, depth, cap));
     }
     let added: Job<JobData, JobResult>[] = [];

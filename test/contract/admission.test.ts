@@ -46,15 +46,29 @@ describe("backpressure, deadlines and batches", () => {
   });
 
   it("requests arriving together, or one batch's inputs, never pass the cap between them", async () => {
-    const batch = await call(inferline.url, "POST", "/api/ml/crowded/batch", {
+    // More new inputs than the cap holds: no wait would ever admit the batch, so not a 429.
+    const huge = await call(inferline.url, "POST", "/api/ml/crowded/batch", {
       inputs: Array.from({ length: 8 }, (_, i) => ({ value: `batch ${i}` })),
     });
+    assert.equal(huge.status, 413, JSON.stringify(huge.body));
+    assert.equal((huge.body.error as { code: string }).code, "batch_too_large");
+    assert.equal(huge.headers.get("retry-after"), null);
+    for (let i = 0; i < 3; i++)
+      assert.equal(
+        (await call(inferline.url, "POST", "/api/ml/crowded", { value: `before ${i}` })).status,
+        202,
+      );
+    // Four inputs fit the cap of five, but not behind the three queued: the batch is turned away whole.
+    const batch = await call(inferline.url, "POST", "/api/ml/crowded/batch", {
+      inputs: Array.from({ length: 4 }, (_, i) => ({ value: `batch ${i}` })),
+    });
     assert.equal(batch.status, 429, JSON.stringify(batch.body));
+    assert.equal((batch.body.error as { code: string }).code, "queue_full");
     const together = await Promise.all(
       Array.from({ length: 20 }, (_, i) => call(inferline.url, "POST", "/api/ml/crowded", { value: i })),
     );
     const statuses = together.map((r) => r.status).sort();
-    assert.deepEqual(statuses, [...Array<number>(5).fill(202), ...Array<number>(15).fill(429)]);
+    assert.deepEqual(statuses, [...Array<number>(2).fill(202), ...Array<number>(18).fill(429)]);
     const conn = new Redis(REDIS_URL);
     const q = new Queue("{crowded}", { connection: conn, prefix: inferline.prefix });
     const counts = await q.getJobCounts("prioritized", "wait");
