@@ -105,9 +105,16 @@ export class InferlineClient {
       if (left <= 0) throw new WaitTimeoutError(view);
       const asked = Math.max(1, Math.min(opts.wait ?? 30, Math.ceil(left / 1000)));
       const t0 = Date.now();
-      view = await this.result(view.job_id, { wait: asked });
+      const polled = await this.request("GET", resultPath(view.job_id), undefined, {
+        prefer: `wait=${asked}`,
+      });
+      view = polled.body as JobView;
       if (TERMINAL.has(view.status)) break;
-      if (Date.now() - t0 >= asked * 1000 - POLL_MIN_MS) pause = POLL_MIN_MS;
+      // A server that held the request for the whole wait is asked again at once. It may hold
+      // for less than asked (its own cap): Preference-Applied says how long.
+      const applied = /^\s*wait=(\d+)/i.exec(polled.headers.get("preference-applied") ?? "");
+      const heldFor = applied ? Math.max(1, Math.min(asked, Number(applied[1]))) : asked;
+      if (Date.now() - t0 >= heldFor * 1000 - POLL_MIN_MS) pause = POLL_MIN_MS;
       else {
         await sleep(Math.min(pause, Math.max(0, deadline - Date.now())));
         pause = Math.min(pause * 2, POLL_MAX_MS);
@@ -147,8 +154,7 @@ export class InferlineClient {
   /** A job's current view; with `wait`, held until it ends or the seconds pass. */
   async result(jobId: string, opts: { wait?: number } = {}): Promise<JobView> {
     const headers: Record<string, string> = opts.wait ? { prefer: `wait=${opts.wait}` } : {};
-    return (await this.request("GET", `/api/results/${encodeURIComponent(jobId)}`, undefined, headers))
-      .body as JobView;
+    return (await this.request("GET", resultPath(jobId), undefined, headers)).body as JobView;
   }
 
   async cancel(jobId: string): Promise<JobView> {
@@ -169,7 +175,7 @@ export class InferlineClient {
     path: string,
     body?: unknown,
     headers: Record<string, string> = {},
-  ): Promise<{ status: number; body: unknown }> {
+  ): Promise<{ status: number; body: unknown; headers: Headers }> {
     for (let attempt = 0; ; attempt++) {
       let res: Response;
       try {
@@ -200,7 +206,7 @@ export class InferlineClient {
       }
       if (res.ok) {
         if (!json) throw new InferlineError(res.status, "malformed_response", "the answer was not JSON");
-        return { status: res.status, body: parsed };
+        return { status: res.status, body: parsed, headers: res.headers };
       }
       const e = (parsed as { error?: { code?: string; message?: string; details?: unknown } }).error ?? {};
       const retryAfter = retryAfterSeconds(res.headers.get("retry-after"));
@@ -233,6 +239,10 @@ function retryAfterSeconds(value: string | null): number | undefined {
   if (/^\d+$/.test(value.trim())) return Number(value);
   const at = Date.parse(value);
   return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - Date.now()) / 1000));
+}
+
+function resultPath(jobId: string): string {
+  return `/api/results/${encodeURIComponent(jobId)}`;
 }
 
 function query(opts: PredictOptions): string {

@@ -160,4 +160,31 @@ describe("typed client against a live server", () => {
     // The job goes on; let it end before the suite moves on.
     assert.equal((await client.result(jobId, { wait: 10 })).status, "completed");
   });
+
+  it("polls at once after each wait a server that caps Prefer: wait held in full", async () => {
+    // This server holds a request 1 s at most, less than the client asks.
+    const capped = await startApi(testConfig(prefix, { ...env, WAIT_MAX_SECONDS: "1" }));
+    try {
+      const gaps: number[] = [];
+      let answered = 0;
+      const client = new InferlineClient({
+        baseUrl: capped.url,
+        fetch: async (url, init) => {
+          if (answered > 0) gaps.push(Date.now() - answered);
+          const res = await fetch(url, init);
+          answered = Date.now();
+          return res;
+        },
+      });
+      const p = await client.predict<{ echo: string }>("tiny", { text: "held in turns", sleep_ms: 4500 });
+      assert.equal(p.result.echo, "held in turns");
+      assert.ok(gaps.length >= 3, `${gaps.length} polls`);
+      // Pausing as for a server that does not hold would add 100, 200, 400 ms, ... between the
+      // polls that follow the first.
+      const paused = gaps.reduce((a, b) => a + b, 0);
+      assert.ok(paused < 100 * (2 ** (gaps.length - 1) - 1), `paused ${gaps.join(", ")} ms between polls`);
+    } finally {
+      await capped.close();
+    }
+  });
 });
