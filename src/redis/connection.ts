@@ -156,11 +156,15 @@ function connect(url: string, role: RedisRole, extra: RedisOptions): Redis {
   return cluster as unknown as Redis;
 }
 
-/** Errors that mean "Redis is not there right now", as opposed to a bug or bad data. */
+/**
+ * Errors that mean "Redis is not there right now", as opposed to a bug or bad data. A Redis that
+ * answers but refuses writes for now counts too: full (maxmemory under noeviction), a replica
+ * (a failover under way), or unable to persist.
+ */
 export function isConnectionError(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const text = `${err.name} ${err.message} ${(err as { code?: string }).code ?? ""}`;
-  return /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EHOSTUNREACH|Connection is closed|enableOfflineQueue|Command timed out|MaxRetriesPerRequest|LOADING|Stream isn't writeable|Reached the max retries|Connection timeout|BUSY|CLUSTERDOWN|TRYAGAIN|Failed to refresh slots cache|None of startup nodes is available/i.test(
+  return /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EHOSTUNREACH|Connection is closed|enableOfflineQueue|Command timed out|MaxRetriesPerRequest|LOADING|Stream isn't writeable|Reached the max retries|Connection timeout|BUSY|CLUSTERDOWN|TRYAGAIN|Failed to refresh slots cache|None of startup nodes is available|OOM command not allowed|\bREADONLY\b|\bMASTERDOWN\b|\bNOREPLICAS\b|\bMISCONF\b/i.test(
     text,
   );
 }

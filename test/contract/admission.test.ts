@@ -5,7 +5,7 @@ import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { startApi } from "../../src/api/main.js";
 import { testConfig, testEnv } from "../support/config.js";
-import { call, eventually } from "../support/http.js";
+import { call, eventually, freePort } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { spawnWorker, stop } from "../support/processes.js";
 import { monitorCommands, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
@@ -215,6 +215,43 @@ describe("queue cap without a cache lookup", () => {
 });
 
 describe("Redis outage and recovery", () => {
+  it("a Redis that answers but refuses writes (full, or a replica) is 503 with Retry-After, not 500", async () => {
+    const redis = await ownRedis({ aof: false });
+    const prefix = uniquePrefix("refusing");
+    const api = await startApi(testConfig(prefix, { REDIS_URL: redis.url, AUTH_DISABLED: "true" }));
+    const admin = new Redis(redis.url);
+    const submissions: [string, unknown, Record<string, string>][] = [
+      ["/api/ml/sentiment", { text: "refused" }, {}],
+      ["/api/ml/sentiment", { text: "refused, keyed" }, { "idempotency-key": `refused-${prefix}` }],
+      ["/api/ml/sentiment/batch", { inputs: [{ text: "refused in a batch" }] }, {}],
+    ];
+    const expectUnavailable = async (why: string) => {
+      for (const [path, body, headers] of submissions) {
+        const r = await call(api.url, "POST", path, body, headers);
+        assert.equal(r.status, 503, `${why}, ${path}: ${JSON.stringify(r.body)}`);
+        assert.equal((r.body.error as { code: string }).code, "service_unavailable");
+        assert.ok(Number(r.headers.get("retry-after")) > 0, `${why}, ${path} says when to retry`);
+      }
+    };
+    try {
+      assert.equal((await call(api.url, "POST", "/api/ml/sentiment", { text: "before" })).status, 202);
+      // Full: the eviction policy a queue needs refuses writes past maxmemory.
+      await admin.config("SET", "maxmemory-policy", "noeviction");
+      await admin.config("SET", "maxmemory", "1");
+      await expectUnavailable("maxmemory reached");
+      await admin.config("SET", "maxmemory", "0");
+      // A replica, as a failed-over primary becomes: it reads but refuses writes.
+      await admin.replicaof("127.0.0.1", String(await freePort()));
+      await expectUnavailable("read-only replica");
+      await admin.replicaof("NO", "ONE");
+      assert.equal((await call(api.url, "POST", "/api/ml/sentiment", { text: "after" })).status, 202);
+    } finally {
+      admin.disconnect();
+      await api.close();
+      await redis.destroy();
+    }
+  });
+
   it("answers 503 with Retry-After within a second while Redis is down, and resumes when it returns", async () => {
     const redis = await ownRedis({ aof: false });
     const prefix = uniquePrefix("outage");
