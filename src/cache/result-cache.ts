@@ -38,8 +38,11 @@ if ARGV[5] == '1' then
       join = tonumber(ARGV[7]) - redis.call('PTTL', inflightKey) < tonumber(ARGV[10])
     end
     if join then
-      -- Marks the job as shared: one of its requests can no longer cancel it for the others.
-      redis.call('SET', ARGV[2] .. 'joined:' .. existing, '1', 'PX', ARGV[7])
+      -- Marks the job as shared (counting the requests that joined it): one of its requests can
+      -- no longer cancel it for the others.
+      local joined = ARGV[2] .. 'joined:' .. existing
+      redis.call('INCR', joined)
+      redis.call('PEXPIRE', joined, ARGV[7])
       return {'join', cacheKey, inflightKey, existing}
     end
   end
@@ -57,7 +60,10 @@ redis.call('ZADD', KEYS[6], now, ARGV[6])
 return {'claim', cacheKey, inflightKey, tostring(depth)}
 `;
 
-/** Set while other requests share a job (joined it): its key, under the job's hash slot. */
+/**
+ * Set while other requests share a job (joined it), to how many: its key, under the job's hash
+ * slot. It exists only while the count is above zero.
+ */
 export function joinedKey(prefix: string, model: string, jobId: string): string {
   return modelKey(prefix, model, "joined", jobId);
 }
@@ -66,6 +72,12 @@ export function joinedKey(prefix: string, model: string, jobId: string): string 
 const STORE = `
 if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3]) end
 if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return 1
+`;
+
+/** Takes back one join (its request was turned away): the marker goes with the last one. */
+const UNJOIN = `
+if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
 return 1
 `;
 
@@ -128,6 +140,7 @@ type Scripts = Redis & {
   inferlineAdmit(...args: (string | number)[]): Promise<[string, string, string, string]>;
   inferlineStore(...args: (string | number)[]): Promise<number>;
   inferlineRelease(...args: (string | number)[]): Promise<number>;
+  inferlineUnjoin(...args: (string | number)[]): Promise<number>;
 };
 
 function withScripts(redis: Redis): Scripts {
@@ -136,6 +149,7 @@ function withScripts(redis: Redis): Scripts {
     redis.defineCommand("inferlineAdmit", { numberOfKeys: 6, lua: ADMIT });
     redis.defineCommand("inferlineStore", { numberOfKeys: 2, lua: STORE });
     redis.defineCommand("inferlineRelease", { numberOfKeys: 1, lua: RELEASE });
+    redis.defineCommand("inferlineUnjoin", { numberOfKeys: 1, lua: UNJOIN });
   }
   return r;
 }
@@ -210,6 +224,11 @@ export class ResultCache {
   /** Frees the in-flight slot held by `jobId` (failed, canceled or never queued). */
   async release(inflightKey: string, jobId: string): Promise<void> {
     await this.redis.inferlineRelease(inflightKey, jobId);
+  }
+
+  /** Takes back a join whose request was turned away: the job is no more shared for it. */
+  async unjoin(model: string, jobId: string): Promise<void> {
+    await this.redis.inferlineUnjoin(joinedKey(this.prefix, model, jobId));
   }
 
   /** Drops one input's entry (under the current generations). */

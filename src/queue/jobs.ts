@@ -275,7 +275,17 @@ export class JobService {
         onCacheLookup?.(i.req.model, i.req.version, i.admission.kind === "hit");
     }
     if (full) {
-      await Promise.all(claims.map((c) => cache.release(c.admission.inflightKey, c.jobId).catch(() => {})));
+      // Frees the slots claimed; the jobs joined are no more shared with a request turned away.
+      await Promise.all(
+        items.map(({ admission: a, req, jobId }) =>
+          (a.kind === "claim"
+            ? cache.release(a.inflightKey, jobId)
+            : a.kind === "join"
+              ? cache.unjoin(req.model, a.jobId)
+              : Promise.resolve()
+          ).catch(() => {}),
+        ),
+      );
       unclaim();
       const depth = full.admission.kind === "full" ? full.admission.depth : 0;
       const cap = full.req.maxQueueDepth ?? policy.maxQueueDepth;

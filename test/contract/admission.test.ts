@@ -16,6 +16,7 @@ describe("backpressure, deadlines and batches", () => {
     capped: { limits: { maxQueueDepth: 5 } },
     crowded: { limits: { maxQueueDepth: 5 } },
     slow: {},
+    shared: { limits: { maxQueueDepth: 3 } },
   });
   const overrides = { MODEL_REPOSITORY: repo.dir, AUTH_DISABLED: "true", BATCH_MAX_ITEMS: "20" };
   const inferline = useInferline("admission", { env: overrides });
@@ -75,6 +76,25 @@ describe("backpressure, deadlines and batches", () => {
     await q.close();
     conn.disconnect();
     assert.equal((counts.prioritized ?? 0) + (counts.wait ?? 0), 5, "the batch queued nothing");
+  });
+
+  it("a batch turned away leaves the job one of its inputs joined to its own request", async () => {
+    const mine = await call(inferline.url, "POST", "/api/ml/shared", { value: "mine" });
+    assert.equal(mine.status, 202);
+    // The first input joins that job; the others fill the queue past its cap.
+    const batch = await call(inferline.url, "POST", "/api/ml/shared/batch", {
+      inputs: [{ value: "mine" }, { value: "other 1" }, { value: "other 2" }, { value: "other 3" }],
+    });
+    assert.equal(batch.status, 429, JSON.stringify(batch.body));
+    const cancel = await call(inferline.url, "DELETE", `/api/results/${String(mine.body.job_id)}`);
+    assert.equal(cancel.status, 200, JSON.stringify(cancel.body));
+    assert.equal(cancel.body.status, "canceled");
+    // A join that stands still protects the job.
+    const again = await call(inferline.url, "POST", "/api/ml/shared", { value: "mine again" });
+    const joined = await call(inferline.url, "POST", "/api/ml/shared", { value: "mine again" });
+    assert.equal(joined.body.job_id, again.body.job_id);
+    const refused = await call(inferline.url, "DELETE", `/api/results/${String(again.body.job_id)}`);
+    assert.equal(refused.status, 409);
   });
 
   it("a job whose deadline passes before a worker is free ends expired, never run", async () => {
