@@ -101,7 +101,10 @@ export class IdempotencyKeyReusedError extends AppError {
   readonly code = "idempotency_key_reused";
   readonly status = 422;
   constructor(key: string, jobId: string) {
-    super(`Idempotency-Key "${key}" was already used with a different request body`, { job_id: jobId });
+    super(
+      `Idempotency-Key "${key}" was already used with a different request (body, version, priority or whether timeout_ms is given)`,
+      { job_id: jobId },
+    );
   }
 }
 

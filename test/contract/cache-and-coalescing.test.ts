@@ -125,6 +125,20 @@ describe("result cache, coalescing and idempotency", () => {
     );
     assert.equal(c.status, 422);
     assert.equal((c.body.error as { code: string }).code, "idempotency_key_reused");
+    // The same body at another priority is another request too, and the answer says what counts.
+    const d = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/sentiment?priority=high",
+      { text: "pay once" },
+      { "idempotency-key": key },
+    );
+    assert.equal(d.status, 422);
+    const error = d.body.error as { code: string; message: string; details: { job_id: string } };
+    assert.equal(error.code, "idempotency_key_reused");
+    assert.equal(error.details.job_id, a.body.job_id);
+    assert.doesNotMatch(error.message, /different request body/);
+    assert.match(error.message, /priority/);
   });
 
   it("Idempotency-Key on a batch: a retry gets the same jobs, each run once; another body → 422", async () => {
