@@ -138,6 +138,16 @@ export class ForbiddenError extends AppError {
   }
 }
 
+export class CrossOriginRequestError extends AppError {
+  readonly code = "cross_origin_request";
+  readonly status = 403;
+  constructor() {
+    super(
+      "a request signed in by the dashboard session must come from the dashboard's own pages; other clients send an API key",
+    );
+  }
+}
+
 export class JsonTooDeepError extends AppError {
   readonly code = "json_too_deep";
   readonly status = 400;

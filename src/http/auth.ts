@@ -1,6 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Config } from "../config/index.js";
-import { ForbiddenError, RateLimitedError, UnauthorizedError } from "../errors/catalog.js";
+import {
+  CrossOriginRequestError,
+  ForbiddenError,
+  RateLimitedError,
+  UnauthorizedError,
+} from "../errors/catalog.js";
 import {
   allows,
   type Principal,
@@ -59,6 +64,30 @@ function presentedKey(req: FastifyRequest): string | undefined {
   }
   const header = req.headers["x-api-key"];
   return typeof header === "string" && header.length > 0 ? header.trim() : undefined;
+}
+
+/** Methods that change nothing, the only ones a session may send from another origin. */
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/**
+ * True when a browser sent the request from a page of another origin. SameSite=Strict keeps
+ * the session cookie off requests from other sites, but another port of the same host or a
+ * sibling subdomain is the same site: its pages can POST here with the cookie attached (a
+ * no-cors fetch without a body needs no preflight). Browsers say where a request comes from in
+ * Sec-Fetch-Site; older ones send Origin with every POST.
+ */
+function fromOtherOrigin(req: FastifyRequest): boolean {
+  const site = req.headers["sec-fetch-site"];
+  if (typeof site === "string") return site !== "same-origin";
+  const origin = req.headers.origin;
+  if (typeof origin !== "string") return false;
+  try {
+    const from = new URL(origin);
+    // A proxy passing nginx's $host drops the port: then the host name alone is compared.
+    return /:\d+$/.test(req.host) ? from.host !== req.host : from.hostname !== req.host;
+  } catch {
+    return true; // "null": a sandboxed or opaque origin
+  }
 }
 
 export function readCookie(req: FastifyRequest, name: string): string | undefined {
@@ -127,6 +156,8 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
       const session = readCookie(req, SESSION_COOKIE);
       const id = session === undefined ? undefined : security.sessions.verify(session);
       principal = id === undefined ? undefined : security.keys.byId(id);
+      if (principal && !SAFE_METHODS.has(req.method) && fromOtherOrigin(req))
+        throw new CrossOriginRequestError();
     }
     if (!principal) {
       await limit(reply, `ip:${req.ip}`, ipRule);

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { request } from "undici";
 import { accessFor } from "../../src/http/auth.js";
 import { hashKey, KeyRing } from "../../src/security/keys.js";
 import { SessionSigner } from "../../src/security/sessions.js";
@@ -111,6 +112,54 @@ void describe("API keys", () => {
     assert.ok(withCookie.status !== 401 && withCookie.status !== 403, `status ${withCookie.status}`);
     const forged = session.replace(/.$/, (c) => (c === "A" ? "B" : "A"));
     assert.equal((await reload({ cookie: forged })).status, 401);
+  });
+
+  void it("a session acts only from its own origin: a same-site page on another port is refused", async () => {
+    const session = ((await login(keys.admin)).headers.get("set-cookie") ?? "").split(";")[0] ?? "";
+    const host = new URL(inferline.url).host;
+    // What a browser sends for a bodyless no-cors POST from http://<same host>:<other port>.
+    const refused: Record<string, string>[] = [
+      { "sec-fetch-site": "same-site", origin: "http://127.0.0.1:1" },
+      { "sec-fetch-site": "cross-site", origin: "https://elsewhere.example" },
+      { origin: "http://127.0.0.1:1" },
+      { origin: "null" },
+    ];
+    for (const headers of refused) {
+      const r = await reload({ cookie: session, ...headers });
+      assert.equal(r.status, 403, JSON.stringify(headers));
+      assert.equal(code(r.body), "cross_origin_request");
+    }
+    // The dashboard's own pages, and clients that are no browser, still act.
+    const accepted: Record<string, string>[] = [
+      { "sec-fetch-site": "same-origin", origin: `http://${host}` },
+      { origin: `http://${host}` },
+      {},
+    ];
+    for (const headers of accepted) {
+      const r = await reload({ cookie: session, ...headers });
+      assert.ok(r.status !== 401 && r.status !== 403, `${JSON.stringify(headers)}: status ${r.status}`);
+    }
+    // Behind a proxy that passes the host name without the port (nginx's $host).
+    const proxied = await request(`${inferline.url}/api/admin/models/reload`, {
+      method: "POST",
+      headers: { cookie: session, origin: `http://${host}`, host: new URL(inferline.url).hostname },
+    });
+    await proxied.body.dump();
+    assert.ok(proxied.statusCode !== 401 && proxied.statusCode !== 403, `status ${proxied.statusCode}`);
+    const elsewhere = await request(`${inferline.url}/api/admin/models/reload`, {
+      method: "POST",
+      headers: { cookie: session, origin: "http://127.0.0.2:1", host: new URL(inferline.url).hostname },
+    });
+    await elsewhere.body.dump();
+    assert.equal(elsewhere.statusCode, 403);
+    // Reading is not acting: a GET from a same-site page is answered (the browser keeps the body).
+    const read = await call(inferline.url, "GET", "/api/models", undefined, {
+      cookie: session,
+      "sec-fetch-site": "same-site",
+    });
+    assert.equal(read.status, 200);
+    // An API key is no ambient credential: it is accepted whatever the origin.
+    assert.notEqual((await reload({ ...bearer(keys.admin), "sec-fetch-site": "cross-site" })).status, 403);
   });
 
   void it("dashboard login behind TLS marks the cookie Secure", async () => {

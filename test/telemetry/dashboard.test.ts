@@ -1,13 +1,16 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
+import { createServer, type Server } from "node:http";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { chromium, type Browser } from "playwright-core";
 import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { ROOT } from "../support/processes.js";
+import { testKeys } from "../security/support.js";
 
 const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"];
 const ENV = { MODELS: "sentiment,echo,cars-mpg", JOB_ATTEMPTS: "1", STATS_FLUSH_INTERVAL_MS: "100" };
 
 const TEXTS = [
@@ -42,7 +45,7 @@ describe(
     before(async () => {
       browser = await chromium.launch({
         executablePath: CHROMIUM,
-        args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        args: CHROMIUM_ARGS,
       });
     });
 
@@ -135,6 +138,67 @@ describe(
         await page.screenshot({ path: path.resolve(ROOT, shot), fullPage: true });
       }
       assert.deepEqual(errors, []);
+    });
+  },
+);
+
+describe(
+  "dashboard session in headless Chromium",
+  { skip: !existsSync(CHROMIUM) && `${CHROMIUM} missing` },
+  () => {
+    const keys = testKeys();
+    let browser: Browser;
+    let other: Server;
+    after(async () => {
+      await browser?.close();
+      other?.close();
+    });
+    const inferline = useInferline("dashboard-session", {
+      env: { ...keys.env, MODELS: "echo", MODEL_RELOAD_TIMEOUT_MS: "100" },
+    });
+    before(async () => {
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    });
+
+    it("a page on another port of the same host cannot act with the operator's session", async () => {
+      const reload = `${inferline.url}/api/admin/models/reload`;
+      // Same host, another port: the same site, so SameSite=Strict lets the cookie go along.
+      other = createServer((_req, res) =>
+        res
+          .setHeader("content-type", "text/html")
+          .end(
+            `<script>fetch(${JSON.stringify(reload)}, {method: "POST", mode: "no-cors", credentials: "include"})` +
+              `.catch(() => {}).finally(() => (document.title = "sent"));</script>`,
+          ),
+      ).listen(0, "127.0.0.1");
+      await new Promise((r) => other.once("listening", r));
+      const otherUrl = `http://127.0.0.1:${(other.address() as { port: number }).port}/`;
+
+      const page = await browser.newPage();
+      await page.goto(`${inferline.url}/dashboard/login`);
+      await page.fill("#key", keys.admin);
+      await Promise.all([page.waitForURL(`${inferline.url}/dashboard`), page.click("button[type=submit]")]);
+
+      // The dashboard's own requests still act (same origin).
+      const own = await page.evaluate(async (url) => (await fetch(url, { method: "POST" })).status, reload);
+      assert.ok(own !== 401 && own !== 403, `own page: status ${own}`);
+
+      // The browser hides the answer from that page; the API's request counter tells what it was.
+      await page.goto(otherUrl);
+      await page.waitForFunction("document.title === 'sent'");
+      const answered = async (status: number) => {
+        const text = await (await fetch(`${inferline.url}/metrics`)).text();
+        const line = text
+          .split("\n")
+          .find((l) =>
+            l.startsWith(
+              `inferline_http_requests_total{route="/api/admin/models/reload",method="POST",status="${status}"`,
+            ),
+          );
+        return Number(line?.split(" ").pop() ?? 0);
+      };
+      await eventually(async () => (await answered(403)) === 1, 10_000, 100);
+      assert.equal(await answered(own), 1);
     });
   },
 );
