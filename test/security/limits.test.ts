@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { connect } from "node:net";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import Fastify from "fastify";
@@ -87,6 +88,34 @@ void describe("open event streams over HTTP", () => {
     await eventually(async () => {
       const again = new AbortController();
       const res = await fetch(events, { signal: again.signal });
+      again.abort();
+      return res.status === 200;
+    }, 5000);
+  });
+
+  void it("a client that hangs up before its stream starts holds no slot", async () => {
+    const job = await call(inferline.url, "POST", "/api/ml/echo", { text: "asked for, then left" });
+    const path = `/api/results/${String(job.body.job_id)}/events`;
+    const { hostname, port } = new URL(inferline.url);
+    // The request arrives with the connection already closing: the stream would start after
+    // its client is gone, and its job is never run, so nothing else would end it.
+    await Promise.all(
+      Array.from(
+        { length: 5 },
+        () =>
+          new Promise<void>((resolve) => {
+            const socket = connect(Number(port), hostname, () => {
+              socket.end(`GET ${path} HTTP/1.1\r\nhost: ${hostname}\r\n\r\n`);
+              socket.destroy();
+            });
+            socket.on("close", () => resolve());
+            socket.on("error", () => {});
+          }),
+      ),
+    );
+    await eventually(async () => {
+      const again = new AbortController();
+      const res = await fetch(`${inferline.url}${path}`, { signal: again.signal });
       again.abort();
       return res.status === 200;
     }, 5000);

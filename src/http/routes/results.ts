@@ -82,10 +82,13 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records,
       // stream's work is over, not before.
       let closed = false;
       const hangUp = new AbortController();
-      req.raw.on("close", () => {
+      const hungUp = () => {
         closed = true;
         hangUp.abort();
-      });
+      };
+      req.raw.on("close", hungUp);
+      // A client gone while its job was read has closed already: no event will say so.
+      if (req.raw.destroyed) hungUp();
       reply.hijack();
       const raw = reply.raw;
       // What hooks set (CORS, rate limits) goes out with the stream too.
