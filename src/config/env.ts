@@ -190,7 +190,15 @@ export const ENV_SCHEMA = {
         .map((s) => s.trim())
         .filter((s) => s.length > 0),
     )
-    .pipe(z.array(z.url({ protocol: /^https?$/ })))
+    .pipe(
+      z.array(
+        z
+          .url({ protocol: /^https?$/ })
+          .refine((u) => /^[^/]*\/\/[^/?#]*\/?$/.test(u), "an origin is scheme://host[:port], without a path")
+          // As browsers write Origin: lower case, no trailing slash, no default port.
+          .transform((u) => new URL(u).origin),
+      ),
+    )
     .optional()
     .describe("Origins allowed to call the API from browsers, separated by commas. Unset: CORS off."),
   RATE_LIMIT_KEY_RPS: num(0, 1_000_000)

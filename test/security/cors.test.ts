@@ -23,7 +23,10 @@ void describe("CORS", () => {
   let open: ApiHandle;
   before(async () => {
     closed = await startApi(testConfig(prefix, { ...keys.env, MODELS: "echo" }));
-    open = await startApi(testConfig(prefix, { ...keys.env, MODELS: "echo", CORS_ORIGINS: ORIGIN }));
+    // Written as people copy it from an address bar: a browser's Origin has no slash, no capitals.
+    open = await startApi(
+      testConfig(prefix, { ...keys.env, MODELS: "echo", CORS_ORIGINS: "https://App.Example.com/" }),
+    );
   });
   after(async () => {
     await Promise.all([closed.close(), open.close()]);
@@ -48,6 +51,14 @@ void describe("CORS", () => {
     const unauth = await fetch(`${open.url}/api/models`, { headers: { origin: ORIGIN } });
     assert.equal(unauth.status, 401);
     assert.equal(unauth.headers.get("access-control-allow-origin"), ORIGIN);
+  });
+
+  void it("CORS_ORIGINS takes origins only, not URLs with a path", () => {
+    assert.deepEqual(
+      testConfig(prefix, { CORS_ORIGINS: "https://a.example:443/, http://localhost:5173" }).CORS_ORIGINS,
+      ["https://a.example", "http://localhost:5173"],
+    );
+    assert.throws(() => testConfig(prefix, { CORS_ORIGINS: "https://a.example/app" }), /CORS_ORIGINS/);
   });
 
   void it("an OPTIONS request that is no preflight is not answered with a text error", async () => {
