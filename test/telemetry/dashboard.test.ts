@@ -6,6 +6,9 @@ import { after, before, describe, it } from "node:test";
 import { chromium, type Browser } from "playwright-core";
 import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { testConfig } from "../support/config.js";
+import { cleanupPrefix, ownRedis, uniquePrefix, type OwnRedis } from "../support/redis.js";
 import { ROOT } from "../support/processes.js";
 import { testKeys } from "../security/support.js";
 
@@ -199,6 +202,71 @@ describe(
       };
       await eventually(async () => (await answered(403)) === 1, 10_000, 100);
       assert.equal(await answered(own), 1);
+    });
+  },
+);
+
+describe(
+  "dashboard through a Redis outage and an API restart",
+  { skip: !existsSync(CHROMIUM) && `${CHROMIUM} missing` },
+  () => {
+    const prefix = uniquePrefix("dashboard-outage");
+    let browser: Browser;
+    let redis: OwnRedis;
+    let api: ApiHandle | undefined;
+    const config = (port = "0") =>
+      testConfig(prefix, {
+        REDIS_URL: redis.url,
+        MODELS: "echo",
+        REDIS_COMMAND_TIMEOUT_MS: "300",
+        PORT: port,
+      });
+    before(async () => {
+      redis = await ownRedis({ aof: false });
+      api = await startApi(config());
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    });
+    after(async () => {
+      await browser?.close();
+      await api?.close();
+      await cleanupPrefix(prefix, redis.url).catch(() => {});
+      await redis?.destroy();
+    });
+
+    it("says what failed, and no stale status, until the service is back", async () => {
+      const page = await browser.newPage();
+      const pageErrors: string[] = [];
+      page.on("pageerror", (e) => pageErrors.push(e.message));
+      const url = api!.url;
+      await page.goto(`${url}/dashboard`);
+      await page.waitForSelector("body[data-ready=true]", { timeout: 15_000 });
+      const text = async (selector: string) => (await page.locator(selector).textContent()) ?? "";
+      assert.equal(await text("#status"), "degraded"); // no worker
+
+      // Redis away: /health reports it; the stats poll shows the server's reason, not a script error.
+      await redis.stop("SIGKILL");
+      await eventually(async () => (await text("#status")) === "unhealthy", 15_000, 200);
+      const failed = await eventually(
+        async () => {
+          const t = await text("#updated");
+          return t.startsWith("update failed") && t;
+        },
+        15_000,
+        100,
+      );
+      assert.match(failed, /503 .*Redis/);
+      assert.doesNotMatch(failed, /undefined|TypeError|Cannot read/);
+      await redis.start();
+      await eventually(async () => (await text("#status")) === "degraded", 15_000, 200);
+
+      // The API away: the badge no longer claims the last status it read.
+      const port = new URL(url).port;
+      await api!.close();
+      api = undefined;
+      await eventually(async () => (await text("#status")) === "unknown", 15_000, 200);
+      api = await startApi(config(port));
+      await eventually(async () => (await text("#status")) === "degraded", 15_000, 200);
+      assert.deepEqual(pageErrors, []);
     });
   },
 );

@@ -40,12 +40,23 @@ async function getJson(url, init) {
     window.location.href = "/dashboard/login";
     throw new Error("not signed in");
   }
-  return { status: res.status, body: await res.json() };
+  const body = await res.json();
+  // An error answer (Redis away, rate limited) is no data: say what the server said.
+  if (body && body.error) throw new Error(`${res.status} ${body.error.message}`);
+  return { status: res.status, body };
 }
 
 async function pollHealth() {
-  const { body: h } = await getJson("/health");
   const badge = document.getElementById("status");
+  let h;
+  try {
+    ({ body: h } = await getJson("/health"));
+  } catch (err) {
+    // The last status read is no longer known to hold.
+    badge.textContent = "unknown";
+    badge.dataset.status = "unknown";
+    throw err;
+  }
   badge.textContent = h.status;
   badge.dataset.status = h.status;
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
