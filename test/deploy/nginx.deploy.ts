@@ -77,6 +77,36 @@ void describe("nginx load balancing over three API processes (deploy/nginx)", ()
     }
   });
 
+  void it("the API's per-address limit counts the client nginx saw, whatever X-Forwarded-For it sends", async () => {
+    // As compose runs it: TRUST_PROXY=true behind nginx.
+    const port = await freePort();
+    const api = spawnCli(
+      ["api", "--port", String(port)],
+      testEnv(prefix, {
+        MODELS: "echo",
+        LOG_LEVEL: "info",
+        TRUST_PROXY: "true",
+        RATE_LIMIT_IP_RPS: "1",
+        RATE_LIMIT_IP_BURST: "5",
+      }),
+    );
+    let front: LocalNginx | undefined;
+    try {
+      await api.waitForLine((l) => l.event === "api_started", 30_000);
+      front = await startNginx(await freePort(), [`127.0.0.1:${port}`]);
+      const statuses: number[] = [];
+      // One client, a new made-up address in each request: one bucket all the same.
+      for (let i = 0; i < 10; i++) {
+        const r = await fetch(`${front.url}/health`, { headers: { "x-forwarded-for": `203.0.113.${i}` } });
+        statuses.push(r.status);
+      }
+      assert.ok(statuses.filter((s) => s === 429).length >= 4, `statuses: ${statuses.join(" ")}`);
+    } finally {
+      await front?.stop();
+      await stop(api);
+    }
+  });
+
   void it("spreads requests over all three and loses < 0.1% when one is killed mid-load", async () => {
     const paths = ["/api/models", "/health/live", "/api/ml/echo"];
     let killed = false;
