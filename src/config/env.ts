@@ -155,6 +155,8 @@ export const ENV_SCHEMA = {
   SESSION_SECRET: z
     .string()
     .min(32, "at least 32 characters")
+    // The deploy examples' placeholders are public: sessions signed with one could be forged.
+    .refine((v) => !/^change-me/i.test(v.trim()), "still the example value; use 32+ random characters")
     .optional()
     .describe(
       "Signs dashboard session cookies; give every API instance the same one. Unset: random per process (sessions end on restart).",

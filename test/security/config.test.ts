@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { buildConfig, ConfigError } from "../../src/config/index.js";
 import { hashKey } from "../../src/security/keys.js";
+import { ROOT } from "../support/processes.js";
 
 void describe("secrets in the configuration", () => {
   const dir = mkdtempSync(path.join(tmpdir(), "inferline-secrets-"));
@@ -44,6 +45,21 @@ void describe("secrets in the configuration", () => {
       /API_KEYS=.*entry 1 is not <sha256-hex>/,
     );
     assert.throws(() => buildConfig({ API_KEYS: `${hashKey("a")}:root` }), ConfigError);
+  });
+
+  void it("refuses the placeholder SESSION_SECRET of the shipped examples", () => {
+    // Anyone can read these values: a session signed with one would be forgeable.
+    const shipped = [
+      "deploy/k8s/secret.yaml",
+      "deploy/systemd/inferline.env.example",
+      "deploy/env.production.example",
+    ].map((f) => /SESSION_SECRET[=:]\s*(\S+)/.exec(readFileSync(path.join(ROOT, f), "utf8"))?.[1] ?? f);
+    for (const value of shipped) {
+      assert.ok(value.length >= 32, value);
+      assert.throws(() => buildConfig({ SESSION_SECRET: value }), /SESSION_SECRET=\[redacted\]: .*example/);
+      assert.throws(() => buildConfig({ SESSION_SECRET_FILE: file("placeholder", `${value}\n`) }), /example/);
+    }
+    assert.equal(buildConfig({ SESSION_SECRET: "x".repeat(40) }).SESSION_SECRET, "x".repeat(40));
   });
 
   void it("never echoes a secret's value in a configuration error", () => {
