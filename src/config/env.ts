@@ -413,11 +413,12 @@ function readSecretFiles(vars: Record<string, string>): string[] {
       );
       continue;
     }
+    // API_KEYS files hold one entry per line, with # comments; the others one value, taken as
+    // written (a random secret may well start with #).
     const lines = text
       .split(/\r?\n/)
       .map((l) => l.trim())
-      .filter((l) => l.length > 0 && !l.startsWith("#"));
-    // API_KEYS files hold one entry per line; the others one value.
+      .filter((l) => l.length > 0 && !(name === "API_KEYS" && l.startsWith("#")));
     const value = name === "API_KEYS" ? lines.join(",") : (lines[0] ?? "");
     if (value !== "") vars[name] = value;
   }

@@ -47,6 +47,14 @@ void describe("secrets in the configuration", () => {
     assert.throws(() => buildConfig({ API_KEYS: `${hashKey("a")}:root` }), ConfigError);
   });
 
+  void it("takes a secret file's value as written: only API_KEYS files have comments", () => {
+    const secret = "#Qe5!v9Lr2#xT0pW8s&mZ3yB7nK4hJ6dF1";
+    assert.equal(
+      buildConfig({ SESSION_SECRET_FILE: file("hash-secret", `${secret}\n`) }).SESSION_SECRET,
+      secret,
+    );
+  });
+
   void it("refuses the placeholder SESSION_SECRET of the shipped examples", () => {
     // Anyone can read these values: a session signed with one would be forgeable.
     const shipped = [
