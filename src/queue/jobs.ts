@@ -62,6 +62,16 @@ export interface SubmitRequest {
   /** Epoch ms by which the job must have started. */
   readonly deadline?: number;
   readonly idempotencyKey?: string;
+  /** Whose Idempotency-Key it is (the API key's id): keys are looked up per caller. */
+  readonly caller?: string;
+}
+
+/**
+ * An Idempotency-Key as stored: under its caller, so that one caller's key never finds another
+ * caller's job (nor tells its id). A header value holds no newline: the two cannot run together.
+ */
+function storedKey(caller: string | undefined, idempotencyKey: string): string {
+  return caller === undefined ? idempotencyKey : `${caller}\n${idempotencyKey}`;
 }
 
 export interface JobServiceDeps {
@@ -113,7 +123,8 @@ export class JobService {
     let jobId = newJobId(req.model);
     if (req.idempotencyKey) {
       const bodyHash = hashBody(req);
-      const prior = await guard(() => idempotency.claim(req.model, req.idempotencyKey!, { jobId, bodyHash }));
+      const stored = storedKey(req.caller, req.idempotencyKey);
+      const prior = await guard(() => idempotency.claim(req.model, stored, { jobId, bodyHash }));
       if (prior) {
         if (prior.bodyHash !== bodyHash && prior.bodyHash !== hashBody(asServed(req)))
           throw new IdempotencyKeyReusedError(req.idempotencyKey, prior.jobId);
@@ -174,9 +185,10 @@ export class JobService {
     let ids = reqs.map((req) => newJobId(req.model));
     let known: (JobView | undefined)[] = [];
     const bodyHash = idempotencyKey ? hashBatch(reqs) : "";
-    if (idempotencyKey) {
+    const stored = idempotencyKey ? storedKey(reqs[0]!.caller, idempotencyKey) : undefined;
+    if (idempotencyKey && stored) {
       const rec = { jobId: ids[0]!, jobIds: ids, bodyHash };
-      const prior = await guard(() => idempotency.claim(model, idempotencyKey, rec));
+      const prior = await guard(() => idempotency.claim(model, stored, rec));
       if (prior) {
         const same = prior.bodyHash === bodyHash || prior.bodyHash === hashBatch(reqs.map(asServed));
         if (!same || prior.jobIds?.length !== reqs.length)
@@ -207,10 +219,10 @@ export class JobService {
     });
     const views = ids.map((_, n) => known[n] ?? fresh.shift()!);
     const answered = views.map((v) => v.job_id);
-    if (idempotencyKey && answered.some((id, n) => id !== ids[n])) {
+    if (stored && answered.some((id, n) => id !== ids[n])) {
       // Inputs answered by the cache or by a job they joined: the key goes with those jobs.
       const rec = { jobId: answered[0]!, jobIds: answered, bodyHash };
-      await guard(() => idempotency.repoint(model, idempotencyKey, rec));
+      await guard(() => idempotency.repoint(model, stored, rec));
     }
     if (waitMs <= 0) return views;
     return Promise.all(
@@ -332,9 +344,9 @@ export class JobService {
         // cached result answered it (the id that answer reported).
         const answeredBy = a.kind === "hit" ? a.value.job_id : a.kind === "join" ? a.jobId : undefined;
         if (answeredBy !== undefined && i.req.idempotencyKey) {
-          const { model, idempotencyKey } = i.req;
+          const { model, idempotencyKey, caller } = i.req;
           const rec = { jobId: answeredBy, bodyHash: hashBody(i.req) };
-          await guard(() => this.deps.idempotency.repoint(model, idempotencyKey, rec));
+          await guard(() => this.deps.idempotency.repoint(model, storedKey(caller, idempotencyKey), rec));
         }
         if (a.kind === "hit") return "cached" as const;
         if (a.kind === "join") return this.joinedView(a.jobId);

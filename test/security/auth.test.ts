@@ -55,6 +55,25 @@ void describe("API keys", () => {
     assert.equal(code(r.body), "forbidden");
   });
 
+  void it("an Idempotency-Key belongs to its caller: another key neither finds its job nor is refused", async () => {
+    const idem = { "idempotency-key": "order-1001" };
+    const submit = (key: string, text: string) =>
+      call(inferline.url, "POST", "/api/ml/echo", { text }, { ...bearer(key), ...idem });
+    const first = await submit(keys.predict, "the first caller's private text");
+    assert.equal(first.status, 202);
+    const other = await submit(keys.admin, "another caller, the same key");
+    assert.equal(other.status, 202, JSON.stringify(other.body));
+    assert.notEqual(other.body.job_id, first.body.job_id);
+    assert.doesNotMatch(JSON.stringify(other.body), new RegExp(String(first.body.job_id)));
+    // Each caller's retries still find their own job.
+    assert.equal(
+      (await submit(keys.predict, "the first caller's private text")).body.job_id,
+      first.body.job_id,
+    );
+    assert.equal((await submit(keys.admin, "another caller, the same key")).body.job_id, other.body.job_id);
+    assert.equal((await submit(keys.predict, "a different body")).status, 422);
+  });
+
   void it("an admin key reaches admin routes and, implying predict, the model routes", async () => {
     const r = await reload(bearer(keys.admin));
     assert.ok(r.status !== 401 && r.status !== 403, `status ${r.status}`);

@@ -70,6 +70,7 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
         cacheTtlSeconds: descriptor.cacheTtlSeconds,
         maxQueueDepth: descriptor.maxQueueDepth,
         deadline: req.query.timeout_ms === undefined ? undefined : Date.now() + req.query.timeout_ms,
+        caller: req.principal?.id,
       }),
     };
   }
