@@ -8,15 +8,7 @@ import { ModelCatalog } from "../../src/models/catalog.js";
 import { testConfig } from "../support/config.js";
 import { call } from "../support/http.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
-import { MODELS_DIR } from "./reference.js";
-
-const ADELIE = {
-  island: "Torgersen",
-  bill_length_mm: 39,
-  bill_depth_mm: 18.7,
-  flipper_length_mm: 181,
-  body_mass_g: 3750,
-};
+import { ADELIE, MODELS_DIR } from "./reference.js";
 
 interface Manifest {
   version: string;

@@ -7,6 +7,15 @@ import { call } from "../support/http.js";
 import { ROOT } from "../support/processes.js";
 
 export const MODELS_DIR = path.join(ROOT, "models");
+/** A valid penguins input (an Adélie penguin). */
+export const ADELIE = {
+  island: "Torgersen",
+  bill_length_mm: 39,
+  bill_depth_mm: 18.7,
+  flipper_length_mm: 181,
+  body_mass_g: 3750,
+};
+
 export const ONNX_MODELS = ["spam", "spam-mlp", "penguins", "cars-mpg"] as const;
 
 interface Manifest {

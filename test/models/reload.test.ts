@@ -9,15 +9,7 @@ import { testConfig, testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
-import { MODELS_DIR, predict } from "./reference.js";
-
-const ADELIE = {
-  island: "Torgersen",
-  bill_length_mm: 39,
-  bill_depth_mm: 18.7,
-  flipper_length_mm: 181,
-  body_mass_g: 3750,
-};
+import { ADELIE, MODELS_DIR, predict } from "./reference.js";
 
 async function addVersion(repo: string, version: string, broken: boolean) {
   const dir = path.join(repo, "penguins", version);
