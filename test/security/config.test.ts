@@ -70,6 +70,19 @@ void describe("secrets in the configuration", () => {
     assert.equal(buildConfig({ SESSION_SECRET: "x".repeat(40) }).SESSION_SECRET, "x".repeat(40));
   });
 
+  void it("keeps detailed /health behind a key in the production examples", () => {
+    // Through nginx or the ingress, a public /health would name every worker's host and pid.
+    for (const f of [
+      "deploy/k8s/configmap.yaml",
+      "deploy/systemd/inferline.env.example",
+      "deploy/env.production.example",
+    ]) {
+      const value = /HEALTH_PUBLIC[=:]\s*"?(\w+)"?/.exec(readFileSync(path.join(ROOT, f), "utf8"))?.[1];
+      assert.ok(value, `${f} sets HEALTH_PUBLIC`);
+      assert.equal(buildConfig({ HEALTH_PUBLIC: value }).HEALTH_PUBLIC, false, f);
+    }
+  });
+
   void it("never echoes a secret's value in a configuration error", () => {
     const secret = "too-short-session-secret";
     const err = (() => {
