@@ -17,13 +17,14 @@ void describe("an add that reaches Redis after the API answered 503", () => {
   let worker: Spawned;
 
   before(async () => {
-    // Every chunk the API writes that carries MARKER reaches Redis 1.2 s late: the add of a job
-    // with that input lands after the API gave up on it. Everything else passes in order.
+    // Every chunk the API writes that carries MARKER reaches Redis 3 s late: the add of a job
+    // with that input lands after the API gave up on it. Everything else passes in order. The
+    // command timeout leaves room for a loaded machine: only the held add may exceed it.
     proxy = await delayingProxy(new URL(REDIS_URL), {
-      holdRequest: (chunk) => (chunk.includes(MARKER) ? 1200 : 0),
+      holdRequest: (chunk) => (chunk.includes(MARKER) ? 3000 : 0),
     });
     api = await startApi(
-      testConfig(prefix, { REDIS_URL: proxy.url, REDIS_COMMAND_TIMEOUT_MS: "300", MODELS: "echo" }),
+      testConfig(prefix, { REDIS_URL: proxy.url, REDIS_COMMAND_TIMEOUT_MS: "1000", MODELS: "echo" }),
     );
     worker = await spawnWorker(testEnv(prefix, { MODELS: "echo" }));
   });
@@ -43,13 +44,17 @@ void describe("an add that reaches Redis after the API answered 503", () => {
     assert.ok(first.headers.get("retry-after"), "503 says when to retry");
 
     // The held add lands meanwhile; the client retries as Retry-After tells it to.
-    await sleep(1500);
+    await sleep(3300);
     const retry = await call(api.url, "POST", "/api/ml/echo", body, { ...headers, prefer: "wait=10" });
     assert.equal(retry.status, 200, JSON.stringify(retry.body));
     assert.equal((retry.body.result as { echo: string }).echo, body.text);
 
     const again = await call(api.url, "POST", "/api/ml/echo", body, headers);
-    assert.equal(again.body.job_id, retry.body.job_id, "the key stays bound to that one job");
+    assert.equal(
+      again.body.job_id,
+      retry.body.job_id,
+      `the key stays bound to that one job: ${JSON.stringify(again.body)}`,
+    );
     await sleep(300);
     const ran = worker.lines.filter((l) => l.event === "job_started").map((l) => l.job_id);
     assert.deepEqual(ran, [retry.body.job_id], "exactly one job ran, the one the retry reported");
