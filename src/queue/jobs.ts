@@ -126,8 +126,7 @@ export class JobService {
       const stored = storedKey(req.caller, req.idempotencyKey);
       const prior = await guard(() => idempotency.claim(req.model, stored, { jobId, bodyHash }));
       if (prior) {
-        if (prior.bodyHash !== bodyHash && prior.bodyHash !== hashBody(asServed(req)))
-          throw new IdempotencyKeyReusedError(req.idempotencyKey, prior.jobId);
+        if (prior.bodyHash !== bodyHash) throw new IdempotencyKeyReusedError(req.idempotencyKey, prior.jobId);
         try {
           const replayed =
             waitMs > 0
@@ -190,8 +189,7 @@ export class JobService {
       const rec = { jobId: ids[0]!, jobIds: ids, bodyHash };
       const prior = await guard(() => idempotency.claim(model, stored, rec));
       if (prior) {
-        const same = prior.bodyHash === bodyHash || prior.bodyHash === hashBatch(reqs.map(asServed));
-        if (!same || prior.jobIds?.length !== reqs.length)
+        if (prior.bodyHash !== bodyHash || prior.jobIds?.length !== reqs.length)
           throw new IdempotencyKeyReusedError(idempotencyKey, prior.jobId);
         ids = [...prior.jobIds];
         known = await Promise.all(
@@ -430,14 +428,6 @@ export class JobService {
       for (const m of target.models) await cache.invalidateModel(m, target.version);
     });
   }
-}
-
-/**
- * The request as if it had named the version that serves it: keys recorded by earlier releases
- * were bound to that version, and a retry of their requests still matches them.
- */
-function asServed(req: SubmitRequest): SubmitRequest {
-  return { ...req, requestedVersion: req.version };
 }
 
 /** What makes two batch requests the same for an Idempotency-Key. */
