@@ -20,7 +20,7 @@ import {
 import { DepthGate } from "./depth-gate.js";
 import type { DrainRate } from "./drain-rate.js";
 import type { Guard } from "./guard.js";
-import type { IdempotencyStore } from "./idempotency.js";
+import type { IdempotencyScope, IdempotencyStore } from "./idempotency.js";
 import { newJobId } from "./keys.js";
 import type { JobRecords } from "./records.js";
 import { cachedView, completedView, toView } from "./view.js";
@@ -62,16 +62,8 @@ export interface SubmitRequest {
   /** Epoch ms by which the job must have started. */
   readonly deadline?: number;
   readonly idempotencyKey?: string;
-  /** Whose Idempotency-Key it is (the API key's id): keys are looked up per caller. */
-  readonly caller?: string;
-}
-
-/**
- * An Idempotency-Key as stored: under its caller, so that one caller's key never finds another
- * caller's job (nor tells its id). A header value holds no newline: the two cannot run together.
- */
-function storedKey(caller: string | undefined, idempotencyKey: string): string {
-  return caller === undefined ? idempotencyKey : `${caller}\n${idempotencyKey}`;
+  /** Who sent it (the API key's id; undefined with authentication off): keys are per caller. */
+  readonly caller: string | undefined;
 }
 
 export interface JobServiceDeps {
@@ -121,12 +113,12 @@ export class JobService {
     const t0 = performance.now();
     const { guard, idempotency } = this.deps;
     let jobId = newJobId(req.model);
-    if (req.idempotencyKey) {
+    const key = req.idempotencyKey;
+    if (key) {
       const bodyHash = hashBody(req);
-      const stored = storedKey(req.caller, req.idempotencyKey);
-      const prior = await guard(() => idempotency.claim(req.model, stored, { jobId, bodyHash }));
+      const prior = await guard(() => idempotency.claim(scopeOf(req), key, { jobId, bodyHash }));
       if (prior) {
-        if (prior.bodyHash !== bodyHash) throw new IdempotencyKeyReusedError(req.idempotencyKey, prior.jobId);
+        if (prior.bodyHash !== bodyHash) throw new IdempotencyKeyReusedError(key, prior.jobId);
         try {
           const replayed =
             waitMs > 0
@@ -183,11 +175,11 @@ export class JobService {
     const model = reqs[0]!.model;
     let ids = reqs.map((req) => newJobId(req.model));
     let known: (JobView | undefined)[] = [];
+    const scope = scopeOf(reqs[0]!);
     const bodyHash = idempotencyKey ? hashBatch(reqs) : "";
-    const stored = idempotencyKey ? storedKey(reqs[0]!.caller, idempotencyKey) : undefined;
-    if (idempotencyKey && stored) {
+    if (idempotencyKey) {
       const rec = { jobId: ids[0]!, jobIds: ids, bodyHash };
-      const prior = await guard(() => idempotency.claim(model, stored, rec));
+      const prior = await guard(() => idempotency.claim(scope, idempotencyKey, rec));
       if (prior) {
         if (prior.bodyHash !== bodyHash || prior.jobIds?.length !== reqs.length)
           throw new IdempotencyKeyReusedError(idempotencyKey, prior.jobId);
@@ -217,10 +209,10 @@ export class JobService {
     });
     const views = ids.map((_, n) => known[n] ?? fresh.shift()!);
     const answered = views.map((v) => v.job_id);
-    if (stored && answered.some((id, n) => id !== ids[n])) {
+    if (idempotencyKey && answered.some((id, n) => id !== ids[n])) {
       // Inputs answered by the cache or by a job they joined: the key goes with those jobs.
       const rec = { jobId: answered[0]!, jobIds: answered, bodyHash };
-      await guard(() => idempotency.repoint(model, stored, rec));
+      await guard(() => idempotency.repoint(scope, idempotencyKey, rec));
     }
     if (waitMs <= 0) return views;
     return Promise.all(
@@ -341,10 +333,10 @@ export class JobService {
         // A key goes with the job that answered its request: the one joined, or the one whose
         // cached result answered it (the id that answer reported).
         const answeredBy = a.kind === "hit" ? a.value.job_id : a.kind === "join" ? a.jobId : undefined;
-        if (answeredBy !== undefined && i.req.idempotencyKey) {
-          const { model, idempotencyKey, caller } = i.req;
+        const key = i.req.idempotencyKey;
+        if (answeredBy !== undefined && key) {
           const rec = { jobId: answeredBy, bodyHash: hashBody(i.req) };
-          await guard(() => this.deps.idempotency.repoint(model, storedKey(caller, idempotencyKey), rec));
+          await guard(() => this.deps.idempotency.repoint(scopeOf(i.req), key, rec));
         }
         if (a.kind === "hit") return "cached" as const;
         if (a.kind === "join") return this.joinedView(a.jobId);
@@ -428,6 +420,11 @@ export class JobService {
       for (const m of target.models) await cache.invalidateModel(m, target.version);
     });
   }
+}
+
+/** Where a request's Idempotency-Key is looked up: its model's and its caller's keys. */
+function scopeOf(req: SubmitRequest): IdempotencyScope {
+  return { model: req.model, caller: req.caller };
 }
 
 /** What makes two batch requests the same for an Idempotency-Key. */
