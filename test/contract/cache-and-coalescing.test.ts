@@ -14,6 +14,9 @@ describe("result cache, coalescing and idempotency", () => {
   const startedJobs = (ids: string[]) =>
     inferline.worker.lines.filter((l) => l.event === "job_started" && ids.includes(l.job_id as string))
       .length;
+  /** Sends `body` to `path` with Idempotency-Key `key`, waiting up to 10 s for the answer. */
+  const sendWithKey = (path: string, body: unknown, key: string) =>
+    call(inferline.url, "POST", path, body, { "idempotency-key": key, prefer: "wait=10" });
 
   it("answers a repeated input from the cache without running the model", async () => {
     const first = await call(
@@ -173,19 +176,13 @@ describe("result cache, coalescing and idempotency", () => {
     const key = `idem-hit-${Date.now()}`;
     const first = await call(inferline.url, "POST", "/api/ml/sentiment", body, { "idempotency-key": key });
     assert.equal(first.body.cached, true);
-    const retry = await call(inferline.url, "POST", "/api/ml/sentiment", body, {
-      "idempotency-key": key,
-      prefer: "wait=10",
-    });
+    const retry = await sendWithKey("/api/ml/sentiment", body, key);
     assert.equal(retry.status, 200);
     assert.equal(retry.body.status, "completed");
     assert.deepEqual(retry.body.result, first.body.result);
     // With the cache entry gone, a retry still gets the job the first answer named, not a new one.
     await call(inferline.url, "POST", "/api/admin/cache/invalidate", { model: "sentiment" });
-    const later = await call(inferline.url, "POST", "/api/ml/sentiment", body, {
-      "idempotency-key": key,
-      prefer: "wait=10",
-    });
+    const later = await sendWithKey("/api/ml/sentiment", body, key);
     assert.equal(later.status, 200);
     assert.equal(later.body.job_id, first.body.job_id);
     assert.equal(startedJobs([first.body.job_id as string]), 1, "no second inference");
@@ -194,22 +191,13 @@ describe("result cache, coalescing and idempotency", () => {
   it("Idempotency-Key: a retry after a new version became the latest gets the first job, not 422", async () => {
     const single = `idem-rollout-${Date.now()}`;
     const batch = `idem-rollout-batch-${Date.now()}`;
+    // The two requests, sent before version 2 exists and again, as they were, after.
+    const sendSingle = () => sendWithKey("/api/ml/rolled", { text: "rolled once" }, single);
     const inputs = [{ text: "rolled one" }, { text: "rolled two" }];
-    const first = await call(
-      inferline.url,
-      "POST",
-      "/api/ml/rolled",
-      { text: "rolled once" },
-      { "idempotency-key": single, prefer: "wait=10" },
-    );
+    const sendBatch = () => sendWithKey("/api/ml/rolled/batch", { inputs }, batch);
+    const first = await sendSingle();
     assert.equal(first.body.version, "1");
-    const firstBatch = await call(
-      inferline.url,
-      "POST",
-      "/api/ml/rolled/batch",
-      { inputs },
-      { "idempotency-key": batch, prefer: "wait=10" },
-    );
+    const firstBatch = await sendBatch();
     assert.equal(firstBatch.status, 200, JSON.stringify(firstBatch.body));
     // Version 2 is deployed and becomes the latest.
     const v2 = path.join(repo.dir, "rolled", "2");
@@ -218,35 +206,16 @@ describe("result cache, coalescing and idempotency", () => {
     writeFileSync(path.join(v2, "manifest.json"), JSON.stringify({ ...manifest, version: "2" }));
     const reload = await call(inferline.url, "POST", "/api/admin/models/reload");
     assert.equal(reload.status, 200, JSON.stringify(reload.body));
-    // The same requests, sent again as they were.
-    const retry = await call(
-      inferline.url,
-      "POST",
-      "/api/ml/rolled",
-      { text: "rolled once" },
-      { "idempotency-key": single, prefer: "wait=10" },
-    );
+    const retry = await sendSingle();
     assert.equal(retry.status, 200, JSON.stringify(retry.body));
     assert.equal(retry.body.job_id, first.body.job_id);
     assert.equal(retry.body.version, "1");
-    const retryBatch = await call(
-      inferline.url,
-      "POST",
-      "/api/ml/rolled/batch",
-      { inputs },
-      { "idempotency-key": batch, prefer: "wait=10" },
-    );
+    const retryBatch = await sendBatch();
     assert.equal(retryBatch.status, 200, JSON.stringify(retryBatch.body));
     const ids = (r: typeof firstBatch) => (r.body.jobs as { job_id: string }[]).map((j) => j.job_id);
     assert.deepEqual(ids(retryBatch), ids(firstBatch));
     // Naming another version is another request.
-    const other = await call(
-      inferline.url,
-      "POST",
-      "/api/ml/rolled?version=2",
-      { text: "rolled once" },
-      { "idempotency-key": single },
-    );
+    const other = await sendWithKey("/api/ml/rolled?version=2", { text: "rolled once" }, single);
     assert.equal(other.status, 422);
     assert.equal((other.body.error as { code: string }).code, "idempotency_key_reused");
   });
