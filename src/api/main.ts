@@ -7,6 +7,7 @@ import { makeGuard } from "../queue/guard.js";
 import { ResultCache } from "../cache/result-cache.js";
 import { DrainRate } from "../queue/drain-rate.js";
 import { IdempotencyStore } from "../queue/idempotency.js";
+import { JobIntake } from "../queue/intake.js";
 import { JobService } from "../queue/jobs.js";
 import { JobRecords } from "../queue/records.js";
 import { JobWaiter } from "../queue/waiter.js";
@@ -62,7 +63,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
     waiter,
     cache,
   });
-  const jobs = new JobService({
+  const intake = new JobIntake({
     policy: {
       attempts: config.JOB_ATTEMPTS,
       backoffMs: config.JOB_BACKOFF_MS,
@@ -75,13 +76,19 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
       addTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
     },
     guard,
+    records,
+    cache,
+    drain,
+    onCacheLookup: (model, version, hit) => obs.http.telemetry.cacheLookup(model, version, hit),
+    onJobQueued: (model, version) => obs.http.telemetry.jobQueued(model, version),
+  });
+  const jobs = new JobService({
+    intake,
+    guard,
     waiter,
     records,
     cache,
     idempotency: new IdempotencyStore(redis, config.REDIS_KEY_PREFIX, config.IDEMPOTENCY_TTL_SECONDS),
-    drain,
-    onCacheLookup: (model, version, hit) => obs.http.telemetry.cacheLookup(model, version, hit),
-    onJobQueued: (model, version) => obs.http.telemetry.jobQueued(model, version),
   });
   const health = obs.health;
   await waiter.start(catalog.names());

@@ -2,7 +2,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { TERMINAL_STATUSES, type JobView, type Priority } from "../../contracts/jobs.js";
 import { BatchTooLargeError, InvalidInputError } from "../../errors/catalog.js";
 import { problemsToMessage, WHOLE_INPUT, type InputProblem } from "../../models/validation.js";
-import type { SubmitRequest } from "../../queue/jobs.js";
+import type { SubmitRequest } from "../../queue/intake.js";
 import { preferredWaitSeconds } from "../prefer.js";
 import type { HttpDeps } from "../types.js";
 
