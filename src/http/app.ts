@@ -90,6 +90,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   // Protection comes before every route: headers, CORS, then keys, scopes and rate limits.
   const security = createSecurity(config);
   app.addHook("onClose", async () => security.close());
+  await security.ready();
   await installSecurityHeaders(app, config, applySecurityHeaders);
   let closing = false;
   app.addHook("preClose", async () => {

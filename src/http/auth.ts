@@ -76,7 +76,7 @@ const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
  * no-cors fetch without a body needs no preflight). Browsers say where a request comes from in
  * Sec-Fetch-Site; older ones send Origin with every POST.
  */
-function fromOtherOrigin(req: FastifyRequest): boolean {
+export function fromOtherOrigin(req: FastifyRequest): boolean {
   const site = req.headers["sec-fetch-site"];
   if (typeof site === "string") return site !== "same-origin";
   const origin = req.headers.origin;
@@ -154,7 +154,7 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
     if (key !== undefined) principal = security.keys.verify(key);
     else {
       const session = readCookie(req, SESSION_COOKIE);
-      const id = session === undefined ? undefined : security.sessions.verify(session);
+      const id = session === undefined ? undefined : await security.sessions.verify(session);
       principal = id === undefined ? undefined : security.keys.byId(id);
       if (principal && !SAFE_METHODS.has(req.method) && fromOtherOrigin(req))
         throw new CrossOriginRequestError();

@@ -3,11 +3,14 @@ import { describe, it } from "node:test";
 import { request } from "undici";
 import { accessFor } from "../../src/http/auth.js";
 import { hashKey, KeyRing } from "../../src/security/keys.js";
-import { SessionSigner } from "../../src/security/sessions.js";
+import { Redis } from "ioredis";
+import { RedisUnavailableError } from "../../src/errors/catalog.js";
+import { SessionStore } from "../../src/security/sessions.js";
 import { testConfig } from "../support/config.js";
-import { call } from "../support/http.js";
+import { call, freePort } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { spawnCli } from "../support/processes.js";
+import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
 import { bearer, testKeys } from "./support.js";
 
 const code = (body: Record<string, unknown>) => (body.error as { code?: string } | undefined)?.code;
@@ -181,6 +184,46 @@ void describe("API keys", () => {
     assert.notEqual((await reload({ ...bearer(keys.admin), "sec-fetch-site": "cross-site" })).status, 403);
   });
 
+  const logout = (headers: Record<string, string>) =>
+    fetch(`${inferline.url}/dashboard/logout`, { method: "POST", headers, redirect: "manual" });
+
+  void it("dashboard logout ends the session on the server: a copy of the cookie is refused", async () => {
+    const session = ((await login(keys.admin)).headers.get("set-cookie") ?? "").split(";")[0] ?? "";
+    const stats = () => call(inferline.url, "GET", "/api/stats", undefined, { cookie: session });
+    assert.equal((await stats()).status, 200);
+    const host = new URL(inferline.url).host;
+
+    // Only from the API's own pages: a same-site page cannot sign the operator out.
+    const elsewhere: Record<string, string>[] = [
+      { "sec-fetch-site": "same-site" },
+      { origin: "http://127.0.0.1:1" },
+    ];
+    for (const headers of elsewhere) {
+      const r = await logout({ cookie: session, ...headers });
+      assert.equal(r.status, 403, JSON.stringify(headers));
+      assert.equal(code((await r.json()) as Record<string, unknown>), "cross_origin_request");
+    }
+    assert.equal((await stats()).status, 200);
+
+    const out = await logout({ cookie: session, "sec-fetch-site": "same-origin", origin: `http://${host}` });
+    assert.equal(out.status, 303);
+    assert.equal(out.headers.get("location"), "/dashboard/login");
+    assert.match(out.headers.get("set-cookie") ?? "", /^inferline_session=; Path=\/; Max-Age=0; HttpOnly/);
+    // The browser drops the cookie; a copy of it taken before is refused everywhere.
+    const after = await stats();
+    assert.equal(after.status, 401);
+    assert.equal(code(after.body), "unauthorized");
+    assert.equal((await reload({ cookie: session })).status, 401);
+    const page = await fetch(`${inferline.url}/dashboard`, {
+      headers: { cookie: session, accept: "text/html" },
+      redirect: "manual",
+    });
+    assert.equal(page.status, 303);
+    // Signing out again (or without a session) is harmless.
+    assert.equal((await logout({ cookie: session })).status, 303);
+    assert.equal((await logout({})).status, 303);
+  });
+
   void it("dashboard login behind TLS marks the cookie Secure", async () => {
     const res = await login(keys.admin, { "x-forwarded-proto": "https" });
     assert.match(res.headers.get("set-cookie") ?? "", /; Secure$/);
@@ -237,11 +280,39 @@ void describe("keys and sessions", () => {
     assert.equal(ring.verify("k".repeat(10_000)), undefined);
   });
 
-  void it("sessions expire and do not survive another secret", () => {
-    const a = new SessionSigner("a".repeat(32), 60);
-    const token = a.issue("abc", 1_000_000);
-    assert.equal(a.verify(token, 1_000_000), "abc");
-    assert.equal(a.verify(token, 1_000_000 + 61_000), undefined);
-    assert.equal(new SessionSigner("b".repeat(32), 60).verify(token, 1_000_000), undefined);
+  void it("sessions expire, end when revoked, and do not survive another secret", async () => {
+    const prefix = uniquePrefix("sessions");
+    const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+    const away = new Redis(`redis://127.0.0.1:${await freePort()}`, {
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    });
+    away.on("error", () => {});
+    try {
+      const a = new SessionStore("a".repeat(32), 60, redis, prefix);
+      const token = await a.issue("abc");
+      assert.equal(await a.verify(token), "abc");
+      assert.equal(await a.verify(token, Date.now() + 61_000), undefined);
+      assert.equal(await new SessionStore("b".repeat(32), 60, redis, prefix).verify(token), undefined);
+      // The record expires with the session.
+      const ttl = await redis.ttl(`${prefix}:session:${token.split(".")[1]}`);
+      assert.ok(ttl > 0 && ttl <= 60, `ttl ${ttl}`);
+      // Redis not answering: refused with an error (503), never taken as valid.
+      await assert.rejects(
+        new SessionStore("a".repeat(32), 60, away, prefix).verify(token),
+        RedisUnavailableError,
+      );
+      assert.equal(await a.revoke(token), true);
+      assert.equal(await a.verify(token), undefined);
+      assert.equal(await a.revoke(token), false);
+      // A forged token ends nothing.
+      const other = await a.issue("abc");
+      assert.equal(await a.revoke(other.replace(/.$/, (c) => (c === "A" ? "B" : "A"))), false);
+      assert.equal(await a.verify(other), "abc");
+    } finally {
+      redis.disconnect();
+      away.disconnect();
+      await cleanupPrefix(prefix);
+    }
   });
 });

@@ -203,6 +203,39 @@ describe(
       await eventually(async () => (await answered(403)) === 1, 10_000, 100);
       assert.equal(await answered(own), 1);
     });
+
+    it("Sign out ends the session on the server: a copy of its cookie is refused", async () => {
+      const context = await browser.newContext();
+      try {
+        const page = await context.newPage();
+        await page.goto(`${inferline.url}/dashboard/login`);
+        await page.fill("#key", keys.admin);
+        await Promise.all([page.waitForURL(`${inferline.url}/dashboard`), page.click("button[type=submit]")]);
+        const copied = (await context.cookies()).find((c) => c.name === "inferline_session")?.value;
+        assert.ok(copied, "signed in");
+        const failedJobs = () =>
+          call(inferline.url, "GET", "/api/admin/jobs/failed", undefined, {
+            cookie: `inferline_session=${copied}`,
+          });
+        assert.equal((await failedJobs()).status, 200);
+
+        await Promise.all([
+          page.waitForURL(`${inferline.url}/dashboard/login`),
+          page.getByRole("button", { name: "Sign out" }).click(),
+        ]);
+        assert.equal((await context.cookies()).filter((c) => c.name === "inferline_session").length, 0);
+        // The cookie copied before signing out (from another machine, say) no longer works.
+        const refused = await failedJobs();
+        assert.equal(refused.status, 401);
+        assert.equal((refused.body.error as { code: string }).code, "unauthorized");
+        // Nor does putting it back into the browser.
+        await context.addCookies([{ name: "inferline_session", value: copied, url: inferline.url }]);
+        await page.goto(`${inferline.url}/dashboard`);
+        assert.equal(page.url(), `${inferline.url}/dashboard/login`);
+      } finally {
+        await context.close();
+      }
+    });
   },
 );
 

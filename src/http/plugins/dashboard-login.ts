@@ -1,8 +1,8 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import type { Config } from "../../config/index.js";
-import { ForbiddenError, UnauthorizedError } from "../../errors/catalog.js";
+import { CrossOriginRequestError, ForbiddenError, UnauthorizedError } from "../../errors/catalog.js";
 import { allows, type Security } from "../../security/index.js";
-import { SESSION_COOKIE } from "../auth.js";
+import { fromOtherOrigin, readCookie, SESSION_COOKIE } from "../auth.js";
 
 const page = (message = "") => `<!doctype html>
 <html lang="en">
@@ -37,7 +37,8 @@ function cookie(req: FastifyRequest, value: string, maxAgeSeconds: number): stri
 
 /**
  * The dashboard's sign-in: a form posting an admin key, answered with a signed session cookie
- * (HttpOnly, SameSite=Strict, Secure over TLS). Sessions are checked by the auth hook.
+ * (HttpOnly, SameSite=Strict, Secure over TLS), and its sign-out, which ends the session in
+ * Redis. Sessions are checked by the auth hook.
  */
 export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Security }> = async (
   app,
@@ -73,15 +74,21 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
         throw principal ? new ForbiddenError("admin") : new UnauthorizedError("the API key is not valid");
       }
       req.log.info({ event: "login", key_name: principal.name }, "dashboard sign-in");
-      void reply.header(
-        "set-cookie",
-        cookie(req, security.sessions.issue(principal.id), security.sessions.ttlSeconds),
-      );
+      const token = await security.sessions.issue(principal.id);
+      void reply.header("set-cookie", cookie(req, token, security.sessions.ttlSeconds));
       return isForm(req) ? reply.redirect("/dashboard", 303) : reply.code(204).send();
     },
   );
 
-  app.post("/dashboard/logout", { config: { access: "public" } }, async (req, reply) => {
+  // Public, so that an expired or already ended session can still sign out; but like every
+  // request acting with the session, only from the API's own pages (no forced sign-out by a
+  // same-site page). The session ends in Redis first: if that fails the answer is 503 and the
+  // cookie stays, so the operator is never told a session ended that still works.
+  app.post("/dashboard/logout", { config: { access: "public" }, bodyLimit: 4096 }, async (req, reply) => {
+    if (fromOtherOrigin(req)) throw new CrossOriginRequestError();
+    const token = readCookie(req, SESSION_COOKIE);
+    if (token !== undefined && (await security.sessions.revoke(token)))
+      req.log.info({ event: "logout" }, "dashboard sign-out");
     void reply.header("set-cookie", cookie(req, "", 0));
     return reply.redirect("/dashboard/login", 303);
   });
