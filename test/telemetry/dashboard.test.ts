@@ -7,9 +7,9 @@ import { chromium, type Browser } from "playwright-core";
 import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
-import { testConfig } from "../support/config.js";
+import { testConfig, testEnv } from "../support/config.js";
 import { cleanupPrefix, ownRedis, uniquePrefix, type OwnRedis } from "../support/redis.js";
-import { ROOT } from "../support/processes.js";
+import { ROOT, spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { testKeys } from "../security/support.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -299,6 +299,70 @@ describe(
       await eventually(async () => (await text("#status")) === "unknown", 15_000, 200);
       api = await startApi(config(port));
       await eventually(async () => (await text("#status")) === "degraded", 15_000, 200);
+      assert.deepEqual(pageErrors, []);
+    });
+  },
+);
+
+describe(
+  "dashboard Retry when the API cannot retry",
+  { skip: !existsSync(CHROMIUM) && `${CHROMIUM} missing` },
+  () => {
+    const prefix = uniquePrefix("dashboard-retry");
+    const env = (url: string) => ({ REDIS_URL: url, MODELS: "echo", JOB_ATTEMPTS: "1" });
+    let browser: Browser;
+    let redis: OwnRedis;
+    let api: ApiHandle | undefined;
+    let worker: Spawned | undefined;
+    before(async () => {
+      redis = await ownRedis({ aof: false });
+      api = await startApi(testConfig(prefix, { ...env(redis.url), REDIS_COMMAND_TIMEOUT_MS: "300" }));
+      worker = await spawnWorker(testEnv(prefix, env(redis.url)));
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    });
+    after(async () => {
+      await browser?.close();
+      if (worker) await stop(worker);
+      await api?.close();
+      await redis?.destroy();
+    });
+
+    it("shows the error code and message the API answered, and the button can be pressed again", async () => {
+      const url = api!.url;
+      const failed = await call(
+        url,
+        "POST",
+        "/api/ml/echo",
+        { text: "x", fail: "error" },
+        { prefer: "wait=10" },
+      );
+      assert.equal(failed.body.status, "failed");
+      const page = await browser.newPage();
+      const pageErrors: string[] = [];
+      page.on("pageerror", (e) => pageErrors.push(e.message));
+      await page.goto(`${url}/dashboard`);
+      await page.waitForSelector("body[data-ready=true]", { timeout: 15_000 });
+      const button = page.locator(`#failed button[data-retry="${String(failed.body.job_id)}"]`);
+      await button.waitFor({ timeout: 15_000 });
+      const alert = page.locator("#failed-error");
+      assert.equal(await alert.isVisible(), false);
+
+      // Redis away: the retry is answered 503, and the operator is told so next to the list.
+      await redis.stop("SIGKILL");
+      const answered = page.waitForResponse((r) => r.url().endsWith("/retry"));
+      await button.click();
+      assert.equal((await answered).status(), 503);
+      await alert.waitFor({ state: "visible", timeout: 5_000 });
+      const text = (await alert.textContent()) ?? "";
+      assert.match(
+        text,
+        new RegExp(
+          `^Retry of ${String(failed.body.job_id).replace(".", "\\.")} failed: 503 service_unavailable: .*Redis`,
+        ),
+      );
+      assert.equal(await alert.getAttribute("role"), "alert");
+      assert.equal(await button.isEnabled(), true);
+      assert.equal(page.url(), `${url}/dashboard`);
       assert.deepEqual(pageErrors, []);
     });
   },

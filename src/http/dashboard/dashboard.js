@@ -212,6 +212,44 @@ async function pollCharts() {
   fill("models", rows);
 }
 
+// An action the operator asked for (not a poll): a failure is shown until the next attempt,
+// with the code and message the server gave, and never sends the page to the sign-in form.
+async function act(url) {
+  let res;
+  try {
+    res = await fetch(url, { method: "POST", credentials: "same-origin" });
+  } catch {
+    throw new Error("the API did not answer");
+  }
+  if (res.ok) return;
+  const body = await res.json().catch(() => null);
+  const error = body && body.error;
+  throw new Error(
+    error ? `${res.status} ${error.code}: ${error.message}` : `${res.status} ${res.statusText}`,
+  );
+}
+
+function showActionError(text) {
+  const box = document.getElementById("failed-error");
+  box.textContent = text;
+  box.hidden = text === "";
+}
+
+async function retry(button, jobId) {
+  button.disabled = true;
+  showActionError("");
+  try {
+    await act(`/api/admin/jobs/${encodeURIComponent(jobId)}/retry`);
+  } catch (err) {
+    showActionError(`Retry of ${jobId} failed: ${err.message}`);
+    button.disabled = false;
+    return;
+  }
+  await pollFailed().catch((err) => {
+    document.getElementById("updated").textContent = `update failed: ${err.message}`;
+  });
+}
+
 async function pollFailed() {
   const { body } = await getJson("/api/admin/jobs/failed?limit=20");
   fill(
@@ -233,14 +271,7 @@ async function pollFailed() {
             {
               type: "button",
               "data-retry": j.job_id,
-              onclick: async (ev) => {
-                ev.target.disabled = true;
-                await fetch(`/api/admin/jobs/${encodeURIComponent(j.job_id)}/retry`, {
-                  method: "POST",
-                  credentials: "same-origin",
-                });
-                await pollFailed();
-              },
+              onclick: (ev) => retry(ev.target, j.job_id),
             },
             "Retry",
           ),
