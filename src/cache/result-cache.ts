@@ -5,7 +5,10 @@ import { modelKey, queueName } from "../queue/keys.js";
  * Result cache and in-flight coalescing, keyed by model + version + SHA-256 of the canonical
  * input. Invalidation never scans: each model has generation counters (`m` for the whole model,
  * `v:<version>` per version) that are part of every key, so bumping one orphans the old entries,
- * which then expire by TTL. "Everything" bumps each model's counter.
+ * which then expire by TTL. "Everything" bumps each model's counter, once per invalidation id:
+ * each model records the id of the last whole-cache invalidation it took (`all`) in the same
+ * script, so a retry of one that stopped half way bumps only the models it had not reached
+ * (`invalidateOnce`). Lookups never read that field: a cache hit stays one script, one round trip.
  *
  * Admission is one Lua script per request, in the model's hash slot: cache lookup, a check for a
  * live job computing the same input (coalescing), the queue-depth cap, and claiming the in-flight
@@ -81,6 +84,14 @@ if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
 return 1
 `;
 
+/** Bumps the model's generation unless this invalidation (ARGV[1]) already did; 1 if it did now. */
+const INVALIDATE_ONCE = `
+if redis.call('HGET', KEYS[1], 'all') == ARGV[1] then return 0 end
+redis.call('HINCRBY', KEYS[1], 'm', 1)
+redis.call('HSET', KEYS[1], 'all', ARGV[1])
+return 1
+`;
+
 const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -141,6 +152,7 @@ type Scripts = Redis & {
   inferlineStore(...args: (string | number)[]): Promise<number>;
   inferlineRelease(...args: (string | number)[]): Promise<number>;
   inferlineUnjoin(...args: (string | number)[]): Promise<number>;
+  inferlineInvalidateOnce(...args: (string | number)[]): Promise<number>;
 };
 
 function withScripts(redis: Redis): Scripts {
@@ -150,6 +162,7 @@ function withScripts(redis: Redis): Scripts {
     redis.defineCommand("inferlineStore", { numberOfKeys: 2, lua: STORE });
     redis.defineCommand("inferlineRelease", { numberOfKeys: 1, lua: RELEASE });
     redis.defineCommand("inferlineUnjoin", { numberOfKeys: 1, lua: UNJOIN });
+    redis.defineCommand("inferlineInvalidateOnce", { numberOfKeys: 1, lua: INVALIDATE_ONCE });
   }
   return r;
 }
@@ -242,6 +255,14 @@ export class ResultCache {
   /** Orphans every entry of a model (or of one version of it). */
   async invalidateModel(model: string, version?: string): Promise<void> {
     await this.redis.hincrby(this.genKey(model), version === undefined ? "m" : `v:${version}`, 1);
+  }
+
+  /**
+   * Orphans every entry of a model as part of whole-cache invalidation `id`, unless that
+   * invalidation already did: repeating it is a no-op. True when this call did it.
+   */
+  async invalidateOnce(model: string, id: string): Promise<boolean> {
+    return (await this.redis.inferlineInvalidateOnce(this.genKey(model), id)) === 1;
   }
 }
 

@@ -199,8 +199,9 @@ export class TooManyStreamsError extends AppError {
 export class ServiceUnavailableError extends AppError {
   readonly code = "service_unavailable";
   readonly status = 503;
-  constructor(message: string, retryAfterSeconds: number) {
-    super(message, { retry_after_seconds: retryAfterSeconds });
+  /** `details`: what the client needs beyond the wait to retry well (what was done already). */
+  constructor(message: string, retryAfterSeconds: number, details: Record<string, unknown> = {}) {
+    super(message, { ...details, retry_after_seconds: retryAfterSeconds });
     this.headers["retry-after"] = String(retryAfterSeconds);
   }
 }

@@ -1,7 +1,8 @@
 import { inputHash } from "../cache/canonical.js";
 import type { Admission, ResultCache } from "../cache/result-cache.js";
 import { type JobView, TERMINAL_STATUSES } from "../contracts/jobs.js";
-import { IdempotencyKeyReusedError, JobNotFoundError } from "../errors/catalog.js";
+import { IdempotencyKeyReusedError, JobNotFoundError, RedisUnavailableError } from "../errors/catalog.js";
+import { isConnectionError } from "../redis/connection.js";
 import type { Guard } from "./guard.js";
 import type { IdempotencyScope, IdempotencyStore } from "./idempotency.js";
 import type { JobIntake, SubmitRequest } from "./intake.js";
@@ -163,21 +164,50 @@ export class JobService {
     await this.deps.guard(() => this.deps.idempotency.repoint(scopeOf(req), key, rec));
   }
 
-  /** Cache invalidation: one input, one version, a model, or (no model) every model given. */
-  async invalidateCache(target: {
-    models: readonly string[];
-    version?: string;
-    input?: unknown;
-  }): Promise<void> {
+  /** Cache invalidation of one model: one input (of a version), one version, or all of it. */
+  async invalidateCache(target: { model: string; version?: string; input?: unknown }): Promise<void> {
     const { cache, guard } = this.deps;
+    const { model, version, input } = target;
     await guard(async () => {
-      if (target.input !== undefined && target.version !== undefined) {
-        for (const m of target.models)
-          await cache.invalidateInput(m, target.version, inputHash(target.input));
-        return;
-      }
-      for (const m of target.models) await cache.invalidateModel(m, target.version);
+      if (input !== undefined && version !== undefined)
+        await cache.invalidateInput(model, version, inputHash(input));
+      else await cache.invalidateModel(model, version);
     });
+  }
+
+  /**
+   * Whole-cache invalidation `id`: every model's generation bumped at once (one round trip),
+   * each atomically and at most once for this id. Says which models it knows were reached; the
+   * others may or may not have been when Redis stopped answering, and a repeat with the same id
+   * finishes them without touching the reached ones again.
+   */
+  async invalidateEverything(
+    models: readonly string[],
+    id: string,
+  ): Promise<{ invalidated: string[]; remaining: string[] }> {
+    const { cache, guard } = this.deps;
+    const reached = new Set<string>();
+    const failures: Error[] = [];
+    try {
+      await guard(() =>
+        Promise.all(
+          models.map((m) =>
+            cache.invalidateOnce(m, id).then(
+              () => void reached.add(m),
+              (err: unknown) => void failures.push(err instanceof Error ? err : new Error(String(err))),
+            ),
+          ),
+        ),
+      );
+    } catch (err) {
+      // Timed out or not connected: the models reached so far are known, the others are not.
+      if (!(err instanceof RedisUnavailableError)) throw err;
+    }
+    const bug = failures.find((err) => !isConnectionError(err));
+    if (bug !== undefined) throw bug;
+    // Taken now: an answer arriving after the deadline is not reported as done.
+    const invalidated = models.filter((m) => reached.has(m));
+    return { invalidated, remaining: models.filter((m) => !invalidated.includes(m)) };
   }
 }
 

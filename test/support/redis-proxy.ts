@@ -14,11 +14,16 @@ export interface DelayingProxy {
 /**
  * A TCP proxy in front of Redis that can hold traffic back, each direction in order:
  *  - `holdRequest(chunk)`: ms to hold a chunk the client writes before Redis gets it (a slow add);
+ *  - `rewriteRequest(chunk)`: what of that chunk reaches Redis (a connection lost half way);
  *  - `replyDelay.ms`: how long Redis's replies are held (commands run at once, answers come late).
  */
 export function delayingProxy(
   target: URL,
-  opts: { holdRequest?: (chunk: Buffer) => number; replyDelayMs?: number } = {},
+  opts: {
+    holdRequest?: (chunk: Buffer) => number;
+    rewriteRequest?: (chunk: Buffer) => Buffer;
+    replyDelayMs?: number;
+  } = {},
 ): Promise<DelayingProxy> {
   const replyDelay = { ms: opts.replyDelayMs ?? 0 };
   const sockets = new Set<Socket>();
@@ -35,7 +40,8 @@ export function delayingProxy(
       });
     };
     client.on("data", (chunk: Buffer) => {
-      requests = relay(requests, upstream, opts.holdRequest?.(chunk) ?? 0, chunk);
+      const sent = opts.rewriteRequest?.(chunk) ?? chunk;
+      requests = relay(requests, upstream, opts.holdRequest?.(sent) ?? 0, sent);
     });
     upstream.on("data", (chunk: Buffer) => {
       replies = relay(replies, client, replyDelay.ms, chunk);

@@ -1,18 +1,23 @@
+import { randomBytes } from "node:crypto";
 import type { FastifyPluginAsync } from "fastify";
-import { InvalidParameterError } from "../../errors/catalog.js";
+import { InvalidParameterError, ServiceUnavailableError } from "../../errors/catalog.js";
 import type { HttpDeps } from "../types.js";
 
 interface Body {
   model?: string;
   version?: string;
   input?: unknown;
+  invalidation_id?: string;
 }
 
 /**
  * Cache invalidation without scanning the keyspace: everything, a model, one version of it, or
- * one input (of the named or latest version).
+ * one input (of the named or latest version). Everything is one invalidation per
+ * `invalidation_id` (given, or made up and answered): when Redis stops answering half way, the
+ * 503 says which models were done, and the same request with that id finishes the rest without
+ * invalidating the done ones again.
  */
-export const adminCacheRoutes: FastifyPluginAsync<HttpDeps> = async (app, { catalog, jobs }) => {
+export const adminCacheRoutes: FastifyPluginAsync<HttpDeps> = async (app, { catalog, jobs, config }) => {
   app.post<{ Body: Body }>(
     "/api/admin/cache/invalidate",
     {
@@ -24,28 +29,45 @@ export const adminCacheRoutes: FastifyPluginAsync<HttpDeps> = async (app, { cata
             model: { type: "string", maxLength: 64 },
             version: { type: "string", pattern: "^[0-9]{1,9}$" },
             input: {},
+            invalidation_id: { type: "string", pattern: "^[A-Za-z0-9._:-]{1,64}$" },
           },
           additionalProperties: false,
         },
       },
     },
     async (req) => {
-      const { model, version, input } = req.body ?? {};
+      const { model, version, input, invalidation_id: given } = req.body ?? {};
       if (model === undefined) {
         if (version !== undefined || input !== undefined) {
           throw new InvalidParameterError("body.model is required with version or input", {
             field: "body.model",
           });
         }
-        await jobs.invalidateCache({ models: catalog.names() });
-        return { invalidated: "all", models: catalog.names() };
+        const models = catalog.names();
+        const id = given ?? randomBytes(8).toString("hex");
+        const { invalidated, remaining } = await jobs.invalidateEverything(models, id);
+        if (remaining.length > 0) {
+          throw new ServiceUnavailableError(
+            `Redis stopped answering: the cache of ${invalidated.length} of ${models.length} models is ` +
+              `invalidated (details.invalidated); send {"invalidation_id": "${id}"} again to finish the others`,
+            config.RETRY_AFTER_UNAVAILABLE_SECONDS,
+            { invalidation_id: id, invalidated, remaining },
+          );
+        }
+        req.log.info({ event: "cache_invalidated", invalidation_id: id }, "whole cache invalidated");
+        return { invalidated: "all", models, invalidation_id: id };
+      }
+      if (given !== undefined) {
+        throw new InvalidParameterError("body.invalidation_id applies to the whole cache only (no model)", {
+          field: "body.invalidation_id",
+        });
       }
       const d = catalog.resolve(model, version);
       if (input !== undefined) {
-        await jobs.invalidateCache({ models: [d.name], version: d.version, input });
+        await jobs.invalidateCache({ model: d.name, version: d.version, input });
         return { invalidated: "input", model: d.name, version: d.version };
       }
-      await jobs.invalidateCache({ models: [d.name], version });
+      await jobs.invalidateCache({ model: d.name, version });
       return version === undefined
         ? { invalidated: "model", model: d.name }
         : { invalidated: "version", model: d.name, version: d.version };
