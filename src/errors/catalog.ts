@@ -224,7 +224,8 @@ export class RedisUnavailableError extends Error {
 
 /**
  * Job failures, as the worker records them and the API reports them. `retryable: false`
- * errors fail the job at once (bad input found by the worker); others are retried with backoff.
+ * errors fail the job at once (bad input found by the worker); others are retried with backoff
+ * and the last attempt's error is the job's.
  */
 export class JobError extends Error {
   constructor(
@@ -254,4 +255,10 @@ export const jobErrors = {
   invalidInput: (message: string) => new JobError("invalid_input", message, false),
   inference: (message: string) => new JobError("inference_failed", message, true),
   modelUnavailable: (message: string) => new JobError("model_unavailable", message, true),
+  /**
+   * The worker that took the job does not serve its version (it dropped it in a reload, or never
+   * loaded it). Retried: while workers reload one after another, another one may still serve it.
+   */
+  versionNotServed: (model: string, version: string) =>
+    new JobError("version_not_found", `model ${model} version ${version} is not served by this worker`, true),
 };

@@ -53,11 +53,9 @@ export function makeProcessor(deps: ProcessorDeps) {
       try {
         descriptor = deps.catalog.resolve(model, version);
       } catch {
-        throw new JobError(
-          "version_not_found",
-          `model ${model} version ${version} is not served by this worker`,
-          false,
-        );
+        // Retried with backoff, not failed at once: during a rolling reload another worker may
+        // still serve this version. The last attempt fails the job with version_not_found.
+        throw jobErrors.versionNotServed(model, version);
       }
       const problems = deps.validator.check(descriptor, input);
       if (problems.length > 0) throw jobErrors.invalidInput(problemsToMessage(problems));

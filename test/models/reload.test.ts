@@ -157,3 +157,81 @@ void describe("model reload with a worker that does not answer", () => {
     }
   });
 });
+
+void describe("a job for a version its worker no longer serves", () => {
+  // A rolling change of the repository: version 1 was replaced by 2. Worker `moved` has reloaded
+  // (it serves 2 only); the API and worker `behind` still see version 1.
+  const prefix = uniquePrefix("onnx-reload-rolling");
+  let before1: string;
+  let after1: string;
+  let api: ApiHandle;
+  const workers: Spawned[] = [];
+
+  before(async () => {
+    before1 = await mkdtemp(path.join(tmpdir(), "inferline-rolling-old-"));
+    after1 = await mkdtemp(path.join(tmpdir(), "inferline-rolling-new-"));
+    await addVersion(before1, "1", false);
+    await addVersion(after1, "2", false);
+    // Three attempts, 1 s then 2 s apart: room to hand the job over between them.
+    api = await startApi(
+      testConfig(prefix, {
+        MODEL_REPOSITORY: before1,
+        JOB_ATTEMPTS: "3",
+        JOB_BACKOFF_MS: "1000",
+        JOB_BACKOFF_JITTER: "0",
+      }),
+    );
+  });
+  after(async () => {
+    await Promise.all(workers.map((w) => stop(w)));
+    await api.close();
+    await cleanupPrefix(prefix);
+    await rm(before1, { recursive: true, force: true });
+    await rm(after1, { recursive: true, force: true });
+  });
+
+  const submit = async (body_mass_g: number) => {
+    const r = await call(api.url, "POST", "/api/ml/penguins?version=1", { ...ADELIE, body_mass_g });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    return r.body.job_id as string;
+  };
+  const result = (jobId: string) =>
+    call(api.url, "GET", `/api/results/${jobId}`, undefined, { prefer: "wait=20" });
+
+  void it("is retried, and fails version_not_found only on its last attempt", async () => {
+    const moved = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: after1 }));
+    workers.push(moved);
+    const jobId = await submit(3761);
+    const r = await result(jobId);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.status, "failed", JSON.stringify(r.body));
+    assert.equal((r.body.error as { code: string }).code, "version_not_found");
+    assert.equal(r.body.attempts, 3, JSON.stringify(r.body));
+    await moved.waitForLine((l) => l.event === "job_failed" && l.job_id === jobId);
+    const mine = moved.lines.filter((l) => l.job_id === jobId);
+    assert.deepEqual(
+      mine.filter((l) => l.event === "job_retrying" || l.event === "job_failed").map((l) => l.event),
+      ["job_retrying", "job_retrying", "job_failed"],
+    );
+  });
+
+  void it("is completed by a worker that still serves the version", async () => {
+    const moved = workers[0]!;
+    const jobId = await submit(3762);
+    await moved.waitForLine(
+      (l) => l.event === "job_retrying" && l.job_id === jobId && l.code === "version_not_found",
+    );
+    // The job waits out its backoff; the worker that dropped version 1 leaves, one that serves
+    // it arrives and takes the next attempt.
+    await stop(moved);
+    const behind = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: before1 }));
+    workers.push(behind);
+    const r = await result(jobId);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.status, "completed", JSON.stringify(r.body));
+    assert.equal(r.body.version, "1");
+    assert.equal((r.body.result as { label: string }).label, "Adelie");
+    assert.ok((r.body.attempts as number) >= 2, JSON.stringify(r.body));
+    await behind.waitForLine((l) => l.event === "job_completed" && l.job_id === jobId);
+  });
+});
