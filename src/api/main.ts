@@ -84,6 +84,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   });
   const jobs = new JobService({
     intake,
+    retentionSeconds: config.RESULT_RETENTION_SECONDS,
     guard,
     waiter,
     records,

@@ -121,6 +121,11 @@ export interface CachedResult {
   readonly job_id: string;
   readonly created_at: string;
   readonly inference_ms: number;
+  /**
+   * Until when the job that computed the result can be read (its retention, from when it
+   * finished). Absent from entries of older workers: `created_at` plus the retention then.
+   */
+  readonly job_retained_until?: string;
 }
 
 /** How a job finds its cache entry and in-flight slot (carried in the job data). */

@@ -73,7 +73,13 @@ export const jobViewSchema = {
     finished_at: { type: "string", format: "date-time" },
     next_attempt_at: { type: "string", format: "date-time" },
     deadline: { type: "string", format: "date-time" },
-    links: { type: "object", additionalProperties: { type: "string" } },
+    links: {
+      type: "object",
+      description:
+        "`self` (the job's view) and `events` (its event stream). A cached answer has them only while the job that computed it is kept (RESULT_RETENTION_SECONDS from when it finished); past that its links are `{}`.",
+      properties: { self: { type: "string" }, events: { type: "string" } },
+      additionalProperties: { type: "string" },
+    },
   },
 } as const;
 

@@ -14,6 +14,8 @@ import type { JobWaiter } from "./waiter.js";
 export interface JobServiceDeps {
   /** Admission and the add of new jobs. */
   readonly intake: JobIntake;
+  /** RESULT_RETENTION_SECONDS: dates the job of a cache entry that does not say until when it is kept. */
+  readonly retentionSeconds: number;
   readonly guard: Guard;
   readonly waiter: JobWaiter;
   /** The jobs once added: their views and waits. */
@@ -78,7 +80,14 @@ export class JobService {
         sub?.cancel();
         if (admission.kind !== "hit") throw new Error("unreachable");
         onAccepted(admission.value.job_id, true);
-        return cachedView(req.model, req.version, admission.value, req.priority, t0);
+        return cachedView(
+          req.model,
+          req.version,
+          admission.value,
+          req.priority,
+          t0,
+          this.deps.retentionSeconds,
+        );
       }
       onAccepted(view.job_id, false);
       if (view.job_id !== jobId) {
@@ -133,7 +142,14 @@ export class JobService {
     const fresh = settled.map((v, i) => {
       const a = admitted[i]!;
       return v === "cached" && a.admission.kind === "hit"
-        ? cachedView(a.req.model, a.req.version, a.admission.value, a.req.priority, t0)
+        ? cachedView(
+            a.req.model,
+            a.req.version,
+            a.admission.value,
+            a.req.priority,
+            t0,
+            this.deps.retentionSeconds,
+          )
         : (v as JobView);
     });
     const views = ids.map((_, n) => known[n] ?? fresh.shift()!);

@@ -95,14 +95,23 @@ export function isCompleteResult(value: unknown): value is JobResult {
   );
 }
 
-/** A cache hit, reported like the job that computed it. */
+/**
+ * A cache hit, reported like the job that computed it. The entry may outlive that job (a cache
+ * TTL longer than the retention): `retentionSeconds` dates the jobs of entries that do not say
+ * until when theirs is kept.
+ */
 export function cachedView(
   model: string,
   version: string,
   value: CachedResult,
   priority: JobView["priority"],
   startedAt: number,
+  retentionSeconds: number,
 ): JobView {
+  const retainedUntil =
+    value.job_retained_until !== undefined
+      ? Date.parse(value.job_retained_until)
+      : Date.parse(value.created_at) + retentionSeconds * 1000;
   return {
     job_id: value.job_id,
     status: "completed",
@@ -116,5 +125,7 @@ export function cachedView(
     cached: true,
     timings: { queue_wait_ms: 0, inference_ms: 0, total_ms: round(performance.now() - startedAt) },
     finished_at: new Date().toISOString(),
+    // NaN (an unreadable date) counts as gone: better no link than a dead one.
+    job_readable: Date.now() < retainedUntil,
   };
 }

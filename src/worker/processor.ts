@@ -68,6 +68,7 @@ export function makeProcessor(deps: ProcessorDeps) {
         );
       }
       const out = await entry.batcher.submit({ input, attempt });
+      const doneAt = Date.now();
       if (job.data.cache) {
         // Only successes are cached; a failure to cache costs a later recomputation, nothing else.
         // Not awaited: the store goes out on the connection BullMQ marks this job completed on,
@@ -79,12 +80,12 @@ export function makeProcessor(deps: ProcessorDeps) {
             job_id: job.id!,
             created_at: new Date(job.timestamp).toISOString(),
             inference_ms: out.inferenceMs,
+            job_retained_until: retainedUntil(job, doneAt),
           })
           .catch((err: Error) =>
             log.warn({ event: "cache_store_failed", err: err.message }, "could not cache the result"),
           );
       }
-      const doneAt = Date.now();
       deps.telemetry?.jobCompleted(
         descriptor,
         { waitMs: startedAt - job.timestamp, inferenceMs: out.inferenceMs, totalMs: doneAt - job.timestamp },
@@ -129,4 +130,16 @@ export function makeProcessor(deps: ProcessorDeps) {
       throw new Error(jobErr.toReason(), { cause: err });
     }
   };
+}
+
+/**
+ * Until when a job completed at `doneAt` can still be read (ISO time): BullMQ removes a completed
+ * job once it is older than its `removeOnComplete.age`, counted from when it finished, a moment
+ * after `doneAt`. Undefined when its options set no such age.
+ */
+function retainedUntil(job: Job<JobData, JobResult>, doneAt: number): string | undefined {
+  const keep = job.opts.removeOnComplete;
+  if (keep === true) return new Date(doneAt).toISOString();
+  if (typeof keep !== "object" || !("age" in keep) || keep.age === undefined) return undefined;
+  return new Date(doneAt + keep.age * 1000).toISOString();
 }

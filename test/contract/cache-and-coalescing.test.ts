@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { call } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { makeRepository } from "./fixtures.js";
@@ -218,5 +219,59 @@ describe("result cache, coalescing and idempotency", () => {
     const other = await sendWithKey("/api/ml/rolled?version=2", { text: "rolled once" }, single);
     assert.equal(other.status, 422);
     assert.equal((other.body.error as { code: string }).code, "idempotency_key_reused");
+  });
+});
+
+describe("cached answers that outlive the job that computed them", () => {
+  // The cache keeps an answer for its TTL (600 s); the job that computed it is kept 3 s.
+  const repo = makeRepository({ cached: { cache: { ttlSeconds: 600 } } });
+  const inferline = useInferline("cache-retention", {
+    env: { MODEL_REPOSITORY: repo.dir, RESULT_RETENTION_SECONDS: "3" },
+    worker: true,
+  });
+  after(() => repo.remove());
+  const links = (id: string) => ({ self: `/api/results/${id}`, events: `/api/results/${id}/events` });
+
+  it("link to that job only while it is retained, never to a removed one", async () => {
+    const body = { text: "outlives its job" };
+    const first = await call(inferline.url, "POST", "/api/ml/cached", body, { prefer: "wait=10" });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    assert.equal(first.body.cached, false);
+    const id = first.body.job_id as string;
+    const hit = await call(inferline.url, "POST", "/api/ml/cached", body);
+    assert.equal(hit.body.cached, true);
+    assert.deepEqual(hit.body.links, links(id));
+    const self = await call(inferline.url, "GET", (hit.body.links as { self: string }).self);
+    assert.equal(self.status, 200, JSON.stringify(self.body));
+    assert.equal(self.body.job_id, id);
+
+    // Past the job's retention, counted from when it finished. BullMQ removes finished jobs
+    // past their age as later jobs finish: one does.
+    await sleep(3200);
+    const later = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/cached",
+      { text: "finishes later" },
+      {
+        prefer: "wait=10",
+      },
+    );
+    assert.equal(later.status, 200, JSON.stringify(later.body));
+    const gone = await call(inferline.url, "GET", `/api/results/${id}`);
+    assert.equal(gone.status, 404, "the job that computed the answer is removed");
+
+    const late = await call(inferline.url, "POST", "/api/ml/cached", body);
+    assert.equal(late.status, 200, JSON.stringify(late.body));
+    assert.equal(late.body.cached, true);
+    assert.equal(late.body.job_id, id, "the answer still names the job that computed it");
+    assert.deepEqual(late.body.result, first.body.result);
+    assert.deepEqual(late.body.links, {}, "no link to a removed job");
+    assert.equal("job_readable" in late.body, false);
+    const batch = await call(inferline.url, "POST", "/api/ml/cached/batch", { inputs: [body] });
+    assert.equal(batch.status, 200, JSON.stringify(batch.body));
+    const [job] = batch.body.jobs as { cached: boolean; links: unknown }[];
+    assert.equal(job?.cached, true);
+    assert.deepEqual(job?.links, {});
   });
 });

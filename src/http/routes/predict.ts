@@ -16,12 +16,25 @@ export function links(jobId: string) {
   return { self: `/api/results/${jobId}`, events: `/api/results/${jobId}/events` };
 }
 
+/**
+ * A job view as clients get it, with its links. A cached answer whose job is past its retention
+ * gets none: its record may be gone, and a link must not lead to a 404.
+ */
+function present(view: JobView) {
+  const { job_readable, ...rest } = view;
+  return {
+    ...rest,
+    cached: view.cached ?? false,
+    links: job_readable === false ? {} : links(view.job_id),
+  };
+}
+
 /** Sends a job view: 200 once terminal, 202 with Location while it is queued or running. */
 export function sendJobView(reply: FastifyReply, view: JobView, waitedSeconds: number): FastifyReply {
   if (waitedSeconds > 0) void reply.header("preference-applied", `wait=${waitedSeconds}`);
-  const body = { ...view, cached: view.cached ?? false, links: links(view.job_id) };
+  const body = present(view);
   if (TERMINAL_STATUSES.has(view.status)) return reply.code(200).send(body);
-  return reply.code(202).header("location", body.links.self).send(body);
+  return reply.code(202).header("location", links(view.job_id).self).send(body);
 }
 
 const jobResponses = {
@@ -176,7 +189,7 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
         version: descriptor.version,
         count: views.length,
         status: done ? "completed" : "pending",
-        jobs: views.map((v) => ({ ...v, cached: v.cached ?? false, links: links(v.job_id) })),
+        jobs: views.map(present),
       });
     },
   );
