@@ -1,4 +1,3 @@
-import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { makeEncoder } from "../models/preprocess/index.js";
 import type { Example } from "./datasets.js";
@@ -8,6 +7,7 @@ import { exportMlp } from "./onnx-export.js";
 import { progressBar } from "./progress.js";
 import type { Recipe, Threshold } from "./recipes.js";
 import { split } from "./rng.js";
+import { writeVersionFolder } from "./version-folder.js";
 
 export const MODEL_FILE = "model.onnx";
 
@@ -37,7 +37,8 @@ export function meetsThreshold(t: Threshold, m: Metrics): boolean {
 
 /**
  * Trains one built-in model from its recipe and writes `<repo>/<name>/1/` (model.onnx and
- * manifest.json). Deterministic: the same recipe gives byte-identical model.onnx.
+ * manifest.json), replacing that folder whole (see writeVersionFolder). Deterministic: the same
+ * recipe gives byte-identical model.onnx.
  */
 export async function trainRecipe(
   r: Recipe,
@@ -93,13 +94,12 @@ export async function trainRecipe(
   );
 
   const dir = path.join(repo, r.name, "1");
-  await mkdir(dir, { recursive: true });
   const bytes = exportMlp(model, { docString: `${r.name}: ${r.description}` });
-  await writeFile(path.join(dir, MODEL_FILE), bytes);
-  await writeFile(
-    path.join(dir, "manifest.json"),
-    `${JSON.stringify(manifestFor(r, preprocessing, model, metrics, trainRows.length, now), null, 2)}\n`,
-  );
+  // Whole or not at all: workers may be reading or reloading this repository right now.
+  await writeVersionFolder(dir, {
+    [MODEL_FILE]: bytes,
+    "manifest.json": `${JSON.stringify(manifestFor(r, preprocessing, model, metrics, trainRows.length, now), null, 2)}\n`,
+  });
   return { name: r.name, metrics, passed, dir, bytes: bytes.length };
 }
 

@@ -1,0 +1,134 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { cp, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { setImmediate as nextTurn } from "node:timers/promises";
+import { readDescriptor } from "../../src/models/catalog.js";
+import { recipe } from "../../src/training/recipes.js";
+import { trainRecipe } from "../../src/training/train.js";
+import { MODELS_DIR } from "./reference.js";
+
+// One epoch: a model unlike the committed one (which a reader must never see mixed with it), quickly.
+const penguins = { ...recipe("penguins"), training: { ...recipe("penguins").training, epochs: 1 } };
+const TRAINED_AT = new Date("2030-01-02T03:04:05.000Z");
+
+/**
+ * One look at `<repo>/penguins/1` as a worker's rescan would take it: which version it holds,
+ * "absent", or "swapped" when the folder was renamed while being read (the look saw two folders,
+ * neither of them partial). The renames run on other threads, so they can land mid-look.
+ */
+function look(dir: string): string {
+  const inode = () => {
+    try {
+      return statSync(dir).ino;
+    } catch {
+      return undefined;
+    }
+  };
+  const first = inode();
+  if (first === undefined) return "absent";
+  let seen: string;
+  try {
+    const names = readdirSync(dir).sort();
+    const manifest = JSON.parse(readFileSync(path.join(dir, "manifest.json"), "utf8")) as {
+      training: { trained_at: string };
+    };
+    const model = createHash("sha256")
+      .update(readFileSync(path.join(dir, "model.onnx")))
+      .digest("hex");
+    seen = `${names.join(",")} ${manifest.training.trained_at} ${model}`;
+  } catch (err) {
+    seen = `partial: ${(err as Error).message}`;
+  }
+  return inode() === first ? seen : "swapped";
+}
+
+/**
+ * Trains penguins into `repo` while a reader looks at the version folder on every turn of the
+ * event loop (the writes in between are asynchronous); returns what it saw.
+ */
+async function trainWatched(repo: string): Promise<Set<string>> {
+  const dir = path.join(repo, "penguins", "1");
+  const seen = new Set<string>([look(dir)]);
+  let done = false;
+  const reader = (async () => {
+    while (!done) {
+      seen.add(look(dir));
+      await nextTurn();
+    }
+  })();
+  try {
+    await trainRecipe(penguins, repo, { progress: false, now: TRAINED_AT });
+  } finally {
+    done = true;
+    await reader;
+  }
+  seen.add(look(dir));
+  return seen;
+}
+
+void describe("inferline train writes a version whole", () => {
+  let root: string;
+  before(async () => {
+    root = await mkdtemp(path.join(tmpdir(), "inferline-train-output-"));
+  });
+  after(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  void it("a new version appears complete, with nothing left beside it", async () => {
+    const repo = path.join(root, "fresh");
+    const seen = await trainWatched(repo);
+    const final = look(path.join(repo, "penguins", "1"));
+    assert.match(final, /^manifest\.json,model\.onnx 2030-01-02T03:04:05\.000Z [0-9a-f]{64}$/);
+    assert.deepEqual(
+      [...seen].filter((s) => s !== final && s !== "absent"),
+      [],
+    );
+    assert.deepEqual(await readdir(path.join(repo, "penguins")), ["1"]);
+    const d = await readDescriptor(path.join(repo, "penguins", "1"), "penguins", "1");
+    assert.equal(d.version, "1");
+  });
+
+  void it("an existing version is replaced whole: a reader sees the old one or the new one", async () => {
+    const repo = path.join(root, "existing");
+    const dir = path.join(repo, "penguins", "1");
+    await cp(path.join(MODELS_DIR, "penguins", "1"), dir, { recursive: true });
+    await writeFile(path.join(dir, "notes.txt"), "left by the previous version");
+    const old = look(dir);
+    const seen = await trainWatched(repo);
+    const final = look(dir);
+    assert.notEqual(final, old);
+    assert.match(final, /^manifest\.json,model\.onnx 2030-01-02T03:04:05\.000Z /, "the old files are gone");
+    // "absent": the instant between renaming the old folder aside and the new one in.
+    const allowed = new Set([old, final, "absent", "swapped"]);
+    assert.deepEqual(
+      [...seen].filter((s) => !allowed.has(s)),
+      [],
+    );
+    assert.deepEqual(await readdir(path.join(repo, "penguins")), ["1"]);
+  });
+
+  void it("a version that is a link is replaced by a folder, and what it pointed to is kept", async () => {
+    const repo = path.join(root, "linked");
+    const target = path.join(root, "elsewhere");
+    await cp(path.join(MODELS_DIR, "penguins", "1"), target, { recursive: true });
+    await cp(path.join(MODELS_DIR, "penguins"), path.join(repo, "penguins"), {
+      recursive: true,
+      filter: (src) => src === path.join(MODELS_DIR, "penguins"),
+    });
+    await symlink(target, path.join(repo, "penguins", "1"));
+    await trainRecipe(penguins, repo, { progress: false, now: TRAINED_AT });
+    assert.match(look(path.join(repo, "penguins", "1")), / 2030-01-02T03:04:05\.000Z /);
+    assert.deepEqual((await readdir(target)).sort(), ["manifest.json", "model.onnx"]);
+    const kept = await readFile(path.join(target, "model.onnx"));
+    assert.ok(
+      kept.equals(await readFile(path.join(MODELS_DIR, "penguins", "1", "model.onnx"))),
+      "target untouched",
+    );
+    assert.deepEqual(await readdir(path.join(repo, "penguins")), ["1"]);
+  });
+});
