@@ -56,8 +56,14 @@ export function spawnCli(
     }
   });
   proc.stderr.setEncoding("utf8").on("data", (c: string) => (err += c));
+  // "exit" can come before the last output has been read: resolved once the pipes are read to
+  // their end ("close"), or 2 s after the exit when a grandchild still holds them open.
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    proc.once("exit", (code, signal) => resolve({ code, signal })),
+    proc.once("exit", (code, signal) => {
+      const done = () => resolve({ code, signal });
+      proc.once("close", done);
+      setTimeout(done, 2000).unref();
+    }),
   );
   return {
     proc,
