@@ -135,6 +135,11 @@ export const ENV_SCHEMA = {
   ORT_INTER_OP_THREADS: int(0, 256)
     .default(1)
     .describe("ONNX Runtime threads running independent operators in parallel in each worker (0: default)."),
+  INFERENCE_TIMEOUT_MS: int(10, 3_600_000)
+    .default(30_000)
+    .describe(
+      "Longest one ONNX inference batch may take; past it the batch's jobs fail the attempt with `inference_timeout` (retried) and the session is replaced (ms). A manifest's `onnx.inferenceTimeoutMs` overrides it.",
+    ),
   MODEL_RELOAD_TIMEOUT_MS: int(100, 600_000)
     .default(30_000)
     .describe("POST /api/admin/models/reload: how long to wait for workers to load new versions (ms)."),

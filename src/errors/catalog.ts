@@ -250,6 +250,17 @@ export class JobError extends Error {
   }
 }
 
+/**
+ * An ONNX inference batch that ran longer than its timeout (INFERENCE_TIMEOUT_MS or the
+ * manifest's `onnx.inferenceTimeoutMs`). Retryable: the worker replaced the session, and the
+ * retry may land in another batch or on another worker.
+ */
+export class InferenceTimeoutError extends JobError {
+  constructor(message: string) {
+    super("inference_timeout", message, true);
+  }
+}
+
 export const jobErrors = {
   expired: (message: string) => new JobError("expired", message, false),
   invalidInput: (message: string) => new JobError("invalid_input", message, false),
@@ -261,4 +272,5 @@ export const jobErrors = {
    */
   versionNotServed: (model: string, version: string) =>
     new JobError("version_not_found", `model ${model} version ${version} is not served by this worker`, true),
+  inferenceTimeout: (message: string) => new InferenceTimeoutError(message),
 };

@@ -62,6 +62,23 @@ export class Metrics {
     labelNames: ["model", "version"] as const,
     registers: [this.registry],
   });
+  readonly inferenceTimeouts = new Counter({
+    name: "inferline_inference_timeouts_total",
+    help: "ONNX inference batches that ran past their timeout (their jobs' attempt failed).",
+    labelNames: ["model", "version"] as const,
+    registers: [this.registry],
+  });
+  readonly sessionRestarts = new Counter({
+    name: "inferline_onnx_session_restarts_total",
+    help: "ONNX Runtime sessions replaced after a timeout or their thread exiting, by reason.",
+    labelNames: ["model", "version", "reason"] as const,
+    registers: [this.registry],
+  });
+  readonly stuckThreads = new Gauge({
+    name: "inferline_onnx_stuck_threads",
+    help: "Abandoned ONNX Runtime threads still inside a run this process cannot interrupt.",
+    registers: [this.registry],
+  });
   readonly queueWait = new Histogram({
     name: "inferline_job_wait_seconds",
     help: "Time a job waited in the queue before its (successful) attempt started.",

@@ -101,6 +101,19 @@ export class WorkerTelemetry {
     }
   }
 
+  inferenceTimeout(model: string, version: string): void {
+    this.metrics?.inferenceTimeouts.inc({ model, version });
+  }
+
+  sessionRestarted(model: string, version: string, reason: "timeout" | "exited"): void {
+    this.metrics?.sessionRestarts.inc({ model, version, reason });
+  }
+
+  /** Abandoned session threads of this process still running (see stuckSessionThreads). */
+  stuckThreads(count: number): void {
+    this.metrics?.stuckThreads.set(count);
+  }
+
   batch(d: ModelDescriptor, size: number): void {
     if (!this.metrics) return;
     this.metrics.batchSize.observe({ model: d.name }, size);

@@ -1,3 +1,4 @@
+import { InferenceTimeoutError } from "../errors/catalog.js";
 import type { LoadedModel, PredictItem } from "../models/types.js";
 
 export interface BatchOutcome {
@@ -18,7 +19,8 @@ interface Pending {
  * Dynamic batching for one model version. Jobs the worker holds concurrently queue here; when
  * the model is idle the batcher takes up to `maxBatchSize` of them at once (after waiting up to
  * `maxDelayMs` for more, 0 = take what is there) and runs one inference. A batch that throws is
- * re-run item by item, so a poison input fails alone.
+ * re-run item by item, so a poison input fails alone; except one that timed out, whose items all
+ * fail their attempt at once (re-running them one by one could cost a timeout each).
  */
 export class Batcher {
   private readonly queue: Pending[] = [];
@@ -82,8 +84,8 @@ export class Batcher {
         throw new Error(`model returned ${outputs.length} outputs for ${batch.length} inputs`);
       }
     } catch (err) {
-      if (batch.length === 1) {
-        batch[0]!.reject(err);
+      if (batch.length === 1 || err instanceof InferenceTimeoutError) {
+        for (const p of batch) p.reject(err);
         return;
       }
       for (const p of batch) await this.run([p]);

@@ -5,6 +5,7 @@ import { runSteps } from "../lifecycle/shutdown.js";
 import { builtinRuntime } from "../models/builtin/runtime.js";
 import { ModelCatalog } from "../models/catalog.js";
 import { onnxRuntime } from "../models/onnx/runtime.js";
+import { lingeringSessionThreads } from "../models/onnx/session-host.js";
 import { ReloadBus } from "../models/reload.js";
 import { InputValidator } from "../models/validation.js";
 import { createRedis } from "../redis/connection.js";
@@ -14,6 +15,7 @@ import { createWorkerObservability } from "../telemetry/observability.js";
 import { WorkerRegistry } from "../telemetry/workers.js";
 import { ModelPool } from "./pool.js";
 import { reloadModels } from "./reload.js";
+import { reportSessionEvent } from "./session-events.js";
 import { WorkerService } from "./service.js";
 
 export interface WorkerOptions {
@@ -27,6 +29,11 @@ export interface WorkerHandle {
   close(): Promise<void>;
   /** Resolves with the reason once the worker asks to be recycled. */
   readonly recycled: Promise<string>;
+  /**
+   * ONNX Runtime threads this process let go that still run (a hung or long inference): while
+   * any does, the process must not exit normally (see lingeringSessionThreads) but be killed.
+   */
+  lingeringThreads(): number;
 }
 
 /** Composition root of a worker process. */
@@ -61,6 +68,8 @@ export async function startWorker(
       onnxRuntime({
         intraOpThreads: config.ORT_INTRA_OP_THREADS,
         interOpThreads: config.ORT_INTER_OP_THREADS,
+        inferenceTimeoutMs: config.INFERENCE_TIMEOUT_MS,
+        onSessionEvent: (e) => reportSessionEvent(e, logger, obs.telemetry),
       }),
     ],
     (d, size) => obs.telemetry.batch(d, size),
@@ -120,6 +129,7 @@ export async function startWorker(
   return {
     id: service.id,
     recycled,
+    lingeringThreads: lingeringSessionThreads,
     close: () =>
       (closing ??= runSteps(
         [

@@ -8,7 +8,11 @@ import { MODELS_DIR } from "./reference.js";
 void describe("ONNX runtime", () => {
   void it("loads and runs a model from the TypeScript sources (tests, development)", async () => {
     const descriptor = await readDescriptor(path.join(MODELS_DIR, "penguins", "1"), "penguins", "1");
-    const model = await onnxRuntime({ intraOpThreads: 1, interOpThreads: 1 }).load(descriptor);
+    const model = await onnxRuntime({
+      intraOpThreads: 1,
+      interOpThreads: 1,
+      inferenceTimeoutMs: 30_000,
+    }).load(descriptor);
     try {
       const [out] = await model.predictBatch([
         {

@@ -1,6 +1,6 @@
 import { z } from "zod";
 
-/** How an ONNX model's output tensor becomes a JSON answer. */
+/** The manifest's `onnx` section: which tensors to use, how the output becomes an answer, limits. */
 export const onnxSectionSchema = z
   .object({
     /** Input tensor name (default: the model's first input). */
@@ -12,6 +12,8 @@ export const onnxSectionSchema = z
      * `none` when it already holds probabilities (our exporter, skl2onnx with zipmap off).
      */
     activation: z.enum(["none", "softmax"]).default("none"),
+    /** Longest one inference batch of this model may take (ms; default INFERENCE_TIMEOUT_MS). */
+    inferenceTimeoutMs: z.number().int().min(10).max(3_600_000).optional(),
   })
   .default({ activation: "none" });
 export type OnnxSection = z.infer<typeof onnxSectionSchema>;

@@ -4,13 +4,37 @@ import { jobErrors } from "../../errors/catalog.js";
 import { makeEncoder, parsePreprocessing, type Encoder } from "../preprocess/index.js";
 import type { LoadedModel, ModelDescriptor, ModelRuntime, PredictItem } from "../types.js";
 import { onnxSectionSchema, postprocess, type OnnxSection } from "./postprocess.js";
-import { SessionHost } from "./session-host.js";
+import { SessionHost, SessionTimeoutError, type SessionHooks, type SessionInit } from "./session-host.js";
+
+/**
+ * What happens to a model's session threads, for logs and metrics:
+ * - `timeout`: a batch of `rows` ran longer than `timeoutMs`; its jobs' attempt fails and the
+ *   thread is abandoned;
+ * - `exited`: the thread exited by itself (`code`); the runs in flight failed;
+ * - `restarted`: a fresh session replaced the dead one (`reason`: why the old one died), loaded
+ *   and warmed in `ms`;
+ * - `restart_failed`: the fresh session could not load (the next batch tries again);
+ * - `stuck`: an abandoned thread is still inside ONNX Runtime (`stuck`: such threads in this
+ *   process; each keeps a core busy until its run returns, if it ever does);
+ * - `unstuck`: such a thread exited after all.
+ */
+export type SessionEvent = { readonly model: string; readonly version: string } & (
+  | { readonly type: "timeout"; readonly timeoutMs: number; readonly rows: number }
+  | { readonly type: "exited"; readonly code: number }
+  | { readonly type: "restarted"; readonly reason: "timeout" | "exited"; readonly ms: number }
+  | { readonly type: "restart_failed"; readonly error: string }
+  | { readonly type: "stuck" | "unstuck"; readonly stuck: number }
+);
 
 export interface OnnxRuntimeOptions {
   /** Threads one operator may use (0: ONNX Runtime's default, one per core). */
   readonly intraOpThreads: number;
   /** Threads running independent operators in parallel (0: default). */
   readonly interOpThreads: number;
+  /** Longest one inference batch may take, unless the manifest's `onnx` section says (ms). */
+  readonly inferenceTimeoutMs: number;
+  /** Told about timeouts and session restarts (default: nobody). */
+  readonly onSessionEvent?: (event: SessionEvent) => void;
 }
 
 /**
@@ -19,6 +43,10 @@ export interface OnnxRuntimeOptions {
  * the calling thread, which would stall the worker's event loop for the length of every batch).
  * Each is warmed with one inference before the worker takes jobs, so the first request does not
  * pay for graph optimisation and allocation.
+ *
+ * A batch running longer than the timeout fails its jobs' attempt with `inference_timeout`
+ * (retried with backoff) and the thread is abandoned; a thread that exits fails the batch in
+ * flight. Either way the next batch starts a fresh session (one, however many batches ask).
  */
 export function onnxRuntime(options: OnnxRuntimeOptions): ModelRuntime {
   return {
@@ -36,18 +64,21 @@ export function onnxRuntime(options: OnnxRuntimeOptions): ModelRuntime {
       };
       if (options.intraOpThreads > 0) sessionOptions.intraOpNumThreads = options.intraOpThreads;
       if (options.interOpThreads > 0) sessionOptions.interOpNumThreads = options.interOpThreads;
-      let session: SessionHost;
+      const init: SessionInit = { file: path.join(descriptor.dir, file), options: sessionOptions };
+      const model = new OnnxModel(descriptor, init, encoder, section, {
+        timeoutMs: section.inferenceTimeoutMs ?? options.inferenceTimeoutMs,
+        onEvent: options.onSessionEvent ?? (() => {}),
+      });
       try {
-        session = await SessionHost.start({ file: path.join(descriptor.dir, file), options: sessionOptions });
+        await model.start();
       } catch (err) {
         throw new Error(`${file}: ONNX Runtime could not load it: ${(err as Error).message}`, { cause: err });
       }
       try {
-        const model = new OnnxModel(descriptor, session, encoder, section);
         await model.warmUp();
         return model;
       } catch (err) {
-        await session.release().catch(() => {});
+        await model.close().catch(() => {});
         throw err;
       }
     },
@@ -61,22 +92,51 @@ function parseSection(raw: unknown): OnnxSection {
 }
 
 class OnnxModel implements LoadedModel {
-  private readonly inputName: string;
-  private readonly outputName: string;
+  private session: SessionHost | undefined;
+  /** The fresh session being started after the last one died (shared by every batch waiting). */
+  private replacing: Promise<SessionHost> | undefined;
+  /** Why the current session died: a timeout, or its thread exited. */
+  private died: "timeout" | "exited" = "exited";
+  private closed = false;
+  private inputName = "";
+  private outputName = "";
 
   constructor(
     readonly descriptor: ModelDescriptor,
-    private readonly session: SessionHost,
+    private readonly init: SessionInit,
     private readonly encoder: Encoder,
     private readonly section: OnnxSection,
-  ) {
-    this.inputName = pick(section.input, session.inputNames, "input");
-    this.outputName = pick(section.output, session.outputNames, "output");
-    const width = session.inputShapes[this.inputName]?.at(-1);
-    if (typeof width === "number" && width !== encoder.width)
-      throw new Error(
-        `preprocessing makes ${encoder.width} features but input "${this.inputName}" takes ${width}`,
-      );
+    private readonly limits: { readonly timeoutMs: number; readonly onEvent: (e: SessionEvent) => void },
+  ) {}
+
+  /** Loads the session and checks its tensors against the manifest. */
+  async start(): Promise<void> {
+    const session = await SessionHost.start(this.init, this.hooks());
+    try {
+      this.inputName = pick(this.section.input, session.inputNames, "input");
+      this.outputName = pick(this.section.output, session.outputNames, "output");
+      const width = session.inputShapes[this.inputName]?.at(-1);
+      if (typeof width === "number" && width !== this.encoder.width)
+        throw new Error(
+          `preprocessing makes ${this.encoder.width} features but input "${this.inputName}" takes ${width}`,
+        );
+    } catch (err) {
+      await session.release();
+      throw err;
+    }
+    this.session = session;
+  }
+
+  private hooks(): SessionHooks {
+    const { name: model, version } = this.descriptor;
+    return {
+      onExit: (code) => {
+        this.died = "exited";
+        this.limits.onEvent({ type: "exited", model, version, code });
+      },
+      onStuck: (stuck) => this.limits.onEvent({ type: "stuck", model, version, stuck }),
+      onUnstuck: (stuck) => this.limits.onEvent({ type: "unstuck", model, version, stuck }),
+    };
   }
 
   /** One inference on a neutral row: fails the load (not a request) if the graph cannot run. */
@@ -106,8 +166,47 @@ class OnnxModel implements LoadedModel {
     return outputs;
   }
 
+  /** The session to run on: the current one, or a fresh one if it died. */
+  private live(): Promise<SessionHost> {
+    if (this.closed) return Promise.reject(new Error("the model was unloaded"));
+    if (this.session?.alive) return Promise.resolve(this.session);
+    this.replacing ??= this.replace().finally(() => (this.replacing = undefined));
+    return this.replacing;
+  }
+
+  private async replace(): Promise<SessionHost> {
+    const { name: model, version } = this.descriptor;
+    const reason = this.died;
+    const t0 = performance.now();
+    let next: SessionHost;
+    try {
+      next = await SessionHost.start(this.init, this.hooks());
+      // Warmed like the first, so the batch waiting for it does not pay for graph optimisation.
+      await this.run(next, new Float32Array(this.encoder.width), 1);
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err);
+      this.limits.onEvent({ type: "restart_failed", model, version, error });
+      throw jobErrors.modelUnavailable(
+        `${model}@${version}: the ONNX Runtime session could not restart: ${error}`,
+      );
+    }
+    if (this.closed) {
+      await next.release();
+      throw new Error("the model was unloaded");
+    }
+    this.session = next;
+    this.limits.onEvent({
+      type: "restarted",
+      model,
+      version,
+      reason,
+      ms: Math.round(performance.now() - t0),
+    });
+    return next;
+  }
+
   private async infer(data: Float32Array, rows: number) {
-    const out = await this.session.run(this.inputName, this.outputName, data, [rows, this.encoder.width]);
+    const out = await this.run(await this.live(), data, rows);
     return postprocess(
       out,
       rows,
@@ -117,8 +216,29 @@ class OnnxModel implements LoadedModel {
     );
   }
 
+  private async run(session: SessionHost, data: Float32Array, rows: number) {
+    const { timeoutMs } = this.limits;
+    try {
+      return await session.run(this.inputName, this.outputName, data, [rows, this.encoder.width], timeoutMs);
+    } catch (err) {
+      if (!(err instanceof SessionTimeoutError)) throw err;
+      this.died = "timeout";
+      const { name: model, version } = this.descriptor;
+      this.limits.onEvent({ type: "timeout", model, version, timeoutMs, rows });
+      throw jobErrors.inferenceTimeout(
+        `the inference batch (${rows} ${rows === 1 ? "input" : "inputs"}) ran longer than ${timeoutMs} ms; its ONNX Runtime session is being replaced`,
+      );
+    }
+  }
+
   async close(): Promise<void> {
-    await this.session.release();
+    this.closed = true;
+    const replacing = this.replacing;
+    await this.session?.release();
+    await replacing?.then(
+      (s) => s.release(),
+      () => {},
+    );
   }
 }
 
