@@ -7,7 +7,7 @@ import { configEntry, generateKey } from "../security/keys.js";
 import { RedisNotAvailableError } from "../supervisor/local-redis.js";
 import { runStart, StartError } from "../supervisor/start.js";
 import { createLogger } from "../telemetry/logger.js";
-import { startWorker } from "../worker/main.js";
+import { startWorker, type WorkerHandle } from "../worker/main.js";
 
 /** A whole-number option that stands in for a variable, within that variable's bounds. */
 const intLike = (variable: "WORKERS" | "PORT" | "WORKER_CONCURRENCY") => {
@@ -44,17 +44,21 @@ function config(): Config {
  * A child of `inferline start` (it has an IPC channel) also closes when the channel goes, that
  * is when the supervisor is gone (kill -9, crash), so no API or worker outlives it.
  */
-function onSignals(close: () => Promise<void>, logger: { info: (o: object, m: string) => void }): void {
+function onSignals(
+  close: () => Promise<void>,
+  logger: { info: (o: object, m: string) => void },
+  exit: (code: number) => void = (code) => process.exit(code),
+): void {
   let count = 0;
   const handler = (signal: NodeJS.Signals | "disconnect") => {
     // The channel also goes when a supervisor that asked us to stop exits: not a second signal.
     if (signal === "disconnect" && count > 0) return;
-    if (++count > 1) process.exit(130);
+    if (++count > 1) exit(130);
     const why = signal === "disconnect" ? "supervisor gone" : signal;
     logger.info({ event: "signal", signal }, `${why}: shutting down`);
     close().then(
-      () => process.exit(0),
-      () => process.exit(1),
+      () => exit(0),
+      () => exit(1),
     );
   };
   process.on("SIGTERM", handler);
@@ -135,13 +139,28 @@ program
     const cfg = config();
     const logger = createLogger(cfg, { role: "worker" });
     const starting = startWorker(cfg, { models: opts.models, concurrency: opts.concurrency }, logger);
+    let started: WorkerHandle | undefined;
+    // An ONNX Runtime thread let go in the middle of a hung (or long) inference cannot be stopped,
+    // and a normal exit, which terminates threads, would abort the process when its run returns
+    // or wait for it for ever: with everything else closed, the process kills itself instead.
+    const exit = (code: number) => {
+      const lingering = started?.lingeringThreads() ?? 0;
+      if (lingering === 0) process.exit(code);
+      logger.warn(
+        { event: "worker_killed_self", lingering_threads: lingering },
+        `${lingering} ONNX Runtime thread(s) still inside an inference; exiting by SIGKILL`,
+      );
+      const kill = () => process.kill(process.pid, "SIGKILL");
+      setTimeout(kill, 500);
+      logger.flush(kill);
+    };
     // Installed first: a SIGTERM while the worker starts stops it cleanly once it has started.
-    onSignals(closeOnceStarted(starting), logger);
-    const handle = await starting.catch(fail);
+    onSignals(closeOnceStarted(starting), logger, exit);
+    const handle = (started = await starting.catch(fail));
     void handle.recycled.then(async (reason) => {
       logger.info({ event: "worker_recycling", reason }, `recycling: ${reason}`);
       await handle.close();
-      process.exit(0);
+      exit(0);
     });
   });
 

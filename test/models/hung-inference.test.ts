@@ -1,0 +1,74 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { call } from "../support/http.js";
+import { useInferline } from "../support/inferline.js";
+import { stop } from "../support/processes.js";
+import { writeSpinModel } from "../support/spin-model.js";
+import { predict } from "./reference.js";
+
+/**
+ * A real ONNX model whose inference never ends (an ONNX Loop of 10^12 iterations, inside ONNX
+ * Runtime's native code), served by a real worker process with a short inference timeout.
+ */
+void describe("an ONNX inference that hangs", () => {
+  const repo = mkdtempSync(path.join(tmpdir(), "inferline-hang-"));
+  before(async () => {
+    await writeSpinModel(repo);
+  });
+  const inferline = useInferline("onnx-hang", {
+    env: { MODEL_REPOSITORY: repo, INFERENCE_TIMEOUT_MS: "400", JOB_ATTEMPTS: "2", JOB_BACKOFF_MS: "50" },
+    worker: true,
+  });
+  after(() => rmSync(repo, { recursive: true, force: true }));
+
+  void it("fails its job with inference_timeout after every attempt; the worker then serves on a fresh session", async () => {
+    const posted = await call(inferline.url, "POST", "/api/ml/spin", { spin: [1e6] });
+    assert.equal(posted.status, 202, JSON.stringify(posted.body));
+    const jobId = posted.body.job_id as string;
+    const view = await call(inferline.url, "GET", `/api/results/${jobId}`, undefined, { prefer: "wait=30" });
+    assert.equal(view.status, 200, JSON.stringify(view.body));
+    assert.equal(view.body.status, "failed", JSON.stringify(view.body));
+    assert.equal((view.body.error as { code: string }).code, "inference_timeout", JSON.stringify(view.body));
+    assert.equal(view.body.attempts, 2, JSON.stringify(view.body));
+
+    const worker = inferline.worker;
+    const timeouts = worker.lines.filter((l) => l.event === "inference_timeout");
+    assert.equal(timeouts.length, 2, "one timeout per attempt");
+    assert.deepEqual(
+      worker.lines.filter((l) => l.event === "job_retrying" || l.event === "job_failed").map((l) => l.code),
+      ["inference_timeout", "inference_timeout"],
+    );
+
+    // The same worker answers the next job, on a session that replaced the hung one.
+    const ok = await predict(inferline.url, "spin", { spin: [0] });
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    assert.equal(ok.body.status, "completed", JSON.stringify(ok.body));
+    assert.deepEqual(ok.body.result, { value: 0 });
+    const restarted = worker.lines.filter((l) => l.event === "onnx_session_restarted");
+    assert.ok(
+      restarted.length >= 1 && restarted.every((l) => l.reason === "timeout"),
+      JSON.stringify(restarted),
+    );
+    // Both hung threads are still inside ONNX Runtime, which nothing can interrupt: reported.
+    await worker.waitForLine((l) => l.event === "onnx_thread_stuck" && l.stuck_threads === 2, 10_000);
+  });
+
+  void it("still stops on SIGTERM, killing itself rather than waiting for the hung threads", async () => {
+    const worker = inferline.worker;
+    const t0 = Date.now();
+    await stop(worker, 30_000);
+    const { signal } = await worker.exited;
+    assert.ok(Date.now() - t0 < 20_000, `stopping took ${Date.now() - t0} ms`);
+    assert.equal(signal, "SIGKILL");
+    const killed = worker.lines.find((l) => l.event === "worker_killed_self");
+    assert.ok(killed, "the worker says why it killed itself");
+    assert.equal(killed.lingering_threads, 2);
+    assert.ok(
+      worker.lines.some((l) => l.event === "worker_stopped"),
+      "it drained and closed first",
+    );
+  });
+});
