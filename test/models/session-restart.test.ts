@@ -135,6 +135,21 @@ void describe("ONNX sessions that hang or die are replaced", () => {
     await assert.rejects(host.run("x", "y", new Float32Array([0]), [1, 1]), /ONNX Runtime thread exited/);
     await host.release();
   });
+
+  void it("a released session host finishes the run in flight, then its thread exits", async () => {
+    const exits: number[] = [];
+    const host = await SessionHost.start(
+      { file: path.join(descriptor.dir, "spin.onnx"), options: {} },
+      { onExit: (code) => exits.push(code) },
+    );
+    const inFlight = host.run("x", "y", new Float32Array([0.25]), [1, 1]);
+    await host.release();
+    assert.deepEqual([...(await inFlight)], [0.25]);
+    assert.equal(host.alive, false);
+    await assert.rejects(host.run("x", "y", new Float32Array([0]), [1, 1]), /released/);
+    assert.equal(lingeringSessionThreads(), 0, "the thread exited");
+    assert.deepEqual(exits, [], "an exit it was asked for is not reported as a crash");
+  });
 });
 
 void describe("batcher and timeouts", () => {

@@ -84,6 +84,8 @@ export class SessionHost {
   private ended: Error | undefined;
   private readonly gone: Promise<void>;
   private threadExited = false;
+  /** The thread was asked to release its session and exit. */
+  private lettingGo = false;
 
   private constructor(
     private readonly worker: Worker,
@@ -103,9 +105,10 @@ export class SessionHost {
       worker.once("exit", (code) => {
         this.threadExited = true;
         resolve();
-        if (this.ended) return;
-        this.end(new Error(`ONNX Runtime thread exited (${code})`));
-        this.hooks.onExit?.(code);
+        const unexpected = this.ended === undefined;
+        this.ended ??= new Error(`ONNX Runtime thread exited (${code})`);
+        this.failPending(this.ended);
+        if (unexpected) this.hooks.onExit?.(code);
       }),
     );
   }
@@ -137,7 +140,7 @@ export class SessionHost {
     return new SessionHost(worker, ready.inputNames, ready.outputNames, ready.inputShapes, hooks);
   }
 
-  /** False once the thread exited or was abandoned: every run rejects, start a new host. */
+  /** False once the thread exited, was abandoned or released: every run rejects. */
   get alive(): boolean {
     return this.ended === undefined;
   }
@@ -145,7 +148,7 @@ export class SessionHost {
   /**
    * Runs one batch; `data` is handed over to the thread (the caller must not reuse it). With
    * `timeoutMs` > 0, a run still going after that long rejects with SessionTimeoutError, and so
-   * does every other run in flight: the thread is told to stop and the host is dead.
+   * does every other run in flight: the thread is let go and the host is dead.
    */
   run(
     input: string,
@@ -177,17 +180,18 @@ export class SessionHost {
     });
   }
 
-  /** Refuses further runs and fails the ones in flight with `reason`. */
-  private end(reason: Error): void {
-    this.ended = reason;
+  private failPending(reason: Error): void {
     for (const p of this.pending.values()) p.reject(reason);
     this.pending.clear();
   }
 
-  /** Gives up on the thread (its run hangs): fails what is in flight and lets the thread go. */
+  /**
+   * Gives up on the thread (a run hangs): refuses further runs, fails every run in flight (they
+   * wait behind the hung one) and lets the thread go.
+   */
   private abandon(reason: Error): void {
-    if (this.ended) return;
-    this.end(reason);
+    this.ended ??= reason;
+    this.failPending(reason);
     this.letGo();
   }
 
@@ -197,8 +201,9 @@ export class SessionHost {
    * and past STUCK_AFTER_MS it counts as stuck.
    */
   private letGo(): void {
+    if (this.lettingGo || this.threadExited) return;
+    this.lettingGo = true;
     this.worker.postMessage({ type: "release" } satisfies ThreadRequest);
-    if (this.threadExited) return;
     lingering++;
     let counted = false;
     const timer = setTimeout(() => {
@@ -217,15 +222,13 @@ export class SessionHost {
   }
 
   /**
-   * Frees the session: asks the thread to release it and exit, and waits for that at most
-   * STUCK_AFTER_MS (a thread inside a hung run exits only when the run returns).
+   * Frees the session: refuses further runs, lets a run in flight finish (or time out), then the
+   * thread releases the session and exits. Waits for that at most STUCK_AFTER_MS (a thread inside
+   * a hung run exits only when the run returns).
    */
   async release(): Promise<void> {
-    if (this.threadExited) return;
-    if (!this.ended) {
-      this.end(new Error("ONNX Runtime session released"));
-      this.letGo();
-    }
+    this.ended ??= new Error("ONNX Runtime session released");
+    this.letGo();
     await Promise.race([this.gone, sleep(STUCK_AFTER_MS)]);
   }
 }

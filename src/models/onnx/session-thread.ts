@@ -20,12 +20,17 @@ try {
       session.inputMetadata.map((m) => [m.name, m.isTensor ? [...m.shape] : []]),
     ),
   } satisfies ThreadReply);
+  // onnxruntime-node starts a run in a later turn (setImmediate): a release arriving meanwhile
+  // waits for the runs asked for before it, or it would free the session under them.
+  const inFlight = new Set<Promise<void>>();
   port.on("message", (msg: ThreadRequest) => {
     if (msg.type === "release") {
-      void session.release().finally(() => port.close());
+      void Promise.allSettled(inFlight)
+        .then(() => session.release())
+        .finally(() => port.close());
       return;
     }
-    session
+    const run = session
       .run({ [msg.input]: new ort.Tensor("float32", msg.data, msg.dims) }, [msg.output])
       .then((out) => {
         const t = out[msg.output];
@@ -39,6 +44,8 @@ try {
       .catch((err: Error) =>
         port.postMessage({ type: "error", id: msg.id, message: err.message } satisfies ThreadReply),
       );
+    inFlight.add(run);
+    void run.finally(() => inFlight.delete(run));
   });
 } catch (err) {
   port.postMessage({ type: "failed", message: (err as Error).message } satisfies ThreadReply);
