@@ -69,11 +69,7 @@ export function onnxRuntime(options: OnnxRuntimeOptions): ModelRuntime {
         timeoutMs: section.inferenceTimeoutMs ?? options.inferenceTimeoutMs,
         onEvent: options.onSessionEvent ?? (() => {}),
       });
-      try {
-        await model.start();
-      } catch (err) {
-        throw new Error(`${file}: ONNX Runtime could not load it: ${(err as Error).message}`, { cause: err });
-      }
+      await model.start(file);
       try {
         await model.warmUp();
         return model;
@@ -109,9 +105,14 @@ class OnnxModel implements LoadedModel {
     private readonly limits: { readonly timeoutMs: number; readonly onEvent: (e: SessionEvent) => void },
   ) {}
 
-  /** Loads the session and checks its tensors against the manifest. */
-  async start(): Promise<void> {
-    const session = await SessionHost.start(this.init, this.hooks());
+  /** Loads the session (`file` as the manifest names it) and checks its tensors against the manifest. */
+  async start(file: string): Promise<void> {
+    let session: SessionHost;
+    try {
+      session = await SessionHost.start(this.init, this.hooks());
+    } catch (err) {
+      throw new Error(`${file}: ONNX Runtime could not load it: ${(err as Error).message}`, { cause: err });
+    }
     try {
       this.inputName = pick(this.section.input, session.inputNames, "input");
       this.outputName = pick(this.section.output, session.outputNames, "output");
