@@ -65,9 +65,9 @@ void describe("ONNX sessions that hang or die are replaced", () => {
     const model = await loading;
     try {
       assert.deepEqual(await model.predictBatch([spin(0)]), [{ value: 0 }]);
-      // About 4 × 10^6 loop iterations inside ONNX Runtime: seconds, far past the 300 ms.
+      // About 3 × 10^6 loop iterations inside ONNX Runtime: seconds, far past the 300 ms.
       const t0 = performance.now();
-      const err = await model.predictBatch([spin(4), spin(0)]).then(
+      const err = await model.predictBatch([spin(3), spin(0)]).then(
         () => assert.fail("a batch running past its timeout succeeded"),
         (e: unknown) => e,
       );
@@ -93,7 +93,8 @@ void describe("ONNX sessions that hang or die are replaced", () => {
       // The abandoned thread cannot be interrupted inside ONNX Runtime: it is reported stuck,
       // then gone once its run returns and it has released its session.
       assert.equal((await eventOf(events, "stuck")).type, "stuck");
-      await eventOf(events, "unstuck");
+      // (Seconds on an idle core; far more on a busy machine.)
+      await eventOf(events, "unstuck", 150_000);
       assert.equal(lingeringSessionThreads(), 0);
     } finally {
       await model.close();
