@@ -67,10 +67,15 @@ export function exportMlp(model: Mlp, o: ExportOptions = {}): Uint8Array {
     output: [valueInfo(outputName, lastLayer.outputs)],
     docString: o.docString ?? "",
   });
+  return encodeModel(graph, "inferline");
+}
+
+/** A model file holding `graph` (IR version 8, default opset 13), as ONNX Runtime loads it. */
+export function encodeModel(graph: InstanceType<typeof onnx.GraphProto>, producerName: string): Uint8Array {
   const proto = onnx.ModelProto.create({
     irVersion: 8,
     opsetImport: [onnx.OperatorSetIdProto.create({ domain: "", version: 13 })],
-    producerName: "inferline",
+    producerName,
     producerVersion: "1",
     graph,
   });

@@ -1,6 +1,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import onnxProto from "onnx-proto";
+import { encodeModel } from "../../src/training/onnx-export.js";
 
 const { onnx } = onnxProto;
 const T = onnx.TensorProto.DataType;
@@ -89,14 +90,7 @@ export function spinModel(): Uint8Array {
     input: [valueInfo("x", T.FLOAT, ["batch", 1])],
     output: [valueInfo("y", T.FLOAT, ["batch", 1])],
   });
-  const proto = onnx.ModelProto.create({
-    irVersion: 8,
-    opsetImport: [onnx.OperatorSetIdProto.create({ domain: "", version: 13 })],
-    producerName: "inferline-tests",
-    producerVersion: "1",
-    graph,
-  });
-  return onnx.ModelProto.encode(proto).finish();
+  return encodeModel(graph, "inferline-tests");
 }
 
 /**
