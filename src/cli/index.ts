@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { apiLogger, startApi } from "../api/main.js";
 import { ConfigError, ENV_SCHEMA, loadConfig, type Config } from "../config/index.js";
 import { configEntry, generateKey } from "../security/keys.js";
+import { VERSION_FORMAT } from "../models/manifest.js";
 import { RedisNotAvailableError } from "../supervisor/local-redis.js";
 import { runStart, StartError } from "../supervisor/start.js";
 import { createLogger } from "../telemetry/logger.js";
@@ -200,18 +201,31 @@ program
   .argument("[names...]", "models to train (default: all built-in models)")
   .option("-r, --repository <dir>", "model repository to write into (default: MODEL_REPOSITORY)")
   .option("--evaluate", "re-evaluate the committed models on their held-out splits instead of training")
-  .action(async (names: string[], opts: { repository?: string; evaluate?: boolean }) => {
-    // Loaded on demand: training needs the dataset packages, which production installs lack.
-    const { trainCommand } = await import("../training/command.js").catch((err: Error) =>
-      fail(new Error(`training needs the development dependencies (npm install): ${err.message}`)),
-    );
-    const ok = await trainCommand(names, {
-      repository: opts.repository ?? config().MODEL_REPOSITORY,
-      evaluate: opts.evaluate ?? false,
-      print: (l) => process.stdout.write(`${l}\n`),
-    }).catch(fail);
-    process.exitCode = ok ? 0 : 1;
-  });
+  .option(
+    "--model-version <n>",
+    "version folder to write (or re-check): a new one is served by a reload, an existing one only after the workers restart",
+    (v: string) => {
+      if (!VERSION_FORMAT.test(v))
+        throw new InvalidArgumentError('must be a positive integer without leading zeros, e.g. "2"');
+      return v;
+    },
+    "1",
+  )
+  .action(
+    async (names: string[], opts: { repository?: string; evaluate?: boolean; modelVersion: string }) => {
+      // Loaded on demand: training needs the dataset packages, which production installs lack.
+      const { trainCommand } = await import("../training/command.js").catch((err: Error) =>
+        fail(new Error(`training needs the development dependencies (npm install): ${err.message}`)),
+      );
+      const ok = await trainCommand(names, {
+        repository: opts.repository ?? config().MODEL_REPOSITORY,
+        evaluate: opts.evaluate ?? false,
+        version: opts.modelVersion,
+        print: (l) => process.stdout.write(`${l}\n`),
+      }).catch(fail);
+      process.exitCode = ok ? 0 : 1;
+    },
+  );
 
 process.on("unhandledRejection", (err) => {
   process.stderr.write(`inferline: unhandled rejection: ${String((err as Error)?.stack ?? err)}\n`);

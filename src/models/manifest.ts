@@ -5,11 +5,14 @@ const jsonSchemaObject = z
   .refine((s) => s.type === "object", "input must be a JSON Schema of type object");
 
 /** manifest.json of one model version, as written on disk. */
+/** A version folder's name: a positive integer without leading zeros. */
+export const VERSION_FORMAT = /^[1-9][0-9]{0,8}$/;
+
 export const manifestSchema = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lowercase letters, digits and dashes"),
     // No leading zeros: "01" would be a second version 1, and which of them is latest, chance.
-    version: z.string().regex(/^[1-9][0-9]{0,8}$/, 'a positive integer without leading zeros, e.g. "1"'),
+    version: z.string().regex(VERSION_FORMAT, 'a positive integer without leading zeros, e.g. "1"'),
     description: z.string().default(""),
     kind: z.enum(["builtin", "onnx"]),
     /** kind builtin: which built-in implementation. */

@@ -7,6 +7,8 @@ export interface TrainCommandOptions {
   readonly repository: string;
   /** Only re-evaluate the committed models on their held-out splits. */
   readonly evaluate: boolean;
+  /** The version folder to write (or re-check). */
+  readonly version: string;
   readonly print: (line: string) => void;
 }
 
@@ -14,14 +16,16 @@ const bar = (t: Threshold) => (t.metric === "accuracy" ? `accuracy >= ${t.min}` 
 
 /**
  * `inferline train [name]`: trains the named built-in model (or all of them) and writes it into
- * the repository, or with `--evaluate` re-checks the committed ones. Resolves to false when a
+ * the repository as `version`, or with `--evaluate` re-checks that version. Resolves to false when a
  * model misses its held-out threshold.
  */
 export async function trainCommand(names: readonly string[], o: TrainCommandOptions): Promise<boolean> {
   const recipes = names.length > 0 ? names.map(recipe) : RECIPES;
   let ok = true;
   for (const r of recipes) {
-    const result = o.evaluate ? await evaluateCommitted(r, o.repository) : await trainRecipe(r, o.repository);
+    const result = o.evaluate
+      ? await evaluateCommitted(r, o.repository, o.version)
+      : await trainRecipe(r, o.repository, { version: o.version });
     ok &&= result.passed;
     const metrics = Object.entries(result.metrics)
       .map(([k, v]) => `${k}=${v}`)

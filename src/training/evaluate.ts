@@ -25,8 +25,8 @@ interface CommittedManifest {
  * share recorded in its manifest, the inputs go through the manifest's preprocessing and the
  * committed ONNX file runs in ONNX Runtime, exactly as a worker would run it.
  */
-export async function evaluateCommitted(r: Recipe, repo: string): Promise<Evaluation> {
-  const dir = path.join(repo, r.name, "1");
+export async function evaluateCommitted(r: Recipe, repo: string, version = "1"): Promise<Evaluation> {
+  const dir = path.join(repo, r.name, version);
   const manifest = JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8")) as CommittedManifest;
   const { test } = await datasetSplit(r, manifest.training.seed, manifest.training.split.test_fraction);
   const encoder = makeEncoder(parsePreprocessing(manifest.preprocessing));

@@ -36,14 +36,14 @@ export function meetsThreshold(t: Threshold, m: Metrics): boolean {
 }
 
 /**
- * Trains one built-in model from its recipe and writes `<repo>/<name>/1/` (model.onnx and
- * manifest.json), replacing that folder whole (see writeVersionFolder). Deterministic: the same
+ * Trains one built-in model from its recipe and writes `<repo>/<name>/<version>/` (model.onnx
+ * and manifest.json; version 1 unless given), replacing that folder whole (see writeVersionFolder). Deterministic: the same
  * recipe gives byte-identical model.onnx.
  */
 export async function trainRecipe(
   r: Recipe,
   repo: string,
-  options: { readonly now?: Date; readonly progress?: boolean } = {},
+  options: { readonly now?: Date; readonly progress?: boolean; readonly version?: string } = {},
 ): Promise<TrainReport> {
   const now = options.now ?? new Date();
   const { train: trainRows, test: testRows } = await datasetSplit(r);
@@ -93,18 +93,20 @@ export async function trainRecipe(
       .join("  "),
   );
 
-  const dir = path.join(repo, r.name, "1");
+  const version = options.version ?? "1";
+  const dir = path.join(repo, r.name, version);
   const bytes = exportMlp(model, { docString: `${r.name}: ${r.description}` });
   // Whole or not at all: workers may be reading or reloading this repository right now.
   await writeVersionFolder(dir, {
     [MODEL_FILE]: bytes,
-    "manifest.json": `${JSON.stringify(manifestFor(r, preprocessing, model, metrics, trainRows.length, now), null, 2)}\n`,
+    "manifest.json": `${JSON.stringify(manifestFor(r, version, preprocessing, model, metrics, trainRows.length, now), null, 2)}\n`,
   });
   return { name: r.name, metrics, passed, dir, bytes: bytes.length };
 }
 
 function manifestFor(
   r: Recipe,
+  version: string,
   preprocessing: unknown,
   model: Mlp,
   metrics: Metrics,
@@ -113,7 +115,7 @@ function manifestFor(
 ) {
   return {
     name: r.name,
-    version: "1",
+    version,
     description: r.description,
     kind: "onnx",
     file: MODEL_FILE,

@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { cp, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setImmediate as nextTurn } from "node:timers/promises";
-import { readDescriptor } from "../../src/models/catalog.js";
+import { ModelCatalog, readDescriptor } from "../../src/models/catalog.js";
 import { recipe } from "../../src/training/recipes.js";
 import { trainRecipe } from "../../src/training/train.js";
 import { MODELS_DIR } from "./reference.js";
@@ -130,5 +131,53 @@ void describe("inferline train writes a version whole", () => {
       "target untouched",
     );
     assert.deepEqual(await readdir(path.join(repo, "penguins")), ["1"]);
+  });
+});
+
+void describe("inferline train --model-version", () => {
+  let repo: string;
+  before(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), "inferline-train-version-"));
+    await cp(path.join(MODELS_DIR, "penguins", "1"), path.join(repo, "penguins", "1"), { recursive: true });
+  });
+  after(async () => {
+    await rm(repo, { recursive: true, force: true });
+  });
+
+  void it("writes a new version beside version 1, which a rescan serves as the latest", async () => {
+    const before = await readFile(path.join(repo, "penguins", "1", "model.onnx"));
+    await trainRecipe(penguins, repo, { progress: false, now: TRAINED_AT, version: "2" });
+    assert.deepEqual((await readdir(path.join(repo, "penguins"))).sort(), ["1", "2"]);
+    assert.ok(
+      before.equals(await readFile(path.join(repo, "penguins", "1", "model.onnx"))),
+      "version 1 untouched",
+    );
+    const catalog = await ModelCatalog.load(repo);
+    assert.equal(catalog.resolve("penguins").version, "2");
+    assert.deepEqual(
+      catalog.versions("penguins").map((d) => d.version),
+      ["2", "1"],
+    );
+  });
+
+  void it("refuses a version that is not a version folder's name, before training", () => {
+    const cli = spawnSync(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "src/cli/index.ts",
+        "train",
+        "penguins",
+        "--repository",
+        repo,
+        "--model-version",
+        "02",
+      ],
+      { encoding: "utf8" },
+    );
+    assert.notEqual(cli.status, 0);
+    assert.match(cli.stderr, /--model-version.*positive integer without leading zeros/);
+    assert.equal(existsSync(path.join(repo, "penguins", "02")), false);
   });
 });
