@@ -141,10 +141,10 @@ export class ForbiddenError extends AppError {
 export class CrossOriginRequestError extends AppError {
   readonly code = "cross_origin_request";
   readonly status = 403;
-  constructor() {
-    super(
-      "a request signed in by the dashboard session must come from the dashboard's own pages; other clients send an API key",
-    );
+  constructor(
+    message = "a request signed in by the dashboard session must come from the dashboard's own pages; other clients send an API key",
+  ) {
+    super(message);
   }
 }
 

@@ -90,6 +90,12 @@ export function fromOtherOrigin(req: FastifyRequest): boolean {
   }
 }
 
+/** True when the request's Origin is one CORS_ORIGINS lets call the API from browsers. */
+function corsListed(req: FastifyRequest, config: Config): boolean {
+  const origin = req.headers.origin;
+  return typeof origin === "string" && (config.CORS_ORIGINS?.includes(origin) ?? false);
+}
+
 export function readCookie(req: FastifyRequest, name: string): string | undefined {
   const header = req.headers.cookie;
   if (typeof header !== "string") return undefined;
@@ -144,6 +150,13 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
       return;
     }
     if (config.AUTH_DISABLED) {
+      // No key to present, so any page the operator's browser opens could send writes here
+      // (a closed machine is still open to its own browser): only the API's own pages, pages of
+      // CORS_ORIGINS, and clients that are no browser may change anything.
+      if (!SAFE_METHODS.has(req.method) && fromOtherOrigin(req) && !corsListed(req, config))
+        throw new CrossOriginRequestError(
+          "with authentication off (AUTH_DISABLED), a browser may change something only from the API's own pages or a CORS_ORIGINS origin",
+        );
       req.principal = { id: "anonymous", name: "anonymous", scope: "admin" };
       await limit(reply, `anon:${req.ip}`, keyRule);
       return;

@@ -236,6 +236,45 @@ void describe("API keys", () => {
   });
 });
 
+void describe("authentication off (AUTH_DISABLED)", () => {
+  const LISTED = "https://app.example";
+  const inferline = useInferline("sec-auth-off", { env: { AUTH_DISABLED: "true", CORS_ORIGINS: LISTED } });
+
+  void it("a browser changes nothing from another origin; its own pages, CORS_ORIGINS and non-browsers do", async () => {
+    const host = new URL(inferline.url).host;
+    const submit = (headers: Record<string, string>) =>
+      call(inferline.url, "POST", "/api/ml/echo", { text: "from a page" }, headers);
+    const refused: Record<string, string>[] = [
+      { "sec-fetch-site": "cross-site", origin: "https://elsewhere.example" },
+      { "sec-fetch-site": "same-site", origin: "http://127.0.0.1:1" },
+      { origin: "https://elsewhere.example" },
+    ];
+    for (const headers of refused) {
+      const r = await submit(headers);
+      assert.equal(r.status, 403, JSON.stringify(headers));
+      assert.equal(code(r.body), "cross_origin_request");
+      assert.match(String((r.body.error as { message: string }).message), /AUTH_DISABLED/);
+    }
+    const cancel = await call(inferline.url, "DELETE", "/api/results/nope", undefined, {
+      "sec-fetch-site": "cross-site",
+      origin: "https://elsewhere.example",
+    });
+    assert.equal(cancel.status, 403);
+    const accepted: Record<string, string>[] = [
+      { "sec-fetch-site": "same-origin", origin: `http://${host}` },
+      { "sec-fetch-site": "cross-site", origin: LISTED },
+      {},
+    ];
+    for (const headers of accepted)
+      assert.equal((await submit(headers)).status, 202, JSON.stringify(headers));
+    // Reading stays open to every page, as CORS decides what a page may see of the answer.
+    const read = await call(inferline.url, "GET", "/api/models", undefined, {
+      "sec-fetch-site": "cross-site",
+    });
+    assert.equal(read.status, 200);
+  });
+});
+
 void describe("route access", () => {
   const cfg = testConfig("unused", { AUTH_DISABLED: "false" });
   void it("defaults by path, and to admin for anything unknown", () => {
