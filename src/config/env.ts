@@ -140,6 +140,11 @@ export const ENV_SCHEMA = {
     .describe(
       "Longest one ONNX inference batch may take; past it the batch's jobs fail the attempt with `inference_timeout` (retried) and the session is replaced (ms). A manifest's `onnx.inferenceTimeoutMs` overrides it.",
     ),
+  WORKER_MAX_STUCK_THREADS: int(0, 1000)
+    .default(1)
+    .describe(
+      "Recycle a worker process once this many ONNX Runtime threads are stuck in timed-out inferences (each holds a core until the process ends; 0: never).",
+    ),
   MODEL_RELOAD_TIMEOUT_MS: int(100, 600_000)
     .default(30_000)
     .describe("POST /api/admin/models/reload: how long to wait for workers to load new versions (ms)."),

@@ -61,6 +61,8 @@ export async function startWorker(
     config.WORKER_HEARTBEAT_INTERVAL_MS * 3,
   );
   const obs = createWorkerObservability(config, connection(), logger);
+  let onRecycle: (reason: string) => void = () => {};
+  const recycled = new Promise<string>((r) => (onRecycle = r));
   const pool = new ModelPool(
     catalog,
     [
@@ -69,13 +71,17 @@ export async function startWorker(
         intraOpThreads: config.ORT_INTRA_OP_THREADS,
         interOpThreads: config.ORT_INTER_OP_THREADS,
         inferenceTimeoutMs: config.INFERENCE_TIMEOUT_MS,
-        onSessionEvent: (e) => reportSessionEvent(e, logger, obs.telemetry),
+        onSessionEvent: (e) => {
+          reportSessionEvent(e, logger, obs.telemetry);
+          // A stuck thread holds a core until the process ends: past the limit, a fresh process.
+          const limit = config.WORKER_MAX_STUCK_THREADS;
+          if (e.type === "stuck" && limit > 0 && e.stuck >= limit)
+            onRecycle(`${e.stuck} ONNX Runtime thread(s) stuck in timed-out inferences`);
+        },
       }),
     ],
     (d, size) => obs.telemetry.batch(d, size),
   );
-  let onRecycle: (reason: string) => void = () => {};
-  const recycled = new Promise<string>((r) => (onRecycle = r));
   const service = new WorkerService({
     config,
     logger,

@@ -19,7 +19,14 @@ void describe("an ONNX inference that hangs", () => {
     await writeSpinModel(repo);
   });
   const inferline = useInferline("onnx-hang", {
-    env: { MODEL_REPOSITORY: repo, INFERENCE_TIMEOUT_MS: "400", JOB_ATTEMPTS: "2", JOB_BACKOFF_MS: "50" },
+    env: {
+      MODEL_REPOSITORY: repo,
+      INFERENCE_TIMEOUT_MS: "400",
+      JOB_ATTEMPTS: "2",
+      JOB_BACKOFF_MS: "50",
+      // Kept serving with its stuck threads, to show the replaced session and the SIGTERM path.
+      WORKER_MAX_STUCK_THREADS: "0",
+    },
     worker: true,
   });
   after(() => rmSync(repo, { recursive: true, force: true }));
@@ -70,5 +77,38 @@ void describe("an ONNX inference that hangs", () => {
       worker.lines.some((l) => l.event === "worker_stopped"),
       "it drained and closed first",
     );
+  });
+});
+
+void describe("a worker holding a stuck ONNX Runtime thread (WORKER_MAX_STUCK_THREADS=1)", () => {
+  const repo = mkdtempSync(path.join(tmpdir(), "inferline-hang-recycle-"));
+  before(async () => {
+    await writeSpinModel(repo);
+  });
+  const inferline = useInferline("onnx-hang-recycle", {
+    env: {
+      MODEL_REPOSITORY: repo,
+      INFERENCE_TIMEOUT_MS: "400",
+      JOB_ATTEMPTS: "1",
+      WORKER_MAX_STUCK_THREADS: "1",
+    },
+    worker: true,
+  });
+  after(() => rmSync(repo, { recursive: true, force: true }));
+
+  void it("recycles itself, giving the core back: it drains, then ends by SIGKILL", async () => {
+    const posted = await call(inferline.url, "POST", "/api/ml/spin", { spin: [1e6] }, { prefer: "wait=20" });
+    assert.equal(posted.body.status, "failed", JSON.stringify(posted.body));
+    assert.equal((posted.body.error as { code: string }).code, "inference_timeout");
+    const worker = inferline.worker;
+    const { signal } = await worker.exited;
+    assert.equal(signal, "SIGKILL");
+    const recycling = worker.lines.find((l) => l.event === "worker_recycling");
+    assert.match(String(recycling?.reason), /1 ONNX Runtime thread\(s\) stuck/, JSON.stringify(recycling));
+    assert.ok(
+      worker.lines.some((l) => l.event === "worker_stopped"),
+      "it drained and closed first",
+    );
+    assert.equal(worker.lines.find((l) => l.event === "worker_killed_self")?.lingering_threads, 1);
   });
 });
