@@ -9,27 +9,31 @@ import { stop } from "../support/processes.js";
 import { writeSpinModel } from "../support/spin-model.js";
 import { predict } from "./reference.js";
 
+/** Inferline with one worker serving the spin model, inferences timed out after 400 ms. */
+function servingSpin(label: string, env: Record<string, string>) {
+  const repo = mkdtempSync(path.join(tmpdir(), `inferline-${label}-`));
+  before(async () => {
+    await writeSpinModel(repo);
+  });
+  const inferline = useInferline(label, {
+    env: { MODEL_REPOSITORY: repo, INFERENCE_TIMEOUT_MS: "400", ...env },
+    worker: true,
+  });
+  after(() => rmSync(repo, { recursive: true, force: true }));
+  return inferline;
+}
+
 /**
  * A real ONNX model whose inference never ends (an ONNX Loop of 10^12 iterations, inside ONNX
  * Runtime's native code), served by a real worker process with a short inference timeout.
  */
 void describe("an ONNX inference that hangs", () => {
-  const repo = mkdtempSync(path.join(tmpdir(), "inferline-hang-"));
-  before(async () => {
-    await writeSpinModel(repo);
+  const inferline = servingSpin("onnx-hang", {
+    JOB_ATTEMPTS: "2",
+    JOB_BACKOFF_MS: "50",
+    // Kept serving with its stuck threads, to show the replaced session and the SIGTERM path.
+    WORKER_MAX_STUCK_THREADS: "0",
   });
-  const inferline = useInferline("onnx-hang", {
-    env: {
-      MODEL_REPOSITORY: repo,
-      INFERENCE_TIMEOUT_MS: "400",
-      JOB_ATTEMPTS: "2",
-      JOB_BACKOFF_MS: "50",
-      // Kept serving with its stuck threads, to show the replaced session and the SIGTERM path.
-      WORKER_MAX_STUCK_THREADS: "0",
-    },
-    worker: true,
-  });
-  after(() => rmSync(repo, { recursive: true, force: true }));
 
   void it("fails its job with inference_timeout after every attempt; the worker then serves on a fresh session", async () => {
     const posted = await call(inferline.url, "POST", "/api/ml/spin", { spin: [1e6] });
@@ -81,20 +85,7 @@ void describe("an ONNX inference that hangs", () => {
 });
 
 void describe("a worker holding a stuck ONNX Runtime thread (WORKER_MAX_STUCK_THREADS=1)", () => {
-  const repo = mkdtempSync(path.join(tmpdir(), "inferline-hang-recycle-"));
-  before(async () => {
-    await writeSpinModel(repo);
-  });
-  const inferline = useInferline("onnx-hang-recycle", {
-    env: {
-      MODEL_REPOSITORY: repo,
-      INFERENCE_TIMEOUT_MS: "400",
-      JOB_ATTEMPTS: "1",
-      WORKER_MAX_STUCK_THREADS: "1",
-    },
-    worker: true,
-  });
-  after(() => rmSync(repo, { recursive: true, force: true }));
+  const inferline = servingSpin("onnx-hang-recycle", { JOB_ATTEMPTS: "1", WORKER_MAX_STUCK_THREADS: "1" });
 
   void it("recycles itself, giving the core back: it drains, then ends by SIGKILL", async () => {
     const posted = await call(inferline.url, "POST", "/api/ml/spin", { spin: [1e6] }, { prefer: "wait=20" });

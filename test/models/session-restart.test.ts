@@ -75,7 +75,8 @@ void describe("ONNX sessions that hang or die are replaced", () => {
       assert.ok(err instanceof InferenceTimeoutError, String(err));
       assert.equal(err.code, "inference_timeout");
       assert.equal(err.retryable, true);
-      assert.ok(waited < 1500, `the timeout fired after ${Math.round(waited)} ms`);
+      // Long before the run itself would have ended (seconds), with room for a loaded machine.
+      assert.ok(waited < 4000, `the timeout fired after ${Math.round(waited)} ms`);
       assert.deepEqual(
         events.map((e) => e.type),
         ["timeout"],
