@@ -61,8 +61,6 @@ export async function startWorker(
     config.WORKER_HEARTBEAT_INTERVAL_MS * 3,
   );
   const obs = createWorkerObservability(config, connection(), logger);
-  let onRecycle: (reason: string) => void = () => {};
-  const recycled = new Promise<string>((r) => (onRecycle = r));
   const pool = new ModelPool(
     catalog,
     [
@@ -73,15 +71,14 @@ export async function startWorker(
         inferenceTimeoutMs: config.INFERENCE_TIMEOUT_MS,
         onSessionEvent: (e) => {
           reportSessionEvent(e, logger, obs.telemetry);
-          // A stuck thread holds a core until the process ends: past the limit, a fresh process.
-          const limit = config.WORKER_MAX_STUCK_THREADS;
-          if (e.type === "stuck" && limit > 0 && e.stuck >= limit)
-            onRecycle(`${e.stuck} ONNX Runtime thread(s) stuck in timed-out inferences`);
+          if (e.type === "stuck" || e.type === "unstuck") service.stuckThreads(e.stuck);
         },
       }),
     ],
     (d, size) => obs.telemetry.batch(d, size),
   );
+  let onRecycle: (reason: string) => void = () => {};
+  const recycled = new Promise<string>((r) => (onRecycle = r));
   const service = new WorkerService({
     config,
     logger,

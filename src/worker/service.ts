@@ -117,15 +117,27 @@ export class WorkerService {
     this.checkLimits();
   }
 
+  /** ONNX Runtime threads of this process stuck in timed-out inferences (each holds a core). */
+  private stuck = 0;
+
+  /** Told how many session threads are stuck now; past WORKER_MAX_STUCK_THREADS it recycles. */
+  stuckThreads(count: number): void {
+    this.stuck = count;
+    this.checkLimits();
+  }
+
   /**
-   * Asks for a replacement once WORKER_MAX_JOBS or, after at least one job, WORKER_MAX_RSS_BYTES
-   * is reached (once).
+   * Asks for a replacement once WORKER_MAX_JOBS, WORKER_MAX_STUCK_THREADS or, after at least one
+   * job, WORKER_MAX_RSS_BYTES is reached (once).
    */
   private checkLimits(): void {
-    const { WORKER_MAX_JOBS, WORKER_MAX_RSS_BYTES } = this.deps.config;
+    const { WORKER_MAX_JOBS, WORKER_MAX_RSS_BYTES, WORKER_MAX_STUCK_THREADS } = this.deps.config;
     if (this.recycleRequested) return;
     let reason: string | undefined;
-    if (WORKER_MAX_JOBS > 0 && this.processed + this.failed >= WORKER_MAX_JOBS)
+    // A stuck thread holds a core until the process ends: only a fresh process gets it back.
+    if (WORKER_MAX_STUCK_THREADS > 0 && this.stuck >= WORKER_MAX_STUCK_THREADS)
+      reason = `${this.stuck} ONNX Runtime thread(s) stuck in timed-out inferences`;
+    else if (WORKER_MAX_JOBS > 0 && this.processed + this.failed >= WORKER_MAX_JOBS)
       reason = `processed ${WORKER_MAX_JOBS} jobs`;
     // Only after a job: a process already over the limit before any job (models that big,
     // a limit that low) would be replaced by one just as big, over and over.
