@@ -214,8 +214,9 @@ void describe("inferline start scales real worker processes", () => {
     // While scaling down, keep long jobs in hand so that drained workers hold some of them.
     let trickle = true;
     const trickling = (async () => {
-      while (trickle) {
-        await submit({ text: "long", sleep_ms: 600 });
+      // Each input its own: identical ones would join a job in flight, or find it just finished.
+      for (let n = 0; trickle; n++) {
+        await submit({ text: `long ${n}`, sleep_ms: 600 });
         await sleep(300);
       }
     })();
