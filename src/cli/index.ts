@@ -8,6 +8,7 @@ import { VERSION_FORMAT } from "../models/manifest.js";
 import { RedisNotAvailableError } from "../supervisor/local-redis.js";
 import { runStart, StartError } from "../supervisor/start.js";
 import { createLogger } from "../telemetry/logger.js";
+import { workerExit } from "../worker/exit.js";
 import { startWorker, type WorkerHandle } from "../worker/main.js";
 
 /** A whole-number option that stands in for a variable, within that variable's bounds. */
@@ -141,20 +142,7 @@ program
     const logger = createLogger(cfg, { role: "worker" });
     const starting = startWorker(cfg, { models: opts.models, concurrency: opts.concurrency }, logger);
     let started: WorkerHandle | undefined;
-    // An ONNX Runtime thread let go in the middle of a hung (or long) inference cannot be stopped,
-    // and a normal exit, which terminates threads, would abort the process when its run returns
-    // or wait for it for ever: with everything else closed, the process kills itself instead.
-    const exit = (code: number) => {
-      const lingering = started?.lingeringThreads() ?? 0;
-      if (lingering === 0) process.exit(code);
-      logger.warn(
-        { event: "worker_killed_self", lingering_threads: lingering },
-        `${lingering} ONNX Runtime thread(s) still inside an inference; exiting by SIGKILL`,
-      );
-      const kill = () => process.kill(process.pid, "SIGKILL");
-      setTimeout(kill, 500);
-      logger.flush(kill);
-    };
+    const exit = workerExit({ logger, lingeringThreads: () => started?.lingeringThreads() ?? 0 });
     // Installed first: a SIGTERM while the worker starts stops it cleanly once it has started.
     onSignals(closeOnceStarted(starting), logger, exit);
     const handle = (started = await starting.catch(fail));

@@ -1,5 +1,6 @@
 import { fork, type ChildProcess } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
+import { isExitingMessage } from "../contracts/child-messages.js";
 import type { Logger } from "../telemetry/logger.js";
 
 export interface ChildSpec {
@@ -22,6 +23,8 @@ interface Slot {
   unready: number;
   stopping: boolean;
   exited: Promise<void>;
+  /** The status the running child said it exits with before a SIGKILL hid it. */
+  announced: number | undefined;
 }
 
 export interface SupervisorOptions {
@@ -41,8 +44,10 @@ export interface SupervisorOptions {
 
 /**
  * Runs child processes and keeps them running: a child that exits 0 (a worker recycling
- * itself) is replaced at once, one that crashes, or exits 0 within seconds of its launch, is
- * restarted after an exponential backoff (reset once it has run for a minute). `stop()` sends SIGTERM to all and waits. Idempotent.
+ * itself, also one that announced status 0 over IPC and then ended by SIGKILL) is replaced at
+ * once; one that crashes, or exits 0 within seconds of its launch, is restarted after an
+ * exponential backoff (reset once it has run for a minute). `stop()` sends SIGTERM to all and
+ * waits. Idempotent.
  * Children run in process groups of their own, so only the supervisor decides when they stop.
  */
 export class Supervisor {
@@ -60,6 +65,7 @@ export class Supervisor {
       unready: 0,
       stopping: false,
       exited: Promise.resolve(),
+      announced: undefined,
     };
     this.slots.set(spec.name, slot);
     this.launch(slot);
@@ -93,7 +99,9 @@ export class Supervisor {
     });
     slot.child = child;
     slot.ready = false;
+    slot.announced = undefined;
     child.on("message", (m) => {
+      if (isExitingMessage(m)) slot.announced = m.code;
       if (slot.spec.readyWhen?.(m)) {
         slot.ready = true;
         slot.unready = 0;
@@ -101,8 +109,13 @@ export class Supervisor {
       this.opts.onMessage?.(slot.spec.name, m);
     });
     slot.exited = new Promise((resolve) => {
-      child.once("exit", (code, signal) => {
+      // 'close', not 'exit': it comes once the IPC channel is read to its end too, so a message
+      // sent just before the exit has been seen.
+      child.once("close", (exitCode, signal) => {
         resolve();
+        // A worker that recycles itself while holding a thread it cannot stop ends by SIGKILL,
+        // having said first which status it means: that exit is treated as the one announced.
+        const code = exitCode ?? (signal === "SIGKILL" ? (slot.announced ?? null) : null);
         if (slot.stopping || this.stopping) {
           logger.info(
             { event: "child_stopped", child: slot.spec.name, code, signal },
@@ -141,9 +154,14 @@ export class Supervisor {
   private async terminate(slot: Slot): Promise<void> {
     slot.stopping = true;
     const child = slot.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    if (!child) return;
+    const killed = sleep(this.opts.stopTimeoutMs, "timeout" as const, { ref: false });
+    // Exited already: wait for its channel to close (bounded), as for any stop.
+    if (child.exitCode !== null || child.signalCode !== null) {
+      await Promise.race([slot.exited, killed]);
+      return;
+    }
     child.kill("SIGTERM");
-    const killed = sleep(this.opts.stopTimeoutMs).then(() => "timeout" as const);
     if ((await Promise.race([slot.exited.then(() => "exited" as const), killed])) === "timeout") {
       child.kill("SIGKILL");
       await slot.exited;

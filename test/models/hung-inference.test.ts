@@ -100,6 +100,8 @@ void describe("a worker holding a stuck ONNX Runtime thread (WORKER_MAX_STUCK_TH
       worker.lines.some((l) => l.event === "worker_stopped"),
       "it drained and closed first",
     );
-    assert.equal(worker.lines.find((l) => l.event === "worker_killed_self")?.lingering_threads, 1);
+    const killed = worker.lines.find((l) => l.event === "worker_killed_self");
+    assert.equal(killed?.lingering_threads, 1);
+    assert.equal(killed?.code, 0, "the status it means, announced to a supervisor");
   });
 });

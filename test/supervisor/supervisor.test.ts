@@ -8,13 +8,23 @@ import { Supervisor } from "../../src/supervisor/supervisor.js";
 import { eventually } from "../support/http.js";
 
 describe("supervisor restarts", () => {
-  // A child that exits 0 after RUN_MS, as a worker recycling itself does.
+  // A child that exits 0 after RUN_MS, as a worker recycling itself does; with END=announce-kill
+  // it says it means status 0, then ends by SIGKILL (a worker holding a thread it cannot stop),
+  // and with END=kill it ends by SIGKILL unannounced (a crash, an OOM kill).
   const dir = mkdtempSync(path.join(tmpdir(), "inferline-supervisor-"));
   const entry = path.join(dir, "child.mjs");
-  writeFileSync(entry, "setTimeout(() => process.exit(0), Number(process.env.RUN_MS));\n");
+  writeFileSync(
+    entry,
+    `const kill = () => process.kill(process.pid, "SIGKILL");
+    setTimeout(() => {
+      if (process.env.END === "announce-kill") process.send({ type: "exiting", code: 0 }, undefined, {}, kill);
+      else if (process.env.END === "kill") kill();
+      else process.exit(0);
+    }, Number(process.env.RUN_MS));\n`,
+  );
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  function supervise(runMs: number) {
+  function supervise(runMs: number, end = "exit") {
     const lines: Record<string, unknown>[] = [];
     const logger = pino(
       { level: "info" },
@@ -22,7 +32,7 @@ describe("supervisor restarts", () => {
     );
     const supervisor = new Supervisor({
       entry,
-      env: { PATH: process.env.PATH ?? "", RUN_MS: String(runMs) },
+      env: { PATH: process.env.PATH ?? "", RUN_MS: String(runMs), END: end },
       restartBackoffMs: 50,
       stopTimeoutMs: 5000,
       quickExitMs: 2000,
@@ -52,6 +62,33 @@ describe("supervisor restarts", () => {
       const first = await eventually(async () => exits()[0], 30_000);
       assert.ok(Number(first.ran_ms) >= 2000, JSON.stringify(first));
       assert.equal(first.restart_in_ms, 0);
+    } finally {
+      await supervisor.stop();
+    }
+  });
+
+  it("a child that announces status 0 and then ends by SIGKILL is replaced at once, as a clean exit", async () => {
+    const { supervisor, exits } = supervise(2500, "announce-kill");
+    try {
+      const first = await eventually(async () => exits()[0], 30_000);
+      assert.equal(first.signal, "SIGKILL");
+      assert.equal(first.code, 0, JSON.stringify(first));
+      assert.equal(first.restart_in_ms, 0);
+      // The announcement is per launch: the next child starts with none.
+      const second = await eventually(async () => exits()[1], 30_000);
+      assert.equal(second.restart_in_ms, 0);
+    } finally {
+      await supervisor.stop();
+    }
+  });
+
+  it("a child killed by SIGKILL without an announcement backs off like a crash", async () => {
+    const { supervisor, exits } = supervise(2500, "kill");
+    try {
+      const first = await eventually(async () => exits()[0], 30_000);
+      assert.equal(first.signal, "SIGKILL");
+      assert.equal(first.code, null);
+      assert.equal(first.restart_in_ms, 50);
     } finally {
       await supervisor.stop();
     }
