@@ -64,9 +64,4 @@ export interface JobView {
   readonly deadline?: string;
   /** True when the answer came from the result cache. */
   readonly cached?: boolean;
-  /**
-   * Cached answers: false once the job that computed the result is past its retention (its
-   * record may be gone), so the answer links to no job. Not sent to clients.
-   */
-  readonly job_readable?: boolean;
 }

@@ -8,7 +8,7 @@ import type { IdempotencyScope, IdempotencyStore } from "./idempotency.js";
 import type { JobIntake, SubmitRequest } from "./intake.js";
 import { newJobId } from "./keys.js";
 import type { JobRecords } from "./records.js";
-import { cachedView, completedView } from "./view.js";
+import { cachedView, completedView, type CachedJobView } from "./view.js";
 import type { JobWaiter } from "./waiter.js";
 
 export interface JobServiceDeps {
@@ -45,7 +45,7 @@ export class JobService {
     req: SubmitRequest,
     waitMs = 0,
     onAccepted: (jobId: string, cached: boolean) => void = () => {},
-  ): Promise<JobView> {
+  ): Promise<JobView | CachedJobView> {
     const t0 = performance.now();
     const { guard, idempotency, intake } = this.deps;
     let jobId = newJobId(req.model);
@@ -112,7 +112,11 @@ export class JobService {
    * the jobs that answered each input; a retry gets those jobs, and queues (under the ids the
    * key holds) only the inputs whose jobs are not found.
    */
-  async submitBatch(reqs: readonly SubmitRequest[], waitMs = 0, idempotencyKey?: string): Promise<JobView[]> {
+  async submitBatch(
+    reqs: readonly SubmitRequest[],
+    waitMs = 0,
+    idempotencyKey?: string,
+  ): Promise<(JobView | CachedJobView)[]> {
     const t0 = performance.now();
     const { guard, idempotency, intake, records } = this.deps;
     let ids = reqs.map((req) => newJobId(req.model));

@@ -95,6 +95,16 @@ export function isCompleteResult(value: unknown): value is JobResult {
   );
 }
 
+/** A cache hit as the service hands it to the HTTP layer. */
+export interface CachedJobView extends JobView {
+  readonly cached: true;
+  /**
+   * False once the job that computed the result is past its retention (its record may be gone),
+   * so the answer must link to no job. Not sent to clients.
+   */
+  readonly jobReadable: boolean;
+}
+
 /**
  * A cache hit, reported like the job that computed it. The entry may outlive that job (a cache
  * TTL longer than the retention): `retentionSeconds` dates the jobs of entries that do not say
@@ -107,7 +117,7 @@ export function cachedView(
   priority: JobView["priority"],
   startedAt: number,
   retentionSeconds: number,
-): JobView {
+): CachedJobView {
   const retainedUntil =
     value.job_retained_until !== undefined
       ? Date.parse(value.job_retained_until)
@@ -126,6 +136,6 @@ export function cachedView(
     timings: { queue_wait_ms: 0, inference_ms: 0, total_ms: round(performance.now() - startedAt) },
     finished_at: new Date().toISOString(),
     // NaN (an unreadable date) counts as gone: better no link than a dead one.
-    job_readable: Date.now() < retainedUntil,
+    jobReadable: Date.now() < retainedUntil,
   };
 }

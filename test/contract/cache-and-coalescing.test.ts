@@ -267,7 +267,7 @@ describe("cached answers that outlive the job that computed them", () => {
     assert.equal(late.body.job_id, id, "the answer still names the job that computed it");
     assert.deepEqual(late.body.result, first.body.result);
     assert.deepEqual(late.body.links, {}, "no link to a removed job");
-    assert.equal("job_readable" in late.body, false);
+    assert.equal("jobReadable" in late.body, false, "the internal flag is not sent");
     const batch = await call(inferline.url, "POST", "/api/ml/cached/batch", { inputs: [body] });
     assert.equal(batch.status, 200, JSON.stringify(batch.body));
     const [job] = batch.body.jobs as { cached: boolean; links: unknown }[];

@@ -3,6 +3,7 @@ import { TERMINAL_STATUSES, type JobView, type Priority } from "../../contracts/
 import { BatchTooLargeError, InvalidInputError } from "../../errors/catalog.js";
 import { problemsToMessage, WHOLE_INPUT, type InputProblem } from "../../models/validation.js";
 import type { SubmitRequest } from "../../queue/intake.js";
+import type { CachedJobView } from "../../queue/view.js";
 import { preferredWaitSeconds } from "../prefer.js";
 import type { HttpDeps } from "../types.js";
 
@@ -20,17 +21,20 @@ export function links(jobId: string) {
  * A job view as clients get it, with its links. A cached answer whose job is past its retention
  * gets none: its record may be gone, and a link must not lead to a 404.
  */
-function present(view: JobView) {
-  const { job_readable, ...rest } = view;
-  return {
-    ...rest,
-    cached: view.cached ?? false,
-    links: job_readable === false ? {} : links(view.job_id),
-  };
+function present(view: JobView | CachedJobView) {
+  if ("jobReadable" in view) {
+    const { jobReadable, ...rest } = view;
+    return { ...rest, links: jobReadable ? links(view.job_id) : {} };
+  }
+  return { ...view, cached: view.cached ?? false, links: links(view.job_id) };
 }
 
 /** Sends a job view: 200 once terminal, 202 with Location while it is queued or running. */
-export function sendJobView(reply: FastifyReply, view: JobView, waitedSeconds: number): FastifyReply {
+export function sendJobView(
+  reply: FastifyReply,
+  view: JobView | CachedJobView,
+  waitedSeconds: number,
+): FastifyReply {
   if (waitedSeconds > 0) void reply.header("preference-applied", `wait=${waitedSeconds}`);
   const body = present(view);
   if (TERMINAL_STATUSES.has(view.status)) return reply.code(200).send(body);
