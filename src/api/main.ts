@@ -12,6 +12,7 @@ import { JobService } from "../queue/jobs.js";
 import { JobRecords } from "../queue/records.js";
 import { JobWaiter } from "../queue/waiter.js";
 import { createRedis, waitReady } from "../redis/connection.js";
+import { createSecurity } from "../security/index.js";
 import { createApiObservability } from "../telemetry/observability.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { WorkerRegistry } from "../telemetry/workers.js";
@@ -103,6 +104,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
     records,
     guard,
     health,
+    security: createSecurity(config, redis),
     ...obs.http,
   });
   await app.listen({ host: config.HOST, port: config.PORT });

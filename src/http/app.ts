@@ -6,7 +6,6 @@ import { randomUUID } from "node:crypto";
 import { Ajv } from "ajv";
 import Fastify, { type FastifyInstance } from "fastify";
 import { InvalidParameterError, ServiceUnavailableError } from "../errors/catalog.js";
-import { createSecurity } from "../security/index.js";
 import { installAuth } from "./auth.js";
 import { clientErrorHandler, frameworkErrors } from "./plugins/client-errors.js";
 import { dashboardLogin } from "./plugins/dashboard-login.js";
@@ -88,9 +87,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   });
 
   // Protection comes before every route: headers, CORS, then keys, scopes and rate limits.
-  const security = createSecurity(config);
-  app.addHook("onClose", async () => security.close());
-  await security.ready();
+  const { security } = deps;
   await installSecurityHeaders(app, config, applySecurityHeaders);
   let closing = false;
   app.addHook("preClose", async () => {
@@ -111,8 +108,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   await app.register(healthRoutes, deps);
   await app.register(modelRoutes, deps);
   await app.register(predictRoutes, deps);
-  // Event streams count against SSE_MAX_STREAMS unless the caller brought its own counter.
-  await app.register(resultRoutes, { ...deps, streams: deps.streams ?? security.streams });
+  await app.register(resultRoutes, deps);
   await app.register(adminModelRoutes, deps);
   await app.register(metricsRoutes, deps);
   await app.register(statsRoutes, deps);

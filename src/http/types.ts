@@ -2,6 +2,7 @@ import type { Config } from "../config/index.js";
 import type { ModelCatalog } from "../models/catalog.js";
 import type { InputValidator } from "../models/validation.js";
 import type { Guard } from "../queue/guard.js";
+import type { Security } from "../security/index.js";
 import type { JobService } from "../queue/jobs.js";
 import type { JobRecords } from "../queue/records.js";
 import type { FastifyBaseLogger } from "fastify";
@@ -29,8 +30,8 @@ export interface HttpDeps {
   readonly records: JobRecords;
   /** Runs a Redis call so it fails fast (503) instead of hanging when Redis is away. */
   readonly guard: Guard;
-  /** Caps open event streams; absent: unlimited. */
-  readonly streams?: { acquire(): () => void };
+  /** API keys, dashboard sessions, rate limits, event-stream slots (SSE_MAX_STREAMS). */
+  readonly security: Security;
   /** Metrics and stats hooks; no-ops when METRICS_ENABLED is off. */
   readonly telemetry: ApiTelemetry;
   /** Cluster-wide stats; absent when METRICS_ENABLED is off. */

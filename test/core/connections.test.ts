@@ -5,6 +5,7 @@ import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { testConfig } from "../support/config.js";
 import { eventually } from "../support/http.js";
 import { ownRedis, uniquePrefix, type OwnRedis } from "../support/redis.js";
+import { bearer, testKeys } from "../security/support.js";
 
 /** The clients connected to a Redis, by the last command each ran. */
 async function clients(admin: Redis): Promise<string[]> {
@@ -14,6 +15,15 @@ async function clients(admin: Redis): Promise<string[]> {
     .split("\n")
     .filter((l) => l.length > 0 && !l.startsWith(`id=${self} `))
     .map((l) => /cmd=(\S+)/.exec(l)?.[1] ?? "?");
+}
+
+/** Waits until the clients settle at `expected`, then returns them. */
+async function settled(admin: Redis, readers: number, expected: number): Promise<string[]> {
+  await eventually(async () => {
+    const now = await clients(admin);
+    return now.filter((c) => c === "xread").length === readers && now.length === expected;
+  }).catch(() => {});
+  return clients(admin);
 }
 
 describe("Redis connections an API process holds", () => {
@@ -37,12 +47,51 @@ describe("Redis connections an API process holds", () => {
 
   it("one for commands and one event reader per model, no idle extras", async () => {
     // The readers connect, and the templates they were duplicated from go away.
-    await eventually(async () => {
-      const now = await clients(admin);
-      return now.filter((c) => c === "xread").length === 2 && now.length === 3;
-    }).catch(() => {});
-    const all = await clients(admin);
+    const all = await settled(admin, 2, 3);
     assert.equal(all.filter((c) => c === "xread").length, 2, `clients: ${all.join(", ")}`);
     assert.equal(all.length, 3, `clients: ${all.join(", ")}`);
+  });
+});
+
+describe("Redis connections of an API with keys, dashboard sessions and rate limits", () => {
+  let redis: OwnRedis;
+  let admin: Redis;
+  let api: ApiHandle;
+  const keys = testKeys();
+
+  before(async () => {
+    redis = await ownRedis({ aof: false });
+    admin = new Redis(redis.url);
+    const env = {
+      REDIS_URL: redis.url,
+      MODELS: "echo",
+      ...keys.env,
+      RATE_LIMIT_KEY_RPS: "1",
+      RATE_LIMIT_KEY_BURST: "50",
+    };
+    api = await startApi(testConfig(uniquePrefix("conns-auth"), env));
+  });
+
+  after(async () => {
+    await api?.close();
+    admin?.disconnect();
+    await redis?.destroy();
+  });
+
+  it("sessions and rate limits use the command connection: still one, plus the reader", async () => {
+    // A rate-limited request and a dashboard sign-in, so both have reached Redis.
+    const models = await fetch(`${api.url}/api/models`, { headers: bearer(keys.predict) });
+    assert.equal(models.status, 200);
+    const login = await fetch(`${api.url}/dashboard/login`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ key: keys.admin }),
+    });
+    assert.equal(login.status, 204);
+    assert.ok((await admin.keys("*:ratelimit:*")).length >= 1, "the rate limit is kept in Redis");
+    assert.ok((await admin.keys("*:session:*")).length >= 1, "the session is recorded in Redis");
+    const all = await settled(admin, 1, 2);
+    assert.equal(all.filter((c) => c === "xread").length, 1, `clients: ${all.join(", ")}`);
+    assert.equal(all.length, 2, `clients: ${all.join(", ")}`);
   });
 });

@@ -9,7 +9,7 @@ const params = {
   properties: { jobId: { type: "string", maxLength: 128 } },
 } as const;
 
-export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records, config, streams }) => {
+export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records, config, security }) => {
   app.get<{ Params: { jobId: string } }>(
     "/api/results/:jobId",
     {
@@ -77,7 +77,7 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records,
     async (req, reply) => {
       const jobId = req.params.jobId;
       await records.view(jobId); // 404 / 503 as JSON before the stream starts
-      const release = streams?.acquire() ?? (() => {});
+      const release = security.streams.acquire();
       // The client going away ends the stream's wait at once; its slot is freed when the
       // stream's work is over, not before.
       let closed = false;
