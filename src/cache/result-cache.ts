@@ -6,9 +6,9 @@ import { modelKey, queueName } from "../queue/keys.js";
  * input. Invalidation never scans: each model has generation counters (`m` for the whole model,
  * `v:<version>` per version) that are part of every key, so bumping one orphans the old entries,
  * which then expire by TTL. "Everything" bumps each model's counter, once per invalidation id:
- * each model records the id of the last whole-cache invalidation it took (`all`) in the same
- * script, so a retry of one that stopped half way bumps only the models it had not reached
- * (`invalidateOnce`). Lookups never read that field: a cache hit stays one script, one round trip.
+ * each model records the ids of the whole-cache invalidations it took (a key per id, kept a day)
+ * in the same script, so a retry of one that stopped half way bumps only the models it had not
+ * reached (`invalidateOnce`). Lookups never read that field: a cache hit stays one script, one round trip.
  *
  * Admission is one Lua script per request, in the model's hash slot: cache lookup, a check for a
  * live job computing the same input (coalescing), the queue-depth cap, and claiming the in-flight
@@ -84,13 +84,18 @@ if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
 return 1
 `;
 
-/** Bumps the model's generation unless this invalidation (ARGV[1]) already did; 1 if it did now. */
+/**
+ * Bumps the model's generation (KEYS[1]) unless this invalidation already did: KEYS[2], the
+ * model's record of that id, is made here and kept ARGV[1] seconds. 1 if it bumped now.
+ */
 const INVALIDATE_ONCE = `
-if redis.call('HGET', KEYS[1], 'all') == ARGV[1] then return 0 end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 redis.call('HINCRBY', KEYS[1], 'm', 1)
-redis.call('HSET', KEYS[1], 'all', ARGV[1])
 return 1
 `;
+
+/** How long a model remembers a whole-cache invalidation id it took (seconds). */
+export const INVALIDATION_ID_TTL_SECONDS = 24 * 3600;
 
 const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -167,7 +172,7 @@ function withScripts(redis: Redis): Scripts {
     redis.defineCommand("inferlineStore", { numberOfKeys: 2, lua: STORE });
     redis.defineCommand("inferlineRelease", { numberOfKeys: 1, lua: RELEASE });
     redis.defineCommand("inferlineUnjoin", { numberOfKeys: 1, lua: UNJOIN });
-    redis.defineCommand("inferlineInvalidateOnce", { numberOfKeys: 1, lua: INVALIDATE_ONCE });
+    redis.defineCommand("inferlineInvalidateOnce", { numberOfKeys: 2, lua: INVALIDATE_ONCE });
   }
   return r;
 }
@@ -267,7 +272,10 @@ export class ResultCache {
    * invalidation already did: repeating it is a no-op. True when this call did it.
    */
   async invalidateOnce(model: string, id: string): Promise<boolean> {
-    return (await this.redis.inferlineInvalidateOnce(this.genKey(model), id)) === 1;
+    const taken = modelKey(this.prefix, model, "cache", "invalidation", id);
+    return (
+      (await this.redis.inferlineInvalidateOnce(this.genKey(model), taken, INVALIDATION_ID_TTL_SECONDS)) === 1
+    );
   }
 }
 

@@ -144,6 +144,11 @@ void describe("invalidating the whole cache when Redis stops answering half way"
     // A new invalidation is a new one.
     assert.equal((await invalidate({})).status, 200);
     for (const m of MODELS) assert.equal(await cached(m), false, `${m} invalidated again`);
+
+    // The earlier id, repeated after that newer invalidation, is still one the models took.
+    for (const m of MODELS) await seed(m);
+    assert.equal((await invalidate({ invalidation_id: id })).status, 200);
+    for (const m of MODELS) assert.equal(await cached(m), true, `${m} untouched by an old id`);
   });
 
   it("an invalidation id goes with the whole cache only", async () => {
