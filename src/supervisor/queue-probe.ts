@@ -5,9 +5,9 @@ import type { WorkerRegistry } from "../telemetry/workers.js";
 import type { Sample } from "./autoscaler.js";
 
 /**
- * Reads what the autoscaler decides on: jobs waiting in every model's queue (BullMQ's wait,
- * prioritized and delayed sets; active jobs are already being served) and a processed-jobs
- * counter summed from worker heartbeats. Heartbeat counters reset when a process restarts, so
+ * Reads what the autoscaler decides on: jobs waiting in every model's queue that is not paused
+ * (BullMQ's wait, prioritized and delayed sets; active jobs are already being served) and a
+ * processed-jobs counter summed from worker heartbeats. Heartbeat counters reset when a process restarts, so
  * the counter adds per-worker increases instead of trusting the raw sum.
  */
 export class QueueProbe {
@@ -29,8 +29,11 @@ export class QueueProbe {
   }
 
   async sample(): Promise<Sample> {
+    // A paused queue's jobs wait for an operator, not for workers: more would not help.
     const counts = await Promise.all(
-      this.queues.map((q) => q.getJobCounts("wait", "prioritized", "delayed")),
+      this.queues.map(async (q): Promise<Record<string, number>> =>
+        (await q.isPaused()) ? {} : q.getJobCounts("wait", "prioritized", "delayed"),
+      ),
     );
     const depth = counts.reduce((sum, c) => sum + (c.wait ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0), 0);
     const now = new Map<string, number>();

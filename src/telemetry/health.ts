@@ -184,6 +184,7 @@ export class HealthService {
         retrying: q.retrying,
         failed: q.failed,
         oldest_waiting_age_seconds: q.oldest_waiting_age_seconds,
+        paused: q.paused,
         avg_processing_ms: m?.latency_ms.inference.avg_ms ?? null,
         avg_total_ms: m?.latency_ms.total.avg_ms ?? null,
         error_rate: m?.error_rate ?? null,
@@ -199,6 +200,8 @@ export class HealthService {
           .join(", ")}`,
       );
 
+    const paused = queues.filter((q) => q.paused).map((q) => q.model);
+    if (paused.length > 0) degraded.push(`queue paused by an operator: ${paused.join(", ")}`);
     const depth = queues.reduce((s, q) => s + q.waiting, 0);
     if (depth > t.queueDepthDegraded) degraded.push(`queue depth ${depth} over ${t.queueDepthDegraded}`);
 

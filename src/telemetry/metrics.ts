@@ -139,6 +139,11 @@ export class Metrics {
       "Age of the oldest job waiting to start (0 when none waits).",
       (m) => m.oldest_waiting_age_seconds,
     );
+    perModel(
+      "inferline_queue_paused",
+      "1 while an operator has paused the model's queue (no job starts), else 0.",
+      (m) => (m.paused ? 1 : 0),
+    );
     new Gauge({
       name: "inferline_workers",
       help: "Worker processes with a fresh heartbeat (0 when Redis cannot be read).",

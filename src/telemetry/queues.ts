@@ -15,6 +15,8 @@ export interface QueueReading {
   readonly failed: number;
   /** Age of the oldest job waiting to start; 0 when none waits. */
   readonly oldest_waiting_age_seconds: number;
+  /** Paused by an operator: no worker takes its jobs until it is resumed. */
+  readonly paused: boolean;
 }
 
 export interface FailedJob {
@@ -69,6 +71,7 @@ export class QueueInspector {
       .llen(k("active"))
       .zcard(k("delayed"))
       .zcard(k("failed"))
+      .hexists(k("meta"), "paused")
       // Oldest candidates: the tail of the wait and paused lists, and the first job of each
       // priority level (scores are priority * 2^32 + arrival counter).
       .lindex(k("wait"), -1)
@@ -81,7 +84,7 @@ export class QueueInspector {
       return v;
     });
     const num = (i: number) => Number(values[i] ?? 0);
-    const candidates = [values[6], values[7], ...values.slice(8).map((v) => (v as string[])[0])].filter(
+    const candidates = [values[7], values[8], ...values.slice(9).map((v) => (v as string[])[0])].filter(
       (id): id is string => typeof id === "string",
     );
     let oldest = 0;
@@ -98,6 +101,7 @@ export class QueueInspector {
       retrying: num(4),
       failed: num(5),
       oldest_waiting_age_seconds: Math.round(oldest * 1000) / 1000,
+      paused: num(6) === 1,
     };
   }
 
@@ -139,6 +143,31 @@ export class QueueInspector {
     if (state !== "failed") throw new JobNotRetryableError(`job ${jobId} is ${state}, not failed`);
     await job.retry("failed", { resetAttemptsMade: true, resetAttemptsStarted: true });
     return { job_id: jobId, model };
+  }
+
+  /**
+   * Pauses (or resumes) a model's queue for every worker: jobs are still accepted and queued, up
+   * to the queue's cap, but none starts until it is resumed; jobs already running finish.
+   * Idempotent.
+   */
+  async setPaused(model: string, paused: boolean): Promise<void> {
+    const q = this.queue(model);
+    await (paused ? q.pause() : q.resume());
+  }
+
+  /**
+   * Removes failed jobs of the given models that failed at least `olderThanSeconds` ago, at most
+   * `limit` per model. The number removed, per model.
+   */
+  async cleanFailed(
+    models: readonly string[],
+    olderThanSeconds: number,
+    limit: number,
+  ): Promise<Record<string, number>> {
+    const removed = await Promise.all(
+      models.map((m) => this.queue(m).clean(olderThanSeconds * 1000, limit, "failed")),
+    );
+    return Object.fromEntries(models.map((m, i) => [m, removed[i]?.length ?? 0]));
   }
 
   async close(): Promise<void> {

@@ -1,9 +1,12 @@
-import type { FastifyPluginAsync } from "fastify";
+import type { FastifyBaseLogger, FastifyPluginAsync } from "fastify";
 import { JobNotFailedError, JobNotFoundError } from "../../errors/catalog.js";
 import { JobNotRetryableError } from "../../telemetry/queues.js";
 import type { HttpDeps } from "../types.js";
 
-/** Failed jobs for operators: list them with their error, put one back in its queue. */
+/**
+ * Queues for operators: list failed jobs with their error, put one back in its queue, remove
+ * failed jobs, pause and resume a model's queue.
+ */
 export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues, catalog, guard }) => {
   app.get<{ Querystring: { limit?: number } }>(
     "/api/admin/jobs/failed",
@@ -18,6 +21,61 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
       },
     },
     async (req) => ({ jobs: await guard(() => queues.failed(catalog.names(), req.query.limit ?? 50)) }),
+  );
+
+  app.delete<{ Querystring: { model?: string; older_than_seconds?: number; limit?: number } }>(
+    "/api/admin/jobs/failed",
+    {
+      config: { access: "admin" },
+      schema: {
+        querystring: {
+          type: "object",
+          properties: {
+            model: { type: "string", maxLength: 64 },
+            older_than_seconds: { type: "integer", minimum: 0, maximum: 365 * 24 * 3600 },
+            limit: { type: "integer", minimum: 1, maximum: 100_000 },
+          },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (req) => {
+      const { model, older_than_seconds: olderThan = 0, limit = 10_000 } = req.query;
+      if (model !== undefined) catalog.versions(model); // model_not_found for a model not served
+      const models = model === undefined ? catalog.names() : [model];
+      const removed = await guard(() => queues.cleanFailed(models, olderThan, limit));
+      const total = Object.values(removed).reduce((a, b) => a + b, 0);
+      req.log.info(
+        { event: "failed_jobs_removed", removed: total, models: removed, older_than_seconds: olderThan },
+        `${total} failed job(s) removed`,
+      );
+      return { removed: total, models: removed };
+    },
+  );
+
+  const pausing = (paused: boolean) => async (req: { params: { model: string }; log: FastifyBaseLogger }) => {
+    const { model } = req.params;
+    catalog.versions(model); // model_not_found for a model not served
+    await guard(() => queues.setPaused(model, paused));
+    req.log.info(
+      { event: paused ? "queue_paused" : "queue_resumed", model },
+      `queue of ${model} ${paused ? "paused" : "resumed"}`,
+    );
+    return { model, paused };
+  };
+  const modelParams = {
+    type: "object",
+    properties: { model: { type: "string", maxLength: 64 } },
+  } as const;
+  app.post<{ Params: { model: string } }>(
+    "/api/admin/models/:model/pause",
+    { config: { access: "admin" }, schema: { params: modelParams } },
+    pausing(true),
+  );
+  app.post<{ Params: { model: string } }>(
+    "/api/admin/models/:model/resume",
+    { config: { access: "admin" }, schema: { params: modelParams } },
+    pausing(false),
   );
 
   app.post<{ Params: { id: string } }>(
