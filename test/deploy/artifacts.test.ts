@@ -363,6 +363,14 @@ describe("the image and the stacks", () => {
       );
       assert.ok(pdb, `${d} has no PodDisruptionBudget`);
     }
+    // An autoscaled Deployment leaves its replica count to the autoscaler: with spec.replicas,
+    // every `kubectl apply` would reset it (and shrink a scaled-out worker fleet at once).
+    const scaled = K8S.filter((o) => o.kind === "HorizontalPodAutoscaler" || o.kind === "ScaledObject").map(
+      (o) => obj(obj(o.spec).scaleTargetRef).name,
+    );
+    assert.deepEqual([...scaled].sort(), INFERLINE_DEPLOYMENTS);
+    for (const d of INFERLINE_DEPLOYMENTS)
+      assert.equal(obj(k8s("Deployment", d).spec).replicas, undefined, `${d} sets spec.replicas`);
     const rolling = obj(obj(obj(k8s("Deployment", "inferline-api").spec).strategy).rollingUpdate);
     assert.equal(rolling.maxUnavailable, 0);
     const redis = JSON.stringify(obj(k8s("StatefulSet", "inferline-redis").spec));
