@@ -325,6 +325,19 @@ describe("the image and the stacks", () => {
       assert.ok(ignored.includes(p), p);
   });
 
+  it("CI's container smoke test predicts with an API key (the stack has no open routes)", () => {
+    for (const file of readdirSync(path.join(ROOT, ".github/workflows"))) {
+      const workflow = obj(parse(read(`.github/workflows/${file}`)));
+      for (const job of Object.values(obj(workflow.jobs)))
+        for (const step of arr(obj(job).steps).map(obj)) {
+          const run = typeof step.run === "string" ? step.run : "";
+          if (!/\/api\/ml\//.test(run)) continue;
+          assert.match(run, /-H "Authorization: Bearer \$\w+"/, `${file}: ${String(step.name)}`);
+          assert.match(run, /export API_KEYS\b/, `${file}: ${String(step.name)}`);
+        }
+    }
+  });
+
   it("compose: Redis with AOF and noeviction, health-gated start-up, production restarts", () => {
     for (const compose of [COMPOSE, COMPOSE_PROD]) {
       const cmd = [service(compose, "redis").command].flat().join(" ");
