@@ -338,6 +338,24 @@ describe("the image and the stacks", () => {
     }
   });
 
+  it("production is deployed only after CI passed for the commit", () => {
+    const ci = obj(parse(read(".github/workflows/ci.yml")));
+    const deploy = obj(parse(read(".github/workflows/deploy.yml")));
+    const on = obj(deploy.on);
+    assert.equal(on.push, undefined, "deploy.yml runs on push, whether CI passes or not");
+    const run = obj(on.workflow_run);
+    assert.deepEqual(run.workflows, [ci.name]);
+    assert.deepEqual(run.types, ["completed"]);
+    const image = obj(obj(deploy.jobs).image);
+    assert.match(String(image.if), /workflow_run\.conclusion == 'success'/);
+    for (const job of Object.values(obj(deploy.jobs))) {
+      const checkout = arr(obj(job).steps)
+        .map(obj)
+        .find((s) => String(s.uses).startsWith("actions/checkout"));
+      assert.equal(obj(checkout?.with).ref, "${{ env.SHA }}");
+    }
+  });
+
   it("compose: Redis with AOF and noeviction, health-gated start-up, production restarts", () => {
     for (const compose of [COMPOSE, COMPOSE_PROD]) {
       const cmd = [service(compose, "redis").command].flat().join(" ");
