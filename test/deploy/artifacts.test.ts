@@ -173,6 +173,15 @@ describe("probes, ports and metric names exist", () => {
       String(setting(obj(k8s("ConfigMap", "inferline-config").data), "PORT")),
     );
     const worker = k8s("Deployment", "inferline-worker");
+    const metricsPort = obj(
+      arr(containers(worker)[0]?.ports)
+        .map(obj)
+        .find((p) => p.name === "metrics"),
+    );
+    assert.equal(
+      metricsPort.containerPort,
+      setting(obj(k8s("ConfigMap", "inferline-config").data), "WORKER_METRICS_PORT"),
+    );
     assert.equal(
       obj(obj(obj(worker.spec).template).metadata).annotations &&
         obj(obj(obj(obj(worker.spec).template).metadata).annotations)["prometheus.io/port"],
@@ -225,6 +234,18 @@ describe("probes, ports and metric names exist", () => {
       for (const [name] of text.matchAll(/\binferline_[a-z0-9_]+/g))
         assert.ok(names.has(name), `${file} names ${name}, which no process exports`);
     assert.match(sources["deploy/k8s/keda-scaledobject.yaml"], /inferline_queue_depth/);
+    // A query finding nothing (no pod scraped) must not read as an empty queue.
+    const trigger = obj(
+      arr(obj(k8s("ScaledObject", "inferline-worker").spec).triggers).map(obj)[0]?.metadata,
+    );
+    assert.equal(trigger.ignoreNullValues, "false");
+    // The PodMonitor (Prometheus Operator) scrapes the ports the pods name.
+    const monitor = obj(parse(read("deploy/k8s/podmonitor.yaml")));
+    const ports = arr(obj(monitor.spec).podMetricsEndpoints).map((e) => obj(e).port);
+    const named = INFERLINE_DEPLOYMENTS.flatMap((d) =>
+      containers(k8s("Deployment", d)).flatMap((c) => arr(c.ports).map((p) => obj(p).name)),
+    );
+    assert.deepEqual([...named].sort(), [...ports].sort());
   });
 });
 
