@@ -425,7 +425,23 @@ describe("the image and the stacks", () => {
       assert.equal(obj(k8s("Deployment", d).spec).replicas, undefined, `${d} sets spec.replicas`);
     const rolling = obj(obj(obj(k8s("Deployment", "inferline-api").spec).strategy).rollingUpdate);
     assert.equal(rolling.maxUnavailable, 0);
-    const redis = JSON.stringify(obj(k8s("StatefulSet", "inferline-redis").spec));
+    const redisSet = k8s("StatefulSet", "inferline-redis");
+    for (const c of containers(redisSet)) {
+      const sc = obj(c.securityContext);
+      assert.equal(sc.allowPrivilegeEscalation, false, "redis");
+      assert.deepEqual(obj(sc.capabilities).drop, ["ALL"], "redis");
+    }
+    // Redis answers only the API and worker pods.
+    const policy = k8s("NetworkPolicy", "inferline-redis");
+    assert.equal(
+      obj(obj(obj(policy.spec).podSelector).matchLabels)["app.kubernetes.io/name"],
+      "inferline-redis",
+    );
+    const allowed = arr(obj(policy.spec).ingress)
+      .flatMap((r) => arr(obj(r).from))
+      .flatMap((f) => arr(obj(obj(f).podSelector).matchExpressions).flatMap((e) => arr(obj(e).values)));
+    assert.deepEqual([...allowed].sort(), INFERLINE_DEPLOYMENTS);
+    const redis = JSON.stringify(obj(redisSet.spec));
     assert.match(redis, /--appendonly yes/);
     assert.match(redis, /--maxmemory-policy noeviction/);
   });
