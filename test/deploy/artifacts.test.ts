@@ -189,6 +189,14 @@ describe("probes, ports and metric names exist", () => {
     );
   });
 
+  it("systemd worker instances on one host each get a metrics port of their own", () => {
+    const exec = unit("deploy/systemd/inferline-worker@.service").ExecStart ?? "";
+    const base = /WORKER_METRICS_PORT=\$\$\(\((\d+) \+ %i\)\)/.exec(exec)?.[1];
+    assert.ok(base, `ExecStart=${exec}`);
+    // Instance 1 keeps the default port that docs and scrape configs name.
+    assert.equal(Number(base) + 1, DEFAULTS.WORKER_METRICS_PORT);
+  });
+
   it("image and compose health checks use routes that exist", () => {
     const paths = [
       ...read("Dockerfile").matchAll(/127\.0\.0\.1:[^/]*(\/[a-z/]+)/g),
