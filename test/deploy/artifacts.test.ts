@@ -385,6 +385,16 @@ describe("the image and the stacks", () => {
     }
   });
 
+  it("compose: an API still warming up is not declared unhealthy", () => {
+    const check = obj(obj(service(COMPOSE, "api1").healthcheck));
+    assert.match(JSON.stringify(check.test), /\/health\/ready/);
+    // nginx starts only once both APIs are healthy; compose gives up on an unhealthy one.
+    assert.ok(
+      seconds(check.start_period) >= DEFAULTS.HEALTH_WARMUP_MS / 1000,
+      `api start_period ${String(check.start_period)}`,
+    );
+  });
+
   it("compose: Redis with AOF and noeviction, health-gated start-up, production restarts", () => {
     for (const compose of [COMPOSE, COMPOSE_PROD]) {
       const cmd = [service(compose, "redis").command].flat().join(" ");
