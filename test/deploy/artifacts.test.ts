@@ -413,6 +413,7 @@ describe("the image and the stacks", () => {
     for (const d of INFERLINE_DEPLOYMENTS) {
       const spec = podSpec(k8s("Deployment", d));
       assert.equal(obj(spec.securityContext).runAsNonRoot, true, d);
+      assert.equal(spec.automountServiceAccountToken, false, d);
       for (const c of containers(k8s("Deployment", d))) {
         const sc = obj(c.securityContext);
         assert.equal(sc.allowPrivilegeEscalation, false, d);
@@ -444,6 +445,7 @@ describe("the image and the stacks", () => {
     const rolling = obj(obj(obj(k8s("Deployment", "inferline-api").spec).strategy).rollingUpdate);
     assert.equal(rolling.maxUnavailable, 0);
     const redisSet = k8s("StatefulSet", "inferline-redis");
+    assert.equal(podSpec(redisSet).automountServiceAccountToken, false, "redis");
     for (const c of containers(redisSet)) {
       const sc = obj(c.securityContext);
       assert.equal(sc.allowPrivilegeEscalation, false, "redis");
