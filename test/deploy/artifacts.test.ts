@@ -401,8 +401,10 @@ describe("the image and the stacks", () => {
       assert.match(cmd, /--appendonly"? "?yes/);
       assert.match(cmd, /--maxmemory-policy"? "?noeviction/);
     }
-    for (const name of ["api1", "api2", "worker"])
+    for (const name of ["api1", "api2", "worker"]) {
       assert.equal(obj(obj(service(COMPOSE, name).depends_on).redis).condition, "service_healthy");
+      assert.equal(service(COMPOSE, name).read_only, true, `${name} read_only`);
+    }
     for (const name of ["api1", "api2"])
       assert.equal(obj(obj(service(COMPOSE, "nginx").depends_on)[name]).condition, "service_healthy");
     for (const name of Object.keys(obj(COMPOSE_PROD.services)))
