@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { testEnv } from "../support/config.js";
 import { freePort } from "../support/http.js";
 import { spawnCli, stop, type Spawned } from "../support/processes.js";
@@ -104,6 +105,31 @@ void describe("nginx load balancing over three API processes (deploy/nginx)", ()
     } finally {
       await front?.stop();
       await stop(api);
+    }
+  });
+
+  void it("passes a job's event stream through as it is written, not when it ends", async () => {
+    // No worker runs here: the job stays queued, its stream sends the queued view and stays open.
+    // A buffering proxy would hold that event until the stream ended (75 s later, at the read
+    // timeout).
+    const queued = await fetch(`${nginx.url}/api/ml/echo`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ text: "stream" }),
+    });
+    assert.equal(queued.status, 202);
+    const { job_id: jobId } = (await queued.json()) as { job_id: string };
+    const hangUp = new AbortController();
+    try {
+      const stream = await fetch(`${nginx.url}/api/results/${jobId}/events`, { signal: hangUp.signal });
+      assert.equal(stream.status, 200);
+      assert.match(stream.headers.get("content-type") ?? "", /text\/event-stream/);
+      const reader = stream.body!.getReader() as ReadableStreamDefaultReader<Uint8Array>;
+      const first = await Promise.race([reader.read(), sleep(20_000).then(() => undefined)]);
+      assert.ok(first && !first.done, "no event through nginx within 20 s");
+      assert.match(new TextDecoder().decode(first.value), /^event: status\n[\s\S]*"status":"queued"/);
+    } finally {
+      hangUp.abort();
     }
   });
 
