@@ -56,6 +56,12 @@ export class Metrics {
     labelNames: ["model", "version"] as const,
     registers: [this.registry],
   });
+  readonly jobsExpired = new Counter({
+    name: "inferline_jobs_expired_total",
+    help: "Jobs whose deadline (timeout_ms) passed before a worker started them.",
+    labelNames: ["model", "version"] as const,
+    registers: [this.registry],
+  });
   readonly jobsRetried = new Counter({
     name: "inferline_jobs_retried_total",
     help: "Failed attempts that will be retried after a backoff.",

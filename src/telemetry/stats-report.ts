@@ -82,6 +82,7 @@ function summary(acc: Acc, seconds: number | null) {
     completed,
     failed,
     retried: get("retry"),
+    expired: get("exp"),
     throughput_per_s: perSecond(completed, seconds),
     error_rate: ratio(failed, completed + failed),
     cache: { hits: get("hit"), misses: get("miss"), hit_rate: ratio(get("hit"), get("hit") + get("miss")) },

@@ -101,6 +101,16 @@ export class WorkerTelemetry {
     }
   }
 
+  /**
+   * A job whose deadline passed before it started: it ends `expired`, without running. Not a
+   * failure: the deadline is the client's, so the error rate (health, alerts) leaves it out.
+   */
+  jobExpired(model: string, version: string): void {
+    if (!this.metrics) return;
+    this.metrics.jobsExpired.inc({ model, version });
+    this.stats?.count(model, version, "exp");
+  }
+
   inferenceTimeout(model: string, version: string): void {
     this.metrics?.inferenceTimeouts.inc({ model, version });
   }

@@ -37,15 +37,16 @@ export function makeProcessor(deps: ProcessorDeps) {
     // The deadline is for starting: a retry, or a job a dead worker had started, is past it.
     const firstStart = job.attemptsMade === 0 && (job.attemptsStarted ?? 1) <= 1;
     if (firstStart && job.data.deadline !== undefined && startedAt > job.data.deadline) {
-      // Too late to be useful: end it without running the model.
-      log.info(
-        { event: "job_expired", queue_wait_ms: startedAt - job.timestamp },
-        "job expired before it started",
+      // Too late to be useful: end it without running the model. Logged as the job's end (code
+      // expired); counted apart from failures, as the deadline is the client's choice.
+      const expired = jobErrors.expired("the deadline passed before a worker could start the job");
+      deps.telemetry?.jobExpired(model, version);
+      log.warn(
+        { event: "job_failed", code: expired.code, duration_ms: 0, queue_wait_ms: startedAt - job.timestamp },
+        expired.message,
       );
       if (job.data.cache) await deps.cache.release(job.data.cache.inflightKey, job.id!).catch(() => {});
-      throw new UnrecoverableError(
-        jobErrors.expired("the deadline passed before a worker could start the job").toReason(),
-      );
+      throw new UnrecoverableError(expired.toReason());
     }
     log.info({ event: "job_started", queue_wait_ms: startedAt - job.timestamp }, "job started");
     try {

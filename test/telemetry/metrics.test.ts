@@ -114,6 +114,63 @@ describe("Prometheus metrics move by exactly the traffic sent", () => {
   });
 });
 
+describe("a job that expires before a worker starts it", () => {
+  const prefix = uniquePrefix("metrics-expired");
+  let api: ApiHandle;
+  let worker: Spawned | undefined;
+  before(async () => {
+    api = await startApi(testConfig(prefix, ENV));
+  });
+  after(async () => {
+    if (worker) await stop(worker);
+    await api.close();
+    await cleanupPrefix(prefix);
+  });
+
+  it("is counted as expired in /metrics and /api/stats, not as a failure, and logs its end", async () => {
+    // No worker yet: the deadline passes while the job waits.
+    const headers = { "x-request-id": "req-expired-1" };
+    const r = await call(api.url, "POST", "/api/ml/echo?timeout_ms=50", { text: "too late" }, headers);
+    assert.equal(r.status, 202);
+    const id = r.body.job_id as string;
+    await sleep(200);
+    const port = await freePort();
+    worker = await spawnWorker(testEnv(prefix, { ...ENV, WORKER_METRICS_PORT: String(port) }));
+    await eventually(
+      async () => (await call(api.url, "GET", `/api/results/${id}`)).body.status === "expired",
+      10_000,
+    );
+
+    const ended = await worker.waitForLine((l) => l.event === "job_failed" && l.job_id === id);
+    assert.equal(ended.code, "expired");
+    assert.equal(ended.request_id, "req-expired-1");
+    assert.equal(ended.model, "echo");
+    assert.equal(ended.attempt, 1);
+    assert.equal(typeof ended.duration_ms, "number");
+
+    const echo = { model: "echo", version: "1" };
+    const m = await scrape(`http://127.0.0.1:${port}/metrics`);
+    assert.equal(value(m, "inferline_jobs_expired_total", echo), 1);
+    assert.equal(value(m, "inferline_jobs_failed_total", echo), 0);
+    assert.equal(value(m, "inferline_jobs_completed_total", echo), 0);
+    const stats = await eventually(async () => {
+      const s = (await call(api.url, "GET", "/api/stats?window=5m")).body as {
+        submitted: number;
+        expired: number;
+        failed: number;
+        models: Record<string, { expired: number }>;
+      };
+      return s.expired === 1 ? s : undefined;
+    }, 10_000);
+    assert.equal(stats.submitted, 1);
+    assert.equal(stats.failed, 0);
+    assert.equal(stats.models.echo!.expired, 1);
+    // The client's deadline is no error of the service's.
+    const health = (await call(api.url, "GET", "/health")).body as { errors: { jobs: number } };
+    assert.equal(health.errors.jobs, 0);
+  });
+});
+
 describe("stats from two API processes merge in /api/stats", () => {
   const prefix = uniquePrefix("stats-merge");
   let a: ApiHandle;
