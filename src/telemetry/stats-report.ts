@@ -249,10 +249,12 @@ export class StatsReader {
       },
       ...summary(all, seconds),
       models,
-      // One point per minute; the current one has no rate yet (a partial minute would plot as
-      // a drop at the end of every chart).
+      // One point per minute; one whose counts may not all be in has no rate yet (a partial
+      // minute would plot as a drop at the end of every chart): the current minute, and the one
+      // before it until every process has flushed since it ended.
       series: series.map((s, i) => {
-        const sm = summary(s.acc, first + i < now ? 60 : null);
+        const over = (first + i + 1) * 60_000 + this.flushIntervalMs <= nowMs;
+        const sm = summary(s.acc, over ? 60 : null);
         return {
           t: s.t,
           requests: s.http.get("req") ?? 0,

@@ -63,6 +63,30 @@ describe("stats reports", () => {
     );
   });
 
+  it("the minute that just ended charts no rate until every process has flushed its counts", async () => {
+    const prefix = prefixOf("stats-rate-boundary");
+    const flushIntervalMs = 5000;
+    const boundary = Math.floor(Date.now() / 60_000) * 60_000;
+    const clock = { ms: boundary - 60_000 };
+    const stats = new StatsRecorder(redis, prefix, { ...OPTS, flushIntervalMs });
+    const rates = await atTime(clock, async () => {
+      const reader = new StatsReader(redis, prefix, flushIntervalMs);
+      const lastTwo = async () => (await reader.report(2)).series.map((p) => p.throughput_per_s);
+      // 10 jobs/s all through the minute; this process last flushed 4 s before it ended.
+      for (; clock.ms < boundary - 4000; clock.ms += 100) stats.count("m", "1", "ok");
+      await stats.flush();
+      for (; clock.ms < boundary; clock.ms += 100) stats.count("m", "1", "ok");
+      clock.ms = boundary + 1000;
+      const early = await lastTwo();
+      clock.ms = boundary + flushIntervalMs;
+      await stats.flush();
+      return { early, late: await lastTwo() };
+    });
+    // 560 of its 600 jobs are in Redis a second after the minute: no rate rather than 9.3/s.
+    assert.deepEqual(rates.early, [null, null]);
+    assert.deepEqual(rates.late, [10, null]);
+  });
+
   it("a window that only just began has no rate yet", async () => {
     const prefix = prefixOf("stats-rate-new");
     const minuteStart = Math.floor(Date.now() / 60_000) * 60_000;
