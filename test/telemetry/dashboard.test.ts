@@ -297,6 +297,11 @@ describe(
       await api!.close();
       api = undefined;
       await eventually(async () => (await text("#status")) === "unknown", 15_000, 200);
+      await eventually(
+        async () => (await text("#updated")) === "update failed: the API could not be reached",
+        15_000,
+        200,
+      );
       api = await startApi(config(port));
       await eventually(async () => (await text("#status")) === "degraded", 15_000, 200);
       assert.deepEqual(pageErrors, []);

@@ -35,14 +35,21 @@ function fill(tableId, rows) {
 }
 
 async function getJson(url, init) {
-  const res = await fetch(url, { credentials: "same-origin", ...init });
+  let res;
+  try {
+    res = await fetch(url, { credentials: "same-origin", ...init });
+  } catch {
+    throw new Error("the API could not be reached");
+  }
   if (res.status === 401 || res.status === 403) {
     window.location.href = "/dashboard/login";
     throw new Error("not signed in");
   }
-  const body = await res.json();
+  // A proxy's own error page (HTML) is no answer of the API's.
+  const body = await res.json().catch(() => null);
+  if (body === null) throw new Error(`${res.status} ${res.statusText || "answer"} (not from the API)`);
   // An error answer (Redis away, rate limited) is no data: say what the server said.
-  if (body && body.error) throw new Error(`${res.status} ${body.error.message}`);
+  if (body.error) throw new Error(`${res.status} ${body.error.message}`);
   return { status: res.status, body };
 }
 
