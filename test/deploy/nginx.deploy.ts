@@ -52,6 +52,22 @@ void describe("nginx load balancing over three API processes (deploy/nginx)", ()
     assert.equal(((await big.json()) as { error: { code: string } }).error.code, "payload_too_large");
   });
 
+  void it("keeps the client's valid request id through to the API; makes one otherwise", async () => {
+    const health = (id?: string) =>
+      fetch(`${nginx.url}/api/models`, { headers: id === undefined ? {} : { "x-request-id": id } });
+    const given = await health("client-req-42");
+    assert.equal(given.headers.get("x-request-id"), "client-req-42");
+    // No id, or one the API would not take: nginx's own, the same in its log and the API's.
+    for (const id of [undefined, "has spaces in it"]) {
+      const made = (await health(id)).headers.get("x-request-id") ?? "";
+      assert.match(made, /^[0-9a-f]{32}$/);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.ok(nginx.accessLog().some((l) => l.request_id === made));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok(nginx.accessLog().some((l) => l.request_id === "client-req-42"));
+  });
+
   void it("rate-limits one client on the prediction routes with a JSON 429", async () => {
     const limited = await startNginx(await freePort(), [`127.0.0.1:${apis[0]!.port}`]);
     try {
