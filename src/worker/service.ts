@@ -6,6 +6,7 @@ import type { ResultCache } from "../cache/result-cache.js";
 import type { Config } from "../config/index.js";
 import { runSteps } from "../lifecycle/shutdown.js";
 import type { JobData, JobResult } from "../contracts/jobs.js";
+import { JobError } from "../errors/catalog.js";
 import type { ModelCatalog } from "../models/catalog.js";
 import type { InputValidator } from "../models/validation.js";
 import { queueName } from "../queue/keys.js";
@@ -94,6 +95,26 @@ export class WorkerService {
       w.on("stalled", (jobId) =>
         logger.warn({ event: "job_stalled", job_id: jobId, model }, "job lost its worker; redelivering"),
       );
+      // A job whose workers died more often than WORKER_MAX_STALLED_COUNT is failed by BullMQ
+      // itself when a worker next takes it, without the processor: counted and logged here.
+      w.on("failed", (job, err) => {
+        if (!job || JobError.fromReason(err.message).code !== "worker_lost") return;
+        const { version, requestId } = job.data;
+        this.deps.telemetry?.jobFailed(model, version, true);
+        logger.warn(
+          {
+            event: "job_failed",
+            job_id: job.id,
+            model,
+            version,
+            request_id: requestId,
+            attempt: job.attemptsMade,
+            code: "worker_lost",
+            duration_ms: 0,
+          },
+          JobError.fromReason(err.message).message,
+        );
+      });
       this.workers.push(w);
     }
     for (const w of this.workers)

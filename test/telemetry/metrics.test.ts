@@ -171,6 +171,63 @@ describe("a job that expires before a worker starts it", () => {
   });
 });
 
+describe("a job whose workers keep dying", () => {
+  const prefix = uniquePrefix("metrics-worker-lost");
+  // The first stall is one too many: a job whose worker dies fails (worker_lost) once noticed.
+  const env = {
+    ...ENV,
+    WORKER_LOCK_DURATION_MS: "1000",
+    WORKER_STALLED_INTERVAL_MS: "500",
+    WORKER_MAX_STALLED_COUNT: "0",
+  };
+  let api: ApiHandle;
+  const workers: Spawned[] = [];
+  before(async () => {
+    api = await startApi(testConfig(prefix, env));
+  });
+  after(async () => {
+    await Promise.all(workers.map((w) => stop(w)));
+    await api.close();
+    await cleanupPrefix(prefix);
+  });
+
+  it("fails worker_lost, and is counted and logged as failed by the worker that fails it", async () => {
+    const first = await spawnWorker(testEnv(prefix, env));
+    workers.push(first);
+    const headers = { "x-request-id": "req-lost-1" };
+    const r = await call(api.url, "POST", "/api/ml/echo", { text: "doomed", sleep_ms: 20_000 }, headers);
+    assert.equal(r.status, 202);
+    const id = r.body.job_id as string;
+    await first.waitForLine((l) => l.event === "job_started" && l.job_id === id);
+    first.kill("SIGKILL");
+    await first.exited;
+
+    const port = await freePort();
+    const second = await spawnWorker(testEnv(prefix, { ...env, WORKER_METRICS_PORT: String(port) }));
+    workers.push(second);
+    const result = await eventually(async () => {
+      const b = (await call(api.url, "GET", `/api/results/${id}`)).body;
+      return b.status === "failed" ? b : undefined;
+    }, 20_000);
+    assert.equal((result.error as { code: string }).code, "worker_lost");
+
+    const failed = await second.waitForLine((l) => l.event === "job_failed" && l.job_id === id);
+    assert.equal(failed.code, "worker_lost");
+    assert.equal(failed.request_id, "req-lost-1");
+    assert.equal(failed.model, "echo");
+    const echo = { model: "echo", version: "1" };
+    const m = await scrape(`http://127.0.0.1:${port}/metrics`);
+    assert.equal(value(m, "inferline_jobs_failed_total", echo), 1);
+    const stats = await eventually(async () => {
+      const s = (await call(api.url, "GET", "/api/stats?window=5m")).body as { failed: number };
+      return s.failed === 1 ? s : undefined;
+    }, 10_000);
+    assert.equal(stats.failed, 1);
+    const health = (await call(api.url, "GET", "/health")).body as { errors: { failed: number } };
+    assert.equal(health.errors.failed, 1);
+  });
+});
+
 describe("stats from two API processes merge in /api/stats", () => {
   const prefix = uniquePrefix("stats-merge");
   let a: ApiHandle;
