@@ -11,7 +11,9 @@ export class RequestLog extends LogController {
 
   override incomingRequest(request: FastifyRequest): void {
     if (this.isLogDisabled(request)) return;
-    request.log.debug({ method: request.method, url: request.url }, "incoming request");
+    // The path only: a query string may carry what a client should not have put there (a key).
+    const path = request.url.split("?")[0];
+    request.log.debug({ method: request.method, url: path }, "incoming request");
   }
 
   override requestCompleted(

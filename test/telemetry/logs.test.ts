@@ -115,6 +115,8 @@ describe("JSON logs: one request id from API to worker, lifecycle events, no sec
     await call(base, "GET", "/api/stats", undefined, {
       authorization: "Bearer not-the-key-but-still-secret",
     });
+    // A key where none belongs: in the query string (refused, but the line is written first).
+    await call(base, "GET", `/api/models?api_key=${KEY}`, undefined, auth);
     await new Promise((r) => setTimeout(r, 300));
     const everything = [api.stdout(), api.stderr(), worker.stdout(), worker.stderr()].join("\n");
     assert.ok(api.lines.length > 5 && worker.lines.length > 5);
