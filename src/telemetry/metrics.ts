@@ -152,7 +152,7 @@ export class Metrics {
     );
     new Gauge({
       name: "inferline_workers",
-      help: "Worker processes with a fresh heartbeat (0 when Redis cannot be read).",
+      help: "Live workers: a fresh heartbeat, not starting or draining (0 when Redis cannot be read).",
       registers: [this.registry],
       async collect() {
         // Never the last count seen: while Redis is away no heartbeat can be read (and no worker

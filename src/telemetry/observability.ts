@@ -42,7 +42,8 @@ export function createApiObservability(
   const metrics = on
     ? new Metrics("api", async () => ({
         models: await queues.read(models()),
-        workers: (await workers.list()).length,
+        // Live ones, as health counts them: a worker starting or draining takes no jobs.
+        workers: (await workers.list()).filter((w) => w.state === "running").length,
       }))
     : undefined;
   const health = new HealthService({

@@ -10,7 +10,7 @@ import { WorkerRegistry } from "../../src/telemetry/workers.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually, freePort } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
-import { cleanupPrefix, ownRedis, uniquePrefix } from "../support/redis.js";
+import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
 import { promtoolProblems, scrape, value, type Scrape } from "./prom.js";
 
 const ENV = { MODELS: "echo", JOB_ATTEMPTS: "2", STATS_FLUSH_INTERVAL_MS: "100" };
@@ -290,6 +290,50 @@ describe("stats from two API processes merge in /api/stats", () => {
       10,
     );
     assert.equal((await call(a.url, "GET", "/api/stats?window=2d")).status, 400);
+  });
+});
+
+describe("inferline_workers counts live workers, as health does", () => {
+  const prefix = uniquePrefix("metrics-live");
+  let api: ApiHandle;
+  let redis: Redis;
+  before(async () => {
+    api = await startApi(testConfig(prefix, ENV));
+    redis = new Redis(REDIS_URL);
+  });
+  after(async () => {
+    redis.disconnect();
+    await api.close();
+    await cleanupPrefix(prefix);
+  });
+
+  it("a worker still starting or already draining takes no jobs: it is not counted", async () => {
+    // The API reads heartbeats younger than 3 heartbeat intervals (testEnv: 500 ms).
+    const workers = new WorkerRegistry(redis, prefix, 1500);
+    const now = new Date().toISOString();
+    const record = (id: string, state: "starting" | "running" | "draining") => ({
+      id,
+      pid: 1,
+      host: "h",
+      models: ["echo"],
+      state,
+      started_at: now,
+      last_seen: now,
+      processed: 0,
+      failed: 0,
+      rss_bytes: 0,
+      event_loop_delay_p99_ms: 0,
+    });
+    await workers.publish(record("w-starting", "starting"));
+    await workers.publish(record("w-draining", "draining"));
+    const m = await scrape(`${api.url}/metrics`);
+    const h = (await call(api.url, "GET", "/health")).body as { system: { active_workers: number } };
+    assert.equal(h.system.active_workers, 0);
+    assert.equal(value(m, "inferline_workers"), 0);
+
+    await workers.publish(record("w-running", "running"));
+    await sleep(200);
+    assert.equal(value(await scrape(`${api.url}/metrics`), "inferline_workers"), 1);
   });
 });
 
