@@ -2,6 +2,7 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { ModelNotFoundError, VersionNotFoundError } from "../errors/catalog.js";
 import { manifestSchema } from "./manifest.js";
+import { featureSchema, parsePreprocessing } from "./preprocess/index.js";
 import type { ModelDescriptor } from "./types.js";
 import { assertCompilableSchema } from "./validation.js";
 
@@ -146,12 +147,21 @@ export async function readDescriptor(dir: string, name: string, version: string)
   } catch (err) {
     throw new Error(`manifest.json invalid at input: ${(err as Error).message}`, { cause: err });
   }
+  let features: Record<string, unknown> | undefined;
+  if (m.kind === "onnx") {
+    try {
+      features = featureSchema(parsePreprocessing(m.preprocessing));
+    } catch (err) {
+      throw new Error(`manifest.json invalid at ${(err as Error).message}`, { cause: err });
+    }
+  }
   return Object.freeze({
     name: m.name,
     version: m.version,
     description: m.description,
     kind: m.kind,
     inputSchema: m.input,
+    featureSchema: features,
     task: m.output.task,
     labels: m.output.labels,
     batching: m.batching,

@@ -14,6 +14,11 @@ export interface ModelDescriptor {
   readonly kind: "builtin" | "onnx";
   /** JSON Schema of one input: what the API validates before queueing. */
   readonly inputSchema: JsonSchema;
+  /**
+   * What the model's preprocessing needs of an input beyond `inputSchema` (field types, a
+   * vector's length, known categories, numbers a 32-bit float holds). Checked with it.
+   */
+  readonly featureSchema?: JsonSchema;
   readonly task: ModelTask;
   readonly labels?: readonly string[];
   readonly batching: { readonly maxBatchSize: number; readonly maxDelayMs: number };

@@ -46,17 +46,30 @@ export class InputValidator {
    */
   private readonly byText = new Map<string, ValidateFunction>();
 
-  /** Returns the problems with `input`, empty when it is valid. */
+  /**
+   * Returns the problems with `input`, empty when it is valid: against the manifest's input
+   * schema, then against what the preprocessing needs (for fields the first found no fault with).
+   */
   check(descriptor: ModelDescriptor, input: unknown): InputProblem[] {
-    let validate = this.compiled.get(descriptor.inputSchema);
+    const problems = this.against(descriptor.inputSchema, input);
+    if (descriptor.featureSchema && problems.length < MAX_PROBLEMS) {
+      const seen = new Set(problems.map((p) => p.field));
+      for (const p of this.against(descriptor.featureSchema, input))
+        if (!seen.has(p.field) && problems.length < MAX_PROBLEMS) problems.push(p);
+    }
+    return problems;
+  }
+
+  private against(schema: JsonSchema, input: unknown): InputProblem[] {
+    let validate = this.compiled.get(schema);
     if (!validate) {
-      const text = JSON.stringify(descriptor.inputSchema);
+      const text = JSON.stringify(schema);
       validate = this.byText.get(text);
       if (!validate) {
-        validate = this.ajv.compile(descriptor.inputSchema);
+        validate = this.ajv.compile(schema);
         this.byText.set(text, validate);
       }
-      this.compiled.set(descriptor.inputSchema, validate);
+      this.compiled.set(schema, validate);
     }
     if (validate(input)) return [];
     return (validate.errors ?? []).slice(0, MAX_PROBLEMS).map(describe);

@@ -44,8 +44,10 @@ export function makeEncoder(p: Preprocessing): Encoder {
           if (!Array.isArray(v) || v.length !== p.dimensions)
             throw new TypeError(`${p.field} must be an array of ${p.dimensions} numbers`);
           const target = out ?? new Float32Array(p.dimensions);
-          v.forEach((x, i) => {
-            target[i] = Number(x);
+          v.forEach((x: unknown, i) => {
+            // Not Number(x): "7", true, null and [7] would become features without a word.
+            if (typeof x !== "number") throw new TypeError(`${p.field}[${i}] must be a number`);
+            target[i] = x;
             // 1e39 is a JSON number but no 32-bit float: the model would answer NaN.
             if (!Number.isFinite(target[i]))
               throw new TypeError(`${p.field}[${i}] must be a number within the range of a 32-bit float`);
@@ -56,12 +58,67 @@ export function makeEncoder(p: Preprocessing): Encoder {
   }
 }
 
+/** The largest finite 32-bit float: past it (either sign) a feature becomes Infinity. */
+export const FLOAT32_MAX = 3.4028234663852886e38;
+
+/**
+ * A JSON Schema of what the encoder needs from an input beyond the manifest's own schema: the
+ * field's type, a vector's length, a category among the trained ones, numbers that stay finite
+ * as 32-bit floats (once standardised). The API checks it along with the manifest's schema and
+ * the worker checks it again, so an input the encoder would refuse is answered 422 naming the
+ * field instead of failing its job after it was accepted, or, worse, being coerced.
+ */
+export function featureSchema(p: Preprocessing): Record<string, unknown> {
+  const object = (properties: Record<string, unknown>, required: string[]) => ({
+    type: "object",
+    properties,
+    required,
+  });
+  switch (p.type) {
+    case "hashed-ngrams":
+      return object({ [p.field]: { type: "string" } }, [p.field]);
+    case "vector":
+      return object(
+        {
+          [p.field]: {
+            type: "array",
+            minItems: p.dimensions,
+            maxItems: p.dimensions,
+            items: { type: "number", minimum: -FLOAT32_MAX, maximum: FLOAT32_MAX },
+          },
+        },
+        [p.field],
+      );
+    case "tabular": {
+      const properties: Record<string, unknown> = {};
+      const required: string[] = [];
+      for (const f of p.features) {
+        if (f.kind === "categorical") {
+          // Absent: all zeros (none of the categories). Present: one the model was trained on.
+          properties[f.name] = { enum: f.values };
+          continue;
+        }
+        required.push(f.name);
+        const low = f.mean - f.std * FLOAT32_MAX;
+        const high = f.mean + f.std * FLOAT32_MAX;
+        properties[f.name] = {
+          type: "number",
+          ...(Number.isFinite(low) ? { minimum: low } : {}),
+          ...(Number.isFinite(high) ? { maximum: high } : {}),
+        };
+      }
+      return object(properties, required);
+    }
+  }
+}
+
 /** Parses a manifest's `preprocessing` section; the message names the bad field. */
 export function parsePreprocessing(raw: unknown): Preprocessing {
   const parsed = preprocessingSchema.safeParse(raw);
   if (!parsed.success) {
     const first = parsed.error.issues[0];
-    throw new Error(`preprocessing.${first?.path.join(".") ?? ""}: ${first?.message ?? "invalid"}`);
+    const at = ["preprocessing", ...(first?.path ?? [])].join(".");
+    throw new Error(`${at}: ${first?.message ?? "invalid"}`);
   }
   return parsed.data;
 }

@@ -26,8 +26,8 @@ export function tabularWidth(p: TabularPreprocessing): number {
 }
 
 /**
- * Writes one row. Inputs were validated against the manifest's schema by then; an unknown
- * category still encodes (all zeros) rather than throwing, as the schema's enum is the guard.
+ * Writes one row. An absent categorical value encodes as all zeros (none of the categories);
+ * one the model was not trained on is refused, not silently encoded as absent.
  */
 export function encodeTabular(
   row: Readonly<Record<string, unknown>>,
@@ -46,6 +46,8 @@ export function encodeTabular(
       if (!Number.isFinite(target[j++]))
         throw new TypeError(`${f.name} is too large in magnitude for this model`);
     } else {
+      if (v !== undefined && !f.values.includes(v as string))
+        throw new TypeError(`${f.name} must be one of ${f.values.map((x) => JSON.stringify(x)).join(", ")}`);
       for (const value of f.values) target[j++] = v === value ? 1 : 0;
     }
   }
