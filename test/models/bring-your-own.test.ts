@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
-import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
+import onnxProto from "onnx-proto";
 import { Mlp } from "../../src/training/mlp.js";
-import { exportMlp } from "../../src/training/onnx-export.js";
+import { encodeModel, exportMlp } from "../../src/training/onnx-export.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
@@ -31,6 +32,48 @@ function linearModel(): Uint8Array {
   layer.weights.set(W.flat());
   layer.bias.set(B);
   return exportMlp(m, { input: "float_input", output: "logits" });
+}
+
+/**
+ * The same linear layer with its output transposed: [classes, batch]. Each of its numbers is a
+ * valid probability-like score, but row r of the output is not the answer to row r of the input.
+ */
+function classesFirstModel(): Uint8Array {
+  const { onnx } = onnxProto;
+  const FLOAT = onnx.TensorProto.DataType.FLOAT;
+  const dim = (d: number | string) =>
+    typeof d === "number"
+      ? onnx.TensorShapeProto.Dimension.create({ dimValue: d })
+      : onnx.TensorShapeProto.Dimension.create({ dimParam: d });
+  const info = (name: string, dims: (number | string)[]) =>
+    onnx.ValueInfoProto.create({
+      name,
+      type: onnx.TypeProto.create({
+        tensorType: onnx.TypeProto.Tensor.create({
+          elemType: FLOAT,
+          shape: onnx.TensorShapeProto.create({ dim: dims.map(dim) }),
+        }),
+      }),
+    });
+  const weights = new Float32Array(W.flat());
+  const graph = onnx.GraphProto.create({
+    name: "classes-first",
+    node: [
+      onnx.NodeProto.create({ opType: "MatMul", input: ["float_input", "W"], output: ["scores"] }),
+      onnx.NodeProto.create({ opType: "Transpose", input: ["scores"], output: ["logits"] }),
+    ],
+    initializer: [
+      onnx.TensorProto.create({
+        name: "W",
+        dims: [4, 3],
+        dataType: FLOAT,
+        rawData: new Uint8Array(weights.buffer),
+      }),
+    ],
+    input: [info("float_input", ["batch", 4])],
+    output: [info("logits", [3, "batch"])],
+  });
+  return encodeModel(graph, "test");
 }
 
 function expected(x: number[]) {
@@ -117,5 +160,44 @@ void describe("bring your own ONNX model", () => {
     const r = await call(api.url, "POST", "/api/ml/iris-like", { features: [1, 2, 3] });
     assert.equal(r.status, 422);
     assert.match((r.body.error as { message: string }).message, /features/);
+  });
+
+  void it("refuses to load a model whose output is not one row per input, and serves the version before it", async () => {
+    const dir = path.join(repo, "iris-like", "2");
+    await mkdir(dir, { recursive: true });
+    await writeFile(path.join(dir, "classifier.onnx"), classesFirstModel());
+    const manifest = JSON.parse(
+      await readFile(path.join(repo, "iris-like", "1", "manifest.json"), "utf8"),
+    ) as {
+      version: string;
+    };
+    await writeFile(path.join(dir, "manifest.json"), JSON.stringify({ ...manifest, version: "2" }));
+    const r = await call(api.url, "POST", "/api/admin/models/reload");
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.status, "partial", JSON.stringify(r.body));
+    const failed = r.body.failed as { version: string; reason: string }[];
+    assert.equal(failed[0]?.version, "2");
+    assert.match(failed[0].reason, /shape \[3, 1\] for 1 row: its first dimension must be the batch/);
+    // Version 1 answers each input with its own row.
+    const inputs = [
+      [1, 2, 3, 4],
+      [-1, 0.5, 0, 2],
+    ];
+    const posted = await call(
+      api.url,
+      "POST",
+      "/api/ml/iris-like/batch",
+      { inputs: inputs.map((features) => ({ features })) },
+      {
+        prefer: "wait=30",
+      },
+    );
+    assert.equal(posted.status, 200, JSON.stringify(posted.body));
+    const jobs = posted.body.jobs as { version: string; result: { probabilities: Record<string, number> } }[];
+    jobs.forEach((j, i) => {
+      assert.equal(j.version, "1");
+      const p = expected(inputs[i]!);
+      ["a", "b", "c"].forEach((l, k) => assert.ok(Math.abs(j.result.probabilities[l]! - p[k]!) < 1e-5, l));
+    });
   });
 });

@@ -146,7 +146,7 @@ void describe("ONNX sessions that hang or die are replaced", () => {
     );
     const inFlight = host.run("x", "y", new Float32Array([0.25]), [1, 1]);
     await host.release();
-    assert.deepEqual([...(await inFlight)], [0.25]);
+    assert.deepEqual([...(await inFlight).data], [0.25]);
     assert.equal(host.alive, false);
     await assert.rejects(host.run("x", "y", new Float32Array([0]), [1, 1]), /released/);
     assert.equal(lingeringSessionThreads(), 0, "the thread exited");

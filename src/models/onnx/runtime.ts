@@ -207,7 +207,13 @@ class OnnxModel implements LoadedModel {
   }
 
   private async infer(data: Float32Array, rows: number) {
-    const out = await this.run(await this.live(), data, rows);
+    const { data: out, dims } = await this.run(await this.live(), data, rows);
+    // Row r of the output must answer row r of the input. An output laid out otherwise (classes
+    // first, or a fixed first dimension) would hand each job some other numbers as its answer.
+    if (dims[0] !== rows)
+      throw new Error(
+        `output "${this.outputName}" has shape [${dims.join(", ")}] for ${rows} ${rows === 1 ? "row" : "rows"}: its first dimension must be the batch`,
+      );
     return postprocess(
       out,
       rows,

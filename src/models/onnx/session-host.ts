@@ -26,8 +26,14 @@ export type ThreadReply =
       inputShapes: Record<string, (number | string)[]>;
     }
   | { type: "failed"; message: string }
-  | { type: "result"; id: number; data: Float32Array | Float64Array }
+  | { type: "result"; id: number; data: Float32Array | Float64Array; dims: number[] }
   | { type: "error"; id: number; message: string };
+
+/** The output tensor of one run: its values and its shape. */
+export interface RunOutput {
+  readonly data: Float32Array | Float64Array;
+  readonly dims: readonly number[];
+}
 
 /** A run that took longer than its timeout; the session's thread is being replaced. */
 export class SessionTimeoutError extends Error {
@@ -78,7 +84,7 @@ export class SessionHost {
   private nextId = 0;
   private readonly pending = new Map<
     number,
-    { resolve: (d: Float32Array | Float64Array) => void; reject: (e: Error) => void }
+    { resolve: (d: RunOutput) => void; reject: (e: Error) => void }
   >();
   /** Why runs are refused: the thread exited, was abandoned, or the session was released. */
   private ended: Error | undefined;
@@ -98,7 +104,7 @@ export class SessionHost {
       if (msg.type !== "result" && msg.type !== "error") return;
       const p = this.pending.get(msg.id);
       this.pending.delete(msg.id);
-      if (msg.type === "result") p?.resolve(msg.data);
+      if (msg.type === "result") p?.resolve({ data: msg.data, dims: msg.dims });
       else p?.reject(new Error(msg.message));
     });
     this.gone = new Promise((resolve) =>
@@ -150,13 +156,7 @@ export class SessionHost {
    * `timeoutMs` > 0, a run still going after that long rejects with SessionTimeoutError, and so
    * does every other run in flight: the thread is let go and the host is dead.
    */
-  run(
-    input: string,
-    output: string,
-    data: Float32Array,
-    dims: number[],
-    timeoutMs = 0,
-  ): Promise<Float32Array | Float64Array> {
+  run(input: string, output: string, data: Float32Array, dims: number[], timeoutMs = 0): Promise<RunOutput> {
     if (this.ended) return Promise.reject(this.ended);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {

@@ -39,7 +39,9 @@ try {
           throw new Error(`output "${msg.output}" is ${t.type}, expected float`);
         // A copy: the tensor's memory may belong to ONNX Runtime and cannot be transferred.
         const data = t.data.slice();
-        port.postMessage({ type: "result", id: msg.id, data } satisfies ThreadReply, [data.buffer]);
+        port.postMessage({ type: "result", id: msg.id, data, dims: [...t.dims] } satisfies ThreadReply, [
+          data.buffer,
+        ]);
       })
       .catch((err: Error) =>
         port.postMessage({ type: "error", id: msg.id, message: err.message } satisfies ThreadReply),
