@@ -2,6 +2,7 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { ModelNotFoundError, VersionNotFoundError } from "../errors/catalog.js";
 import { manifestSchema } from "./manifest.js";
+import { parseOnnxSection } from "./onnx/postprocess.js";
 import { featureSchema, parsePreprocessing } from "./preprocess/index.js";
 import type { ModelDescriptor } from "./types.js";
 import { assertCompilableSchema } from "./validation.js";
@@ -151,6 +152,7 @@ export async function readDescriptor(dir: string, name: string, version: string)
   if (m.kind === "onnx") {
     try {
       features = featureSchema(parsePreprocessing(m.preprocessing));
+      parseOnnxSection(m.onnx);
     } catch (err) {
       throw new Error(`manifest.json invalid at ${(err as Error).message}`, { cause: err });
     }

@@ -43,6 +43,30 @@ export const manifestSchema = z
       ctx.addIssue({ code: "custom", path: ["builtin"], message: "required when kind is builtin" });
     if (m.kind === "onnx" && !m.file)
       ctx.addIssue({ code: "custom", path: ["file"], message: "required when kind is onnx" });
+    if (m.kind === "onnx" && m.output.task !== "classification" && m.output.task !== "regression")
+      ctx.addIssue({
+        code: "custom",
+        path: ["output", "task"],
+        message: "an onnx model's task is classification or regression",
+      });
+    // Labels name the output's columns and key the probabilities: a missing one would fail every
+    // job, and a repeated one would answer with one probability fewer than the model gave.
+    if (m.output.task === "classification") {
+      const labels = m.output.labels ?? [];
+      if (labels.length < 2)
+        ctx.addIssue({
+          code: "custom",
+          path: ["output", "labels"],
+          message: "a classifier needs two labels or more",
+        });
+      const repeated = labels.find((l, i) => labels.indexOf(l) !== i);
+      if (repeated !== undefined)
+        ctx.addIssue({
+          code: "custom",
+          path: ["output", "labels"],
+          message: `${JSON.stringify(repeated)} is listed twice`,
+        });
+    }
   });
 
 export type Manifest = z.infer<typeof manifestSchema>;

@@ -103,4 +103,41 @@ void describe("model catalog", () => {
       await rm(root, { recursive: true, force: true });
     }
   });
+
+  void it("skips a version whose labels, preprocessing or onnx section the worker could not use", async () => {
+    const root = await mkdtemp(path.join(tmpdir(), "inferline-sections-"));
+    type Loose = Record<string, Record<string, unknown>>;
+    const broken: [string, (m: Loose) => void, RegExp][] = [
+      // Probabilities are keyed by label: one of the three would vanish from every answer.
+      [
+        "2",
+        (m) => (m.output!.labels = ["Adelie", "Adelie", "Gentoo"]),
+        /output\.labels: "Adelie" is listed twice/,
+      ],
+      ["3", (m) => delete m.output!.labels, /output\.labels: a classifier needs two labels or more/],
+      ["4", (m) => (m.preprocessing!.type = "one-hot"), /preprocessing\.type/],
+      ["5", (m) => (m.onnx!.activation = "sigmoid"), /onnx\.activation/],
+      [
+        "6",
+        (m) => (m.output!.task = "sentiment"),
+        /output\.task: an onnx model's task is classification or regression/,
+      ],
+    ];
+    try {
+      await addVersion(root, "1", () => {});
+      for (const [v, edit] of broken) await addVersion(root, v, (m) => edit(m as unknown as Loose));
+      const catalog = await ModelCatalog.load(root);
+      assert.deepEqual(
+        catalog.versions("penguins").map((d) => d.version),
+        ["1"],
+      );
+      for (const [v, , message] of broken) {
+        const problem = catalog.problems.find((p) => path.basename(p.path) === v);
+        assert.ok(problem, `version ${v} is reported`);
+        assert.match(problem.message, message);
+      }
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
 });

@@ -18,6 +18,17 @@ export const onnxSectionSchema = z
   .default({ activation: "none" });
 export type OnnxSection = z.infer<typeof onnxSectionSchema>;
 
+/** Parses a manifest's `onnx` section; the message names the bad field. */
+export function parseOnnxSection(raw: unknown): OnnxSection {
+  const parsed = onnxSectionSchema.safeParse(raw);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    const at = ["onnx", ...(first?.path ?? [])].join(".");
+    throw new Error(`${at}: ${first?.message ?? "invalid"}`);
+  }
+  return parsed.data;
+}
+
 export interface ClassificationOutput {
   label: string;
   probabilities: Record<string, number>;

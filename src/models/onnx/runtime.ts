@@ -3,7 +3,7 @@ import type { InferenceSession } from "onnxruntime-node";
 import { jobErrors } from "../../errors/catalog.js";
 import { makeEncoder, parsePreprocessing, type Encoder } from "../preprocess/index.js";
 import type { LoadedModel, ModelDescriptor, ModelRuntime, PredictItem } from "../types.js";
-import { onnxSectionSchema, postprocess, type OnnxSection } from "./postprocess.js";
+import { parseOnnxSection, postprocess, type OnnxSection } from "./postprocess.js";
 import { SessionHost, SessionTimeoutError, type SessionHooks, type SessionInit } from "./session-host.js";
 
 /**
@@ -57,7 +57,7 @@ export function onnxRuntime(options: OnnxRuntimeOptions): ModelRuntime {
       if (descriptor.task !== "classification" && descriptor.task !== "regression")
         throw new Error(`an onnx model's task must be classification or regression, not ${descriptor.task}`);
       const encoder = makeEncoder(parsePreprocessing(descriptor.manifest.preprocessing));
-      const section = parseSection(descriptor.manifest.onnx);
+      const section = parseOnnxSection(descriptor.manifest.onnx);
       const sessionOptions: InferenceSession.SessionOptions = {
         graphOptimizationLevel: "all",
         executionMode: "sequential",
@@ -79,12 +79,6 @@ export function onnxRuntime(options: OnnxRuntimeOptions): ModelRuntime {
       }
     },
   };
-}
-
-function parseSection(raw: unknown): OnnxSection {
-  const parsed = onnxSectionSchema.safeParse(raw);
-  if (!parsed.success) throw new Error(`onnx: ${parsed.error.issues[0]?.message ?? "invalid"}`);
-  return parsed.data;
 }
 
 class OnnxModel implements LoadedModel {
