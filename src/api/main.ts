@@ -11,7 +11,8 @@ import { JobIntake } from "../queue/intake.js";
 import { JobService } from "../queue/jobs.js";
 import { JobRecords } from "../queue/records.js";
 import { JobWaiter } from "../queue/waiter.js";
-import { createRedis, waitReady } from "../redis/connection.js";
+import { createRedis } from "../redis/connection.js";
+import { checkRedisAtStart } from "../redis/preflight.js";
 import { createSecurity } from "../security/index.js";
 import { createApiObservability } from "../telemetry/observability.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
@@ -38,9 +39,14 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   const redis = createRedis(config.redisUrl, "command", { commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS });
   redis.on("error", (err) => logger.debug({ event: "redis_error", err: err.message }, "redis error"));
   // Start serving even when Redis is away (health says so, requests get 503), but give it a
-  // moment first so the first requests after boot do not fail needlessly.
-  await waitReady(redis, 3000).catch(() =>
-    logger.warn({ event: "redis_unreachable" }, "Redis not reachable yet; answering 503 until it is"),
+  // moment first so the first requests after boot do not fail needlessly. A Redis that refuses
+  // REDIS_URL (password, user, database) fails the start instead.
+  await checkRedisAtStart(
+    redis,
+    config.redisUrl,
+    3000,
+    logger,
+    "Redis not reachable yet; answering 503 until it is",
   );
   const drain = new DrainRate();
   const waiter = new JobWaiter(

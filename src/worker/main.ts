@@ -9,6 +9,7 @@ import { lingeringSessionThreads } from "../models/onnx/session-host.js";
 import { ReloadBus } from "../models/reload.js";
 import { InputValidator } from "../models/validation.js";
 import { createRedis } from "../redis/connection.js";
+import { checkRedisAtStart } from "../redis/preflight.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { serveMetrics } from "../telemetry/metrics-server.js";
 import { createWorkerObservability } from "../telemetry/observability.js";
@@ -55,8 +56,12 @@ export async function startWorker(
     connections.push(c);
     return c;
   };
+  // Workers wait for Redis as long as it takes, but say so; a Redis that refuses REDIS_URL
+  // (password, user, database) fails the start instead.
+  const first = connection();
+  await checkRedisAtStart(first, config.redisUrl, 3000, logger, "Redis not reachable yet; waiting for it");
   const registry = new WorkerRegistry(
-    connection(),
+    first,
     config.REDIS_KEY_PREFIX,
     config.WORKER_HEARTBEAT_INTERVAL_MS * 3,
   );

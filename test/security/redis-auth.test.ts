@@ -216,18 +216,38 @@ void describe("Redis with a password, an ACL user and TLS; secrets never logged"
     assertNoSecrets([api, worker], cookie);
   });
 
-  void it("refuses a wrong password at start, without echoing it", async () => {
-    const env = testEnv(prefix, {
-      ...keys.env,
-      REDIS_URL: `redis://:wrong-${PASSWORD}@127.0.0.1:${port}`,
-      MODELS: "echo",
-      LOG_LEVEL: "debug",
-    });
-    const api = spawnCli(["api"], env);
-    procs.push(api);
-    // Whatever it does (start and answer 503, or exit), the password must not show.
-    await Promise.race([api.exited, sleep(4000)]);
-    const text = api.lines.map((l) => JSON.stringify(l)).join("\n") + api.stderr();
-    assert.ok(!text.includes(PASSWORD));
+  /**
+   * Starts `inferline <role>` with a REDIS_URL this Redis refuses: it must exit 1 within a few
+   * seconds (not answer 503, or wait, for ever) with a line that names REDIS_URL, and never echo
+   * the password.
+   */
+  const refused = async (role: "api" | "worker", redisUrl: string, why: RegExp) => {
+    const env = testEnv(prefix, { ...keys.env, REDIS_URL: redisUrl, MODELS: "echo", LOG_LEVEL: "debug" });
+    const p = spawnCli([role], env);
+    procs.push(p);
+    const exit = await Promise.race([p.exited, sleep(20_000).then(() => undefined)]);
+    assert.ok(exit, `${role} still runs with a REDIS_URL Redis refuses`);
+    assert.equal(exit.code, 1);
+    const text = p.lines.map((l) => JSON.stringify(l)).join("\n") + p.stderr();
+    assert.match(p.stderr(), /REDIS_URL/);
+    assert.match(p.stderr(), why);
+    assert.ok(!text.includes(PASSWORD), "the password appears in its output");
+    assert.ok(!text.includes(ACL_PASSWORD), "the password appears in its output");
+  };
+
+  void it("a wrong password fails the start, naming REDIS_URL, without echoing it", async () => {
+    await refused("api", `redis://:wrong-${PASSWORD}@127.0.0.1:${port}`, /WRONGPASS/);
+    await refused("worker", `redis://:wrong-${PASSWORD}@127.0.0.1:${port}`, /WRONGPASS/);
+    await refused("api", `redis://inferline:wrong-${ACL_PASSWORD}@127.0.0.1:${port}`, /WRONGPASS/);
+  });
+
+  void it("a missing password fails the start, naming REDIS_URL", async () => {
+    await refused("api", `redis://127.0.0.1:${port}`, /NOAUTH/);
+    await refused("worker", `redis://127.0.0.1:${port}`, /NOAUTH/);
+  });
+
+  void it("a database index the server lacks fails the start instead of using database 0", async () => {
+    await refused("api", `redis://:${PASSWORD}@127.0.0.1:${port}/99`, /DB index/);
+    await refused("worker", `redis://:${PASSWORD}@127.0.0.1:${port}/99`, /DB index/);
   });
 });

@@ -1,0 +1,83 @@
+import type { Redis } from "ioredis";
+import { parseRedisUrl } from "./connection.js";
+
+/**
+ * Redis answered but refused what REDIS_URL asks of it: a wrong or missing password, an unknown
+ * or disabled user, a database index it does not have. Waiting cannot fix that, so a process
+ * that meets it at start fails with this instead of answering 503 (or waiting) for ever.
+ */
+export class RedisUrlError extends Error {
+  override readonly name = "RedisUrlError";
+}
+
+const REFUSED =
+  /\bWRONGPASS\b|\bNOAUTH\b|\bNOPERM\b|invalid password|DB index is out of range|invalid DB index/i;
+
+/** Whether `err` is Redis refusing the URL's credentials or database (see RedisUrlError). */
+export function refusesUrl(err: unknown): boolean {
+  return err instanceof Error && REFUSED.test(err.message);
+}
+
+/** The error to stop a process with: names REDIS_URL and the server, never the password. */
+export function redisUrlError(url: string, err: Error): RedisUrlError {
+  const where = parseRedisUrl(url)
+    .nodes.map((n) => `${n.host}:${n.port}`)
+    .join(",");
+  return new RedisUrlError(
+    `Redis${where ? ` at ${where}` : ""} refused REDIS_URL: ${err.message.trim().replace(/\.?$/, ".")} ` +
+      "Check the user, password and database index in REDIS_URL (redis://[user]:password@host:port[/db]).",
+  );
+}
+
+/**
+ * Waits up to `ms` for a connection just created: true once it is ready, false if Redis did not
+ * answer in time (the connection keeps trying; the caller decides whether to wait on). Rejects
+ * with RedisUrlError, after disconnecting the client, as soon as Redis refuses the URL's
+ * credentials or database: ioredis would otherwise reconnect and be refused for ever, or (for a
+ * database index out of range) carry on silently in database 0, among another deployment's keys.
+ */
+export async function connectAtBoot(redis: Redis, url: string, ms: number): Promise<boolean> {
+  if (redis.status === "ready") return true;
+  return new Promise<boolean>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      resolve(false);
+    }, ms);
+    const onReady = () => {
+      cleanup();
+      resolve(true);
+    };
+    const onError = (err: Error) => {
+      if (!refusesUrl(err)) return;
+      cleanup();
+      redis.disconnect();
+      reject(redisUrlError(url, err));
+    };
+    const cleanup = () => {
+      clearTimeout(timer);
+      redis.off("ready", onReady);
+      redis.off("error", onError);
+    };
+    redis.on("ready", onReady);
+    redis.on("error", onError);
+  });
+}
+
+/**
+ * The start-up check of a process's first Redis connection: waits up to `ms` for it (see
+ * connectAtBoot; rejects with RedisUrlError when Redis refuses REDIS_URL), warns when Redis is
+ * not there yet (`redis_unreachable`), and resolves with whether Redis answered.
+ */
+export async function checkRedisAtStart(
+  redis: Redis,
+  url: string,
+  ms: number,
+  logger: { warn(fields: object, msg: string): void },
+  unreachable: string,
+): Promise<boolean> {
+  if (!(await connectAtBoot(redis, url, ms))) {
+    logger.warn({ event: "redis_unreachable" }, unreachable);
+    return false;
+  }
+  return true;
+}
