@@ -64,9 +64,34 @@ export async function connectAtBoot(redis: Redis, url: string, ms: number): Prom
 }
 
 /**
+ * Redis's `maxmemory-policy` (from INFO, which an ACL user limited to its keys may still run), or
+ * undefined when it cannot be read.
+ */
+export async function evictionPolicy(redis: Redis): Promise<string | undefined> {
+  try {
+    const info = await redis.info("memory");
+    return /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What is wrong with a Redis's eviction policy for a job queue, if anything: under any policy but
+ * `noeviction`, a Redis at its `maxmemory` deletes keys to make room, and those can be queued
+ * jobs, their results or their locks (an accepted job lost without a trace).
+ */
+export function evictionProblem(policy: string | undefined): string | undefined {
+  return policy === undefined || policy === "noeviction"
+    ? undefined
+    : `Redis maxmemory-policy is ${policy}, not noeviction: when full it evicts keys, which can be queued jobs`;
+}
+
+/**
  * The start-up check of a process's first Redis connection: waits up to `ms` for it (see
  * connectAtBoot; rejects with RedisUrlError when Redis refuses REDIS_URL), warns when Redis is
- * not there yet (`redis_unreachable`), and resolves with whether Redis answered.
+ * not there yet (`redis_unreachable`) or would evict keys (`redis_eviction_policy`), and resolves
+ * with whether Redis answered.
  */
 export async function checkRedisAtStart(
   redis: Redis,
@@ -79,5 +104,8 @@ export async function checkRedisAtStart(
     logger.warn({ event: "redis_unreachable" }, unreachable);
     return false;
   }
+  const policy = await evictionPolicy(redis);
+  const problem = evictionProblem(policy);
+  if (problem) logger.warn({ event: "redis_eviction_policy", policy }, `${problem}; set it to noeviction`);
   return true;
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { getHeapStatistics } from "node:v8";
 import type { Redis } from "ioredis";
+import { evictionPolicy, evictionProblem } from "../redis/preflight.js";
 import type { QueueInspector, QueueReading } from "./queues.js";
 import type { StatsReader } from "./stats-report.js";
 import { recentJobsKey } from "./stats.js";
@@ -44,6 +45,8 @@ interface Readings {
   readonly queues: QueueReading[];
   readonly window: Awaited<ReturnType<StatsReader["report"]>> | undefined;
   readonly outcomes: { total: number; failed: number };
+  /** Redis's maxmemory-policy; undefined when it cannot be read (INFO not allowed). */
+  readonly policy: string | undefined;
 }
 
 export interface HealthReport {
@@ -69,8 +72,9 @@ const LATE = Symbol("late");
  * - unhealthy: Redis unreachable, error rate over HEALTH_ERROR_RATE_UNHEALTHY, jobs waiting for
  *   a model no live worker serves, or memory over HEALTH_MEMORY_MAX_RATIO of its limit;
  * - degraded: no live worker (for a model), queue deeper than HEALTH_QUEUE_DEPTH_DEGRADED,
- *   error rate over HEALTH_ERROR_RATE_DEGRADED, or cache hit rate under
- *   HEALTH_CACHE_HIT_RATE_MIN once there were HEALTH_CACHE_MIN_LOOKUPS lookups;
+ *   error rate over HEALTH_ERROR_RATE_DEGRADED, cache hit rate under
+ *   HEALTH_CACHE_HIT_RATE_MIN once there were HEALTH_CACHE_MIN_LOOKUPS lookups, or a Redis
+ *   whose maxmemory-policy is not noeviction (it would evict queued jobs when full);
  * - healthy otherwise (an idle system with live workers is healthy).
  * Error rate is a circuit-breaker window: the last HEALTH_ERROR_WINDOW_JOBS finished jobs that
  * ended within HEALTH_ERROR_WINDOW_MS, judged once there are HEALTH_ERROR_MIN_JOBS of them.
@@ -123,13 +127,14 @@ export class HealthService {
   private async readNow(models: readonly string[]): Promise<Readings> {
     const { thresholds: t, stats, prefix } = this.deps;
     const windowMinutes = Math.max(1, Math.ceil(t.errorWindowMs / 60_000));
-    const [workers, queues, window, outcomes] = await Promise.all([
+    const [workers, queues, window, outcomes, policy] = await Promise.all([
       this.deps.workers.list(),
       this.deps.queues.read(models),
       stats?.report(windowMinutes),
       stats?.recentOutcomes(recentJobsKey(prefix), t.errorWindowJobs, t.errorWindowMs),
+      evictionPolicy(this.deps.redis),
     ]);
-    return { workers, queues, window, outcomes: outcomes ?? { total: 0, failed: 0 } };
+    return { workers, queues, window, outcomes: outcomes ?? { total: 0, failed: 0 }, policy };
   }
 
   /** The reads, or LATE once `timeoutMs` passed without them. */
@@ -152,6 +157,7 @@ export class HealthService {
     let queues: QueueReading[] = [];
     let window: Readings["window"];
     let outcomes: Readings["outcomes"] = { total: 0, failed: 0 };
+    let policy: string | undefined;
     let redisUp = redis.status === "ready";
     if (redisUp) {
       const r = await this.readWithin(models, timeoutMs).catch(() => undefined);
@@ -162,7 +168,7 @@ export class HealthService {
         redisUp = false;
         unhealthy.push(`Redis unreachable (${redis.status})`);
       } else {
-        ({ workers, queues, window, outcomes } = r);
+        ({ workers, queues, window, outcomes, policy } = r);
       }
     } else unhealthy.push(`Redis unreachable (${redis.status})`);
 
@@ -202,6 +208,9 @@ export class HealthService {
 
     const paused = queues.filter((q) => q.paused).map((q) => q.model);
     if (paused.length > 0) degraded.push(`queue paused by an operator: ${paused.join(", ")}`);
+    const eviction = evictionProblem(policy);
+    if (eviction) degraded.push(eviction);
+
     const depth = queues.reduce((s, q) => s + q.waiting, 0);
     if (depth > t.queueDepthDegraded) degraded.push(`queue depth ${depth} over ${t.queueDepthDegraded}`);
 
@@ -256,7 +265,7 @@ export class HealthService {
       reasons,
       draining: this.draining,
       timestamp: new Date().toISOString(),
-      checks: { redis: redisUp ? "up" : "down" },
+      checks: { redis: redisUp ? "up" : "down", redis_maxmemory_policy: policy ?? null },
       system: {
         uptime_seconds: Math.round(uptimeMs / 1000),
         active_workers: live.length,

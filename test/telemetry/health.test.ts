@@ -10,7 +10,7 @@ import { WorkerRegistry } from "../../src/telemetry/workers.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
-import { spawnWorker, stop, type Spawned } from "../support/processes.js";
+import { spawnCli, spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix, type OwnRedis } from "../support/redis.js";
 import { delayingProxy } from "../support/redis-proxy.js";
 
@@ -174,6 +174,45 @@ describe("health states, each caused for real", () => {
       assert.match(h.body.reasons.join("\n"), /Redis unreachable/);
       assert.equal(h.ready, 503);
       assert.equal(h.live, 200);
+    });
+  });
+
+  describe("a Redis that would evict keys when full", () => {
+    let redis: OwnRedis;
+    let admin: Redis;
+    let api: Spawned;
+    before(async () => {
+      // A Redis of this test's own: the shared one is never reconfigured.
+      redis = await ownRedis({ aof: false });
+      admin = new Redis(redis.url);
+      await admin.config("SET", "maxmemory-policy", "allkeys-lru");
+      api = spawnCli(
+        ["api"],
+        testEnv(uniquePrefix("health-evict"), { ...ONLY_ECHO, REDIS_URL: redis.url, LOG_LEVEL: "info" }),
+      );
+    });
+    after(async () => {
+      await stop(api);
+      admin.disconnect();
+      await redis.destroy();
+    });
+
+    it("is warned about at start and keeps health degraded until it is noeviction", async () => {
+      const warned = await api.waitForLine((l) => l.event === "redis_eviction_policy", 30_000);
+      assert.equal(warned.level, "warn");
+      assert.match(String(warned.msg), /allkeys-lru.*noeviction/);
+      const base = String((await api.waitForLine((l) => l.event === "api_started", 30_000)).url);
+      const h = await until(base, "degraded");
+      assert.match(h.body.reasons.join("\n"), /maxmemory-policy is allkeys-lru/);
+      assert.equal(h.ready, 200, "a Redis that could evict is reported, not a reason to stop serving");
+      const checks = (h.body as unknown as { checks: Record<string, unknown> }).checks;
+      assert.equal(checks.redis_maxmemory_policy, "allkeys-lru");
+
+      await admin.config("SET", "maxmemory-policy", "noeviction");
+      await eventually(async () => {
+        const now = await health(base);
+        return !now.body.reasons.some((r) => r.includes("maxmemory-policy"));
+      });
     });
   });
 
