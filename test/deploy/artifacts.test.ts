@@ -217,7 +217,15 @@ describe("probes, ports and metric names exist", () => {
         role === "api"
           ? async () => ({
               models: [
-                { model: "m", waiting: 0, active: 0, retrying: 0, failed: 0, oldest_waiting_age_seconds: 0 },
+                {
+                  model: "m",
+                  waiting: 0,
+                  active: 0,
+                  retrying: 0,
+                  failed: 0,
+                  oldest_waiting_age_seconds: 0,
+                  paused: false,
+                },
               ],
               workers: 1,
             })
