@@ -134,6 +134,21 @@ describe(
       await page.locator("#failed button[data-retry]").first().click();
       assert.equal((await retried).status(), 202);
 
+      // Pause stops a model's queue for every worker; the row then says so and offers Resume.
+      const paused = page.waitForResponse((r) => r.url().endsWith("/api/admin/models/echo/pause"));
+      await page.locator('#queues button[data-queue="echo"][data-action="pause"]').click();
+      assert.equal((await paused).status(), 200);
+      const resume = page.locator('#queues button[data-queue="echo"][data-action="resume"]');
+      await resume.waitFor({ timeout: 15_000 });
+      const health = await call(inferline.url, "GET", "/health");
+      assert.equal((health.body.models as Record<string, { paused: boolean }>).echo?.paused, true);
+      const resumed = page.waitForResponse((r) => r.url().endsWith("/api/admin/models/echo/resume"));
+      await resume.click();
+      assert.equal((await resumed).status(), 200);
+      await page
+        .locator('#queues button[data-queue="echo"][data-action="pause"]')
+        .waitFor({ timeout: 15_000 });
+
       // DASHBOARD_SCREENSHOT=docs/img/dashboard.png renews the picture in the docs.
       const shot = process.env.DASHBOARD_SCREENSHOT;
       if (shot) {

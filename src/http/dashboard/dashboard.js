@@ -84,6 +84,21 @@ async function pollHealth() {
         el("td", { class: "num" }, m.failed),
         el("td", { class: "num" }, fmt(m.oldest_waiting_age_seconds)),
         el("td", { class: "num" }, fmt(m.avg_processing_ms, 2)),
+        el(
+          "td",
+          {},
+          m.paused ? el("span", { class: "paused" }, "paused ") : "",
+          el(
+            "button",
+            {
+              type: "button",
+              "data-queue": name,
+              "data-action": m.paused ? "resume" : "pause",
+              onclick: (ev) => pauseOrResume(ev.target, name, m.paused ? "resume" : "pause"),
+            },
+            m.paused ? "Resume" : "Pause",
+          ),
+        ),
       ),
     ),
   );
@@ -236,23 +251,42 @@ async function act(url) {
   );
 }
 
-function showActionError(text) {
-  const box = document.getElementById("failed-error");
+function showActionError(boxId, text) {
+  const box = document.getElementById(boxId);
   box.textContent = text;
   box.hidden = text === "";
 }
 
 async function retry(button, jobId) {
   button.disabled = true;
-  showActionError("");
+  showActionError("failed-error", "");
   try {
     await act(`/api/admin/jobs/${encodeURIComponent(jobId)}/retry`);
   } catch (err) {
-    showActionError(`Retry of ${jobId} failed: ${err.message}`);
+    showActionError("failed-error", `Retry of ${jobId} failed: ${err.message}`);
     button.disabled = false;
     return;
   }
   await pollFailed().catch((err) => {
+    document.getElementById("updated").textContent = `update failed: ${err.message}`;
+  });
+}
+
+// Pausing stops every worker from starting the model's jobs (requests are still queued).
+async function pauseOrResume(button, model, action) {
+  button.disabled = true;
+  showActionError("queues-error", "");
+  try {
+    await act(`/api/admin/models/${encodeURIComponent(model)}/${action}`);
+  } catch (err) {
+    showActionError(
+      "queues-error",
+      `${action === "pause" ? "Pausing" : "Resuming"} ${model} failed: ${err.message}`,
+    );
+    button.disabled = false;
+    return;
+  }
+  await pollHealth().catch((err) => {
     document.getElementById("updated").textContent = `update failed: ${err.message}`;
   });
 }
