@@ -37,6 +37,17 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
           },
           additionalProperties: false,
         },
+        response: {
+          200: {
+            description: "Failed jobs removed: in all, and per model",
+            type: "object",
+            properties: {
+              removed: { type: "integer" },
+              models: { type: "object", additionalProperties: { type: "integer" } },
+            },
+          },
+          404: { description: "Error; code: model_not_found", $ref: "Error#" },
+        },
       },
     },
     async (req) => {
@@ -63,18 +74,25 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
     );
     return { model, paused };
   };
-  const modelParams = {
-    type: "object",
-    properties: { model: { type: "string", maxLength: 64 } },
+  const pauseSchema = {
+    params: { type: "object", properties: { model: { type: "string", maxLength: 64 } } },
+    response: {
+      200: {
+        description: "The queue's state now (idempotent)",
+        type: "object",
+        properties: { model: { type: "string" }, paused: { type: "boolean" } },
+      },
+      404: { description: "Error; code: model_not_found", $ref: "Error#" },
+    },
   } as const;
   app.post<{ Params: { model: string } }>(
     "/api/admin/models/:model/pause",
-    { config: { access: "admin" }, schema: { params: modelParams } },
+    { config: { access: "admin" }, schema: pauseSchema },
     pausing(true),
   );
   app.post<{ Params: { model: string } }>(
     "/api/admin/models/:model/resume",
-    { config: { access: "admin" }, schema: { params: modelParams } },
+    { config: { access: "admin" }, schema: pauseSchema },
     pausing(false),
   );
 
