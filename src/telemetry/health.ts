@@ -49,11 +49,31 @@ interface Readings {
   readonly policy: string | undefined;
 }
 
+/** One model's queue, workers and recent numbers, as /health and the models routes report them. */
+export interface ModelHealth {
+  /** Live workers serving the model. */
+  readonly workers: number;
+  readonly queue_depth: number;
+  readonly active: number;
+  readonly retrying: number;
+  readonly failed: number;
+  readonly oldest_waiting_age_seconds: number;
+  readonly paused: boolean;
+  readonly avg_processing_ms: number | null;
+  readonly avg_total_ms: number | null;
+  readonly error_rate: number | null;
+  readonly cache: unknown;
+}
+
 export interface HealthReport {
   readonly status: HealthStatus;
   readonly reasons: readonly string[];
   readonly draining: boolean;
+  /** What /health/ready answers (see HealthService.readiness). */
+  readonly ready: boolean;
   readonly timestamp: string;
+  /** Per model; empty when Redis could not be read. */
+  readonly models?: Readonly<Record<string, ModelHealth>>;
   readonly [key: string]: unknown;
 }
 
@@ -70,7 +90,8 @@ const LATE = Symbol("late");
  * - warming_up: started less than HEALTH_WARMUP_MS ago and not yet warm (Redis answered and a
  *   live worker serves every model);
  * - unhealthy: Redis unreachable, error rate over HEALTH_ERROR_RATE_UNHEALTHY, jobs waiting for
- *   a model no live worker serves, or memory over HEALTH_MEMORY_MAX_RATIO of its limit;
+ *   a model no live worker serves, or memory over HEALTH_MEMORY_MAX_RATIO of its limit (only
+ *   the first and the last make the process not ready: see readiness());
  * - degraded: no live worker (for a model), queue deeper than HEALTH_QUEUE_DEPTH_DEGRADED,
  *   error rate over HEALTH_ERROR_RATE_DEGRADED, cache hit rate under
  *   HEALTH_CACHE_HIT_RATE_MIN once there were HEALTH_CACHE_MIN_LOOKUPS lookups, or a Redis
@@ -102,10 +123,18 @@ export class HealthService {
     return this.draining;
   }
 
+  /**
+   * Whether this process should receive traffic: warm, not draining, and nothing of its own in
+   * the way (Redis out of its reach, its memory over the limit). Fleet-wide trouble (an error
+   * rate, a model without workers) makes the state unhealthy but leaves the process ready.
+   */
   async readiness(): Promise<{ ready: boolean; status: HealthStatus; reasons: readonly string[] }> {
     const r = await this.detailed();
-    const ready = !r.draining && (r.status === "healthy" || r.status === "degraded");
-    return { ready, status: r.status, reasons: r.draining ? ["shutting down", ...r.reasons] : r.reasons };
+    return {
+      ready: r.ready,
+      status: r.status,
+      reasons: r.draining ? ["shutting down", ...r.reasons] : r.reasons,
+    };
   }
 
   detailed(): Promise<HealthReport> {
@@ -151,6 +180,11 @@ export class HealthService {
     const { thresholds: t, redis } = this.deps;
     const timeoutMs = this.deps.timeoutMs ?? 1000;
     const models = this.deps.models();
+    // This process cannot serve (Redis out of its reach, its own memory): the reasons that also
+    // take it out of its load balancer. The others concern the whole fleet (jobs failing, a
+    // model without workers): every process would see them at once, and taking them all out of
+    // rotation would turn one model's trouble into an outage of every route.
+    const local: string[] = [];
     const unhealthy: string[] = [];
     const degraded: string[] = [];
     let workers: WorkerRecord[] = [];
@@ -163,17 +197,17 @@ export class HealthService {
       const r = await this.readWithin(models, timeoutMs).catch(() => undefined);
       if (r === LATE) {
         redisUp = false;
-        unhealthy.push(`Redis did not answer within ${timeoutMs} ms`);
+        local.push(`Redis did not answer within ${timeoutMs} ms`);
       } else if (r === undefined) {
         redisUp = false;
-        unhealthy.push(`Redis unreachable (${redis.status})`);
+        local.push(`Redis unreachable (${redis.status})`);
       } else {
         ({ workers, queues, window, outcomes, policy } = r);
       }
-    } else unhealthy.push(`Redis unreachable (${redis.status})`);
+    } else local.push(`Redis unreachable (${redis.status})`);
 
     const live = workers.filter((w) => w.state === "running");
-    const perModel: Record<string, unknown> = {};
+    const perModel: Record<string, ModelHealth> = {};
     let uncovered = 0;
     for (const q of queues) {
       const serving = live.filter((w) => w.models.includes(q.model)).length;
@@ -229,11 +263,12 @@ export class HealthService {
 
     const memory = this.memory();
     if (memory.ratio > t.memoryMaxRatio)
-      unhealthy.push(`memory at ${(memory.ratio * 100).toFixed(0)}% of its limit`);
+      local.push(`memory at ${(memory.ratio * 100).toFixed(0)}% of its limit`);
 
     const uptimeMs = Date.now() - this.startedAt;
     if (!this.warm && (uptimeMs >= t.warmupMs || (redisUp && uncovered === 0))) this.warm = true;
 
+    unhealthy.unshift(...local);
     let status: HealthStatus;
     let reasons: string[];
     if (!this.warm) {
@@ -263,6 +298,7 @@ export class HealthService {
     return {
       status,
       reasons,
+      ready: !this.draining && status !== "warming_up" && local.length === 0,
       draining: this.draining,
       timestamp: new Date().toISOString(),
       checks: { redis: redisUp ? "up" : "down", redis_maxmemory_policy: policy ?? null },

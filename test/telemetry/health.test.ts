@@ -85,7 +85,8 @@ describe("health states, each caused for real", () => {
       assert.equal(queued.status, 202);
       h = await until(inferline.url, "unhealthy");
       assert.match(h.body.reasons.join("\n"), /1 job\(s\) waiting for echo and no live worker/);
-      assert.equal(h.ready, 503);
+      // Every API process sees this at once: out of rotation, they would all stop answering.
+      assert.equal(h.ready, 200, "a fleet-wide problem leaves the process in rotation");
       assert.equal(h.live, 200);
       const full = (await call(inferline.url, "GET", "/health")).body as Record<
         string,
@@ -122,11 +123,11 @@ describe("health states, each caused for real", () => {
       assert.equal(h.ready, 200);
     });
 
-    it("over 20% failed: unhealthy, not ready", async () => {
+    it("over 20% failed: unhealthy, still ready (the other models and routes still work)", async () => {
       await send(4, true, "worse"); // 6 of 24 = 25%
       const h = await until(inferline.url, "unhealthy");
       assert.match(h.body.reasons.join("\n"), /error rate 25\.0% of the last 24 jobs failed/);
-      assert.equal(h.ready, 503);
+      assert.equal(h.ready, 200);
     });
   });
 

@@ -4,7 +4,8 @@ import type { HttpDeps } from "../types.js";
 /**
  * Health for load balancers and operators. `/health/live`: the process answers (never touches
  * Redis, so a Redis outage does not get healthy processes restarted). `/health/ready`: 503
- * while warming up, unhealthy or draining. `/health`: the detailed state with its reasons.
+ * while warming up, draining or unable to serve (see HealthService.readiness). `/health`: the
+ * detailed state with its reasons.
  */
 export const healthRoutes: FastifyPluginAsync<HttpDeps> = async (app, { health }) => {
   app.get("/health/live", { logLevel: "warn", config: { access: "public" } }, async () => ({
