@@ -9,6 +9,7 @@ import type { FastifyBaseLogger } from "fastify";
 import type { FeedbackStore } from "../telemetry/feedback.js";
 import type { QueueInspector } from "../telemetry/queues.js";
 import type { StatsReader } from "../telemetry/stats-report.js";
+import type { HealthReport } from "../telemetry/health.js";
 import type { ApiTelemetry } from "../telemetry/telemetry.js";
 
 export interface Readiness {
@@ -42,7 +43,7 @@ export interface HttpDeps {
   readonly feedback: FeedbackStore;
   readonly health: {
     readiness(): Promise<Readiness>;
-    detailed(): Promise<Record<string, unknown>>;
+    detailed(): Promise<HealthReport>;
     /** Shutting down: answers close their connections. */
     isDraining(): boolean;
   };

@@ -64,6 +64,28 @@ void describe("pausing and resuming a model's queue", () => {
       JSON.stringify(health.body.reasons),
     );
     assert.equal(await gauge(inferline.url, "inferline_queue_paused", "echo"), 1);
+    // The model's own description says it is not served now, and why.
+    const model = await call(inferline.url, "GET", "/api/models/echo");
+    const serving = model.body.serving as {
+      ready: boolean;
+      paused: boolean;
+      workers: number;
+      queue_depth: number;
+    };
+    assert.deepEqual(
+      {
+        ready: serving.ready,
+        paused: serving.paused,
+        workers: serving.workers,
+        queue_depth: serving.queue_depth,
+      },
+      { ready: false, paused: true, workers: 1, queue_depth: 3 },
+    );
+    const list = await call(inferline.url, "GET", "/api/models");
+    const sentiment = (list.body.models as { name: string; serving: { ready: boolean } }[]).find(
+      (m) => m.name === "sentiment",
+    );
+    assert.equal(sentiment?.serving.ready, true);
     assert.equal(await gauge(inferline.url, "inferline_queue_paused", "sentiment"), 0);
 
     const resumed = await call(inferline.url, "POST", "/api/admin/models/echo/resume");

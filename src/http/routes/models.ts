@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from "fastify";
 import type { ModelDescriptor } from "../../models/types.js";
+import type { HealthReport, ModelHealth } from "../../telemetry/health.js";
 import type { HttpDeps } from "../types.js";
 
 export function describeVersion(d: ModelDescriptor) {
@@ -16,8 +17,17 @@ export function describeVersion(d: ModelDescriptor) {
   };
 }
 
-export const modelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { catalog }) => {
-  const describe = (name: string) => {
+/**
+ * Whether the model is served now, with its queue and recent numbers (from the health evaluation
+ * every process shares): `ready` when a live worker serves it and its queue is not paused. Null
+ * when Redis cannot be read; the model's description is still answered.
+ */
+function serving(m: ModelHealth | undefined) {
+  return m === undefined ? null : { ready: m.workers > 0 && !m.paused, ...m };
+}
+
+export const modelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { catalog, health }) => {
+  const describe = (name: string, models: HealthReport["models"]) => {
     const versions = catalog.versions(name);
     const latest = versions[0]!;
     return {
@@ -27,15 +37,22 @@ export const modelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { catalog }
       task: latest.task,
       input_schema: latest.inputSchema,
       versions: versions.map(describeVersion),
+      serving: serving(models?.[name]),
       links: { predict: `/api/ml/${name}` },
     };
   };
 
-  app.get("/api/models", async () => ({ models: catalog.names().map(describe) }));
+  app.get("/api/models", async () => {
+    const { models } = await health.detailed();
+    return { models: catalog.names().map((name) => describe(name, models)) };
+  });
 
   app.get<{ Params: { model: string } }>(
     "/api/models/:model",
     { schema: { params: { type: "object", properties: { model: { type: "string", maxLength: 64 } } } } },
-    async (req) => describe(req.params.model),
+    async (req) => {
+      catalog.versions(req.params.model); // model_not_found before any read
+      return describe(req.params.model, (await health.detailed()).models);
+    },
   );
 };
