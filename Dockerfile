@@ -52,10 +52,11 @@ ENV NODE_ENV=production \
     LOG_LEVEL=info
 USER inferline
 EXPOSE 3000
-# Liveness of the HTTP process (api and start). Worker containers have no HTTP port: compose and
-# Kubernetes override or disable this check for them.
+# Liveness of the role PID 1 runs (tini's argv: tini -- node /app/dist/cli/index.js ROLE): api and
+# start answer /health/live on PORT; a worker has no API, its metrics server (WORKER_METRICS_PORT)
+# answers while its event loop runs. A worker with metrics off has nothing to ask: healthy.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/health/live').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+  CMD ["node", "-e", "const e=process.env,a=require('fs').readFileSync('/proc/1/cmdline','utf8').split('\\0'),w=a[a.indexOf('/app/dist/cli/index.js')+1]==='worker';if(w&&(/^(0|false|no)$/.test(e.METRICS_ENABLED||'')||e.WORKER_METRICS_PORT==='0'))process.exit(0);fetch('http://127.0.0.1:'+(w?(e.WORKER_METRICS_PORT||9464)+'/metrics':(e.PORT||3000)+'/health/live')).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # tini as PID 1: forwards SIGTERM so API and workers drain, and reaps the supervisor's children.
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/cli/index.js"]
 CMD ["api"]
