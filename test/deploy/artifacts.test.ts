@@ -173,6 +173,14 @@ describe("probes, ports and metric names exist", () => {
       String(setting(obj(k8s("ConfigMap", "inferline-config").data), "PORT")),
     );
     const worker = k8s("Deployment", "inferline-worker");
+    // A worker's liveness is its metrics server (no Redis involved), which must then stay on.
+    const [w] = containers(worker);
+    for (const probe of [w?.livenessProbe, w?.startupProbe]) {
+      assert.equal(obj(obj(probe).httpGet).path, "/metrics");
+      assert.equal(obj(obj(probe).httpGet).port, "metrics");
+    }
+    const metricsEnabled = obj(k8s("ConfigMap", "inferline-config").data).METRICS_ENABLED;
+    assert.ok(metricsEnabled === undefined || metricsEnabled === "true", "METRICS_ENABLED off");
     const metricsPort = obj(
       arr(containers(worker)[0]?.ports)
         .map(obj)
