@@ -439,6 +439,15 @@ describe("the image and the stacks", () => {
       const spec = podSpec(k8s("Deployment", d));
       assert.equal(obj(spec.securityContext).runAsNonRoot, true, d);
       assert.equal(spec.automountServiceAccountToken, false, d);
+      const spread = arr(spec.topologySpreadConstraints).map(obj);
+      assert.ok(
+        spread.some(
+          (t) =>
+            t.topologyKey === "kubernetes.io/hostname" &&
+            obj(obj(t.labelSelector).matchLabels)["app.kubernetes.io/name"] === d,
+        ),
+        `${d} pods are not spread over nodes`,
+      );
       for (const c of containers(k8s("Deployment", d))) {
         const sc = obj(c.securityContext);
         assert.equal(sc.allowPrivilegeEscalation, false, d);
