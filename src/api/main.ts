@@ -69,6 +69,8 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
     guard,
     waiter,
     cache,
+    onEndedUnstarted: (model, version, status) =>
+      obs.http.telemetry.jobEndedUnstarted(model, version, status),
   });
   const intake = new JobIntake({
     policy: {

@@ -39,6 +39,8 @@ export interface JobRecordsDeps {
   readonly waiter: JobWaiter;
   /** Frees the in-flight slot of a job ended before it ran. */
   readonly cache: ResultCache;
+  /** Called once per job this process ended before it ran (canceled, or expired). */
+  readonly onEndedUnstarted?: (model: string, version: string, status: "canceled" | "expired") => void;
 }
 
 /**
@@ -166,6 +168,7 @@ export class JobRecords {
         throw new JobNotCancelableError(jobId, now.status, "other requests for the same input share it");
       throw new JobNotCancelableError(jobId, now.status);
     }
+    this.deps.onEndedUnstarted?.(model, current.version, status);
     // Out of every list, it can only be removed: the record goes, waiters hear "removed".
     await queue.remove(jobId).catch(() => {});
     if (data?.cache) await cache.release(data.cache.inflightKey, jobId).catch(() => {});

@@ -62,6 +62,12 @@ export class Metrics {
     labelNames: ["model", "version"] as const,
     registers: [this.registry],
   });
+  readonly jobsCanceled = new Counter({
+    name: "inferline_jobs_canceled_total",
+    help: "Queued jobs canceled (DELETE) before a worker started them.",
+    labelNames: ["model", "version"] as const,
+    registers: [this.registry],
+  });
   readonly jobsRetried = new Counter({
     name: "inferline_jobs_retried_total",
     help: "Failed attempts that will be retried after a backoff.",

@@ -83,6 +83,7 @@ function summary(acc: Acc, seconds: number | null) {
     failed,
     retried: get("retry"),
     expired: get("exp"),
+    canceled: get("cxl"),
     throughput_per_s: perSecond(completed, seconds),
     error_rate: ratio(failed, completed + failed),
     cache: { hits: get("hit"), misses: get("miss"), hit_rate: ratio(get("hit"), get("hit") + get("miss")) },

@@ -14,7 +14,7 @@ import { bucketOf } from "./histogram.js";
  * | `req`, `5xx` | HTTP requests answered, of which server errors (model and version empty) |
  * | `sub` | jobs queued |
  * | `ok`, `fail`, `retry` | jobs completed, failed for good, attempts that will be retried |
- * | `exp` | jobs that expired before a worker started them |
+ * | `exp`, `cxl` | jobs that expired, or were canceled, before a worker started them |
  * | `hit`, `miss` | result cache lookups |
  * | `w|k`, `i|k`, `t|k` | histogram buckets (see histogram.ts) of queue wait, inference, total ms |
  * | `ws`, `is`, `ts` | sums of the same (ms) |

@@ -46,6 +46,18 @@ export class ApiTelemetry implements ApiHooks {
     this.stats?.count(model, version, hit ? "hit" : "miss");
   }
 
+  /** A queued job this process ended before any worker ran it: canceled, or past its deadline. */
+  jobEndedUnstarted(model: string, version: string, status: "canceled" | "expired"): void {
+    if (!this.metrics) return;
+    if (status === "canceled") {
+      this.metrics.jobsCanceled.inc({ model, version });
+      this.stats?.count(model, version, "cxl");
+    } else {
+      this.metrics.jobsExpired.inc({ model, version });
+      this.stats?.count(model, version, "exp");
+    }
+  }
+
   /** Feedback on a finished job: the true label (classification) or value (regression). */
   feedback(model: string, version: string, outcome: { correct?: boolean; error?: number }): void {
     if (!this.stats) return;

@@ -169,6 +169,42 @@ describe("a job that expires before a worker starts it", () => {
     const health = (await call(api.url, "GET", "/health")).body as { errors: { jobs: number } };
     assert.equal(health.errors.jobs, 0);
   });
+
+  it("ended by the API before any worker took them: expired once read, canceled on DELETE", async () => {
+    await stop(worker!);
+    worker = undefined;
+    const before = await scrape(`${api.url}/metrics`);
+    const late = await call(api.url, "POST", "/api/ml/echo?timeout_ms=50", { text: "late again" });
+    const unwanted = await call(api.url, "POST", "/api/ml/echo", { text: "never mind" });
+    await sleep(200);
+    // Read past its deadline, the job is ended there and then; read again, it is not counted again.
+    for (let i = 0; i < 2; i++)
+      assert.equal(
+        (await call(api.url, "GET", `/api/results/${String(late.body.job_id)}`)).body.status,
+        "expired",
+      );
+    for (let i = 0; i < 2; i++)
+      assert.equal(
+        (await call(api.url, "DELETE", `/api/results/${String(unwanted.body.job_id)}`)).status,
+        200,
+      );
+
+    const echo = { model: "echo", version: "1" };
+    const after = await scrape(`${api.url}/metrics`);
+    const delta = (name: string) => value(after, name, echo) - value(before, name, echo);
+    assert.equal(delta("inferline_jobs_expired_total"), 1);
+    assert.equal(delta("inferline_jobs_canceled_total"), 1);
+    // With the first test's job: 3 submitted, 2 expired (one by the worker), 1 canceled.
+    const stats = await eventually(async () => {
+      const s = (await call(api.url, "GET", "/api/stats?window=5m")).body as {
+        submitted: number;
+        expired: number;
+        canceled: number;
+      };
+      return s.expired === 2 && s.canceled === 1 ? s : undefined;
+    }, 10_000);
+    assert.equal(stats.submitted, 3);
+  });
 });
 
 describe("a job whose workers keep dying", () => {
