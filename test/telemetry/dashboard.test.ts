@@ -3,12 +3,15 @@ import { existsSync, mkdirSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { Queue, Worker } from "bullmq";
+import { Redis } from "ioredis";
 import { chromium, type Browser } from "playwright-core";
 import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { testConfig, testEnv } from "../support/config.js";
-import { cleanupPrefix, ownRedis, uniquePrefix, type OwnRedis } from "../support/redis.js";
+import { newJobId, queueName } from "../../src/queue/keys.js";
+import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix, type OwnRedis } from "../support/redis.js";
 import { ROOT, spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { testKeys } from "../security/support.js";
 
@@ -384,6 +387,54 @@ describe(
       assert.equal(await button.isEnabled(), true);
       assert.equal(page.url(), `${url}/dashboard`);
       assert.deepEqual(pageErrors, []);
+    });
+  },
+);
+
+describe(
+  "dashboard shows what jobs and models say as text, never as markup",
+  { skip: !existsSync(CHROMIUM) && `${CHROMIUM} missing` },
+  () => {
+    let browser: Browser;
+    after(async () => {
+      await browser?.close();
+    });
+    const inferline = useInferline("dashboard-escape", { env: { MODELS: "echo", JOB_ATTEMPTS: "1" } });
+    before(async () => {
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    });
+
+    it("a failed job's error message with HTML in it is shown as written and runs nothing", async () => {
+      // A job whose failure reason holds markup, as a model's own error text might.
+      const markup = `<img src=x onerror="document.body.dataset.pwned='1'"><b>bold</b>`;
+      const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+      const queue = new Queue(queueName("echo"), { connection, prefix: inferline.prefix });
+      const jobId = newJobId("echo");
+      const data = { model: "echo", version: "1", input: {}, priority: "normal", requestId: "r-1" };
+      await queue.add("predict", data, { jobId, attempts: 1 });
+      const worker = new Worker(
+        queueName("echo"),
+        async () => {
+          throw new Error(`[inference_failed] ${markup}`);
+        },
+        { connection, prefix: inferline.prefix },
+      );
+      await eventually(async () => (await queue.getJobState(jobId)) === "failed", 10_000);
+      await worker.close();
+      await queue.close();
+      connection.disconnect();
+
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      await page.goto(`${inferline.url}/dashboard`);
+      await page.waitForSelector("body[data-ready=true]", { timeout: 15_000 });
+      const row = page.locator(`#failed tr:has(button[data-retry="${jobId}"])`);
+      await row.waitFor({ timeout: 15_000 });
+      assert.match((await row.textContent()) ?? "", /inference_failed: <img src=x onerror=.*<b>bold<\/b>/);
+      assert.equal(await page.locator("#failed img, #failed b").count(), 0);
+      assert.equal(await page.locator("body").getAttribute("data-pwned"), null);
+      assert.deepEqual(errors, []);
     });
   },
 );
