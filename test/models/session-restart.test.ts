@@ -3,8 +3,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Worker } from "node:worker_threads";
-import { InferenceTimeoutError } from "../../src/errors/catalog.js";
+import { InferenceTimeoutError, JobError } from "../../src/errors/catalog.js";
 import { readDescriptor } from "../../src/models/catalog.js";
 import { onnxRuntime, type SessionEvent } from "../../src/models/onnx/runtime.js";
 import { SessionHost, lingeringSessionThreads } from "../../src/models/onnx/session-host.js";
@@ -99,6 +100,27 @@ void describe("ONNX sessions that hang or die are replaced", () => {
       assert.equal(lingeringSessionThreads(), 0);
     } finally {
       await model.close();
+    }
+  });
+
+  void it("a version unloaded under its jobs finishes the batch in flight and hands the rest back", async () => {
+    const { model: loading } = load(30_000);
+    const model = await loading;
+    const batcher = new Batcher(model);
+    // About 0.1 s of inference, then two jobs waiting behind it in the batcher.
+    const running = batcher.submit(spin(2 ** -5));
+    await sleep(20);
+    const waiting = Promise.allSettled([batcher.submit(spin(0)), batcher.submit(spin(0))]);
+    // What a reload does once the version's folder is gone (ModelPool.unloadMissing).
+    await model.close();
+    assert.deepEqual((await running).output, { value: 2 ** -5 });
+    // Retried as version_not_found, like a job reaching a worker that no longer serves the
+    // version (not inference_failed: nothing is wrong with the model or the input).
+    for (const outcome of await waiting) {
+      assert.equal(outcome.status, "rejected");
+      assert.ok(outcome.reason instanceof JobError, String(outcome.reason));
+      assert.equal(outcome.reason.code, "version_not_found");
+      assert.equal(outcome.reason.retryable, true);
     }
   });
 

@@ -163,7 +163,7 @@ class OnnxModel implements LoadedModel {
 
   /** The session to run on: the current one, or a fresh one if it died. */
   private live(): Promise<SessionHost> {
-    if (this.closed) return Promise.reject(new Error("the model was unloaded"));
+    if (this.closed) return Promise.reject(this.unloaded());
     if (this.session?.alive) return Promise.resolve(this.session);
     this.replacing ??= this.replace().finally(() => (this.replacing = undefined));
     return this.replacing;
@@ -187,7 +187,7 @@ class OnnxModel implements LoadedModel {
     }
     if (this.closed) {
       await next.release();
-      throw new Error("the model was unloaded");
+      throw this.unloaded();
     }
     this.session = next;
     this.limits.onEvent({
@@ -222,6 +222,8 @@ class OnnxModel implements LoadedModel {
     try {
       return await session.run(this.inputName, this.outputName, data, [rows, this.encoder.width], timeoutMs);
     } catch (err) {
+      // Released under the run by a reload that dropped this version.
+      if (this.closed && !(err instanceof SessionTimeoutError)) throw this.unloaded();
       if (!(err instanceof SessionTimeoutError)) throw err;
       this.died = "timeout";
       const { name: model, version } = this.descriptor;
@@ -230,6 +232,14 @@ class OnnxModel implements LoadedModel {
         `the inference batch (${rows} ${rows === 1 ? "input" : "inputs"}) ran longer than ${timeoutMs} ms; its ONNX Runtime session is being replaced`,
       );
     }
+  }
+
+  /**
+   * What a job still waiting for this version gets once a reload unloaded it: retried, like a job
+   * that reaches a worker which no longer serves its version, so another worker may take it.
+   */
+  private unloaded() {
+    return jobErrors.versionNotServed(this.descriptor.name, this.descriptor.version);
   }
 
   async close(): Promise<void> {
