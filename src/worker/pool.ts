@@ -20,8 +20,12 @@ export class ModelPool {
     let entry = this.loaded.get(key);
     if (!entry) {
       entry = this.load(this.catalog.resolve(name, version));
-      // A failed load is retried by the next job rather than cached for ever.
-      entry.catch(() => this.loaded.delete(key));
+      // A failed load is retried by the next job rather than cached for ever. Only this load is
+      // forgotten: a reload may have unloaded it meanwhile and a newer load taken its place.
+      const loading = entry;
+      loading.catch(() => {
+        if (this.loaded.get(key) === loading) this.loaded.delete(key);
+      });
       this.loaded.set(key, entry);
     }
     return entry;
