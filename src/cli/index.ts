@@ -5,6 +5,7 @@ import { apiLogger, startApi } from "../api/main.js";
 import { ConfigError, ENV_SCHEMA, loadConfig, type Config } from "../config/index.js";
 import { configEntry, generateKey } from "../security/keys.js";
 import { VERSION_FORMAT } from "../models/manifest.js";
+import { StartCancelledError } from "../redis/preflight.js";
 import { RedisNotAvailableError } from "../supervisor/local-redis.js";
 import { runStart, StartError } from "../supervisor/start.js";
 import { createLogger } from "../telemetry/logger.js";
@@ -140,12 +141,29 @@ program
   .action(async (opts: { models?: string[]; concurrency?: number }) => {
     const cfg = config();
     const logger = createLogger(cfg, { role: "worker" });
-    const starting = startWorker(cfg, { models: opts.models, concurrency: opts.concurrency }, logger);
+    // A signal while the start still waits for Redis cancels it (nothing to finish yet).
+    const cancel = new AbortController();
+    const starting = startWorker(
+      cfg,
+      { models: opts.models, concurrency: opts.concurrency, signal: cancel.signal },
+      logger,
+    );
     let started: WorkerHandle | undefined;
     const exit = workerExit({ logger, lingeringThreads: () => started?.lingeringThreads() ?? 0 });
     // Installed first: a SIGTERM while the worker starts stops it cleanly once it has started.
-    onSignals(closeOnceStarted(starting), logger, exit);
-    const handle = (started = await starting.catch(fail));
+    const close = closeOnceStarted(starting);
+    onSignals(
+      () => {
+        cancel.abort();
+        return close();
+      },
+      logger,
+      exit,
+    );
+    // A cancelled start is the signal handler's to end (exit 0), not a failure.
+    const handle = (started = await starting.catch((err: unknown) =>
+      err instanceof StartCancelledError ? new Promise<never>(() => {}) : fail(err),
+    ));
     void handle.recycled.then(async (reason) => {
       logger.info({ event: "worker_recycling", reason }, `recycling: ${reason}`);
       await handle.close();

@@ -109,3 +109,41 @@ export async function checkRedisAtStart(
   if (problem) logger.warn({ event: "redis_eviction_policy", policy }, `${problem}; set it to noeviction`);
   return true;
 }
+
+/** Thrown by untilReady when its signal fires first. */
+export class StartCancelledError extends Error {
+  override readonly name = "StartCancelledError";
+}
+
+/**
+ * Resolves once `redis` is ready, however long that takes; rejects with StartCancelledError as
+ * soon as `signal` fires (a SIGTERM while a process waits for Redis to start), and with
+ * RedisUrlError if Redis refuses the URL meanwhile.
+ */
+export async function untilReady(redis: Redis, url: string, signal?: AbortSignal): Promise<void> {
+  if (redis.status === "ready") return;
+  if (signal?.aborted) throw new StartCancelledError("start cancelled while waiting for Redis");
+  await new Promise<void>((resolve, reject) => {
+    const onReady = () => {
+      cleanup();
+      resolve();
+    };
+    const onError = (err: Error) => {
+      if (!refusesUrl(err)) return;
+      cleanup();
+      reject(redisUrlError(url, err));
+    };
+    const onAbort = () => {
+      cleanup();
+      reject(new StartCancelledError("start cancelled while waiting for Redis"));
+    };
+    const cleanup = () => {
+      redis.off("ready", onReady);
+      redis.off("error", onError);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    redis.on("ready", onReady);
+    redis.on("error", onError);
+    signal?.addEventListener("abort", onAbort);
+  });
+}

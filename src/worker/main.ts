@@ -9,7 +9,7 @@ import { lingeringSessionThreads } from "../models/onnx/session-host.js";
 import { ReloadBus } from "../models/reload.js";
 import { InputValidator } from "../models/validation.js";
 import { createRedis } from "../redis/connection.js";
-import { checkRedisAtStart } from "../redis/preflight.js";
+import { checkRedisAtStart, untilReady } from "../redis/preflight.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { serveMetrics } from "../telemetry/metrics-server.js";
 import { createWorkerObservability } from "../telemetry/observability.js";
@@ -23,6 +23,11 @@ export interface WorkerOptions {
   /** Models to take jobs for (default: MODELS, or every model in the repository). */
   readonly models?: readonly string[];
   readonly concurrency?: number;
+  /**
+   * Aborts a start still waiting for Redis (a SIGTERM before Redis answered): the start rejects
+   * with StartCancelledError, its connections closed.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface WorkerHandle {
@@ -56,10 +61,15 @@ export async function startWorker(
     connections.push(c);
     return c;
   };
-  // Workers wait for Redis as long as it takes, but say so; a Redis that refuses REDIS_URL
-  // (password, user, database) fails the start instead.
+  // Workers wait for Redis as long as it takes (or until stopped), but say so; a Redis that
+  // refuses REDIS_URL (password, user, database) fails the start instead.
   const first = connection();
-  await checkRedisAtStart(first, config.redisUrl, 3000, logger, "Redis not reachable yet; waiting for it");
+  const waiting = "Redis not reachable yet; waiting for it";
+  if (!(await checkRedisAtStart(first, config.redisUrl, 3000, logger, waiting)))
+    await untilReady(first, config.redisUrl, options.signal).catch((err: unknown) => {
+      first.disconnect();
+      throw err;
+    });
   const registry = new WorkerRegistry(
     first,
     config.REDIS_KEY_PREFIX,
