@@ -4,6 +4,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Config } from "../config/index.js";
 import { createRedis, waitReady } from "../redis/connection.js";
+import { connectAtBoot, RedisUrlError } from "../redis/preflight.js";
 import type { Logger } from "../telemetry/logger.js";
 
 export class RedisNotAvailableError extends Error {}
@@ -24,6 +25,23 @@ export async function redisAnswers(url: string, ms: number): Promise<boolean> {
     return (await probe.ping()) === "PONG";
   } catch {
     return false;
+  } finally {
+    probe.disconnect();
+  }
+}
+
+/**
+ * Whether Redis at `url` answers within `ms`; throws RedisNotAvailableError (saying why, naming
+ * REDIS_URL) when it refuses the URL's credentials or database, which launching the API and
+ * workers only to see them exit could not fix.
+ */
+async function reachable(url: string, ms: number): Promise<boolean> {
+  const probe = createRedis(url, "command", { retryStrategy: () => null, connectTimeout: ms });
+  probe.on("error", () => {});
+  try {
+    return await connectAtBoot(probe, url, ms);
+  } catch (err) {
+    throw err instanceof RedisUrlError ? new RedisNotAvailableError(err.message) : err;
   } finally {
     probe.disconnect();
   }
@@ -51,7 +69,7 @@ export async function ensureRedis(
   const target = config.redisUrl;
   const none = { url: target, owned: false, stop: async () => {} };
   if (config.redisUrlFromEnv) {
-    if (!(await redisAnswers(target, 2000))) {
+    if (!(await reachable(target, 2000))) {
       logger.warn(
         { event: "redis_unreachable" },
         "REDIS_URL does not answer yet; the API answers 503 until it does",

@@ -246,6 +246,26 @@ void describe("Redis with a password, an ACL user and TLS; secrets never logged"
     await refused("worker", `redis://127.0.0.1:${port}`, /NOAUTH/);
   });
 
+  void it("`inferline start` with a refused REDIS_URL launches nothing and exits 1", async () => {
+    const env = testEnv(prefix, {
+      ...keys.env,
+      REDIS_URL: `redis://:wrong-${PASSWORD}@127.0.0.1:${port}`,
+      MODELS: "echo",
+      WORKERS: "1",
+      AUTOSCALE: "false",
+      LOG_LEVEL: "info",
+    });
+    const start = spawnCli(["start"], env);
+    procs.push(start);
+    const exit = await Promise.race([start.exited, sleep(30_000).then(() => undefined)]);
+    assert.ok(exit, "start still runs with a REDIS_URL Redis refuses");
+    assert.equal(exit.code, 1);
+    assert.match(start.stderr(), /REDIS_URL.*WRONGPASS|WRONGPASS.*REDIS_URL/);
+    const launched = start.lines.filter((l) => l.event === "child_exited" || l.event === "child_gave_up");
+    assert.deepEqual(launched, [], "it launched processes that could only fail");
+    assert.ok(!(start.stdout() + start.stderr()).includes(PASSWORD));
+  });
+
   void it("a database index the server lacks fails the start instead of using database 0", async () => {
     await refused("api", `redis://:${PASSWORD}@127.0.0.1:${port}/99`, /DB index/);
     await refused("worker", `redis://:${PASSWORD}@127.0.0.1:${port}/99`, /DB index/);
