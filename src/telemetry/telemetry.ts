@@ -83,6 +83,18 @@ export class WorkerTelemetry {
     private readonly stats?: StatsRecorder,
   ) {}
 
+  /**
+   * Starts the job counters of a version this worker serves at 0. A labelled counter exists only
+   * once counted, and Prometheus's rate() cannot see the increment that creates a series: without
+   * this, the first failure of a fresh worker would never show in an error rate.
+   */
+  serves(model: string, version: string): void {
+    const m = this.metrics;
+    if (!m) return;
+    for (const c of [m.jobsCompleted, m.jobsFailed, m.jobsRetried, m.jobsExpired])
+      c.inc({ model, version }, 0);
+  }
+
   jobCompleted(d: ModelDescriptor, t: JobTimings, output: unknown): void {
     if (!this.metrics) return;
     const { name: model, version } = d;

@@ -110,7 +110,15 @@ export async function startWorker(
   // Reloads look again at the models this process serves (it has no queue worker for others).
   let served: readonly string[] = models;
   const reload = () =>
-    reloadModels({ workerId: service.id, catalog, pool, load: loadCatalog, models: served, logger });
+    reloadModels({
+      workerId: service.id,
+      catalog,
+      pool,
+      load: loadCatalog,
+      models: served,
+      logger,
+      onServed: (model, version) => obs.telemetry.serves(model, version),
+    });
   // POST /api/admin/models/reload reaches every worker through this subscription.
   await new ReloadBus(connection(), connection, config.REDIS_KEY_PREFIX).listen(reload, (err) =>
     logger.warn({ event: "reload_failed", err: err.message }, "model reload failed"),

@@ -16,6 +16,8 @@ export async function reloadModels(deps: {
   readonly load: () => Promise<ModelCatalog>;
   readonly models: readonly string[];
   readonly logger: Logger;
+  /** Told of every version of the served models once the reload is done (metrics start at 0). */
+  readonly onServed?: (model: string, version: string) => void;
 }): Promise<WorkerReloadReport> {
   const { catalog, pool, logger } = deps;
   catalog.adopt(await deps.load());
@@ -44,6 +46,8 @@ export async function reloadModels(deps: {
       { event: "model_unloaded", model, version },
       `${model}@${version} is no longer in the repository; unloaded`,
     );
+  for (const model of deps.models.filter((m) => catalog.has(m)))
+    for (const { version } of catalog.versions(model)) deps.onServed?.(model, version);
   logger.info({ event: "models_reloaded", loaded, failed: failed.length }, "model repository rescanned");
   return { worker: deps.workerId, loaded, failed };
 }

@@ -426,6 +426,29 @@ describe("scrape gauges while Redis is away", () => {
   });
 });
 
+describe("a worker's job counters before its first job", () => {
+  const prefix = uniquePrefix("metrics-zero");
+  let worker: Spawned | undefined;
+  after(async () => {
+    if (worker) await stop(worker);
+    await cleanupPrefix(prefix);
+  });
+
+  it("exist at 0 for every version it serves, so rate() sees the first failure", async () => {
+    const port = await freePort();
+    worker = await spawnWorker(testEnv(prefix, { ...ENV, WORKER_METRICS_PORT: String(port) }));
+    const m = await scrape(`http://127.0.0.1:${port}/metrics`);
+    const echo = { model: "echo", version: "1" };
+    for (const name of [
+      "inferline_jobs_completed_total",
+      "inferline_jobs_failed_total",
+      "inferline_jobs_retried_total",
+      "inferline_jobs_expired_total",
+    ])
+      assert.equal(value(m, name, echo), 0, name);
+  });
+});
+
 describe("worker metrics endpoint", () => {
   it("serves /metrics on its port, 404 elsewhere; a port already taken is reported, not fatal", async () => {
     const metrics = new Metrics("worker");
