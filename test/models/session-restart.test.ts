@@ -66,9 +66,11 @@ void describe("ONNX sessions that hang or die are replaced", () => {
     const model = await loading;
     try {
       assert.deepEqual(await model.predictBatch([spin(0)]), [{ value: 0 }]);
-      // About 3 × 10^6 loop iterations inside ONNX Runtime: seconds, far past the 300 ms.
+      // About 10^7 loop iterations inside ONNX Runtime: seconds, far past the 300 ms, and long
+      // enough to outlast the 2 s after which an abandoned thread is reported stuck (3 × 10^6
+      // ended sooner than that on a fast core).
       const t0 = performance.now();
-      const err = await model.predictBatch([spin(3), spin(0)]).then(
+      const err = await model.predictBatch([spin(10), spin(0)]).then(
         () => assert.fail("a batch running past its timeout succeeded"),
         (e: unknown) => e,
       );
