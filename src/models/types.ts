@@ -43,6 +43,11 @@ export interface PredictItem {
 export interface LoadedModel {
   readonly descriptor: ModelDescriptor;
   /**
+   * Most inputs one predictBatch call can take, when the model itself sets a limit (an ONNX
+   * file exported with a fixed batch of 1); the manifest's maxBatchSize applies as well.
+   */
+  readonly maxBatchRows?: number;
+  /**
    * One output per item, in order. Throwing fails the whole batch; the worker then retries the
    * items one by one so a bad input cannot fail its neighbours.
    */

@@ -30,6 +30,11 @@ export class Batcher {
     private readonly onBatch: (size: number, ms: number) => void = () => {},
   ) {}
 
+  /** Rows per inference: the manifest's maxBatchSize, or fewer if the model takes no more. */
+  private get maxRows(): number {
+    return Math.min(this.model.descriptor.batching.maxBatchSize, this.model.maxBatchRows ?? Infinity);
+  }
+
   submit(item: PredictItem): Promise<BatchOutcome> {
     return new Promise((resolve, reject) => {
       this.queue.push({ item, at: performance.now(), resolve, reject });
@@ -42,8 +47,8 @@ export class Batcher {
 
   private schedule(): void {
     if (this.running) return;
-    const { maxBatchSize, maxDelayMs } = this.model.descriptor.batching;
-    const full = this.queue.length >= maxBatchSize;
+    const { maxDelayMs } = this.model.descriptor.batching;
+    const full = this.queue.length >= this.maxRows;
     if (this.timer) {
       // A batch that filled up while waiting for company has nothing more to wait for.
       if (!this.timer.delayed || !full) return;
@@ -67,7 +72,7 @@ export class Batcher {
     if (this.running || this.queue.length === 0) return;
     this.running = true;
     try {
-      const batch = this.queue.splice(0, this.model.descriptor.batching.maxBatchSize);
+      const batch = this.queue.splice(0, this.maxRows);
       await this.run(batch);
     } finally {
       this.running = false;

@@ -89,6 +89,8 @@ class OnnxModel implements LoadedModel {
   private died: "timeout" | "exited" = "exited";
   private closed = false;
   private inputName = "";
+  /** 1 when the model's input has a fixed batch dimension of 1 (unset: dynamic). */
+  maxBatchRows: number | undefined;
   private outputName = "";
 
   constructor(
@@ -110,7 +112,17 @@ class OnnxModel implements LoadedModel {
     try {
       this.inputName = pick(this.section.input, session.inputNames, "input");
       this.outputName = pick(this.section.output, session.outputNames, "output");
-      const width = session.inputShapes[this.inputName]?.at(-1);
+      const shape = session.inputShapes[this.inputName];
+      // Exported without a dynamic batch dimension: every batch must have exactly that many rows.
+      const batch = shape?.[0];
+      if (typeof batch === "number" && batch > 0 && (shape?.length ?? 0) > 1) {
+        if (batch !== 1)
+          throw new Error(
+            `input "${this.inputName}" takes a fixed batch of ${batch} rows: export the model with a dynamic batch dimension`,
+          );
+        this.maxBatchRows = 1;
+      }
+      const width = shape?.at(-1);
       if (typeof width === "number" && width !== this.encoder.width)
         throw new Error(
           `preprocessing makes ${this.encoder.width} features but input "${this.inputName}" takes ${width}`,
