@@ -63,17 +63,47 @@ export async function connectAtBoot(redis: Redis, url: string, ms: number): Prom
   });
 }
 
+/** What a Redis's INFO says about its memory. */
+export interface RedisMemory {
+  readonly policy: string;
+  readonly usedBytes: number;
+  /** 0: no limit. */
+  readonly maxBytes: number;
+}
+
 /**
- * Redis's `maxmemory-policy` (from INFO, which an ACL user limited to its keys may still run), or
- * undefined when it cannot be read.
+ * Redis's memory settings and use (from INFO, which an ACL user limited to its keys may still
+ * run), or undefined when they cannot be read.
  */
-export async function evictionPolicy(redis: Redis): Promise<string | undefined> {
+export async function redisMemory(redis: Redis): Promise<RedisMemory | undefined> {
   try {
     const info = await redis.info("memory");
-    return /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
+    const field = (name: string) => new RegExp(`^${name}:(\\S+)`, "m").exec(info)?.[1];
+    const policy = field("maxmemory_policy");
+    if (policy === undefined) return undefined;
+    return {
+      policy,
+      usedBytes: Number(field("used_memory") ?? 0),
+      maxBytes: Number(field("maxmemory") ?? 0),
+    };
   } catch {
     return undefined;
   }
+}
+
+/** Redis's `maxmemory-policy`, or undefined when it cannot be read. */
+export async function evictionPolicy(redis: Redis): Promise<string | undefined> {
+  return (await redisMemory(redis))?.policy;
+}
+
+/**
+ * Whether a Redis is at its `maxmemory`: under noeviction it then refuses every write (new jobs
+ * are answered 503, workers cannot record results) until memory is freed or the limit raised.
+ */
+export function fullProblem(memory: RedisMemory | undefined): string | undefined {
+  if (!memory || memory.maxBytes <= 0 || memory.usedBytes < memory.maxBytes) return undefined;
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  return `Redis is full (used_memory ${mib(memory.usedBytes)} of maxmemory ${mib(memory.maxBytes)}): it refuses new jobs`;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { getHeapStatistics } from "node:v8";
 import type { Redis } from "ioredis";
-import { evictionPolicy, evictionProblem } from "../redis/preflight.js";
+import { evictionProblem, fullProblem, redisMemory, type RedisMemory } from "../redis/preflight.js";
 import type { QueueInspector, QueueReading } from "./queues.js";
 import type { StatsReader } from "./stats-report.js";
 import { recentJobsKey } from "./stats.js";
@@ -45,8 +45,8 @@ interface Readings {
   readonly queues: QueueReading[];
   readonly window: Awaited<ReturnType<StatsReader["report"]>> | undefined;
   readonly outcomes: { total: number; failed: number };
-  /** Redis's maxmemory-policy; undefined when it cannot be read (INFO not allowed). */
-  readonly policy: string | undefined;
+  /** Redis's memory settings and use; undefined when they cannot be read (INFO not allowed). */
+  readonly memory: RedisMemory | undefined;
 }
 
 /** One model's queue, workers and recent numbers, as /health and the models routes report them. */
@@ -89,9 +89,10 @@ const LATE = Symbol("late");
  * The service's health as one state with reasons:
  * - warming_up: started less than HEALTH_WARMUP_MS ago and not yet warm (Redis answered and a
  *   live worker serves every model);
- * - unhealthy: Redis unreachable, error rate over HEALTH_ERROR_RATE_UNHEALTHY, jobs waiting for
- *   a model no live worker serves, or memory over HEALTH_MEMORY_MAX_RATIO of its limit (only
- *   the first and the last make the process not ready: see readiness());
+ * - unhealthy: Redis unreachable or full (at its maxmemory), error rate over
+ *   HEALTH_ERROR_RATE_UNHEALTHY, jobs waiting for a model no live worker serves, or memory over
+ *   HEALTH_MEMORY_MAX_RATIO of its limit (only Redis out of reach and memory make the process not
+ *   ready: see readiness());
  * - degraded: no live worker (for a model), queue deeper than HEALTH_QUEUE_DEPTH_DEGRADED,
  *   error rate over HEALTH_ERROR_RATE_DEGRADED, cache hit rate under
  *   HEALTH_CACHE_HIT_RATE_MIN once there were HEALTH_CACHE_MIN_LOOKUPS lookups, or a Redis
@@ -156,14 +157,14 @@ export class HealthService {
   private async readNow(models: readonly string[]): Promise<Readings> {
     const { thresholds: t, stats, prefix } = this.deps;
     const windowMinutes = Math.max(1, Math.ceil(t.errorWindowMs / 60_000));
-    const [workers, queues, window, outcomes, policy] = await Promise.all([
+    const [workers, queues, window, outcomes, memory] = await Promise.all([
       this.deps.workers.list(),
       this.deps.queues.read(models),
       stats?.report(windowMinutes),
       stats?.recentOutcomes(recentJobsKey(prefix), t.errorWindowJobs, t.errorWindowMs),
-      evictionPolicy(this.deps.redis),
+      redisMemory(this.deps.redis),
     ]);
-    return { workers, queues, window, outcomes: outcomes ?? { total: 0, failed: 0 }, policy };
+    return { workers, queues, window, outcomes: outcomes ?? { total: 0, failed: 0 }, memory };
   }
 
   /** The reads, or LATE once `timeoutMs` passed without them. */
@@ -191,7 +192,7 @@ export class HealthService {
     let queues: QueueReading[] = [];
     let window: Readings["window"];
     let outcomes: Readings["outcomes"] = { total: 0, failed: 0 };
-    let policy: string | undefined;
+    let redisMem: RedisMemory | undefined;
     let redisUp = redis.status === "ready";
     if (redisUp) {
       const r = await this.readWithin(models, timeoutMs).catch(() => undefined);
@@ -202,7 +203,7 @@ export class HealthService {
         redisUp = false;
         local.push(`Redis unreachable (${redis.status})`);
       } else {
-        ({ workers, queues, window, outcomes, policy } = r);
+        ({ workers, queues, window, outcomes, memory: redisMem } = r);
       }
     } else local.push(`Redis unreachable (${redis.status})`);
 
@@ -242,7 +243,11 @@ export class HealthService {
 
     const paused = queues.filter((q) => q.paused).map((q) => q.model);
     if (paused.length > 0) degraded.push(`queue paused by an operator: ${paused.join(", ")}`);
-    const eviction = evictionProblem(policy);
+    // Full is the fleet's trouble, not this process's: results, cached answers and cancels
+    // still work, so it does not take the process out of rotation.
+    const full = fullProblem(redisMem);
+    if (full) unhealthy.push(full);
+    const eviction = evictionProblem(redisMem?.policy);
     if (eviction) degraded.push(eviction);
 
     const depth = queues.reduce((s, q) => s + q.waiting, 0);
@@ -301,7 +306,7 @@ export class HealthService {
       ready: !this.draining && status !== "warming_up" && local.length === 0,
       draining: this.draining,
       timestamp: new Date().toISOString(),
-      checks: { redis: redisUp ? "up" : "down", redis_maxmemory_policy: policy ?? null },
+      checks: { redis: redisUp ? "up" : "down", redis_maxmemory_policy: redisMem?.policy ?? null },
       system: {
         uptime_seconds: Math.round(uptimeMs / 1000),
         active_workers: live.length,

@@ -178,7 +178,7 @@ describe("health states, each caused for real", () => {
     });
   });
 
-  describe("a Redis that would evict keys when full", () => {
+  describe("a Redis that would evict keys, or is full", () => {
     let redis: OwnRedis;
     let admin: Redis;
     let api: Spawned;
@@ -213,6 +213,23 @@ describe("health states, each caused for real", () => {
       await eventually(async () => {
         const now = await health(base);
         return !now.body.reasons.some((r) => r.includes("maxmemory-policy"));
+      });
+    });
+
+    it("at its maxmemory: unhealthy with the reason until memory is there again", async () => {
+      const base = String((await api.waitForLine((l) => l.event === "api_started", 30_000)).url);
+      await admin.config("SET", "maxmemory", "1");
+      try {
+        const h = await until(base, "unhealthy");
+        assert.match(h.body.reasons.join("\n"), /Redis is full/);
+        // Every process sees it at once; results and cached answers still work: in rotation.
+        assert.equal(h.ready, 200);
+      } finally {
+        await admin.config("SET", "maxmemory", "0");
+      }
+      await eventually(async () => {
+        const now = await health(base);
+        return !now.body.reasons.some((r) => r.includes("Redis is full"));
       });
     });
   });
