@@ -215,9 +215,18 @@ export class InternalError extends AppError {
 }
 
 /** Thrown by Redis-backed modules when Redis does not answer in time. */
+/**
+ * Redis could not serve a call: unreachable, too slow, or refusing it (full, read-only, loading).
+ * The message names the cause, for the logs; clients get a 503 (ServiceUnavailableError).
+ */
 export class RedisUnavailableError extends Error {
   constructor(cause?: unknown) {
-    super("Redis is unreachable", { cause });
+    super(
+      cause instanceof Error ? `Redis could not serve the call: ${cause.message}` : "Redis is unreachable",
+      {
+        cause,
+      },
+    );
     this.name = "RedisUnavailableError";
   }
 }

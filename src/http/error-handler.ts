@@ -60,7 +60,7 @@ export function installErrorHandling(
     if (raw instanceof AppError) err = raw;
     else if (raw instanceof RedisUnavailableError) {
       err = new ServiceUnavailableError(
-        "the queue store (Redis) is unreachable; retry shortly",
+        "the queue store (Redis) cannot serve requests right now; retry shortly",
         opts.retryAfterSeconds,
       );
     } else {

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
+import { pino } from "pino";
 import { startApi } from "../../src/api/main.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually, freePort } from "../support/http.js";
@@ -238,7 +239,12 @@ describe("Redis outage and recovery", () => {
   it("a Redis that answers but refuses writes (full, or a replica) is 503 with Retry-After, not 500", async () => {
     const redis = await ownRedis({ aof: false });
     const prefix = uniquePrefix("refusing");
-    const api = await startApi(testConfig(prefix, { REDIS_URL: redis.url, AUTH_DISABLED: "true" }));
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino(
+      { level: "warn" },
+      { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) },
+    );
+    const api = await startApi(testConfig(prefix, { REDIS_URL: redis.url, AUTH_DISABLED: "true" }), logger);
     const admin = new Redis(redis.url);
     const submissions: [string, unknown, Record<string, string>][] = [
       ["/api/ml/sentiment", { text: "refused" }, {}],
@@ -259,6 +265,12 @@ describe("Redis outage and recovery", () => {
       await admin.config("SET", "maxmemory-policy", "noeviction");
       await admin.config("SET", "maxmemory", "1");
       await expectUnavailable("maxmemory reached");
+      // The log says why (Redis answered, refusing), not that it is unreachable.
+      const refused = lines.filter((l) => l.event === "request_unavailable");
+      assert.ok(
+        refused.length > 0 && refused.every((l) => /OOM/.test(String(l.err))),
+        JSON.stringify(refused[0]),
+      );
       await admin.config("SET", "maxmemory", "0");
       // A replica, as a failed-over primary becomes: it reads but refuses writes.
       await admin.replicaof("127.0.0.1", String(await freePort()));
