@@ -25,6 +25,8 @@ interface Slot {
   exited: Promise<void>;
   /** The status the running child said it exits with before a SIGKILL hid it. */
   announced: number | undefined;
+  /** A restart waiting out its backoff; it keeps the supervisor alive meanwhile. */
+  restart: NodeJS.Timeout | undefined;
 }
 
 export interface SupervisorOptions {
@@ -66,6 +68,7 @@ export class Supervisor {
       stopping: false,
       exited: Promise.resolve(),
       announced: undefined,
+      restart: undefined,
     };
     this.slots.set(spec.name, slot);
     this.launch(slot);
@@ -144,15 +147,19 @@ export class Supervisor {
           { event: "child_exited", child: slot.spec.name, code, signal, ran_ms: ran, restart_in_ms: delay },
           `${slot.spec.name} exited (${signal ?? code}); restarting in ${delay} ms`,
         );
-        setTimeout(() => {
+        // Not unref'd: with every child down at once (and no autoscaler timer), this timer is
+        // all that keeps the supervisor from exiting before it restarts them.
+        slot.restart = setTimeout(() => {
+          slot.restart = undefined;
           if (!slot.stopping && !this.stopping && this.slots.get(slot.spec.name) === slot) this.launch(slot);
-        }, delay).unref();
+        }, delay);
       });
     });
   }
 
   private async terminate(slot: Slot): Promise<void> {
     slot.stopping = true;
+    clearTimeout(slot.restart);
     const child = slot.child;
     if (!child) return;
     const killed = sleep(this.opts.stopTimeoutMs, "timeout" as const, { ref: false });

@@ -2,10 +2,12 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { after, describe, it } from "node:test";
 import { pino } from "pino";
 import { Supervisor } from "../../src/supervisor/supervisor.js";
 import { eventually } from "../support/http.js";
+import { ROOT, spawnCli, stop } from "../support/processes.js";
 
 describe("supervisor restarts", () => {
   // A child that exits 0 after RUN_MS, as a worker recycling itself does; with END=announce-kill
@@ -19,6 +21,7 @@ describe("supervisor restarts", () => {
     setTimeout(() => {
       if (process.env.END === "announce-kill") process.send({ type: "exiting", code: 0 }, undefined, {}, kill);
       else if (process.env.END === "kill") kill();
+      else if (process.env.END === "crash") process.exit(1);
       else process.exit(0);
     }, Number(process.env.RUN_MS));\n`,
   );
@@ -79,6 +82,34 @@ describe("supervisor restarts", () => {
       assert.equal(second.restart_in_ms, 0);
     } finally {
       await supervisor.stop();
+    }
+  });
+
+  it("keeps running through a restart backoff when every child is down", async () => {
+    // A supervisor process of its own, whose only child crashes at once: nothing but the
+    // pending restart keeps its event loop alive.
+    const script = path.join(dir, "supervise.mjs");
+    const supervisorModule = pathToFileURL(path.join(ROOT, "src/supervisor/supervisor.ts")).href;
+    writeFileSync(
+      script,
+      `import { Supervisor } from ${JSON.stringify(supervisorModule)};
+      const log = (o) => console.log(JSON.stringify(o));
+      const logger = { info: log, warn: log, error: log };
+      const s = new Supervisor({ entry: ${JSON.stringify(entry)}, env: { PATH: process.env.PATH, RUN_MS: "0", END: "crash" },
+        restartBackoffMs: 300, stopTimeoutMs: 2000, logger });
+      s.add({ name: "child", args: [] });
+      process.on("SIGTERM", () => void s.stop().then(() => process.exit(0)));\n`,
+    );
+    const proc = spawnCli([], { RUN_MS: "0" }, { node: ["--import", "tsx", script] });
+    try {
+      const third = await proc.waitForLine(
+        (l) => l.event === "child_exited" && proc.lines.filter((x) => x.event === "child_exited").length >= 3,
+        30_000,
+      );
+      assert.equal(third.code, 1);
+      assert.equal(proc.proc.exitCode, null, "the supervisor is still running");
+    } finally {
+      await stop(proc);
     }
   });
 

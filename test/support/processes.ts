@@ -27,9 +27,10 @@ export interface Spawned {
 export function spawnCli(
   args: readonly string[],
   env: Record<string, string>,
-  opts: { detached?: boolean } = {},
+  /** `node`: what node runs before `args` (default: the built CLI). */
+  opts: { detached?: boolean; node?: readonly string[] } = {},
 ): Spawned {
-  const proc = spawn(process.execPath, [CLI, ...args], {
+  const proc = spawn(process.execPath, [...(opts.node ?? [CLI]), ...args], {
     env: { PATH: process.env.PATH ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
     detached: opts.detached ?? false,
