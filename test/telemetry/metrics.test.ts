@@ -15,6 +15,24 @@ import { promtoolProblems, scrape, value, type Scrape } from "./prom.js";
 
 const ENV = { MODELS: "echo", JOB_ATTEMPTS: "2", STATS_FLUSH_INTERVAL_MS: "100" };
 
+/** A worker's heartbeat record, fresh now. */
+const record = (id: string, state: "starting" | "running" | "draining") => {
+  const now = new Date().toISOString();
+  return {
+    id,
+    pid: 1,
+    host: "h",
+    models: ["echo"],
+    state,
+    started_at: now,
+    last_seen: now,
+    processed: 0,
+    failed: 0,
+    rss_bytes: 0,
+    event_loop_delay_p99_ms: 0,
+  };
+};
+
 const predict = (base: string, input: Record<string, unknown>) =>
   call(base, "POST", "/api/ml/echo", input, { prefer: "wait=10" });
 
@@ -346,20 +364,6 @@ describe("inferline_workers counts live workers, as health does", () => {
   it("a worker still starting or already draining takes no jobs: it is not counted", async () => {
     // The API reads heartbeats younger than 3 heartbeat intervals (testEnv: 500 ms).
     const workers = new WorkerRegistry(redis, prefix, 1500);
-    const now = new Date().toISOString();
-    const record = (id: string, state: "starting" | "running" | "draining") => ({
-      id,
-      pid: 1,
-      host: "h",
-      models: ["echo"],
-      state,
-      started_at: now,
-      last_seen: now,
-      processed: 0,
-      failed: 0,
-      rss_bytes: 0,
-      event_loop_delay_p99_ms: 0,
-    });
     await workers.publish(record("w-starting", "starting"));
     await workers.publish(record("w-draining", "draining"));
     const m = await scrape(`${api.url}/metrics`);
@@ -384,20 +388,7 @@ describe("scrape gauges while Redis is away", () => {
     try {
       await new Promise((resolve) => redis.once("ready", resolve));
       const workers = new WorkerRegistry(redis, prefix, 60_000);
-      const now = new Date().toISOString();
-      await workers.publish({
-        id: "w1",
-        pid: 1,
-        host: "h",
-        models: ["echo"],
-        state: "running",
-        started_at: now,
-        last_seen: now,
-        processed: 0,
-        failed: 0,
-        rss_bytes: 0,
-        event_loop_delay_p99_ms: 0,
-      });
+      await workers.publish(record("w1", "running"));
       const metrics = new Metrics("api", async () => ({
         models: await queues.read(["echo"]),
         workers: (await workers.list()).length,
