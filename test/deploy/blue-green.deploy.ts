@@ -82,11 +82,14 @@ void describe("scripts/blue-green.sh with real nginx and two local API sets", ()
     // nginx's old worker processes finish what they hold after a reload; then only new ones serve.
     await new Promise((r) => setTimeout(r, 500));
     const marker = `probe-${Math.random().toString(36).slice(2)}`;
-    for (let i = 0; i < n; i++) assert.equal((await fetch(`${nginx.url}/api/models?${marker}`)).status, 200);
+    for (let i = 0; i < n; i++) {
+      const r = await fetch(`${nginx.url}/api/models`, { headers: { "x-request-id": `${marker}-${i}` } });
+      assert.equal(r.status, 200);
+    }
     await new Promise((r) => setTimeout(r, 100));
     const ports = nginx
       .accessLog()
-      .filter((l) => String(l.uri).includes(marker))
+      .filter((l) => String(l.request_id).startsWith(marker))
       .map((l) => Number(String(l.upstream).split(":").pop()));
     assert.equal(ports.length, n);
     return new Set(ports);

@@ -68,6 +68,17 @@ void describe("nginx load balancing over three API processes (deploy/nginx)", ()
     assert.ok(nginx.accessLog().some((l) => l.request_id === "client-req-42"));
   });
 
+  void it("logs a request's path, never its query string (where a careless client may put a key)", async () => {
+    const r = await fetch(`${nginx.url}/api/models?api_key=secret-in-a-query`, {
+      headers: { "x-request-id": "query-logged" },
+    });
+    await r.arrayBuffer();
+    await new Promise((r) => setTimeout(r, 300));
+    const line = nginx.accessLog().find((l) => l.request_id === "query-logged");
+    assert.equal(line?.path, "/api/models", JSON.stringify(line));
+    assert.ok(!JSON.stringify(nginx.accessLog()).includes("secret-in-a-query"));
+  });
+
   void it("rate-limits one client on the prediction routes with a JSON 429", async () => {
     const limited = await startNginx(await freePort(), [`127.0.0.1:${apis[0]!.port}`]);
     try {
