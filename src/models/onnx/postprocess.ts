@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseSection } from "../section.js";
 
 /** The manifest's `onnx` section: which tensors to use, how the output becomes an answer, limits. */
 export const onnxSectionSchema = z
@@ -20,13 +21,7 @@ export type OnnxSection = z.infer<typeof onnxSectionSchema>;
 
 /** Parses a manifest's `onnx` section; the message names the bad field. */
 export function parseOnnxSection(raw: unknown): OnnxSection {
-  const parsed = onnxSectionSchema.safeParse(raw);
-  if (!parsed.success) {
-    const first = parsed.error.issues[0];
-    const at = ["onnx", ...(first?.path ?? [])].join(".");
-    throw new Error(`${at}: ${first?.message ?? "invalid"}`);
-  }
-  return parsed.data;
+  return parseSection(onnxSectionSchema, "onnx", raw);
 }
 
 export interface ClassificationOutput {

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseSection } from "../section.js";
 import { encodeTabular, tabularPreprocessingSchema, tabularWidth } from "./tabular.js";
 import { encodeText, textPreprocessingSchema } from "./text.js";
 
@@ -114,11 +115,5 @@ export function featureSchema(p: Preprocessing): Record<string, unknown> {
 
 /** Parses a manifest's `preprocessing` section; the message names the bad field. */
 export function parsePreprocessing(raw: unknown): Preprocessing {
-  const parsed = preprocessingSchema.safeParse(raw);
-  if (!parsed.success) {
-    const first = parsed.error.issues[0];
-    const at = ["preprocessing", ...(first?.path ?? [])].join(".");
-    throw new Error(`${at}: ${first?.message ?? "invalid"}`);
-  }
-  return parsed.data;
+  return parseSection(preprocessingSchema, "preprocessing", raw);
 }
