@@ -57,12 +57,21 @@ export class ModelCatalog {
       .sort();
     for (const name of names) {
       const versions: ModelDescriptor[] = [];
-      const versionDirs = (await subdirectories(path.join(dir, name))).filter((v) => /^[0-9]+$/.test(v));
+      // A folder removed or renamed while the repository is read is simply not there: models are
+      // replaced by renames, and a rescan may fall between two of them.
+      const versionDirs = (await subdirectories(path.join(dir, name)).catch(ifGone([]))).filter((v) =>
+        /^[0-9]+$/.test(v),
+      );
       for (const v of versionDirs) {
         const vdir = path.join(dir, name, v);
+        // Gone: skipped. Back already (a replacement renamed in): read once more.
+        const read = () => readDescriptor(vdir, name, v);
         try {
-          versions.push(await readDescriptor(vdir, name, v));
+          versions.push(
+            await read().catch(async (err: unknown) => ((await exists(vdir)) ? read() : gone(err))),
+          );
         } catch (err) {
+          if (err instanceof Gone) continue;
           problems.push({ path: vdir, message: (err as Error).message });
         }
       }
@@ -111,6 +120,27 @@ export class ModelCatalog {
   all(): ModelDescriptor[] {
     return [...this.byName.values()].flat();
   }
+}
+
+/** A fallback for a folder that vanished (ENOENT, or ENOTDIR once a link points elsewhere). */
+function ifGone<T>(fallback: T): (err: unknown) => T {
+  return (err) => {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return fallback;
+    throw err;
+  };
+}
+
+class Gone extends Error {}
+function gone(err: unknown): never {
+  throw new Gone("folder removed while read", { cause: err });
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Names of the folders in `dir`, symbolic links to folders included (versions are often links). */

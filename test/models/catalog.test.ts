@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cp, mkdtemp, mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, mkdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -46,6 +46,41 @@ void describe("model catalog", () => {
     await api.close();
     await cleanupPrefix(prefix);
     await rm(repo, { recursive: true, force: true });
+  });
+
+  void it("reads a repository whose folders are renamed or removed while it is read", async () => {
+    // Versions are replaced by two renames and models removed; a rescan may run in between.
+    const moving = await mkdtemp(path.join(tmpdir(), "inferline-catalog-moving-"));
+    await addVersion(moving, "1", () => {});
+    await addVersion(moving, "2", () => {});
+    const at = (...p: string[]) => path.join(moving, ...p);
+    let stop = false;
+    const mover = (async () => {
+      for (let i = 0; !stop; i++) {
+        if (i % 2 === 0) {
+          await rename(at("penguins", "2"), at("penguins", ".2"));
+          await rename(at("penguins", ".2"), at("penguins", "2"));
+        } else {
+          await rename(at("penguins"), at(".penguins"));
+          await new Promise((r) => setTimeout(r, 1));
+          await rename(at(".penguins"), at("penguins"));
+        }
+      }
+    })();
+    let seen = 0;
+    try {
+      for (let i = 0; i < 100; i++) {
+        // Never throws for a folder that went away. (A folder that flips back and forth this
+        // fast may still be reported once as unreadable; a single replacement is read again.)
+        const catalog = await ModelCatalog.load(moving);
+        if (catalog.has("penguins")) seen++;
+      }
+    } finally {
+      stop = true;
+      await mover;
+      await rm(moving, { recursive: true, force: true });
+    }
+    assert.ok(seen > 0);
   });
 
   void it("skips a version whose input schema does not compile, naming the problem", async () => {
