@@ -145,6 +145,11 @@ export const ENV_SCHEMA = {
     .describe(
       "Recycle a worker process once this many ONNX Runtime threads are stuck in timed-out inferences (each holds a core until the process ends; 0: never).",
     ),
+  MODEL_IDLE_UNLOAD_SECONDS: int(0)
+    .default(900)
+    .describe(
+      "Workers unload a model version other than the latest once no job asked for it this long, freeing its memory; a later job for it loads it again (s; 0: never).",
+    ),
   MODEL_RELOAD_TIMEOUT_MS: int(100, 600_000)
     .default(30_000)
     .describe("POST /api/admin/models/reload: how long to wait for workers to load new versions (ms)."),

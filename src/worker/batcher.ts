@@ -101,6 +101,11 @@ export class Batcher {
     batch.forEach((p, i) => p.resolve({ output: outputs[i], inferenceMs: ms, batchSize: batch.length }));
   }
 
+  /** Nothing running, waiting or about to run. */
+  get idle(): boolean {
+    return !this.running && this.queue.length === 0 && this.timer === undefined;
+  }
+
   /** Jobs waiting for the model right now. */
   get backlog(): number {
     return this.queue.length;

@@ -136,6 +136,12 @@ export async function startWorker(
     );
   if (served.length === 0) throw new Error(`no model in ${config.MODEL_REPOSITORY} loads`);
   await service.start(served);
+  pool.unloadIdleEvery(config.MODEL_IDLE_UNLOAD_SECONDS * 1000, ({ model, version }) =>
+    logger.info(
+      { event: "model_unloaded", model, version, reason: "idle" },
+      `${model}@${version} had no job for ${config.MODEL_IDLE_UNLOAD_SECONDS} s and is not the latest; unloaded`,
+    ),
+  );
   const metricsServer =
     obs.metrics && config.WORKER_METRICS_PORT > 0
       ? await serveMetrics(obs.metrics, config.HOST, config.WORKER_METRICS_PORT)
