@@ -499,6 +499,30 @@ describe("the image and the stacks", () => {
     assert.match(redis, /--appendonly yes/);
     assert.match(redis, /--maxmemory-policy noeviction/);
   });
+  it("Redis's maxmemory leaves its memory limit room for an AOF rewrite's fork and client buffers", () => {
+    // The rewrite forks; pages written meanwhile are copied, so Redis may need up to about
+    // twice its data. A limit close to maxmemory gets Redis OOM-killed under write load.
+    const bytes = (v: string) => {
+      const m = /^(\d+)\s*(k|kb|ki|m|mb|mi|g|gb|gi)?$/i.exec(v.trim());
+      assert.ok(m, `cannot read the size ${v}`);
+      const unit = (m[2] ?? "").toLowerCase()[0];
+      return Number(m[1]) * (unit === "k" ? 2 ** 10 : unit === "m" ? 2 ** 20 : unit === "g" ? 2 ** 30 : 1);
+    };
+    const k8sRedis = containers(k8s("StatefulSet", "inferline-redis"))[0]!;
+    const k8sMax = /--maxmemory (\S+)/.exec(arr(k8sRedis.args).join(" "))?.[1];
+    assert.ok(k8sMax, "k8s Redis sets no --maxmemory");
+    const k8sLimit = String(obj(obj(k8sRedis.resources).limits).memory);
+    const composeMax = envFile("deploy/env.production.example").REDIS_MAXMEMORY;
+    assert.ok(composeMax, "deploy/env.production.example sets no REDIS_MAXMEMORY");
+    assert.match(JSON.stringify(service(COMPOSE_PROD, "redis").command), /REDIS_MAXMEMORY:-768mb/);
+    const composeLimit = String(service(COMPOSE_PROD, "redis").mem_limit);
+    for (const [where, max, limit] of [
+      ["k8s", k8sMax, k8sLimit],
+      ["compose.prod.yaml", composeMax, composeLimit],
+      ["compose.prod.yaml default", "768mb", composeLimit],
+    ] as const)
+      assert.ok(bytes(max) * 2 <= bytes(limit), `${where}: maxmemory ${max} under a ${limit} limit`);
+  });
 });
 
 describe("the KEDA trigger counts the jobs waiting in Redis", () => {
