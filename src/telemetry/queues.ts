@@ -146,6 +146,24 @@ export class QueueInspector {
   }
 
   /**
+   * Puts back the most recent failed jobs of the given models, at most `limit` per model, each
+   * as `retry` does. A job that stopped being failed meanwhile (retried, removed) is skipped.
+   * The number put back, per model.
+   */
+  async retryFailed(models: readonly string[], limit: number): Promise<Record<string, number>> {
+    const counts = await Promise.all(
+      models.map(async (m) => {
+        const jobs = (await this.queue(m).getFailed(0, limit - 1)).filter(Boolean);
+        const done = await Promise.allSettled(
+          jobs.map((j) => j.retry("failed", { resetAttemptsMade: true, resetAttemptsStarted: true })),
+        );
+        return done.filter((d) => d.status === "fulfilled").length;
+      }),
+    );
+    return Object.fromEntries(models.map((m, i) => [m, counts[i] ?? 0]));
+  }
+
+  /**
    * Pauses (or resumes) a model's queue for every worker: jobs are still accepted and queued, up
    * to the queue's cap, but none starts until it is resumed; jobs already running finish.
    * Idempotent.

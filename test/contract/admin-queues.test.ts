@@ -166,6 +166,56 @@ void describe("removing failed jobs", () => {
   });
 });
 
+void describe("retrying failed jobs", () => {
+  const inferline = useInferline("admin-retry-all", { env: { MODELS: "echo,sentiment" }, worker: true });
+
+  void it("puts the failed jobs asked for back in their queues, with fresh attempts", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await call(
+        inferline.url,
+        "POST",
+        "/api/ml/echo",
+        { text: `retry me ${i}`, fail: "invalid" },
+        { prefer: "wait=10" },
+      );
+      assert.equal(r.body.status, "failed", JSON.stringify(r.body));
+      ids.push(String(r.body.job_id));
+    }
+    // Paused, so the retried jobs stay queued where the test can see them.
+    assert.equal((await call(inferline.url, "POST", "/api/admin/models/echo/pause")).status, 200);
+    const some = await call(inferline.url, "POST", "/api/admin/jobs/failed/retry?model=echo&limit=2");
+    assert.equal(some.status, 200, JSON.stringify(some.body));
+    assert.deepEqual(some.body, { retried: 2, models: { echo: 2 } });
+    const states = async () =>
+      Promise.all(
+        ids.map(async (id) => (await call(inferline.url, "GET", `/api/results/${id}`)).body.status),
+      );
+    assert.deepEqual([...(await states())].sort(), ["failed", "queued", "queued"]);
+    const rest = await call(inferline.url, "POST", "/api/admin/jobs/failed/retry");
+    assert.deepEqual(rest.body, { retried: 1, models: { echo: 1, sentiment: 0 } });
+    assert.deepEqual(await states(), ["queued", "queued", "queued"]);
+    assert.deepEqual((await call(inferline.url, "GET", "/api/admin/jobs/failed")).body.jobs, []);
+    // Resumed, each runs again (and fails again: its input is still refused).
+    assert.equal((await call(inferline.url, "POST", "/api/admin/models/echo/resume")).status, 200);
+    for (const id of ids) {
+      const r = await call(inferline.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=10" });
+      assert.equal(r.body.status, "failed", JSON.stringify(r.body));
+    }
+    const nothing = await call(inferline.url, "POST", "/api/admin/jobs/failed/retry?model=sentiment");
+    assert.deepEqual(nothing.body, { retried: 0, models: { sentiment: 0 } });
+  });
+
+  void it("bad parameters are 400 naming the field; an unknown model is 404", async () => {
+    const bad = await call(inferline.url, "POST", "/api/admin/jobs/failed/retry?limit=0");
+    assert.equal(bad.status, 400, JSON.stringify(bad.body));
+    assert.match(JSON.stringify(bad.body), /limit/);
+    const unknown = await call(inferline.url, "POST", "/api/admin/jobs/failed/retry?model=nope");
+    assert.equal(unknown.status, 404, JSON.stringify(unknown.body));
+    assert.equal(errorCode(unknown.body), "model_not_found");
+  });
+});
+
 void describe("the autoscaler's queue probe", () => {
   const prefix = uniquePrefix("probe-paused");
   let redis: Redis;

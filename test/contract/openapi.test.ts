@@ -39,6 +39,7 @@ describe("OpenAPI document", () => {
       ["/api/models/{model}", "get", []],
       ["/api/admin/cache/invalidate", "post", ["401", "403"]],
       ["/api/admin/jobs/failed", "delete", ["200", "400", "401", "403", "404"]],
+      ["/api/admin/jobs/failed/retry", "post", ["200", "400", "401", "403", "404"]],
       ["/api/admin/models/{model}/pause", "post", ["200", "401", "403", "404"]],
       ["/api/admin/models/{model}/resume", "post", ["200", "401", "403", "404"]],
       ["/health", "get", []],

@@ -4,8 +4,8 @@ import { JobNotRetryableError } from "../../telemetry/queues.js";
 import type { HttpDeps } from "../types.js";
 
 /**
- * Queues for operators: list failed jobs with their error, put one back in its queue, remove
- * failed jobs, pause and resume a model's queue.
+ * Queues for operators: list failed jobs with their error, put one or all of them back in their
+ * queues, remove failed jobs, pause and resume a model's queue.
  */
 export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues, catalog, guard }) => {
   app.get<{ Querystring: { limit?: number } }>(
@@ -61,6 +61,46 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
         `${total} failed job(s) removed`,
       );
       return { removed: total, models: removed };
+    },
+  );
+
+  app.post<{ Querystring: { model?: string; limit?: number } }>(
+    "/api/admin/jobs/failed/retry",
+    {
+      config: { access: "admin" },
+      schema: {
+        querystring: {
+          type: "object",
+          properties: {
+            model: { type: "string", maxLength: 64 },
+            limit: { type: "integer", minimum: 1, maximum: 10_000 },
+          },
+          additionalProperties: false,
+        },
+        response: {
+          200: {
+            description: "Failed jobs put back in their queues, with fresh attempts: in all, and per model",
+            type: "object",
+            properties: {
+              retried: { type: "integer" },
+              models: { type: "object", additionalProperties: { type: "integer" } },
+            },
+          },
+          404: { description: "Error; code: model_not_found", $ref: "Error#" },
+        },
+      },
+    },
+    async (req) => {
+      const { model, limit = 1000 } = req.query;
+      if (model !== undefined) catalog.versions(model); // model_not_found for a model not served
+      const models = model === undefined ? catalog.names() : [model];
+      const retried = await guard(() => queues.retryFailed(models, limit));
+      const total = Object.values(retried).reduce((a, b) => a + b, 0);
+      req.log.info(
+        { event: "failed_jobs_retried", retried: total, models: retried, by: "admin" },
+        `${total} failed job(s) queued again`,
+      );
+      return { retried: total, models: retried };
     },
   );
 
