@@ -192,6 +192,12 @@ void describe("retrying failed jobs", () => {
         ids.map(async (id) => (await call(inferline.url, "GET", `/api/results/${id}`)).body.status),
       );
     assert.deepEqual([...(await states())].sort(), ["failed", "queued", "queued"]);
+    const listed = await call(inferline.url, "GET", "/api/admin/jobs/failed?model=echo");
+    assert.equal((listed.body.jobs as unknown[]).length, 1, JSON.stringify(listed.body));
+    assert.deepEqual(
+      (await call(inferline.url, "GET", "/api/admin/jobs/failed?model=sentiment")).body.jobs,
+      [],
+    );
     const rest = await call(inferline.url, "POST", "/api/admin/jobs/failed/retry");
     assert.deepEqual(rest.body, { retried: 1, models: { echo: 1, sentiment: 0 } });
     assert.deepEqual(await states(), ["queued", "queued", "queued"]);
@@ -213,6 +219,8 @@ void describe("retrying failed jobs", () => {
     const unknown = await call(inferline.url, "POST", "/api/admin/jobs/failed/retry?model=nope");
     assert.equal(unknown.status, 404, JSON.stringify(unknown.body));
     assert.equal(errorCode(unknown.body), "model_not_found");
+    const listing = await call(inferline.url, "GET", "/api/admin/jobs/failed?model=nope");
+    assert.equal(errorCode(listing.body), "model_not_found");
   });
 });
 

@@ -8,19 +8,28 @@ import type { HttpDeps } from "../types.js";
  * queues, remove failed jobs, pause and resume a model's queue.
  */
 export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues, catalog, guard }) => {
-  app.get<{ Querystring: { limit?: number } }>(
+  app.get<{ Querystring: { model?: string; limit?: number } }>(
     "/api/admin/jobs/failed",
     {
       config: { access: "admin" },
       schema: {
         querystring: {
           type: "object",
-          properties: { limit: { type: "integer", minimum: 1, maximum: 500 } },
+          properties: {
+            model: { type: "string", maxLength: 64 },
+            limit: { type: "integer", minimum: 1, maximum: 500 },
+          },
           additionalProperties: false,
         },
       },
     },
-    async (req) => ({ jobs: await guard(() => queues.failed(catalog.names(), req.query.limit ?? 50)) }),
+    async (req) => {
+      const { model, limit = 50 } = req.query;
+      if (model !== undefined) catalog.versions(model); // model_not_found for a model not served
+      return {
+        jobs: await guard(() => queues.failed(model === undefined ? catalog.names() : [model], limit)),
+      };
+    },
   );
 
   app.delete<{ Querystring: { model?: string; older_than_seconds?: number; limit?: number } }>(
