@@ -32,6 +32,20 @@ export class RouteNotFoundError extends AppError {
   readonly status = 404;
 }
 
+/** The path exists, but not with this method; `Allow` lists the methods it takes (RFC 9110 §15.5.6). */
+export class MethodNotAllowedError extends AppError {
+  readonly code = "method_not_allowed";
+  readonly status = 405;
+  constructor(method: string, path: string, allowed: readonly string[]) {
+    const methods = Array.from(allowed);
+    super(`${method} is not allowed on ${path}; it takes ${methods.join(", ")}`, {
+      method,
+      allowed: methods,
+    });
+    this.headers.allow = methods.join(", ");
+  }
+}
+
 export class ModelNotFoundError extends AppError {
   readonly code = "model_not_found";
   readonly status = 404;

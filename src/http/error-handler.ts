@@ -4,6 +4,7 @@ import {
   InternalError,
   InvalidParameterError,
   MalformedJsonError,
+  MethodNotAllowedError,
   PayloadTooLargeError,
   RedisUnavailableError,
   RouteNotFoundError,
@@ -11,6 +12,9 @@ import {
   UnsupportedMediaTypeError,
 } from "../errors/catalog.js";
 import { ajvMessage } from "../models/validation.js";
+
+/** Methods a route may be declared with; OPTIONS is answered for every routed path. */
+const ROUTED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] as const;
 
 /** Maps Fastify's own errors (parsing, limits, schema checks) onto the catalog. */
 function fromFastify(err: FastifyError, bodyLimit: number): AppError | undefined {
@@ -83,7 +87,24 @@ export function installErrorHandling(
       .send({ error: { code: err.code, message: err.message, details: err.details ?? {} } });
   });
   app.setNotFoundHandler((request, reply) => {
-    const err = new RouteNotFoundError(`no route ${request.method} ${request.url.split("?")[0]}`);
-    void reply.code(err.status).send({ error: { code: err.code, message: err.message, details: {} } });
+    const path = request.url.split("?")[0] ?? "/";
+    // A path that exists with other methods is a 405 naming them (an OPTIONS request gets them
+    // as its answer), not a 404 that tells the client the resource is not there.
+    const allowed: string[] = ROUTED_METHODS.filter(
+      (method) => app.findRoute({ method, url: path }) !== null,
+    );
+    // A route that took the request and found nothing (reply.callNotFound) is a 404 all the same.
+    if (allowed.length > 0 && !allowed.includes(request.method)) {
+      allowed.push("OPTIONS");
+      if (request.method === "OPTIONS") return reply.code(204).header("allow", allowed.join(", ")).send();
+      const err = new MethodNotAllowedError(request.method, path, allowed);
+      request.log.info({ code: err.code, event: "request_rejected" }, err.message);
+      return reply
+        .code(err.status)
+        .headers(err.headers)
+        .send({ error: { code: err.code, message: err.message, details: err.details } });
+    }
+    const err = new RouteNotFoundError(`no route ${request.method} ${path}`);
+    return reply.code(err.status).send({ error: { code: err.code, message: err.message, details: {} } });
   });
 }

@@ -15,6 +15,7 @@ export const ERROR_CODES: Readonly<Record<number, readonly string[]>> = {
   401: ["unauthorized"],
   403: ["forbidden", "cross_origin_request"],
   404: ["route_not_found", "model_not_found", "version_not_found", "job_not_found"],
+  405: ["method_not_allowed"],
   408: ["request_timeout"],
   409: ["job_not_cancelable", "job_not_completed", "feedback_exists", "job_not_failed"],
   413: ["payload_too_large", "batch_too_large"],

@@ -94,6 +94,33 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
       method: "HEAD",
       signal: AbortSignal.timeout(5000),
     });
-    assert.equal(r.status, 404);
+    assert.equal(r.status, 405);
+    assert.equal(r.headers.get("allow"), "GET, OPTIONS");
+  });
+
+  void it("a method a known path does not take is 405 with Allow; OPTIONS lists them; unknown paths stay 404", async () => {
+    for (const [method, path, allow] of [
+      ["GET", "/api/ml/echo", "POST, OPTIONS"],
+      ["PUT", "/api/ml/echo/batch", "POST, OPTIONS"],
+      ["POST", "/api/results/echo.00000000000000000000000000000000", "GET, HEAD, DELETE, OPTIONS"],
+      ["DELETE", "/api/models?x=1", "GET, HEAD, OPTIONS"],
+    ] as const) {
+      const r = await call(inferline.url, method, path);
+      assert.equal(r.status, 405, `${method} ${path}`);
+      assert.equal(r.headers.get("allow"), allow, `${method} ${path}`);
+      const error = r.body.error as { code: string; message: string; details: { allowed: string[] } };
+      assert.equal(error.code, "method_not_allowed");
+      assert.match(error.message, new RegExp(`^${method} is not allowed on ${path.split("?")[0]}`));
+      assert.deepEqual(error.details.allowed, allow.split(", "));
+      assert.match(r.headers.get("x-request-id") ?? "", UUID);
+    }
+    const options = await fetch(`${inferline.url}/api/ml/echo`, { method: "OPTIONS" });
+    assert.equal(options.status, 204);
+    assert.equal(options.headers.get("allow"), "POST, OPTIONS");
+    for (const method of ["GET", "OPTIONS"]) {
+      const r = await call(inferline.url, method, "/api/nothing");
+      assert.equal(r.status, 404, method);
+      assert.equal((r.body.error as { code: string }).code, "route_not_found");
+    }
   });
 });
