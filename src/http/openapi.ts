@@ -84,6 +84,44 @@ export const jobViewSchema = {
   },
 } as const;
 
+export const modelViewSchema = {
+  $id: "ModelView",
+  type: "object",
+  additionalProperties: true,
+  properties: {
+    name: { type: "string" },
+    latest_version: { type: "string" },
+    description: { type: "string" },
+    task: { type: "string" },
+    input_schema: { type: "object", additionalProperties: true, description: "JSON Schema of the input" },
+    versions: {
+      type: "array",
+      description: "Every served version, newest first: input schema, labels, batching, cache TTL, training",
+      items: { type: "object", additionalProperties: true },
+    },
+    serving: {
+      type: "object",
+      nullable: true,
+      additionalProperties: true,
+      description: "`ready`, workers, queue and recent numbers; null when Redis cannot be read",
+    },
+    links: { type: "object", additionalProperties: { type: "string" } },
+  },
+} as const;
+
+/**
+ * A JSON object answer described by its main fields; any others are sent as they are (the
+ * serializer drops nothing).
+ */
+export function objectResponse(description: string, properties: Record<string, unknown> = {}) {
+  return { description, type: "object", additionalProperties: true, properties } as const;
+}
+
+/** A non-JSON answer (HTML, Prometheus text, an event stream), documented by its media type. */
+export function mediaResponse(description: string, mediaType: string) {
+  return { description, content: { [mediaType]: { schema: { type: "string" } } } } as const;
+}
+
 const batchViewSchema = {
   $id: "BatchView",
   type: "object",
@@ -150,6 +188,7 @@ export async function installOpenApi(app: FastifyInstance, version: string): Pro
   app.addSchema(errorSchema);
   app.addSchema(jobViewSchema);
   app.addSchema(batchViewSchema);
+  app.addSchema(modelViewSchema);
   app.addHook("onRoute", completeRoute);
   await app.register(swagger, {
     openapi: {

@@ -13,3 +13,10 @@ export function preferredWaitSeconds(header: string | string[] | undefined, capS
   }
   return 0;
 }
+
+/** How the routes that honour `Prefer` document it (a request header, not checked beyond its type). */
+export const PREFER_HEADER = {
+  type: "string",
+  description:
+    "RFC 7240. `wait=N` holds the request up to N whole seconds (capped by WAIT_MAX_SECONDS) for the result; the answer says `Preference-Applied: wait=N`. Other preferences are ignored.",
+} as const;

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { FastifyPluginAsync } from "fastify";
 import { InvalidParameterError, ServiceUnavailableError } from "../../errors/catalog.js";
+import { objectResponse } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 interface Body {
@@ -32,6 +33,12 @@ export const adminCacheRoutes: FastifyPluginAsync<HttpDeps> = async (app, { cata
             invalidation_id: { type: "string", pattern: "^[A-Za-z0-9._:-]{1,64}$" },
           },
           additionalProperties: false,
+        },
+        response: {
+          200: objectResponse("What was invalidated", {
+            invalidated: { type: "string", enum: ["all", "model", "version", "input"] },
+          }),
+          404: { description: "Error; code one of: model_not_found, version_not_found", $ref: "Error#" },
         },
       },
     },

@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger, FastifyPluginAsync } from "fastify";
 import { JobNotFailedError, JobNotFoundError } from "../../errors/catalog.js";
 import { JobNotRetryableError } from "../../telemetry/queues.js";
+import { objectResponse } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 /**
@@ -20,6 +21,11 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
             limit: { type: "integer", minimum: 1, maximum: 500 },
           },
           additionalProperties: false,
+        },
+        response: {
+          200: objectResponse("Failed jobs, newest first, with their error", {
+            jobs: { type: "array", items: { type: "object", additionalProperties: true } },
+          }),
         },
       },
     },
@@ -149,7 +155,17 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
     "/api/admin/jobs/:id/retry",
     {
       config: { access: "admin" },
-      schema: { params: { type: "object", properties: { id: { type: "string", maxLength: 128 } } } },
+      schema: {
+        params: { type: "object", properties: { id: { type: "string", maxLength: 128 } } },
+        response: {
+          202: objectResponse("Queued again; Location leads to its result", {
+            job_id: { type: "string" },
+            status: { type: "string" },
+          }),
+          404: { description: "Error; code: job_not_found", $ref: "Error#" },
+          409: { description: "Error; code: job_not_failed", $ref: "Error#" },
+        },
+      },
     },
     async (req, reply) => {
       const id = req.params.id;

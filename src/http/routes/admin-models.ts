@@ -4,6 +4,7 @@ import { RedisUnavailableError } from "../../errors/catalog.js";
 import { ModelCatalog } from "../../models/catalog.js";
 import { ReloadBus, reloadCatalog } from "../../models/reload.js";
 import { createRedis, isConnectionError, waitReady } from "../../redis/connection.js";
+import { objectResponse } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 /**
@@ -23,7 +24,17 @@ export const adminModelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { conf
   let bus: ReloadBus | undefined;
   app.addHook("onClose", async () => publisher?.disconnect());
 
-  app.post("/api/admin/models/reload", { config: { access: "admin" } }, async () => {
+  const schema = {
+    response: {
+      200: objectResponse(
+        "What each worker loaded: `reloaded`, or `partial` with what failed or did not answer",
+        {
+          status: { type: "string", enum: ["reloaded", "partial"] },
+        },
+      ),
+    },
+  };
+  app.post("/api/admin/models/reload", { config: { access: "admin" }, schema }, async () => {
     publisher ??= connect("command");
     bus ??= new ReloadBus(publisher, () => connect("blocking"), config.REDIS_KEY_PREFIX);
     try {

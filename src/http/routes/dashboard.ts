@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import type { FastifyPluginAsync } from "fastify";
+import { mediaResponse } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 const HERE = fileURLToPath(new URL("../dashboard/", import.meta.url));
@@ -36,7 +37,8 @@ export const dashboardRoutes: FastifyPluginAsync<HttpDeps> = async (app) => {
     return body;
   };
 
-  app.get("/dashboard", { config: { access: "admin" } }, async (_req, reply) =>
+  const page = { response: { 200: mediaResponse("The dashboard page", "text/html") } };
+  app.get("/dashboard", { config: { access: "admin" }, schema: page }, async (_req, reply) =>
     reply
       .type("text/html; charset=utf-8")
       .header("cache-control", "no-store")

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from "fastify";
 import { FeedbackExistsError, InvalidInputError, JobNotCompletedError } from "../../errors/catalog.js";
 import { compare } from "../../telemetry/feedback.js";
+import { objectResponse } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 /** Largest magnitude a regression truth may have. */
@@ -32,6 +33,20 @@ export const feedbackRoutes: FastifyPluginAsync<HttpDeps> = async (
           additionalProperties: false,
           minProperties: 1,
           maxProperties: 1,
+        },
+        response: {
+          201: objectResponse(
+            "Recorded: what was predicted, the truth, and whether it matched (or the error)",
+            {
+              job_id: { type: "string" },
+              model: { type: "string" },
+              version: { type: "string" },
+              kind: { type: "string", enum: ["label", "value"] },
+            },
+          ),
+          404: { description: "Error; code: job_not_found", $ref: "Error#" },
+          409: { description: "Error; code one of: job_not_completed, feedback_exists", $ref: "Error#" },
+          422: { description: "Error; code: invalid_input", $ref: "Error#" },
         },
       },
     },

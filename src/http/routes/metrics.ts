@@ -1,12 +1,14 @@
 import type { FastifyInstance, FastifyPluginAsync } from "fastify";
 import type { ApiTelemetry } from "../../telemetry/telemetry.js";
+import { mediaResponse } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 /** Prometheus text of this process's registry; absent (404) with METRICS_ENABLED off. */
 export const metricsRoutes: FastifyPluginAsync<HttpDeps> = async (app, { telemetry }) => {
   const metrics = telemetry.metrics;
   if (!metrics) return;
-  app.get("/metrics", { logLevel: "warn", config: { access: "public" } }, async (_req, reply) =>
+  const schema = { response: { 200: mediaResponse("Prometheus text exposition", "text/plain") } };
+  app.get("/metrics", { logLevel: "warn", config: { access: "public" }, schema }, async (_req, reply) =>
     reply
       .type(metrics.contentType)
       .header("cache-control", "no-store")

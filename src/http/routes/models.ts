@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from "fastify";
 import type { ModelDescriptor } from "../../models/types.js";
 import type { HealthReport, ModelHealth } from "../../telemetry/health.js";
+import { objectResponse } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 export function describeVersion(d: ModelDescriptor) {
@@ -42,14 +43,34 @@ export const modelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { catalog, 
     };
   };
 
-  app.get("/api/models", async () => {
-    const { models } = await health.detailed();
-    return { models: catalog.names().map((name) => describe(name, models)) };
-  });
+  app.get(
+    "/api/models",
+    {
+      schema: {
+        summary: "Every served model: versions, input schema, readiness",
+        response: {
+          200: objectResponse("The models", { models: { type: "array", items: { $ref: "ModelView#" } } }),
+        },
+      },
+    },
+    async () => {
+      const { models } = await health.detailed();
+      return { models: catalog.names().map((name) => describe(name, models)) };
+    },
+  );
 
   app.get<{ Params: { model: string } }>(
     "/api/models/:model",
-    { schema: { params: { type: "object", properties: { model: { type: "string", maxLength: 64 } } } } },
+    {
+      schema: {
+        summary: "One model: versions, input schema, readiness",
+        params: { type: "object", properties: { model: { type: "string", maxLength: 64 } } },
+        response: {
+          200: { description: "The model", $ref: "ModelView#" },
+          404: { description: "Error; code: model_not_found", $ref: "Error#" },
+        },
+      },
+    },
     async (req) => {
       catalog.versions(req.params.model); // model_not_found before any read
       return describe(req.params.model, (await health.detailed()).models);

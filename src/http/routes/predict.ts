@@ -4,7 +4,7 @@ import { BatchTooLargeError, InvalidInputError } from "../../errors/catalog.js";
 import { problemsToMessage, WHOLE_INPUT, type InputProblem } from "../../models/validation.js";
 import type { SubmitRequest } from "../../queue/intake.js";
 import type { CachedJobView } from "../../queue/view.js";
-import { preferredWaitSeconds } from "../prefer.js";
+import { PREFER_HEADER, preferredWaitSeconds } from "../prefer.js";
 import type { HttpDeps } from "../types.js";
 
 interface PredictQuery {
@@ -68,7 +68,10 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
   } as const;
   const headers = {
     type: "object",
-    properties: { "idempotency-key": { type: "string", minLength: 1, maxLength: 255 } },
+    properties: {
+      "idempotency-key": { type: "string", minLength: 1, maxLength: 255 },
+      prefer: PREFER_HEADER,
+    },
   } as const;
 
   /** What every prediction request shares: the model version, options and deadline. */

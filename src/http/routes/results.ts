@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from "fastify";
-import { preferredWaitSeconds } from "../prefer.js";
+import { mediaResponse } from "../openapi.js";
+import { PREFER_HEADER, preferredWaitSeconds } from "../prefer.js";
 import type { HttpDeps } from "../types.js";
 import { TERMINAL_STATUSES } from "../../contracts/jobs.js";
 import { links, sendJobView } from "./predict.js";
@@ -16,6 +17,7 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records,
       schema: {
         summary: "Read (or wait for) a job's result",
         params,
+        headers: { type: "object", properties: { prefer: PREFER_HEADER } },
         response: {
           200: { description: "Finished: completed, failed, canceled or expired", $ref: "JobView#" },
           202: { description: "Still queued or active", $ref: "JobView#" },
@@ -66,6 +68,10 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records,
         summary: "Server-sent events: the job's view at each status change, until it ends",
         params,
         response: {
+          200: mediaResponse(
+            "`event: status` with the job view (as JSON) at each status change; ends after a terminal one",
+            "text/event-stream",
+          ),
           404: { description: "Error; code: job_not_found", $ref: "Error#" },
           429: { description: "Error; code one of: too_many_streams, rate_limited", $ref: "Error#" },
         },

@@ -2,6 +2,7 @@ import type { FastifyPluginAsync } from "fastify";
 import { RedisUnavailableError } from "../../errors/catalog.js";
 import { isConnectionError } from "../../redis/connection.js";
 import { STATS_WINDOWS, type StatsWindow, type VersionInfo } from "../../telemetry/stats-report.js";
+import { objectResponse } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 /**
@@ -29,6 +30,11 @@ export const statsRoutes: FastifyPluginAsync<HttpDeps> = async (app, { stats, ca
           type: "object",
           properties: { window: { type: "string", enum: Object.keys(STATS_WINDOWS) } },
           additionalProperties: false,
+        },
+        response: {
+          200: objectResponse(
+            "Fleet-wide totals, throughput, latency percentiles, rates and a per-minute series, per model and version",
+          ),
         },
       },
     },
