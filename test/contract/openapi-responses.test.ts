@@ -120,7 +120,9 @@ describe("OpenAPI document: every answer the routes give is documented", () => {
       const held = String(queued.body.job_id);
       await send("GET", `/api/results/${held}`, 202);
       await send("POST", "/api/ml/echo/batch", 202, { inputs: [{ text: "held-batch" }] });
-      await send("DELETE", `/api/results/${held}`, 200);
+      const canceled = await send("DELETE", `/api/results/${held}`, 200);
+      // The cancel answers the job view a read gives: links and `cached` included.
+      assert.deepEqual(canceled.body, (await send("GET", `/api/results/${held}`, 200)).body);
     } finally {
       await send("POST", "/api/admin/models/echo/resume", 200);
     }

@@ -53,7 +53,8 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records,
     async (req, reply) => {
       const view = await records.cancel(req.params.jobId);
       req.log.info({ event: "job_canceled", job_id: view.job_id, model: view.model }, "job canceled");
-      return reply.code(200).send(view);
+      // The view a read of the job gives (links, cached), so one parser serves both.
+      return sendJobView(reply, view, 0);
     },
   );
 
