@@ -43,6 +43,25 @@ describe("client errors", () => {
     assert.equal(code(empty), "malformed_json");
   });
 
+  it("malformed JSON is told where it breaks; a poisoning key is named, not called invalid JSON", async () => {
+    for (const [body, where] of [
+      ['{"text": "x"} trailing', /position 14/],
+      ['{"text": "x",}', /position 13/],
+    ] as const) {
+      const r = await call(inferline.url, "POST", "/api/ml/sentiment", body);
+      assert.equal(r.status, 400, body);
+      assert.equal(code(r), "malformed_json");
+      assert.match(message(r), /^request body is not valid JSON: /);
+      assert.match(message(r), where, body);
+    }
+    for (const body of ['{"text": "x", "__proto__": {"a": 1}}', '{"constructor": {"prototype": {}}}']) {
+      const r = await call(inferline.url, "POST", "/api/ml/sentiment", body);
+      assert.equal(r.status, 400, body);
+      assert.equal(code(r), "malformed_json");
+      assert.match(message(r), /"__proto__" key, nor a "constructor" key/, body);
+    }
+  });
+
   it("bad query options → 400 invalid_parameter naming them", async () => {
     const r = await call(inferline.url, "POST", "/api/ml/sentiment?priority=urgent", { text: "x" });
     assert.equal(r.status, 400);

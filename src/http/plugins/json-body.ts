@@ -1,5 +1,5 @@
 import type { FastifyInstance } from "fastify";
-import { JsonTooDeepError, UnsupportedMediaTypeError } from "../../errors/catalog.js";
+import { JsonTooDeepError, MalformedJsonError, UnsupportedMediaTypeError } from "../../errors/catalog.js";
 import { jsonTooDeep } from "../../security/index.js";
 
 /** A charset other than UTF-8 (RFC 8259: JSON between systems is UTF-8). */
@@ -25,6 +25,25 @@ export function installJsonBody(app: FastifyInstance, maxDepth: number): void {
       done(new JsonTooDeepError(maxDepth), undefined);
       return;
     }
-    void parse(req, body as string, done);
+    void parse(req, body as string, (err, value) => {
+      if (err && (body as string).length > 0) done(whyNotJson(body as string), undefined);
+      else done(err, value);
+    });
   });
+}
+
+/**
+ * What is wrong with a body the parser refused, for the client to find it: where the syntax
+ * breaks, or, for valid JSON, the prototype-poisoning key it carries (Fastify's own error says
+ * neither). Only failed requests pay for this second parse.
+ */
+function whyNotJson(body: string): MalformedJsonError {
+  try {
+    JSON.parse(body);
+  } catch (err) {
+    return new MalformedJsonError(`request body is not valid JSON: ${(err as Error).message}`);
+  }
+  return new MalformedJsonError(
+    'request body must not have a "__proto__" key, nor a "constructor" key holding "prototype"',
+  );
 }
