@@ -58,6 +58,17 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
     assert.equal(fraction.headers.get("preference-applied"), null);
   });
 
+  void it("Prefer is read as RFC 7240 lists it: quoted text is no preference, only the first wait counts", async () => {
+    for (const [prefer, applied] of [
+      ['foo="a,wait=1"', null],
+      ["wait=x, wait=1", null],
+      ['respond-async; note="a,b", WAIT = 1', "wait=1"],
+    ] as const) {
+      const r = await call(inferline.url, "POST", "/api/ml/echo", { text: prefer }, { prefer });
+      assert.equal(r.headers.get("preference-applied"), applied, prefer);
+    }
+  });
+
   void it("an unknown option is named, and a form over its own limit is told that limit", async () => {
     const r = await call(inferline.url, "POST", "/api/ml/echo?foo=1", { text: "x" });
     assert.equal(r.status, 400);
