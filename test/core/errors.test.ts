@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { gzipSync } from "node:zlib";
 import { testConfig } from "../support/config.js";
 import { call } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
@@ -60,6 +61,31 @@ describe("client errors", () => {
       assert.equal(code(r), "malformed_json");
       assert.match(message(r), /"__proto__" key, nor a "constructor" key/, body);
     }
+  });
+
+  it("a compressed body → 415 naming Content-Encoding, not malformed JSON", async () => {
+    const res = await fetch(`${inferline.url}/api/ml/sentiment`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-encoding": "gzip" },
+      body: gzipSync(JSON.stringify({ text: "compressed" })),
+    });
+    assert.equal(res.status, 415);
+    assert.equal(res.headers.get("accept-encoding"), "identity");
+    const body = (await res.json()) as { error: { code: string; message: string; details: unknown } };
+    assert.equal(body.error.code, "unsupported_media_type");
+    assert.match(body.error.message, /headers\.content-encoding "gzip" is not supported/);
+    assert.deepEqual(body.error.details, { field: "headers.content-encoding" });
+    // Identity is no coding: the body is read (and, invalid here, refused for its content).
+    const identity = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/sentiment",
+      { text: 5 },
+      {
+        "content-encoding": "identity",
+      },
+    );
+    assert.equal(identity.status, 422);
   });
 
   it("bad query options → 400 invalid_parameter naming them", async () => {

@@ -8,7 +8,8 @@ const OTHER_CHARSET = /;\s*charset\s*=\s*(?!"?utf-?8"?\s*(?:;|$))/i;
 /**
  * The JSON body parser: Fastify's own (prototype-poisoning checks included), after a depth
  * check on the raw text, so hostile nesting is refused before it is parsed. A body declared in
- * another charset is refused rather than read with its bytes replaced.
+ * another charset, or compressed (Content-Encoding), is refused (415) rather than read with its
+ * bytes replaced or reported as malformed.
  */
 export function installJsonBody(app: FastifyInstance, maxDepth: number): void {
   const parse = app.getDefaultJsonParser("error", "error");
@@ -19,6 +20,17 @@ export function installJsonBody(app: FastifyInstance, maxDepth: number): void {
         new UnsupportedMediaTypeError("request body must be JSON in UTF-8 (charset=utf-8 or none)"),
         undefined,
       );
+      return;
+    }
+    const coding = req.headers["content-encoding"];
+    if (coding !== undefined && !/^\s*identity\s*$/i.test(coding)) {
+      // Read as it is, a compressed body would be reported as malformed JSON.
+      const err = new UnsupportedMediaTypeError(
+        `headers.content-encoding "${coding.slice(0, 40)}" is not supported; send the JSON body uncompressed`,
+        { field: "headers.content-encoding" },
+      );
+      err.headers["accept-encoding"] = "identity";
+      done(err, undefined);
       return;
     }
     if (jsonTooDeep(body as string, maxDepth)) {
