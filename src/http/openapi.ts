@@ -134,6 +134,16 @@ const batchViewSchema = {
   },
 } as const;
 
+/** Response headers, as routes document them next to a status. */
+export const RESPONSE_HEADERS = {
+  location: { type: "string", description: "The job's view, `/api/results/{job_id}`" },
+  "retry-after": { type: "integer", description: "Seconds to wait before retrying" },
+  "preference-applied": {
+    type: "string",
+    description: "`wait=N` when the request's `Prefer: wait` was honoured (N capped by WAIT_MAX_SECONDS)",
+  },
+} as const;
+
 function errorResponse(status: number, extra?: readonly string[]) {
   const codes = extra ?? ERROR_CODES[status] ?? [];
   return { description: `Error; code one of: ${codes.join(", ")}`, $ref: "Error#" };
@@ -180,6 +190,11 @@ function completeRoute(route: RouteOptions): void {
   if (schema.params || schema.querystring) add(400, ["invalid_parameter"]);
   add(500);
   add(503);
+  // Every 429 and 503 says when to come back.
+  const response = schema.response as Record<string, Record<string, unknown>>;
+  for (const status of ["429", "503"])
+    if (response[status] && !response[status].headers)
+      response[status] = { ...response[status], headers: { "retry-after": RESPONSE_HEADERS["retry-after"] } };
   schema.security ??= [{ bearer: [] }, { apiKey: [] }];
 }
 

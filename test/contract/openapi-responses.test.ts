@@ -6,7 +6,10 @@ import { useInferline } from "../support/inferline.js";
 
 interface Operation {
   parameters?: { name: string; in: string }[];
-  responses: Record<string, { content?: Record<string, { schema?: object }> }>;
+  responses: Record<
+    string,
+    { content?: Record<string, { schema?: object }>; headers?: Record<string, unknown> }
+  >;
 }
 interface Doc {
   paths: Record<string, Record<string, Operation>>;
@@ -65,6 +68,9 @@ describe("OpenAPI document: every answer the routes give is documented", () => {
     assert.ok(op, `${where}: operation documented`);
     const documented = op.responses[String(res.status)];
     assert.ok(documented, `${where}: status documented (has ${Object.keys(op.responses).join(", ")})`);
+    for (const header of ["location", "retry-after", "preference-applied"])
+      if (res.headers.get(header) !== null)
+        assert.ok(documented.headers?.[header], `${where}: the ${header} header documented`);
     const type = (res.headers.get("content-type") ?? "").split(";")[0]!.trim();
     const content = documented.content ?? {};
     assert.ok(
@@ -84,6 +90,14 @@ describe("OpenAPI document: every answer the routes give is documented", () => {
     }
     return { status: res.status, body: parsed as Record<string, unknown> };
   }
+
+  it("every 429 and 503 documents Retry-After", () => {
+    for (const [path, ops] of Object.entries(doc.paths))
+      for (const [method, op] of Object.entries(ops))
+        for (const status of ["429", "503"])
+          if (op.responses[status] && !path.startsWith("/health"))
+            assert.ok(op.responses[status].headers?.["retry-after"], `${method} ${path} ${status}`);
+  });
 
   it("predictions: submit, batch, results, cancel, events", async () => {
     for (const [path, method] of [

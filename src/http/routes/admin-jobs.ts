@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger, FastifyPluginAsync } from "fastify";
 import { JobNotFailedError, JobNotFoundError } from "../../errors/catalog.js";
 import { JobNotRetryableError } from "../../telemetry/queues.js";
-import { objectResponse } from "../openapi.js";
+import { objectResponse, RESPONSE_HEADERS } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 /**
@@ -158,10 +158,13 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
       schema: {
         params: { type: "object", properties: { id: { type: "string", maxLength: 128 } } },
         response: {
-          202: objectResponse("Queued again; Location leads to its result", {
-            job_id: { type: "string" },
-            status: { type: "string" },
-          }),
+          202: {
+            ...objectResponse("Queued again; Location leads to its result", {
+              job_id: { type: "string" },
+              status: { type: "string" },
+            }),
+            headers: { location: RESPONSE_HEADERS.location },
+          },
           404: { description: "Error; code: job_not_found", $ref: "Error#" },
           409: { description: "Error; code: job_not_failed", $ref: "Error#" },
         },

@@ -4,6 +4,7 @@ import { BatchTooLargeError, InvalidInputError } from "../../errors/catalog.js";
 import { problemsToMessage, WHOLE_INPUT, type InputProblem } from "../../models/validation.js";
 import type { SubmitRequest } from "../../queue/intake.js";
 import type { CachedJobView } from "../../queue/view.js";
+import { RESPONSE_HEADERS } from "../openapi.js";
 import { PREFER_HEADER, preferredWaitSeconds } from "../prefer.js";
 import type { HttpDeps } from "../types.js";
 
@@ -42,8 +43,19 @@ export function sendJobView(
 }
 
 const jobResponses = {
-  200: { description: "Finished (or answered from the cache, `cached: true`)", $ref: "JobView#" },
-  202: { description: "Accepted; poll or wait on links.self", $ref: "JobView#" },
+  200: {
+    description: "Finished (or answered from the cache, `cached: true`)",
+    headers: { "preference-applied": RESPONSE_HEADERS["preference-applied"] },
+    $ref: "JobView#",
+  },
+  202: {
+    description: "Accepted; poll or wait on links.self",
+    headers: {
+      location: RESPONSE_HEADERS.location,
+      "preference-applied": RESPONSE_HEADERS["preference-applied"],
+    },
+    $ref: "JobView#",
+  },
   404: { description: "Error; code one of: model_not_found, version_not_found", $ref: "Error#" },
   422: { description: "Error; code one of: invalid_input, idempotency_key_reused", $ref: "Error#" },
   429: {
@@ -157,8 +169,16 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
           additionalProperties: false,
         },
         response: {
-          200: { description: "All finished", $ref: "BatchView#" },
-          202: { description: "Accepted; some still queued or running", $ref: "BatchView#" },
+          200: {
+            description: "All finished",
+            headers: { "preference-applied": RESPONSE_HEADERS["preference-applied"] },
+            $ref: "BatchView#",
+          },
+          202: {
+            description: "Accepted; some still queued or running",
+            headers: { "preference-applied": RESPONSE_HEADERS["preference-applied"] },
+            $ref: "BatchView#",
+          },
           404: jobResponses[404],
           413: { description: "Error; code one of: batch_too_large, payload_too_large", $ref: "Error#" },
           422: { description: "Error; code: invalid_input (names inputs[i].field)", $ref: "Error#" },

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from "fastify";
-import { mediaResponse } from "../openapi.js";
+import { mediaResponse, RESPONSE_HEADERS } from "../openapi.js";
 import { PREFER_HEADER, preferredWaitSeconds } from "../prefer.js";
 import type { HttpDeps } from "../types.js";
 import { TERMINAL_STATUSES } from "../../contracts/jobs.js";
@@ -19,8 +19,19 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records,
         params,
         headers: { type: "object", properties: { prefer: PREFER_HEADER } },
         response: {
-          200: { description: "Finished: completed, failed, canceled or expired", $ref: "JobView#" },
-          202: { description: "Still queued or active", $ref: "JobView#" },
+          200: {
+            description: "Finished: completed, failed, canceled or expired",
+            headers: { "preference-applied": RESPONSE_HEADERS["preference-applied"] },
+            $ref: "JobView#",
+          },
+          202: {
+            description: "Still queued or active",
+            headers: {
+              location: RESPONSE_HEADERS.location,
+              "preference-applied": RESPONSE_HEADERS["preference-applied"],
+            },
+            $ref: "JobView#",
+          },
           404: { description: "Error; code: job_not_found", $ref: "Error#" },
         },
       },
