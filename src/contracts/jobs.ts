@@ -61,6 +61,8 @@ export interface JobView {
   readonly batch_size?: number;
   readonly finished_at?: string;
   readonly next_attempt_at?: string;
+  /** Jobs of its model's queue that run before it (0: it is next); queued jobs not waiting to retry. */
+  readonly position?: number;
   readonly deadline?: string;
   /** True when the answer came from the result cache. */
   readonly cached?: boolean;

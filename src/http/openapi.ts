@@ -73,6 +73,11 @@ export const jobViewSchema = {
     batch_size: { type: "integer" },
     finished_at: { type: "string", format: "date-time" },
     next_attempt_at: { type: "string", format: "date-time" },
+    position: {
+      type: "integer",
+      description:
+        "Queued jobs (not waiting to retry), when read: how many jobs of the model's queue run before it (0: next).",
+    },
     deadline: { type: "string", format: "date-time" },
     links: {
       type: "object",

@@ -100,7 +100,13 @@ export class JobRecords {
       }
       // Scores in the delayed set are the time it is due, times 4096 (BullMQ's getDelayedScore).
       const score = state === "delayed" ? await this.deps.redis.zscore(queue.keys.delayed!, jobId) : null;
-      const view = toView(job, state, score === null ? undefined : Math.floor(Number(score) / 0x1000));
+      const position = await this.position(queue, jobId, state);
+      const view = toView(
+        job,
+        state,
+        score === null ? undefined : Math.floor(Number(score) / 0x1000),
+        position,
+      );
       // The deadline is for starting: a job that has run (now waiting to retry) is past it.
       const unstarted = view.status === "queued" && view.attempts === 0;
       if (unstarted && job.data.deadline !== undefined && job.data.deadline < Date.now()) {
@@ -111,6 +117,30 @@ export class JobRecords {
       }
       return view;
     });
+  }
+
+  /**
+   * How many jobs run before a queued one: workers take the wait list first (from its right
+   * end), then the prioritized set in score order (priority, then arrival). Undefined for other
+   * states, or when the job moved on between the reads.
+   */
+  private async position(
+    queue: Queue<JobData, JobResult>,
+    jobId: string,
+    state: string,
+  ): Promise<number | undefined> {
+    const keys = queue.keys;
+    if (state === "prioritized" && keys.prioritized && keys.wait) {
+      const replies = await this.deps.redis.pipeline().zrank(keys.prioritized, jobId).llen(keys.wait).exec();
+      const [rank, waiting] = (replies ?? []).map(([err, value]) => (err ? null : value));
+      return typeof rank === "number" && typeof waiting === "number" ? waiting + rank : undefined;
+    }
+    if (state === "waiting" && keys.wait) {
+      const replies = await this.deps.redis.pipeline().lpos(keys.wait, jobId).llen(keys.wait).exec();
+      const [index, length] = (replies ?? []).map(([err, value]) => (err ? null : value));
+      return typeof index === "number" && typeof length === "number" ? length - 1 - index : undefined;
+    }
+    return undefined;
   }
 
   /**
@@ -147,6 +177,7 @@ export class JobRecords {
       error,
       finished_at: new Date().toISOString(),
       next_attempt_at: undefined,
+      position: undefined,
     };
     const queue = this.queue(model);
     const outcome = await this.redis.inferlineWithdraw(

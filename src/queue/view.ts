@@ -18,9 +18,15 @@ function round(ms: number): number {
 
 /**
  * A BullMQ job and its state, as the API reports it. `retryAt`: when a job waiting to retry
- * runs next (epoch ms, from its place in the delayed set).
+ * runs next (epoch ms, from its place in the delayed set); `position`: how many jobs run before
+ * a queued one.
  */
-export function toView(job: Job<JobData, JobResult>, state: string, retryAt?: number): JobView {
+export function toView(
+  job: Job<JobData, JobResult>,
+  state: string,
+  retryAt?: number,
+  position?: number,
+): JobView {
   const d = job.data;
   const base = {
     job_id: job.id!,
@@ -50,7 +56,7 @@ export function toView(job: Job<JobData, JobResult>, state: string, retryAt?: nu
     case "delayed":
       return { ...base, status: "queued", next_attempt_at: iso(retryAt) };
     default:
-      return { ...base, status: "queued" };
+      return { ...base, status: "queued", position };
   }
 }
 
@@ -74,6 +80,7 @@ export function completedView(before: JobView, r: JobResult, finishedOn?: number
     batch_size: r.batchSize,
     finished_at: iso(finished),
     next_attempt_at: undefined,
+    position: undefined,
   };
 }
 

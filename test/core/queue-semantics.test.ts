@@ -90,6 +90,28 @@ describe("queue semantics", () => {
     }
   });
 
+  it("a queued job's view says how many jobs run before it, by priority then arrival", async () => {
+    const submit = async (priority: string, text: string) =>
+      String((await call(inferline.url, "POST", `/api/ml/spam?priority=${priority}`, { text })).body.job_id);
+    const low = await submit("low", "position low");
+    const first = await submit("normal", "position first");
+    const second = await submit("normal", "position second");
+    const high = await submit("high", "position high");
+    const positions = async () => {
+      const views = await Promise.all(
+        [high, first, second, low].map((id) => call(inferline.url, "GET", `/api/results/${id}`)),
+      );
+      return views.map((v) => v.body.position);
+    };
+    assert.deepEqual(await positions(), [0, 1, 2, 3]);
+    // A job leaving the queue moves the ones behind it up.
+    assert.equal((await call(inferline.url, "DELETE", `/api/results/${high}`)).status, 200);
+    const [canceled, ...rest] = await positions();
+    assert.equal(canceled, undefined, "a canceled job has no position");
+    assert.deepEqual(rest, [0, 1, 2]);
+    for (const id of [first, second, low]) await call(inferline.url, "DELETE", `/api/results/${id}`);
+  });
+
   it("a running job cannot be canceled (409)", async () => {
     const worker = await spawnWorker(testEnv(inferline.prefix), ["--models", "echo"]);
     try {
