@@ -172,6 +172,9 @@ describe("OpenAPI document: every answer the routes give is documented", () => {
     const completed = await send("POST", "/api/ml/echo", 200, { text: "ok" }, { prefer: "wait=10" });
     await send("POST", `/api/admin/jobs/${String(completed.body.job_id)}/retry`, 409);
     await send("POST", "/api/admin/jobs/echo.00000000000000000000000000000000/retry", 404);
+    await send("GET", "/api/admin/jobs/failed?model=nope", 404);
+    await send("POST", "/api/admin/jobs/failed/retry?model=echo", 200);
+    await send("POST", "/api/admin/jobs/failed/retry?model=nope", 404);
     await send("DELETE", "/api/admin/jobs/failed", 200);
     await send("DELETE", "/api/admin/jobs/failed?model=nope", 404);
     await send("POST", "/api/admin/models/nope/pause", 404);

@@ -26,6 +26,7 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
           200: objectResponse("Failed jobs, newest first, with their error", {
             jobs: { type: "array", items: { type: "object", additionalProperties: true } },
           }),
+          404: { description: "Error; code: model_not_found", $ref: "Error#" },
         },
       },
     },
