@@ -45,6 +45,8 @@ export class JobService {
     req: SubmitRequest,
     waitMs = 0,
     onAccepted: (jobId: string, cached: boolean) => void = () => {},
+    /** Ends a wait early (the client went away): the job as it stands is answered. */
+    signal?: AbortSignal,
   ): Promise<JobView | CachedJobView> {
     const t0 = performance.now();
     const { guard, idempotency, intake } = this.deps;
@@ -58,7 +60,7 @@ export class JobService {
         try {
           const replayed =
             waitMs > 0
-              ? await this.deps.records.waitFor(prior.jobId, waitMs)
+              ? await this.deps.records.waitFor(prior.jobId, waitMs, { signal })
               : await this.deps.records.view(prior.jobId);
           onAccepted(prior.jobId, false);
           return replayed;
@@ -94,12 +96,16 @@ export class JobService {
         // Joined a job already computing this input.
         sub?.cancel();
         const left = waitMs - (performance.now() - t0);
-        return waitMs > 0 ? this.deps.records.waitFor(view.job_id, Math.max(0, left)) : view;
+        return waitMs > 0 ? this.deps.records.waitFor(view.job_id, Math.max(0, left), { signal }) : view;
       }
       if (!sub) return view;
-      const result = await sub.signal;
+      const result = await (signal ? Promise.race([sub.signal, aborted(signal)]) : sub.signal);
+      if (result === "aborted") {
+        sub.cancel();
+        return view;
+      }
       if (result) return completedView(view, result);
-      return this.deps.records.waitFor(jobId, waitMs - (performance.now() - t0));
+      return this.deps.records.waitFor(jobId, waitMs - (performance.now() - t0), { signal });
     } catch (err) {
       sub?.cancel();
       throw err;
@@ -116,6 +122,7 @@ export class JobService {
     reqs: readonly SubmitRequest[],
     waitMs = 0,
     idempotencyKey?: string,
+    signal?: AbortSignal,
   ): Promise<(JobView | CachedJobView)[]> {
     const t0 = performance.now();
     const { guard, idempotency, intake, records } = this.deps;
@@ -168,7 +175,7 @@ export class JobService {
       views.map(async (v) =>
         TERMINAL_STATUSES.has(v.status)
           ? v
-          : this.deps.records.waitFor(v.job_id, waitMs - (performance.now() - t0)),
+          : this.deps.records.waitFor(v.job_id, waitMs - (performance.now() - t0), { signal }),
       ),
     );
   }
@@ -252,5 +259,13 @@ function hashBody(req: SubmitRequest): string {
     version: req.requestedVersion,
     priority: req.priority,
     deadline: req.deadline !== undefined,
+  });
+}
+
+/** Resolves "aborted" once `signal` is (at once if it already is). */
+function aborted(signal: AbortSignal): Promise<"aborted"> {
+  return new Promise((r) => {
+    if (signal.aborted) r("aborted");
+    else signal.addEventListener("abort", () => r("aborted"), { once: true });
   });
 }

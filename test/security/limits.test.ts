@@ -136,6 +136,45 @@ void describe("open event streams over HTTP", () => {
   });
 });
 
+void describe("Prefer: wait whose client left", () => {
+  // No worker: the jobs stay queued, so only a wait still running would read them.
+  const inferline = useInferline("sec-wait-left", { env: { MODELS: "echo" } });
+  const jobReads = (commands: { args: string[] }[]) =>
+    commands.filter((c) => c.args.some((a) => a.startsWith(`${inferline.prefix}:{echo}:echo.`)));
+
+  void it("stops reading the job, on GET and on POST", async () => {
+    const job = await call(inferline.url, "POST", "/api/ml/echo", { text: "waited for, then not" });
+    assert.equal(job.status, 202);
+    const left = [new AbortController(), new AbortController(), new AbortController()];
+    const waits = [
+      fetch(`${inferline.url}/api/results/${String(job.body.job_id)}`, {
+        headers: { prefer: "wait=30" },
+        signal: left[0]!.signal,
+      }),
+      fetch(`${inferline.url}/api/ml/echo`, {
+        method: "POST",
+        headers: { "content-type": "application/json", prefer: "wait=30" },
+        body: JSON.stringify({ text: "submitted, then left" }),
+        signal: left[1]!.signal,
+      }),
+      fetch(`${inferline.url}/api/ml/echo/batch`, {
+        method: "POST",
+        headers: { "content-type": "application/json", prefer: "wait=30" },
+        body: JSON.stringify({ inputs: [{ text: "batched, then left" }] }),
+        signal: left[2]!.signal,
+      }),
+    ].map((p) => p.catch(() => undefined));
+    // Each wait has read its job once by now, and waits for news of it.
+    await sleep(500);
+    for (const c of left) c.abort();
+    await Promise.all(waits);
+    await sleep(200);
+    // Waits re-read a job every 2 s (JobWaiter.recheckMs): a wait still running would, here.
+    const { commands } = await monitorCommands(() => sleep(2500));
+    assert.deepEqual(jobReads(commands), []);
+  });
+});
+
 void describe("stream and batch limits", () => {
   void it("event streams beyond SSE_MAX_STREAMS: 429 too_many_streams with Retry-After", async () => {
     const slots = new StreamSlots(2, 3);

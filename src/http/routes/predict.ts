@@ -6,6 +6,7 @@ import type { SubmitRequest } from "../../queue/intake.js";
 import type { CachedJobView } from "../../queue/view.js";
 import { RESPONSE_HEADERS } from "../openapi.js";
 import { PREFER_HEADER, preferredWaitSeconds } from "../prefer.js";
+import { hangUpSignal } from "../hang-up.js";
 import type { HttpDeps } from "../types.js";
 
 interface PredictQuery {
@@ -147,6 +148,7 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
             },
             cached ? "answered from cache" : "job queued",
           ),
+        waitSeconds > 0 ? hangUpSignal(reply.raw) : undefined,
       );
       return sendJobView(reply, view, waitSeconds);
     },
@@ -207,7 +209,12 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
         );
       }
       const idempotencyKey = req.headers["idempotency-key"] as string | undefined;
-      const views = await jobs.submitBatch(inputs.map(request), waitSeconds * 1000, idempotencyKey);
+      const views = await jobs.submitBatch(
+        inputs.map(request),
+        waitSeconds * 1000,
+        idempotencyKey,
+        waitSeconds > 0 ? hangUpSignal(reply.raw) : undefined,
+      );
       req.log.info({ event: "batch_queued", model: descriptor.name, count: views.length }, "batch queued");
       const done = views.every((v) => TERMINAL_STATUSES.has(v.status));
       if (waitSeconds > 0) void reply.header("preference-applied", `wait=${waitSeconds}`);

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from "fastify";
 import { mediaResponse, RESPONSE_HEADERS } from "../openapi.js";
 import { PREFER_HEADER, preferredWaitSeconds } from "../prefer.js";
+import { hangUpSignal } from "../hang-up.js";
 import type { HttpDeps } from "../types.js";
 import { TERMINAL_STATUSES } from "../../contracts/jobs.js";
 import { links, sendJobView } from "./predict.js";
@@ -41,7 +42,7 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records,
       const waitSeconds = preferredWaitSeconds(req.headers.prefer, config.WAIT_MAX_SECONDS);
       const view =
         waitSeconds > 0
-          ? await records.waitFor(req.params.jobId, waitSeconds * 1000)
+          ? await records.waitFor(req.params.jobId, waitSeconds * 1000, { signal: hangUpSignal(reply.raw) })
           : await records.view(req.params.jobId);
       return sendJobView(reply, view, waitSeconds);
     },
