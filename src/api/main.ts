@@ -2,6 +2,7 @@ import type { Config } from "../config/index.js";
 import { runSteps } from "../lifecycle/shutdown.js";
 import { buildApp } from "../http/app.js";
 import { ModelCatalog } from "../models/catalog.js";
+import { ServedVersions } from "../models/served.js";
 import { InputValidator } from "../models/validation.js";
 import { makeGuard } from "../queue/guard.js";
 import { ResultCache } from "../cache/result-cache.js";
@@ -102,11 +103,30 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   });
   const health = obs.health;
   await waiter.start(catalog.names());
+  // Requests without a version go to one the live workers serve (not the newest folder when its
+  // model fails to load in them): read before the first request, then with the heartbeats.
+  const versions = new ServedVersions(catalog, () => workers.list(), {
+    onError: (err) =>
+      logger.debug({ event: "served_versions_unread", err: err.message }, "worker versions not read"),
+    onLatest: (model, version, newest) =>
+      version === newest
+        ? logger.info(
+            { event: "latest_version", model, version },
+            `requests for ${model} without a version go to ${version}`,
+          )
+        : logger.warn(
+            { event: "latest_version", model, version, newest },
+            `requests for ${model} without a version go to ${version}: no live worker serves ${newest} (see GET /api/models/${model})`,
+          ),
+  });
+  await versions.refresh();
+  versions.start(config.WORKER_HEARTBEAT_INTERVAL_MS);
 
   const app = await buildApp({
     config,
     logger,
     catalog,
+    versions,
     validator: new InputValidator(),
     jobs,
     records,
@@ -126,6 +146,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   const close = () =>
     (closing ??= (async () => {
       health.startDraining();
+      versions.stop();
       logger.info({ event: "api_stopping" }, "API draining");
       const timer = setTimeout(() => app.server.closeAllConnections(), config.SHUTDOWN_TIMEOUT_MS);
       await runSteps(

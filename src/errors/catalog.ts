@@ -57,8 +57,14 @@ export class ModelNotFoundError extends AppError {
 export class VersionNotFoundError extends AppError {
   readonly code = "version_not_found";
   readonly status = 404;
-  constructor(model: string, version: string, available: readonly string[]) {
-    super(`model "${model}" has no version "${version}"`, { model, version, available });
+  /** `why`: the version exists but cannot be served (it failed to load), and why. */
+  constructor(model: string, version: string, available: readonly string[], why?: string) {
+    super(
+      why === undefined
+        ? `model "${model}" has no version "${version}"`
+        : `model "${model}" version "${version}" is not served: ${why}`,
+      { model, version, available },
+    );
   }
 }
 

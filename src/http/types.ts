@@ -1,5 +1,6 @@
 import type { Config } from "../config/index.js";
 import type { ModelCatalog } from "../models/catalog.js";
+import type { ServedVersions } from "../models/served.js";
 import type { InputValidator } from "../models/validation.js";
 import type { Guard } from "../queue/guard.js";
 import type { Security } from "../security/index.js";
@@ -24,6 +25,11 @@ export interface HttpDeps {
   readonly config: Config;
   readonly logger: FastifyBaseLogger;
   readonly catalog: ModelCatalog;
+  /**
+   * Which version a request goes to, from what the live workers serve (refreshed in the
+   * background: resolving reads no Redis). Requests resolve through this, not the catalog.
+   */
+  readonly versions: Pick<ServedVersions, "resolve" | "latest" | "describe" | "refresh">;
   readonly validator: InputValidator;
   /** New jobs: admission, add, first wait. */
   readonly jobs: JobService;

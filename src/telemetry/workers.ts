@@ -1,12 +1,29 @@
 import type { Redis } from "ioredis";
 import { globalKey } from "../queue/keys.js";
 
+/** A model version a worker could not load, and why. */
+export interface VersionLoadFailure {
+  readonly model: string;
+  readonly version: string;
+  readonly reason: string;
+}
+
 /** A worker process's heartbeat, as health checks and the dashboard read it. */
 export interface WorkerRecord {
   readonly id: string;
   readonly pid: number;
   readonly host: string;
   readonly models: readonly string[];
+  /**
+   * Per model in `models`, the versions this worker serves, newest first (its newest loaded and
+   * warm, older ones loaded on first use). Absent in records of workers of older releases.
+   */
+  readonly versions?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * Versions of its models that failed to load at its last scan of the repository (at start or
+   * on a reload); it serves the version before each. Absent in records of older releases.
+   */
+  readonly load_failed?: readonly VersionLoadFailure[];
   readonly state: "starting" | "running" | "draining";
   readonly started_at: string;
   readonly last_seen: string;

@@ -109,8 +109,8 @@ export async function startWorker(
   });
   // Reloads look again at the models this process serves (it has no queue worker for others).
   let served: readonly string[] = models;
-  const reload = () =>
-    reloadModels({
+  const reload = async () => {
+    const report = await reloadModels({
       workerId: service.id,
       catalog,
       pool,
@@ -119,6 +119,10 @@ export async function startWorker(
       logger,
       onServed: (model, version) => obs.telemetry.serves(model, version),
     });
+    // The heartbeat tells every API process what this worker serves and what failed to load.
+    await service.scanned(report.failed);
+    return report;
+  };
   // POST /api/admin/models/reload reaches every worker through this subscription.
   await new ReloadBus(connection(), connection, config.REDIS_KEY_PREFIX).listen(reload, (err) =>
     logger.warn({ event: "reload_failed", err: err.message }, "model reload failed"),

@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import path from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Worker } from "bullmq";
 import type { Redis } from "ioredis";
@@ -12,7 +13,7 @@ import type { InputValidator } from "../models/validation.js";
 import { queueName } from "../queue/keys.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { WorkerTelemetry } from "../telemetry/telemetry.js";
-import type { WorkerRecord, WorkerRegistry } from "../telemetry/workers.js";
+import type { VersionLoadFailure, WorkerRecord, WorkerRegistry } from "../telemetry/workers.js";
 import type { ModelPool } from "./pool.js";
 import { makeProcessor } from "./processor.js";
 
@@ -50,6 +51,8 @@ export class WorkerService {
   private closing: Promise<void> | undefined;
   /** The models this process takes jobs for (set by `start`). */
   private models: readonly string[] = [];
+  /** Versions that failed to load at the last scan of the repository (see `scanned`). */
+  private loadFailed: readonly VersionLoadFailure[] = [];
 
   private readonly log: Logger;
 
@@ -132,6 +135,23 @@ export class WorkerService {
     );
   }
 
+  /**
+   * Told what the last scan of the repository (at start or on a reload) failed to load. The
+   * heartbeat says so, with the versions now served, so API processes route requests without a
+   * version to one that loads; once the worker is running it publishes at once rather than at the
+   * next beat, so the API that asked for a reload sees the outcome as soon as this answers.
+   */
+  async scanned(failed: readonly VersionLoadFailure[]): Promise<void> {
+    // A reason is an ONNX Runtime message, sometimes long: the record only needs its gist. API
+    // callers read it (GET /api/models): paths are told from the repository, not the disk's root.
+    const repository = path.join(this.deps.config.MODEL_REPOSITORY, path.sep);
+    this.loadFailed = failed.map((f) => ({
+      ...f,
+      reason: f.reason.split(repository).join("").slice(0, 300),
+    }));
+    if (this.heartbeat !== undefined && this.closing === undefined) await this.beat();
+  }
+
   private finished(ok: boolean): void {
     if (ok) this.processed++;
     else this.failed++;
@@ -185,6 +205,13 @@ export class WorkerService {
       pid: process.pid,
       host: hostname(),
       models: this.models,
+      versions: Object.fromEntries(
+        this.models.map((m) => [
+          m,
+          this.deps.catalog.has(m) ? this.deps.catalog.versions(m).map((d) => d.version) : [],
+        ]),
+      ),
+      load_failed: this.loadFailed,
       state: this.state,
       started_at: this.startedAt,
       last_seen: new Date().toISOString(),

@@ -18,7 +18,10 @@ interface Body {
  * 503 says which models were done, and the same request with that id finishes the rest without
  * invalidating the done ones again.
  */
-export const adminCacheRoutes: FastifyPluginAsync<HttpDeps> = async (app, { catalog, jobs, config }) => {
+export const adminCacheRoutes: FastifyPluginAsync<HttpDeps> = async (
+  app,
+  { catalog, versions, jobs, config },
+) => {
   app.post<{ Body: Body }>(
     "/api/admin/cache/invalidate",
     {
@@ -69,7 +72,8 @@ export const adminCacheRoutes: FastifyPluginAsync<HttpDeps> = async (app, { cata
           field: "body.invalidation_id",
         });
       }
-      const d = catalog.resolve(model, version);
+      // Without a version, an input's results are those of the version requests go to.
+      const d = version === undefined ? versions.latest(model) : catalog.resolve(model, version);
       if (input !== undefined) {
         await jobs.invalidateCache({ model: d.name, version: d.version, input });
         return { invalidated: "input", model: d.name, version: d.version };

@@ -13,7 +13,7 @@ import type { HttpDeps } from "../types.js";
  * any worker is not served, its predecessor stays latest, and the response says why.
  * Needs an admin key (the auth hook checks the route's `access`).
  */
-export const adminModelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { config, catalog }) => {
+export const adminModelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { config, catalog, versions }) => {
   const connect = (role: "command" | "blocking") => {
     // Commands wait for the connection to come up, then fail fast once it is lost.
     const c = createRedis(config.redisUrl, role, role === "command" ? { enableOfflineQueue: true } : {});
@@ -47,6 +47,8 @@ export const adminModelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { conf
         bus,
         config.MODEL_RELOAD_TIMEOUT_MS,
       );
+      // The workers that answered published what they now serve: route by it from now on.
+      await versions.refresh();
       // "reloaded" only when every worker reached has said it loaded everything.
       const complete = outcome.failed.length === 0 && outcome.unanswered === 0;
       return { status: complete ? "reloaded" : "partial", ...outcome };

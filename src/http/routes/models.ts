@@ -27,17 +27,20 @@ function serving(m: ModelHealth | undefined) {
   return m === undefined ? null : { ready: m.workers > 0 && !m.paused, ...m };
 }
 
-export const modelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { catalog, health }) => {
+export const modelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { catalog, versions, health }) => {
   const describe = (name: string, models: HealthReport["models"]) => {
-    const versions = catalog.versions(name);
-    const latest = versions[0]!;
+    // What a request without a version gets: not the newest folder when no live worker serves it.
+    const latest = versions.latest(name);
     return {
       name,
       latest_version: latest.version,
       description: latest.description,
       task: latest.task,
       input_schema: latest.inputSchema,
-      versions: versions.map(describeVersion),
+      versions: catalog.versions(name).map((d) => ({
+        ...describeVersion(d),
+        ...versions.describe(name, d.version),
+      })),
       serving: serving(models?.[name]),
       links: { predict: `/api/ml/${name}` },
     };

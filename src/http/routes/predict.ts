@@ -67,7 +67,7 @@ const jobResponses = {
 
 export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
   app,
-  { catalog, validator, jobs, config },
+  { versions, validator, jobs, config },
 ) => {
   const params = { type: "object", properties: { model: { type: "string", maxLength: 64 } } } as const;
   const querystring = {
@@ -89,7 +89,7 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
 
   /** What every prediction request shares: the model version, options and deadline. */
   function base(req: FastifyRequest<{ Params: { model: string }; Querystring: PredictQuery }>) {
-    const descriptor = catalog.resolve(req.params.model, req.query.version);
+    const descriptor = versions.resolve(req.params.model, req.query.version);
     return {
       descriptor,
       waitSeconds: preferredWaitSeconds(req.headers.prefer, config.WAIT_MAX_SECONDS),

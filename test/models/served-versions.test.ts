@@ -1,0 +1,233 @@
+import assert from "node:assert/strict";
+import { cp, mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { ModelCatalog } from "../../src/models/catalog.js";
+import { ServedVersions } from "../../src/models/served.js";
+import type { WorkerRecord } from "../../src/telemetry/workers.js";
+import { testConfig, testEnv } from "../support/config.js";
+import { call } from "../support/http.js";
+import { spawnWorker, stop, type Spawned } from "../support/processes.js";
+import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { ADELIE, MODELS_DIR, predict } from "./reference.js";
+
+/** penguins/<version>: the committed model, or a model file ONNX Runtime cannot load. */
+async function addVersion(repo: string, version: string, broken: boolean) {
+  const dir = path.join(repo, "penguins", version);
+  await mkdir(dir, { recursive: true });
+  const manifest = JSON.parse(
+    await readFile(path.join(MODELS_DIR, "penguins", "1", "manifest.json"), "utf8"),
+  ) as { version: string };
+  manifest.version = version;
+  await writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
+  if (broken) await writeFile(path.join(dir, "model.onnx"), "this is not an ONNX model");
+  else await cp(path.join(MODELS_DIR, "penguins", "1", "model.onnx"), path.join(dir, "model.onnx"));
+}
+
+interface VersionEntry {
+  version: string;
+  workers: number | null;
+  load_failed: { worker: string; reason: string }[];
+}
+
+void describe("an API started while the newest version is broken", () => {
+  const prefix = uniquePrefix("served-broken");
+  let repo: string;
+  let api: ApiHandle;
+  let worker: Spawned;
+
+  before(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), "inferline-served-broken-"));
+    await addVersion(repo, "1", false);
+    await addVersion(repo, "2", true);
+    worker = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: repo }));
+    const failed = await worker.waitForLine((l) => l.event === "model_load_failed");
+    assert.equal(failed.version, "2");
+    // Started after the worker, with no reload since: all it has is the repository and Redis.
+    api = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
+  });
+  after(async () => {
+    await stop(worker);
+    await api?.close();
+    await cleanupPrefix(prefix);
+    await rm(repo, { recursive: true, force: true });
+  });
+
+  void it("serves requests without a version from the version the workers serve", async () => {
+    for (let i = 0; i < 3; i++) {
+      const p = await predict(api.url, "penguins", { ...ADELIE, body_mass_g: 3700 + i });
+      assert.equal(p.status, 200, JSON.stringify(p.body));
+      assert.equal(p.body.status, "completed", JSON.stringify(p.body));
+      assert.equal(p.body.version, "1");
+      assert.equal((p.body.result as { label: string }).label, "Adelie");
+    }
+  });
+
+  void it("says in /api/models which version is the latest, and why not the newest", async () => {
+    const m = await call(api.url, "GET", "/api/models/penguins");
+    assert.equal(m.status, 200, JSON.stringify(m.body));
+    assert.equal(m.body.latest_version, "1");
+    const versions = m.body.versions as VersionEntry[];
+    assert.deepEqual(
+      versions.map((v) => [v.version, v.workers]),
+      [
+        ["2", 0],
+        ["1", 1],
+      ],
+    );
+    const [v2, v1] = versions;
+    assert.equal(v2!.load_failed.length, 1, JSON.stringify(v2));
+    assert.match(v2!.load_failed[0]!.reason, /ONNX Runtime could not load/);
+    assert.ok(!v2!.load_failed[0]!.reason.includes(repo), "paths are told from the repository");
+    assert.equal(typeof v2!.load_failed[0]!.worker, "string");
+    assert.deepEqual(v1!.load_failed, []);
+    const list = await call(api.url, "GET", "/api/models");
+    const penguins = (list.body.models as { name: string; latest_version: string }[]).find(
+      (x) => x.name === "penguins",
+    );
+    assert.equal(penguins?.latest_version, "1");
+  });
+
+  void it("answers a request pinned to the broken version at once, queueing nothing", async () => {
+    const r = await call(api.url, "POST", "/api/ml/penguins?version=2", { ...ADELIE, body_mass_g: 3710 });
+    assert.equal(r.status, 404, JSON.stringify(r.body));
+    const error = r.body.error as { code: string; message: string; details: Record<string, unknown> };
+    assert.equal(error.code, "version_not_found");
+    assert.match(error.message, /failed to load/);
+    assert.deepEqual(error.details.available, ["1"]);
+    assert.equal(worker.lines.filter((l) => l.event === "job_started" && l.version === "2").length, 0);
+  });
+});
+
+void describe("an API started before the workers have loaded the newest version", () => {
+  const prefix = uniquePrefix("served-behind");
+  let repo: string;
+  let api: ApiHandle;
+  let worker: Spawned;
+
+  before(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), "inferline-served-behind-"));
+    await addVersion(repo, "1", false);
+    worker = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: repo }));
+    // Version 2 arrives after the worker scanned the repository; a fresh API sees it.
+    await addVersion(repo, "2", false);
+    api = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
+  });
+  after(async () => {
+    await stop(worker);
+    await api?.close();
+    await cleanupPrefix(prefix);
+    await rm(repo, { recursive: true, force: true });
+  });
+
+  void it("routes to the version the workers serve until a reload loads the new one", async () => {
+    const p = await predict(api.url, "penguins", { ...ADELIE, body_mass_g: 3720 });
+    assert.equal(p.status, 200, JSON.stringify(p.body));
+    assert.equal(p.body.status, "completed", JSON.stringify(p.body));
+    assert.equal(p.body.version, "1");
+    // Pinned to a version no worker has tried: queued as before (a reload may be on its way).
+    const pinned = await call(api.url, "POST", "/api/ml/penguins?version=2", {
+      ...ADELIE,
+      body_mass_g: 3721,
+    });
+    assert.equal(pinned.status, 202, JSON.stringify(pinned.body));
+    const r = await call(api.url, "POST", "/api/admin/models/reload");
+    assert.equal(r.body.status, "reloaded", JSON.stringify(r.body));
+    // The reload is over: the next request goes to the new version at once.
+    const q = await predict(api.url, "penguins", { ...ADELIE, body_mass_g: 3722 });
+    assert.equal(q.status, 200, JSON.stringify(q.body));
+    assert.equal(q.body.status, "completed", JSON.stringify(q.body));
+    assert.equal(q.body.version, "2");
+    const m = await call(api.url, "GET", "/api/models/penguins");
+    assert.equal(m.body.latest_version, "2");
+  });
+});
+
+void describe("which version the fleet's heartbeats route to", () => {
+  let repo: string;
+  let catalog: ModelCatalog;
+
+  before(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), "inferline-served-rules-"));
+    for (const v of ["1", "2", "3"]) await addVersion(repo, v, false);
+    catalog = await ModelCatalog.load(repo);
+  });
+  after(() => rm(repo, { recursive: true, force: true }));
+
+  const worker = (id: string, over: Partial<WorkerRecord> = {}): WorkerRecord => ({
+    id,
+    pid: 1,
+    host: "h",
+    models: ["penguins"],
+    state: "running",
+    started_at: "",
+    last_seen: "",
+    processed: 0,
+    failed: 0,
+    rss_bytes: 0,
+    event_loop_delay_p99_ms: 0,
+    ...over,
+  });
+  const failed = (version: string) => [{ model: "penguins", version, reason: "does not load" }];
+  const view = async (records: WorkerRecord[]) => {
+    const v = new ServedVersions(catalog, () => Promise.resolve(records));
+    await v.refresh();
+    return v;
+  };
+
+  void it("the newest in the repository while no live worker reports its versions", async () => {
+    for (const records of [
+      [],
+      [worker("old")], // a worker of an older release: no versions in its record
+      [worker("draining", { state: "draining", versions: { penguins: ["1"] } })],
+    ])
+      assert.equal((await view(records)).latest("penguins").version, "3", JSON.stringify(records));
+  });
+
+  void it("skips a version any live worker failed to load, but serves it when pinned while one serves it", async () => {
+    const v = await view([
+      worker("a", { versions: { penguins: ["2", "1"] }, load_failed: failed("3") }),
+      worker("b", { versions: { penguins: ["3", "2", "1"] } }),
+    ]);
+    assert.equal(v.latest("penguins").version, "2");
+    assert.equal(v.resolve("penguins", "3").version, "3");
+    assert.deepEqual(v.describe("penguins", "3"), {
+      workers: 1,
+      load_failed: [{ worker: "a", reason: "does not load" }],
+    });
+  });
+
+  void it("refuses a pinned version only when every live worker of the model failed it", async () => {
+    const everywhere = await view([
+      worker("a", { versions: { penguins: ["2", "1"] }, load_failed: failed("3") }),
+      worker("b", { versions: { penguins: ["2", "1"] }, load_failed: failed("3") }),
+    ]);
+    assert.throws(
+      () => everywhere.resolve("penguins", "3"),
+      (err: Error & { code?: string; details?: { available?: string[] } }) =>
+        err.code === "version_not_found" && err.details?.available?.join() === "2,1",
+    );
+    // A live worker that does not say what it serves may serve it.
+    const unknown = await view([
+      worker("a", { versions: { penguins: ["2", "1"] }, load_failed: failed("3") }),
+      worker("old"),
+    ]);
+    assert.equal(unknown.resolve("penguins", "3").version, "3");
+    assert.equal(unknown.latest("penguins").version, "2");
+  });
+
+  void it("keeps the last view when the heartbeats cannot be read", async () => {
+    let records: Promise<WorkerRecord[]> = Promise.resolve([
+      worker("a", { versions: { penguins: ["2", "1"] }, load_failed: failed("3") }),
+    ]);
+    const errors: string[] = [];
+    const v = new ServedVersions(catalog, () => records, { onError: (e) => errors.push(e.message) });
+    await v.refresh();
+    records = Promise.reject(new Error("Connection is closed."));
+    await v.refresh();
+    assert.deepEqual(errors, ["Connection is closed."]);
+    assert.equal(v.latest("penguins").version, "2");
+  });
+});
