@@ -2,6 +2,7 @@ import type { Config } from "../config/index.js";
 import { runSteps } from "../lifecycle/shutdown.js";
 import { buildApp } from "../http/app.js";
 import { ModelCatalog } from "../models/catalog.js";
+import { ReloadFollower, withoutFailed } from "../models/reload.js";
 import { ServedVersions } from "../models/served.js";
 import { InputValidator } from "../models/validation.js";
 import { makeGuard } from "../queue/guard.js";
@@ -33,6 +34,7 @@ export function apiLogger(config: Config): Logger {
 
 /** Composition root of an API process: wires config → Redis → services → HTTP, and back down. */
 export async function startApi(config: Config, logger: Logger = apiLogger(config)): Promise<ApiHandle> {
+  const scannedAt = Date.now();
   const catalog = await ModelCatalog.load(config.MODEL_REPOSITORY, config.MODELS);
   for (const p of catalog.problems) logger.warn({ event: "model_skipped", path: p.path }, p.message);
   if (catalog.names().length === 0) throw new Error(`no loadable model in ${config.MODEL_REPOSITORY}`);
@@ -121,12 +123,30 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   });
   await versions.refresh();
   versions.start(config.WORKER_HEARTBEAT_INTERVAL_MS);
+  // A reload another API process ran: serve what it served (rescanned here, minus what failed).
+  const reloads = new ReloadFollower(
+    redis,
+    config.REDIS_KEY_PREFIX,
+    scannedAt,
+    async (failed) => {
+      catalog.adopt(withoutFailed(await ModelCatalog.load(config.MODEL_REPOSITORY, config.MODELS), failed));
+      await versions.refresh();
+      logger.info(
+        { event: "models_reloaded", models: catalog.names(), failed: failed.length },
+        "model repository rescanned after a reload by another API process",
+      );
+    },
+    (err) => logger.debug({ event: "reload_unread", err: err.message }, "last model reload not read"),
+  );
+  await reloads.check();
+  reloads.start(config.WORKER_HEARTBEAT_INTERVAL_MS);
 
   const app = await buildApp({
     config,
     logger,
     catalog,
     versions,
+    reloads,
     validator: new InputValidator(),
     jobs,
     records,
@@ -147,6 +167,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
     (closing ??= (async () => {
       health.startDraining();
       versions.stop();
+      reloads.stop();
       logger.info({ event: "api_stopping" }, "API draining");
       const timer = setTimeout(() => app.server.closeAllConnections(), config.SHUTDOWN_TIMEOUT_MS);
       await runSteps(

@@ -1,5 +1,6 @@
 import type { Config } from "../config/index.js";
 import type { ModelCatalog } from "../models/catalog.js";
+import type { ReloadFollower } from "../models/reload.js";
 import type { ServedVersions } from "../models/served.js";
 import type { InputValidator } from "../models/validation.js";
 import type { Guard } from "../queue/guard.js";
@@ -30,6 +31,8 @@ export interface HttpDeps {
    * background: resolving reads no Redis). Requests resolve through this, not the catalog.
    */
   readonly versions: Pick<ServedVersions, "resolve" | "latest" | "describe" | "refresh">;
+  /** Tells the other API processes about a reload this one ran, so they serve the same. */
+  readonly reloads: Pick<ReloadFollower, "announce">;
   readonly validator: InputValidator;
   /** New jobs: admission, add, first wait. */
   readonly jobs: JobService;

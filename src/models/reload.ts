@@ -31,6 +31,13 @@ export function reloadChannel(prefix: string): string {
   return globalKey(prefix, "models", "reload");
 }
 
+/** The record of the last reload an API process ran, for the others (see ReloadFollower). */
+export function reloadedKey(prefix: string): string {
+  return globalKey(prefix, "models", "reloaded");
+}
+
+type FailedVersion = Pick<ReloadOutcome["failed"][number], "model" | "version" | "reason" | "worker">;
+
 /**
  * Reload over Redis pub/sub. The API publishes a request; every worker process subscribed
  * rescans the repository, loads and warms new versions, and publishes what it loaded and what
@@ -115,14 +122,10 @@ export async function reloadCatalog(
   bus: Pick<ReloadBus, "request">,
   timeoutMs: number,
 ): Promise<ReloadOutcome> {
-  let next = await load();
+  const next = await load();
   const { reports, expected } = await bus.request(timeoutMs);
   const failed = reports.flatMap((r) => r.failed.map((f) => ({ ...f, worker: r.worker })));
-  for (const f of failed) {
-    if (next.has(f.model) && next.versions(f.model).some((d) => d.version === f.version))
-      next = next.without(f.model, f.version, `failed to load in worker ${f.worker}: ${f.reason}`);
-  }
-  catalog.adopt(next);
+  catalog.adopt(withoutFailed(next, failed));
   return {
     models: catalog.names().map((name) => {
       const versions = catalog.versions(name).map((d) => d.version);
@@ -133,4 +136,92 @@ export async function reloadCatalog(
     workers: reports,
     unanswered: Math.max(0, expected - reports.length),
   };
+}
+
+/** `catalog` without the versions that failed to load in some worker (each reported as a problem). */
+export function withoutFailed(catalog: ModelCatalog, failed: readonly FailedVersion[]): ModelCatalog {
+  let next = catalog;
+  for (const f of failed) {
+    if (next.has(f.model) && next.versions(f.model).some((d) => d.version === f.version))
+      next = next.without(f.model, f.version, `failed to load in worker ${f.worker}: ${f.reason}`);
+  }
+  return next;
+}
+
+/**
+ * Keeps the catalogs of all API processes in step. A reload request reaches one API process
+ * (through the load balancer); it records the outcome in Redis, and every other one, reading that
+ * record every `start` interval, rescans the repository and serves it without the versions that
+ * failed in workers, as the first did. A record, not a message: a process that was away from
+ * Redis at the time still finds it, and reading it takes the connection the process already has.
+ */
+export class ReloadFollower {
+  /** The id of the last reload followed (or run) here; null before the first reading. */
+  private seen: string | null | undefined = null;
+  private checking: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    /**
+     * When this process scanned the repository itself (epoch ms): a reload before then is in its
+     * scan. Clocks of other hosts may be off a little; following a reload twice is harmless.
+     */
+    private readonly since: number,
+    /** Rescans the repository and serves it without `failed`. */
+    private readonly apply: (failed: readonly FailedVersion[]) => Promise<void>,
+    private readonly onError: (err: Error) => void = () => {},
+  ) {}
+
+  /** After a reload this process ran: records it for the others. */
+  async announce(failed: readonly FailedVersion[]): Promise<void> {
+    const record: ReloadRecord = { id: randomBytes(8).toString("hex"), at: Date.now(), failed };
+    this.seen = record.id;
+    await this.redis.set(reloadedKey(this.prefix), JSON.stringify(record));
+  }
+
+  /** Reads the record of the last reload and follows it if another process ran it since. */
+  check(): Promise<void> {
+    this.checking ??= this.checkNow()
+      .catch((err: unknown) => this.onError(err as Error))
+      .finally(() => (this.checking = undefined));
+    return this.checking;
+  }
+
+  private async checkNow(): Promise<void> {
+    const raw = await this.redis.get(reloadedKey(this.prefix));
+    let record: ReloadRecord | undefined;
+    try {
+      record = raw === null ? undefined : (JSON.parse(raw) as ReloadRecord);
+    } catch {
+      record = undefined;
+    }
+    const first = this.seen === null;
+    if (!record || record.id === this.seen || !Array.isArray(record.failed)) {
+      if (first) this.seen = record?.id;
+      return;
+    }
+    this.seen = record.id;
+    if (first && record.at < this.since) return;
+    await this.apply(record.failed);
+  }
+
+  /** Checks every `intervalMs` until `stop`. */
+  start(intervalMs: number): void {
+    this.timer ??= setInterval(() => void this.check(), intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
+
+interface ReloadRecord {
+  readonly id: string;
+  /** Epoch ms of the reload. */
+  readonly at: number;
+  readonly failed: readonly FailedVersion[];
 }

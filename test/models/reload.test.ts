@@ -235,3 +235,63 @@ void describe("a job for a version its worker no longer serves", () => {
     await behind.waitForLine((l) => l.event === "job_completed" && l.job_id === jobId);
   });
 });
+
+void describe("model reload across API processes", () => {
+  // Two API processes behind one load balancer: the reload request reaches one of them.
+  const prefix = uniquePrefix("onnx-reload-fleet");
+  let repo: string;
+  let asked: ApiHandle;
+  let other: ApiHandle;
+  let worker: Spawned;
+
+  before(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), "inferline-reload-fleet-"));
+    await addVersion(repo, "1", false);
+    asked = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
+    other = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
+    worker = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: repo }));
+  });
+  after(async () => {
+    await stop(worker);
+    await asked.close();
+    await other.close();
+    await cleanupPrefix(prefix);
+    await rm(repo, { recursive: true, force: true });
+  });
+
+  /** GET /api/models/penguins on `api` until `pred` holds of it (fails after 10 s). */
+  const until = async (api: ApiHandle, pred: (body: Record<string, unknown>) => boolean) => {
+    let body: Record<string, unknown> = {};
+    for (let i = 0; i < 100; i++) {
+      body = (await call(api.url, "GET", "/api/models/penguins")).body;
+      if (pred(body)) return body;
+      await sleep(100);
+    }
+    assert.fail(`never held: ${JSON.stringify(body)}`);
+  };
+  const versions = (body: Record<string, unknown>) =>
+    (body.versions as { version: string }[]).map((v) => v.version).join();
+
+  void it("the other API processes serve what the reload served, without the versions that failed", async () => {
+    await addVersion(repo, "2", false);
+    await addVersion(repo, "3", true);
+    const r = await call(asked.url, "POST", "/api/admin/models/reload");
+    assert.equal(r.body.status, "partial", JSON.stringify(r.body));
+    await until(other, (b) => b.latest_version === "2" && versions(b) === "2,1");
+    const p = await predict(other.url, "penguins", { ...ADELIE, body_mass_g: 3770 });
+    assert.equal(p.status, 200, JSON.stringify(p.body));
+    assert.equal(p.body.version, "2");
+    // As on the process that ran the reload, the failed version is not served even when named.
+    const pinned = await call(other.url, "POST", "/api/ml/penguins?version=3", ADELIE);
+    assert.equal(pinned.status, 404, JSON.stringify(pinned.body));
+  });
+
+  void it("stops routing to a version whose folder the reload found gone", async () => {
+    await rm(path.join(repo, "penguins", "1"), { recursive: true });
+    const r = await call(asked.url, "POST", "/api/admin/models/reload");
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    await until(other, (b) => versions(b) === "2");
+    const pinned = await call(other.url, "POST", "/api/ml/penguins?version=1", ADELIE);
+    assert.equal(pinned.status, 404, JSON.stringify(pinned.body));
+  });
+});

@@ -13,7 +13,10 @@ import type { HttpDeps } from "../types.js";
  * any worker is not served, its predecessor stays latest, and the response says why.
  * Needs an admin key (the auth hook checks the route's `access`).
  */
-export const adminModelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { config, catalog, versions }) => {
+export const adminModelRoutes: FastifyPluginAsync<HttpDeps> = async (
+  app,
+  { config, catalog, versions, reloads },
+) => {
   const connect = (role: "command" | "blocking") => {
     // Commands wait for the connection to come up, then fail fast once it is lost.
     const c = createRedis(config.redisUrl, role, role === "command" ? { enableOfflineQueue: true } : {});
@@ -34,7 +37,7 @@ export const adminModelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { conf
       ),
     },
   };
-  app.post("/api/admin/models/reload", { config: { access: "admin" }, schema }, async () => {
+  app.post("/api/admin/models/reload", { config: { access: "admin" }, schema }, async (req) => {
     publisher ??= connect("command");
     bus ??= new ReloadBus(publisher, () => connect("blocking"), config.REDIS_KEY_PREFIX);
     try {
@@ -49,6 +52,16 @@ export const adminModelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { conf
       );
       // The workers that answered published what they now serve: route by it from now on.
       await versions.refresh();
+      // The other API processes rescan too and leave out what failed here. Should Redis not take
+      // the announcement, they serve what they served until they restart or run a reload.
+      await reloads
+        .announce(outcome.failed)
+        .catch((err: unknown) =>
+          req.log.warn(
+            { event: "reload_not_announced", err: (err as Error).message },
+            "other API processes were not told of this reload",
+          ),
+        );
       // "reloaded" only when every worker reached has said it loaded everything.
       const complete = outcome.failed.length === 0 && outcome.unanswered === 0;
       return { status: complete ? "reloaded" : "partial", ...outcome };
