@@ -93,7 +93,8 @@ const LATE = Symbol("late");
  *   HEALTH_ERROR_RATE_UNHEALTHY, jobs waiting for a model no live worker serves, or memory over
  *   HEALTH_MEMORY_MAX_RATIO of its limit (only Redis out of reach and memory make the process not
  *   ready: see readiness());
- * - degraded: no live worker (for a model), queue deeper than HEALTH_QUEUE_DEPTH_DEGRADED,
+ * - degraded: no live worker (for a model), a model version live workers failed to load,
+ *   queue deeper than HEALTH_QUEUE_DEPTH_DEGRADED,
  *   error rate over HEALTH_ERROR_RATE_DEGRADED, cache hit rate under
  *   HEALTH_CACHE_HIT_RATE_MIN once there were HEALTH_CACHE_MIN_LOOKUPS lookups, or a Redis
  *   whose maxmemory-policy is not noeviction (it would evict queued jobs when full);
@@ -238,6 +239,21 @@ export class HealthService {
         `no live worker for ${queues
           .filter((q) => !live.some((w) => w.models.includes(q.model)))
           .map((q) => q.model)
+          .join(", ")}`,
+      );
+
+    // A version the workers could not load is not served (they serve the one before it): the
+    // fleet runs, but not what the repository says, until someone fixes or removes the folder.
+    const unloadable = new Map<string, number>();
+    for (const w of live)
+      for (const f of w.load_failed ?? []) {
+        const key = `${f.model}@${f.version}`;
+        unloadable.set(key, (unloadable.get(key) ?? 0) + 1);
+      }
+    if (unloadable.size > 0)
+      degraded.push(
+        `failed to load in workers (the version before is served): ${[...unloadable]
+          .map(([v, n]) => `${v} (${n} worker${n === 1 ? "" : "s"})`)
           .join(", ")}`,
       );
 

@@ -90,6 +90,17 @@ void describe("an API started while the newest version is broken", () => {
     assert.equal(penguins?.latest_version, "1");
   });
 
+  void it("says in /health that a version failed to load", async () => {
+    const h = await call(api.url, "GET", "/health");
+    assert.equal(h.body.status, "degraded", JSON.stringify(h.body));
+    assert.ok(
+      (h.body.reasons as string[]).some(
+        (r) => r.includes("failed to load") && r.includes("penguins@2 (1 worker)"),
+      ),
+      JSON.stringify(h.body.reasons),
+    );
+  });
+
   void it("answers a request pinned to the broken version at once, queueing nothing", async () => {
     const r = await call(api.url, "POST", "/api/ml/penguins?version=2", { ...ADELIE, body_mass_g: 3710 });
     assert.equal(r.status, 404, JSON.stringify(r.body));
