@@ -126,7 +126,9 @@ export const ENV_SCHEMA = {
     .describe("Recycle a worker process once its RSS exceeds this (bytes; 0: never). Default 1.5 GiB."),
   WORKER_HEARTBEAT_INTERVAL_MS: int(100)
     .default(5000)
-    .describe("How often a worker publishes its heartbeat record (ms)."),
+    .describe(
+      "How often a worker publishes its heartbeat record, and API processes read the versions workers serve and the last model reload (ms).",
+    ),
   ORT_INTRA_OP_THREADS: int(0, 256)
     .default(1)
     .describe(
