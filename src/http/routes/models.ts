@@ -46,11 +46,14 @@ export const modelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { catalog, 
     };
   };
 
+  const description =
+    "`latest_version` is the version a request without one goes to: the newest the live workers serve. Each of `versions` says how many live `workers` serve it (null while none reports) and `load_failed`: the workers that could not load it, and why.";
   app.get(
     "/api/models",
     {
       schema: {
-        summary: "Every served model: versions, input schema, readiness",
+        summary: "Models, their versions and serving state",
+        description,
         response: {
           200: objectResponse("The models", { models: { type: "array", items: { $ref: "ModelView#" } } }),
         },
@@ -66,7 +69,8 @@ export const modelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { catalog, 
     "/api/models/:model",
     {
       schema: {
-        summary: "One model: versions, input schema, readiness",
+        summary: "One model, its versions and serving state",
+        description,
         params: { type: "object", properties: { model: { type: "string", maxLength: 64 } } },
         response: {
           200: { description: "The model", $ref: "ModelView#" },

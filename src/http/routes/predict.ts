@@ -74,7 +74,12 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
     type: "object",
     properties: {
       priority: { type: "string", enum: ["high", "normal", "low"], default: "normal" },
-      version: { type: "string", pattern: "^[0-9]{1,9}$" },
+      version: {
+        type: "string",
+        pattern: "^[0-9]{1,9}$",
+        description:
+          "Model version. Default: the newest one the live workers serve (one that failed to load in them is skipped). A version every live worker failed to load is 404 version_not_found.",
+      },
       timeout_ms: { type: "integer", minimum: 1, maximum: config.TIMEOUT_MAX_MS },
     },
     additionalProperties: false,
