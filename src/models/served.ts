@@ -3,6 +3,9 @@ import type { WorkerRecord } from "../telemetry/workers.js";
 import type { ModelCatalog } from "./catalog.js";
 import type { ModelDescriptor } from "./types.js";
 
+/** How often the view is read while no live worker reports its versions (ms). */
+const STARTING_MS = 500;
+
 /** What the live workers say about one version of a model, as GET /api/models reports it. */
 export interface VersionServing {
   /** Live workers that serve it; null while no live worker of the model reports its versions. */
@@ -80,14 +83,27 @@ export class ServedVersions {
     }
   }
 
-  /** Refreshes every `intervalMs` until `stop`. */
+  /**
+   * Refreshes every `intervalMs` until `stop`; every STARTING_MS instead while no live worker
+   * reports its versions, so that when an API and its workers start together (a broken newest
+   * version among the models) requests are routed by the first worker within moments of its
+   * start, not an interval later.
+   */
   start(intervalMs: number): void {
-    this.timer ??= setInterval(() => void this.refresh(), intervalMs);
-    this.timer.unref();
+    if (this.timer) return;
+    const next = () => {
+      const starting = ![...this.view.values()].some((m) => m.reporting > 0);
+      this.timer = setTimeout(
+        () => void this.refresh().finally(() => this.timer && next()),
+        starting ? Math.min(intervalMs, STARTING_MS) : intervalMs,
+      );
+      this.timer.unref();
+    };
+    next();
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    clearTimeout(this.timer);
     this.timer = undefined;
   }
 

@@ -3,6 +3,7 @@ import { cp, mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { ModelCatalog } from "../../src/models/catalog.js";
 import { ServedVersions } from "../../src/models/served.js";
@@ -153,6 +154,45 @@ void describe("an API started before the workers have loaded the newest version"
     assert.equal(q.body.version, "2");
     const m = await call(api.url, "GET", "/api/models/penguins");
     assert.equal(m.body.latest_version, "2");
+  });
+});
+
+void describe("an API started before any worker, with the newest version broken", () => {
+  // `inferline start` and a fresh compose stack start the API and the workers together.
+  const prefix = uniquePrefix("served-first");
+  let repo: string;
+  let api: ApiHandle;
+  let worker: Spawned | undefined;
+
+  before(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), "inferline-served-first-"));
+    await addVersion(repo, "1", false);
+    await addVersion(repo, "2", true);
+    // Its regular reading of the heartbeats is a minute apart: far beyond this test's waits.
+    api = await startApi(
+      testConfig(prefix, { MODEL_REPOSITORY: repo, WORKER_HEARTBEAT_INTERVAL_MS: "60000" }),
+    );
+  });
+  after(async () => {
+    if (worker) await stop(worker);
+    await api?.close();
+    await cleanupPrefix(prefix);
+    await rm(repo, { recursive: true, force: true });
+  });
+
+  void it("routes to the version the first worker serves as soon as it runs", async () => {
+    const before = await call(api.url, "GET", "/api/models/penguins");
+    assert.equal(before.body.latest_version, "2", "with no worker yet, the newest in the repository");
+    worker = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: repo }));
+    let latest: unknown;
+    for (let i = 0; i < 100 && latest !== "1"; i++) {
+      if (i > 0) await sleep(100);
+      latest = (await call(api.url, "GET", "/api/models/penguins")).body.latest_version;
+    }
+    assert.equal(latest, "1", "still routing to the broken version 10 s after the worker started");
+    const p = await predict(api.url, "penguins", { ...ADELIE, body_mass_g: 3730 });
+    assert.equal(p.body.status, "completed", JSON.stringify(p.body));
+    assert.equal(p.body.version, "1");
   });
 });
 
