@@ -177,8 +177,10 @@ export class ReloadFollower {
   /** After a reload this process ran: records it for the others. */
   async announce(failed: readonly FailedVersion[]): Promise<void> {
     const record: ReloadRecord = { id: randomBytes(8).toString("hex"), at: Date.now(), failed };
-    this.seen = record.id;
     await this.redis.set(reloadedKey(this.prefix), JSON.stringify(record));
+    // Only once written: were it refused, the record would still hold an older reload, which
+    // this process must not follow (it would put back what its own reload just left out).
+    this.seen = record.id;
   }
 
   /** Reads the record of the last reload and follows it if another process ran it since. */

@@ -4,11 +4,13 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { ReloadFollower } from "../../src/models/reload.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { cleanupPrefix, ownRedis, uniquePrefix } from "../support/redis.js";
 import { ADELIE, MODELS_DIR, predict } from "./reference.js";
 
 async function addVersion(repo: string, version: string, broken: boolean) {
@@ -293,5 +295,40 @@ void describe("model reload across API processes", () => {
     await until(other, (b) => versions(b) === "2");
     const pinned = await call(other.url, "POST", "/api/ml/penguins?version=1", ADELIE);
     assert.equal(pinned.status, 404, JSON.stringify(pinned.body));
+  });
+});
+
+void describe("following reloads when Redis refuses the record", () => {
+  void it("a process whose record was refused does not follow an older reload instead", async () => {
+    // A server of its own: this test makes it refuse writes.
+    const own = await ownRedis({ aof: false });
+    const redis = new Redis(own.url, { maxRetriesPerRequest: 1 });
+    try {
+      const followed: string[][] = [];
+      const follower = (name: string) =>
+        new ReloadFollower(redis, "reload-record", Date.now(), (failed) => {
+          followed.push([name, ...failed.map((f) => `${f.model}@${f.version}`)]);
+          return Promise.resolve();
+        });
+      const first = follower("first");
+      const other = follower("other");
+      await first.check();
+      await other.check();
+      await other.announce([]);
+      await first.check();
+      assert.deepEqual(followed, [["first"]], "the other process's reload is followed");
+      // Full, with nothing it may evict: writes are refused, reads still answered.
+      await redis.config("SET", "maxmemory-policy", "noeviction");
+      await redis.config("SET", "maxmemory", "1");
+      const failed = [{ model: "penguins", version: "3", reason: "does not load", worker: "w" }];
+      await assert.rejects(first.announce(failed), /OOM/);
+      await first.check();
+      // The record still holds the reload it had followed already: nothing to follow again
+      // (that would put back what its own reload just left out).
+      assert.deepEqual(followed, [["first"]]);
+    } finally {
+      redis.disconnect();
+      await own.destroy();
+    }
   });
 });
