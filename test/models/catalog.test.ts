@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cp, mkdtemp, mkdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdtemp, mkdir, rename, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -8,25 +8,7 @@ import { ModelCatalog } from "../../src/models/catalog.js";
 import { testConfig } from "../support/config.js";
 import { call } from "../support/http.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
-import { ADELIE, MODELS_DIR } from "./reference.js";
-
-interface Manifest {
-  version: string;
-  input: { properties: Record<string, Record<string, unknown>> };
-}
-
-/** penguins/<version>, its manifest passed through `edit`. */
-async function addVersion(repo: string, version: string, edit: (m: Manifest) => void) {
-  const dir = path.join(repo, "penguins", version);
-  await mkdir(dir, { recursive: true });
-  const manifest = JSON.parse(
-    await readFile(path.join(MODELS_DIR, "penguins", "1", "manifest.json"), "utf8"),
-  ) as Manifest;
-  manifest.version = version;
-  edit(manifest);
-  await writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
-  await cp(path.join(MODELS_DIR, "penguins", "1", "model.onnx"), path.join(dir, "model.onnx"));
-}
+import { addPenguinsVersion, ADELIE, MODELS_DIR } from "./reference.js";
 
 void describe("model catalog", () => {
   const prefix = uniquePrefix("catalog");
@@ -35,10 +17,12 @@ void describe("model catalog", () => {
 
   before(async () => {
     repo = await mkdtemp(path.join(tmpdir(), "inferline-catalog-"));
-    await addVersion(repo, "1", () => {});
+    await addPenguinsVersion(repo, "1");
     // A newer version whose input schema no validator can compile: "text" is no JSON Schema type.
-    await addVersion(repo, "2", (m) => {
-      m.input.properties.island!.type = "text";
+    await addPenguinsVersion(repo, "2", {
+      edit: (m) => {
+        m.input.properties.island!.type = "text";
+      },
     });
     api = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
   });
@@ -51,8 +35,8 @@ void describe("model catalog", () => {
   void it("reads a repository whose folders are renamed or removed while it is read", async () => {
     // Versions are replaced by two renames and models removed; a rescan may run in between.
     const moving = await mkdtemp(path.join(tmpdir(), "inferline-catalog-moving-"));
-    await addVersion(moving, "1", () => {});
-    await addVersion(moving, "2", () => {});
+    await addPenguinsVersion(moving, "1");
+    await addPenguinsVersion(moving, "2");
     const at = (...p: string[]) => path.join(moving, ...p);
     let stop = false;
     const mover = (async () => {
@@ -109,7 +93,7 @@ void describe("model catalog", () => {
       // Versions kept elsewhere and linked in, as deployments often do; a whole model linked too.
       const store = path.join(root, "store");
       const linked = path.join(root, "repo");
-      await addVersion(store, "3", () => {});
+      await addPenguinsVersion(store, "3");
       await mkdir(path.join(linked, "penguins"), { recursive: true });
       await symlink(path.join(store, "penguins", "3"), path.join(linked, "penguins", "3"), "dir");
       await symlink(path.join(MODELS_DIR, "echo"), path.join(linked, "echo"), "dir");
@@ -125,7 +109,7 @@ void describe("model catalog", () => {
   void it("takes versions as positive integers: 0 and 01 are problems, not versions", async () => {
     const root = await mkdtemp(path.join(tmpdir(), "inferline-versions-"));
     try {
-      for (const v of ["1", "01", "0"]) await addVersion(root, v, () => {});
+      for (const v of ["1", "01", "0"]) await addPenguinsVersion(root, v);
       const catalog = await ModelCatalog.load(root);
       assert.deepEqual(
         catalog.versions("penguins").map((d) => d.version),
@@ -159,8 +143,9 @@ void describe("model catalog", () => {
       ],
     ];
     try {
-      await addVersion(root, "1", () => {});
-      for (const [v, edit] of broken) await addVersion(root, v, (m) => edit(m as unknown as Loose));
+      await addPenguinsVersion(root, "1");
+      for (const [v, edit] of broken)
+        await addPenguinsVersion(root, v, { edit: (m) => edit(m as unknown as Loose) });
       const catalog = await ModelCatalog.load(root);
       assert.deepEqual(
         catalog.versions("penguins").map((d) => d.version),

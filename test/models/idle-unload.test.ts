@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cp, mkdtemp, mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -8,7 +8,7 @@ import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
-import { ADELIE, MODELS_DIR, predict } from "./reference.js";
+import { addPenguinsVersion, ADELIE, predict } from "./reference.js";
 
 void describe("idle model versions", () => {
   const prefix = uniquePrefix("idle-unload");
@@ -18,15 +18,7 @@ void describe("idle model versions", () => {
 
   before(async () => {
     repo = await mkdtemp(path.join(tmpdir(), "inferline-idle-"));
-    for (const version of ["1", "2"]) {
-      const dir = path.join(repo, "penguins", version);
-      await mkdir(dir, { recursive: true });
-      const manifest = JSON.parse(
-        await readFile(path.join(MODELS_DIR, "penguins", "1", "manifest.json"), "utf8"),
-      ) as object;
-      await writeFile(path.join(dir, "manifest.json"), JSON.stringify({ ...manifest, version }));
-      await cp(path.join(MODELS_DIR, "penguins", "1", "model.onnx"), path.join(dir, "model.onnx"));
-    }
+    for (const version of ["1", "2"]) await addPenguinsVersion(repo, version);
     api = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
     worker = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: repo, MODEL_IDLE_UNLOAD_SECONDS: "1" }));
   });

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { cp, mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { makeEncoder, parsePreprocessing } from "../../src/models/preprocess/index.js";
 import { toSparse } from "../../src/training/mlp.js";
@@ -17,6 +18,34 @@ export const ADELIE = {
 };
 
 export const ONNX_MODELS = ["spam", "spam-mlp", "penguins", "cars-mpg"] as const;
+
+/** A manifest as the model tests edit it. */
+export interface EditableManifest {
+  version: string;
+  input: { properties: Record<string, Record<string, unknown>> };
+  output: { labels: string[] };
+}
+
+/**
+ * Writes `<repo>/penguins/<version>/`: the committed penguins model with its manifest passed
+ * through `edit`, or (`broken`) a model file ONNX Runtime cannot load.
+ */
+export async function addPenguinsVersion(
+  repo: string,
+  version: string,
+  opts: { broken?: boolean; edit?: (m: EditableManifest) => void } = {},
+): Promise<void> {
+  const dir = path.join(repo, "penguins", version);
+  await mkdir(dir, { recursive: true });
+  const manifest = JSON.parse(
+    await readFile(path.join(MODELS_DIR, "penguins", "1", "manifest.json"), "utf8"),
+  ) as EditableManifest;
+  manifest.version = version;
+  opts.edit?.(manifest);
+  await writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
+  if (opts.broken) await writeFile(path.join(dir, "model.onnx"), "this is not an ONNX model");
+  else await cp(path.join(MODELS_DIR, "penguins", "1", "model.onnx"), path.join(dir, "model.onnx"));
+}
 
 interface Manifest {
   file: string;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cp, mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -9,7 +9,7 @@ import { testConfig, testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
-import { ADELIE, MODELS_DIR } from "./reference.js";
+import { addPenguinsVersion, ADELIE } from "./reference.js";
 
 const LABELS = ["Adelie", "Chinstrap", "Gentoo"];
 
@@ -19,15 +19,9 @@ const LABELS = ["Adelie", "Chinstrap", "Gentoo"];
  * which version's session computed it.
  */
 async function addVersion(repo: string, version: string, rotate: number) {
-  const dir = path.join(repo, "penguins", version);
-  await mkdir(dir, { recursive: true });
-  const manifest = JSON.parse(
-    await readFile(path.join(MODELS_DIR, "penguins", "1", "manifest.json"), "utf8"),
-  ) as { version: string; output: { labels: string[] } };
-  manifest.version = version;
-  manifest.output.labels = LABELS.map((_, i) => LABELS[(i + rotate) % 3]!);
-  await writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
-  await cp(path.join(MODELS_DIR, "penguins", "1", "model.onnx"), path.join(dir, "model.onnx"));
+  await addPenguinsVersion(repo, version, {
+    edit: (m) => (m.output.labels = LABELS.map((_, i) => LABELS[(i + rotate) % 3]!)),
+  });
 }
 
 /** The label version `v` (rotated by v - 1) gives an Adelie penguin. */

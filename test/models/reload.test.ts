@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cp, mkdtemp, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -11,21 +11,7 @@ import { testConfig, testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, ownRedis, uniquePrefix } from "../support/redis.js";
-import { ADELIE, MODELS_DIR, predict } from "./reference.js";
-
-async function addVersion(repo: string, version: string, broken: boolean) {
-  const dir = path.join(repo, "penguins", version);
-  await mkdir(dir, { recursive: true });
-  const manifest = JSON.parse(
-    await readFile(path.join(MODELS_DIR, "penguins", "1", "manifest.json"), "utf8"),
-  ) as {
-    version: string;
-  };
-  manifest.version = version;
-  await writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
-  if (broken) await writeFile(path.join(dir, "model.onnx"), "this is not an ONNX model");
-  else await cp(path.join(MODELS_DIR, "penguins", "1", "model.onnx"), path.join(dir, "model.onnx"));
-}
+import { addPenguinsVersion, ADELIE, predict } from "./reference.js";
 
 void describe("model reload", () => {
   const prefix = uniquePrefix("onnx-reload");
@@ -36,7 +22,7 @@ void describe("model reload", () => {
 
   before(async () => {
     repo = await mkdtemp(path.join(tmpdir(), "inferline-reload-"));
-    await addVersion(repo, "1", false);
+    await addPenguinsVersion(repo, "1");
     api = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
     for (let i = 0; i < 2; i++) workers.push(await spawnWorker(env()));
   });
@@ -51,7 +37,7 @@ void describe("model reload", () => {
   const reload = () => call(api.url, "POST", "/api/admin/models/reload");
 
   void it("a broken new version keeps the old one serving, and the response says why", async () => {
-    await addVersion(repo, "2", true);
+    await addPenguinsVersion(repo, "2", { broken: true });
     const r = await reload();
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(r.body.status, "partial");
@@ -76,7 +62,7 @@ void describe("model reload", () => {
   });
 
   void it("a good new version is loaded by every worker and becomes the latest", async () => {
-    await addVersion(repo, "3", false);
+    await addPenguinsVersion(repo, "3");
     const r = await reload();
     assert.equal(r.status, 200, JSON.stringify(r.body));
     const workersReport = r.body.workers as { loaded: { model: string; version: string }[] }[];
@@ -89,7 +75,7 @@ void describe("model reload", () => {
   });
 
   void it("a worker started while the newest version is broken serves the one before it", async () => {
-    await addVersion(repo, "4", true);
+    await addPenguinsVersion(repo, "4", { broken: true });
     const late = await spawnWorker(env());
     workers.push(late);
     const failedLine = await late.waitForLine((l) => l.event === "model_load_failed");
@@ -129,7 +115,7 @@ void describe("model reload with a worker that does not answer", () => {
 
   before(async () => {
     repo = await mkdtemp(path.join(tmpdir(), "inferline-reload-silent-"));
-    await addVersion(repo, "1", false);
+    await addPenguinsVersion(repo, "1");
     api = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo, MODEL_RELOAD_TIMEOUT_MS: "2000" }));
     worker = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: repo }));
   });
@@ -148,7 +134,7 @@ void describe("model reload with a worker that does not answer", () => {
     // A worker busy or hung past MODEL_RELOAD_TIMEOUT_MS: stopped, it still holds its subscription.
     worker.kill("SIGSTOP");
     try {
-      await addVersion(repo, "2", false);
+      await addPenguinsVersion(repo, "2");
       const r = await call(api.url, "POST", "/api/admin/models/reload");
       assert.equal(r.status, 200, JSON.stringify(r.body));
       assert.equal(r.body.status, "partial", JSON.stringify(r.body));
@@ -172,8 +158,8 @@ void describe("a job for a version its worker no longer serves", () => {
   before(async () => {
     before1 = await mkdtemp(path.join(tmpdir(), "inferline-rolling-old-"));
     after1 = await mkdtemp(path.join(tmpdir(), "inferline-rolling-new-"));
-    await addVersion(before1, "1", false);
-    await addVersion(after1, "2", false);
+    await addPenguinsVersion(before1, "1");
+    await addPenguinsVersion(after1, "2");
     // Three attempts, 1 s then 2 s apart: room to hand the job over between them.
     api = await startApi(
       testConfig(prefix, {
@@ -248,7 +234,7 @@ void describe("model reload across API processes", () => {
 
   before(async () => {
     repo = await mkdtemp(path.join(tmpdir(), "inferline-reload-fleet-"));
-    await addVersion(repo, "1", false);
+    await addPenguinsVersion(repo, "1");
     asked = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
     other = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
     worker = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: repo }));
@@ -275,8 +261,8 @@ void describe("model reload across API processes", () => {
     (body.versions as { version: string }[]).map((v) => v.version).join();
 
   void it("the other API processes serve what the reload served, without the versions that failed", async () => {
-    await addVersion(repo, "2", false);
-    await addVersion(repo, "3", true);
+    await addPenguinsVersion(repo, "2");
+    await addPenguinsVersion(repo, "3", { broken: true });
     const r = await call(asked.url, "POST", "/api/admin/models/reload");
     assert.equal(r.body.status, "partial", JSON.stringify(r.body));
     await until(other, (b) => b.latest_version === "2" && versions(b) === "2,1");

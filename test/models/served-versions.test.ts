@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cp, mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -12,20 +12,7 @@ import { testConfig, testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
-import { ADELIE, MODELS_DIR, predict } from "./reference.js";
-
-/** penguins/<version>: the committed model, or a model file ONNX Runtime cannot load. */
-async function addVersion(repo: string, version: string, broken: boolean) {
-  const dir = path.join(repo, "penguins", version);
-  await mkdir(dir, { recursive: true });
-  const manifest = JSON.parse(
-    await readFile(path.join(MODELS_DIR, "penguins", "1", "manifest.json"), "utf8"),
-  ) as { version: string };
-  manifest.version = version;
-  await writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
-  if (broken) await writeFile(path.join(dir, "model.onnx"), "this is not an ONNX model");
-  else await cp(path.join(MODELS_DIR, "penguins", "1", "model.onnx"), path.join(dir, "model.onnx"));
-}
+import { addPenguinsVersion, ADELIE, predict } from "./reference.js";
 
 interface VersionEntry {
   version: string;
@@ -41,8 +28,8 @@ void describe("an API started while the newest version is broken", () => {
 
   before(async () => {
     repo = await mkdtemp(path.join(tmpdir(), "inferline-served-broken-"));
-    await addVersion(repo, "1", false);
-    await addVersion(repo, "2", true);
+    await addPenguinsVersion(repo, "1");
+    await addPenguinsVersion(repo, "2", { broken: true });
     worker = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: repo }));
     const failed = await worker.waitForLine((l) => l.event === "model_load_failed");
     assert.equal(failed.version, "2");
@@ -121,10 +108,10 @@ void describe("an API started before the workers have loaded the newest version"
 
   before(async () => {
     repo = await mkdtemp(path.join(tmpdir(), "inferline-served-behind-"));
-    await addVersion(repo, "1", false);
+    await addPenguinsVersion(repo, "1");
     worker = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: repo }));
     // Version 2 arrives after the worker scanned the repository; a fresh API sees it.
-    await addVersion(repo, "2", false);
+    await addPenguinsVersion(repo, "2");
     api = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
   });
   after(async () => {
@@ -166,8 +153,8 @@ void describe("an API started before any worker, with the newest version broken"
 
   before(async () => {
     repo = await mkdtemp(path.join(tmpdir(), "inferline-served-first-"));
-    await addVersion(repo, "1", false);
-    await addVersion(repo, "2", true);
+    await addPenguinsVersion(repo, "1");
+    await addPenguinsVersion(repo, "2", { broken: true });
     // Its regular reading of the heartbeats is a minute apart: far beyond this test's waits.
     api = await startApi(
       testConfig(prefix, { MODEL_REPOSITORY: repo, WORKER_HEARTBEAT_INTERVAL_MS: "60000" }),
@@ -202,7 +189,7 @@ void describe("which version the fleet's heartbeats route to", () => {
 
   before(async () => {
     repo = await mkdtemp(path.join(tmpdir(), "inferline-served-rules-"));
-    for (const v of ["1", "2", "3"]) await addVersion(repo, v, false);
+    for (const v of ["1", "2", "3"]) await addPenguinsVersion(repo, v);
     catalog = await ModelCatalog.load(repo);
   });
   after(() => rm(repo, { recursive: true, force: true }));
