@@ -43,20 +43,27 @@ function config(): Config {
 }
 
 /**
- * Runs `close` on SIGTERM/SIGINT/SIGHUP (once), then exits 0; a second signal exits at once.
- * A child of `inferline start` (it has an IPC channel) also closes when the channel goes, that
- * is when the supervisor is gone (kill -9, crash), so no API or worker outlives it.
+ * Runs `close` on SIGTERM/SIGINT/SIGHUP (once), then exits 0; a second signal runs `force`
+ * (if any) and exits 130 at once. A child of `inferline start` (it has an IPC channel) also
+ * closes when the channel goes, that is when the supervisor is gone (kill -9, crash), so no API
+ * or worker outlives it.
  */
 function onSignals(
   close: () => Promise<void>,
   logger: { info: (o: object, m: string) => void },
-  exit: (code: number) => void = (code) => process.exit(code),
+  opts: { exit?: (code: number) => void; force?: () => void } = {},
 ): void {
+  const exit = opts.exit ?? ((code: number) => process.exit(code));
   let count = 0;
   const handler = (signal: NodeJS.Signals | "disconnect") => {
     // The channel also goes when a supervisor that asked us to stop exits: not a second signal.
     if (signal === "disconnect" && count > 0) return;
-    if (++count > 1) exit(130);
+    if (++count > 1) {
+      logger.info({ event: "signal", signal, forced: true }, `second ${signal}: stopping now`);
+      opts.force?.();
+      exit(130);
+      return;
+    }
     const why = signal === "disconnect" ? "supervisor gone" : signal;
     logger.info({ event: "signal", signal }, `${why}: shutting down`);
     close().then(
@@ -104,8 +111,9 @@ program
       workers: opts.workers ?? cfg.WORKERS,
       print: (l) => process.stderr.write(`${l}\n`),
     });
-    // Before anything is launched: a signal during start stops what start has launched so far.
-    onSignals(() => handle.stop(), logger);
+    // Before anything is launched: a signal during start stops what start has launched so far;
+    // a second one stops every process it launched at once, its own redis-server included.
+    onSignals(() => handle.stop(), logger, { force: () => handle.kill() });
     void handle.failed.then(fail);
     await handle.ready.catch((err: unknown) => {
       // `ready` rejects only after everything launched is stopped again.
@@ -158,7 +166,7 @@ program
         return close();
       },
       logger,
-      exit,
+      { exit },
     );
     // A cancelled start is the signal handler's to end (exit 0), not a failure.
     const handle = (started = await starting.catch((err: unknown) =>

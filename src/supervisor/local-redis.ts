@@ -60,11 +60,14 @@ function onPath(binary: string, pathVar: string | undefined): string | undefined
  * Redis for `inferline start`: REDIS_URL when set; else 127.0.0.1:LOCAL_REDIS_PORT if it
  * answers; else a redis-server from PATH started as a child (loopback only, AOF on, data under
  * LOCAL_REDIS_DIR). Without one, a message that says how to get Redis.
+ * `spawned` gets that child as soon as it is launched, before it answers, so that `start` can
+ * stop it even while it is still coming up.
  */
 export async function ensureRedis(
   config: Config,
   logger: Logger,
   pathVar: string | undefined,
+  spawned: (child: ChildProcess) => void = () => {},
 ): Promise<RedisHandle> {
   const target = config.redisUrl;
   const none = { url: target, owned: false, stop: async () => {} };
@@ -122,6 +125,7 @@ export async function ensureRedis(
     stdio: ["ignore", "inherit", "inherit"],
     detached: true,
   });
+  spawned(child);
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   for (let i = 0; i < 100; i++) {
     if (child.exitCode !== null) break;

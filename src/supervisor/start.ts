@@ -1,3 +1,4 @@
+import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { Config } from "../config/index.js";
@@ -35,6 +36,12 @@ export interface StartHandle {
   readonly failed: Promise<StartError>;
   /** Stops everything, in order; at any time, also while starting (it waits for that). Idempotent. */
   stop(): Promise<void>;
+  /**
+   * Tells every process `start` launched to stop now (a second Ctrl-C), without waiting: the API
+   * and workers exit at once (a job in hand is redelivered by its lease), a redis-server of its
+   * own writes its AOF and exits. The caller exits right after.
+   */
+  kill(): void;
 }
 
 /** Launches of the API in a row that exit before it listens, after which `start` gives up. */
@@ -123,6 +130,7 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
   const childStopMs = config.WORKER_SHUTDOWN_TIMEOUT_MS + 5000;
   let stopRequested = false;
   let redis: RedisHandle | undefined;
+  let redisChild: ChildProcess | undefined;
   let supervisor: Supervisor | undefined;
   let pool: WorkerPool | undefined;
   let scaling: { autoscaler: Autoscaler; probe: QueueProbe; connection: Redis } | undefined;
@@ -130,7 +138,7 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
   const launch = async (): Promise<void> => {
     // The repository first: a broken one would only make the API and the workers crash-loop.
     const catalog = await loadCatalog(config);
-    redis = await ensureRedis(config, logger, opts.env.PATH);
+    redis = await ensureRedis(config, logger, opts.env.PATH, (child) => (redisChild = child));
     if (stopRequested) return;
     const keys = runKeys(config);
     supervisor = new Supervisor({
@@ -241,6 +249,14 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
       );
     })());
 
+  const kill = () => {
+    stopRequested = true;
+    supervisor?.kill();
+    // Its own process group keeps it from the terminal's Ctrl-C: it would outlive `start`.
+    if (redisChild && redisChild.exitCode === null && redisChild.signalCode === null)
+      redisChild.kill("SIGTERM");
+  };
+
   return {
     url,
     failed,
@@ -249,5 +265,6 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
       throw err;
     }),
     stop,
+    kill,
   };
 }

@@ -54,6 +54,8 @@ export interface SupervisorOptions {
  */
 export class Supervisor {
   private readonly slots = new Map<string, Slot>();
+  /** Every child still running, also those being drained after `remove()`. */
+  private readonly live = new Set<ChildProcess>();
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly opts: SupervisorOptions) {}
@@ -101,6 +103,7 @@ export class Supervisor {
       detached: true,
     });
     slot.child = child;
+    this.live.add(child);
     slot.ready = false;
     slot.announced = undefined;
     child.on("message", (m) => {
@@ -115,6 +118,7 @@ export class Supervisor {
       // 'close', not 'exit': it comes once the IPC channel is read to its end too, so a message
       // sent just before the exit has been seen.
       child.once("close", (exitCode, signal) => {
+        this.live.delete(child);
         resolve();
         // A worker that recycles itself while holding a thread it cannot stop ends by SIGKILL,
         // having said first which status it means: that exit is treated as the one announced.
@@ -172,6 +176,22 @@ export class Supervisor {
     if ((await Promise.race([slot.exited.then(() => "exited" as const), killed])) === "timeout") {
       child.kill("SIGKILL");
       await slot.exited;
+    }
+  }
+
+  /**
+   * Sends SIGTERM to every running child, including those draining, and returns at once: for a
+   * second Ctrl-C, after which the supervisor exits without waiting. A child already stopping
+   * takes it as its own second signal and exits at once; no child is restarted any more.
+   */
+  kill(): void {
+    this.stopping ??= Promise.resolve();
+    for (const slot of this.slots.values()) {
+      slot.stopping = true;
+      clearTimeout(slot.restart);
+    }
+    for (const child of this.live) {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
     }
   }
 

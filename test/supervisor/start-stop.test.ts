@@ -154,6 +154,48 @@ describe("inferline start: stopping", () => {
     }
   });
 
+  it("a second Ctrl-C while workers drain: exits 130 at once, leaving no API, worker or redis-server", async () => {
+    const local = await localRedisEnv("start-twice", {
+      WORKERS: "1",
+      AUTOSCALE: "false",
+      MODELS: "echo",
+      LOG_LEVEL: "info",
+    });
+    // Detached: the supervisor leads its own process group, as a command typed in a terminal does.
+    const proc = spawnCli(["start"], local.env, { detached: true });
+    let redis: number | undefined;
+    try {
+      const url = await eventually(
+        async () => /Inferline is up: (http:\/\/\S+)/.exec(proc.stderr())?.[1],
+        30_000,
+      );
+      await proc.waitForLine((l) => l.event === "worker_started", 30_000);
+      redis = await redisPid(`redis://127.0.0.1:${local.port}`);
+      // A job that keeps the worker draining long after the first Ctrl-C.
+      const r = await fetch(`${url}/api/ml/echo`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ text: "slow", sleep_ms: 30_000 }),
+      });
+      assert.equal(r.status, 202);
+      await proc.waitForLine((l) => l.event === "job_started");
+      process.kill(-proc.proc.pid!, "SIGINT");
+      await proc.waitForLine((l) => l.event === "worker_draining");
+      process.kill(-proc.proc.pid!, "SIGINT");
+      const exit = await exitWithin(proc.exited, 20_000);
+      assert.ok(exit, "the second Ctrl-C did not wait for the drain");
+      assert.equal(exit.code, 130);
+      const pids = proc.lines.map((l) => l.pid).filter((p): p is number => typeof p === "number");
+      await eventually(async () => !alive(redis!) && pids.every((p) => !alive(p)), 15_000, 100);
+      assert.equal(await local.answers(), false, "no redis-server left answering");
+    } finally {
+      await stop(proc);
+      if (redis && alive(redis)) process.kill(redis, "SIGKILL");
+      killLeftovers(proc);
+      await local.cleanup();
+    }
+  });
+
   it("a start that cannot go on says why in one line, exits 1 and leaves nothing running", async () => {
     const local = await localRedisEnv("start-bad-repo", {
       MODEL_REPOSITORY: "/nonexistent",
