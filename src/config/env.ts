@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { z } from "zod";
@@ -30,6 +31,21 @@ const hostPorts = z
       .filter((s) => s.length > 0),
   )
   .pipe(z.array(z.string().regex(/^[^\s,:]+:\d{1,5}$/, "host:port entries separated by commas")).min(1));
+
+/**
+ * One TRUST_PROXY entry as the API's proxy check takes it: an address, an address with a prefix
+ * length or netmask, or a named range. Checked here, so a typo stops the boot naming the
+ * variable instead of failing later inside the HTTP server.
+ */
+function isProxyEntry(entry: string): boolean {
+  if (entry === "loopback" || entry === "linklocal" || entry === "uniquelocal") return true;
+  const [address = "", mask, ...rest] = entry.split("/");
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  if (mask === undefined) return true;
+  if (/^\d{1,3}$/.test(mask)) return Number(mask) <= (family === 4 ? 32 : 128);
+  return isIP(mask) === family;
+}
 
 /** API_KEYS entries: `<sha256-hex>:<scope>[:<name>]`, separated by commas. */
 const apiKeys = z.string().transform((v, ctx) => {
@@ -197,7 +213,20 @@ export const ENV_SCHEMA = {
   TRUST_PROXY: z
     .string()
     .default("false")
-    .transform((v): boolean | string => (v === "true" ? true : v === "false" ? false : v))
+    .transform((v, ctx): boolean | string => {
+      if (v === "true" || v === "false") return v === "true";
+      const entries = v
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0);
+      const bad = entries.find((e) => !isProxyEntry(e));
+      if (bad === undefined && entries.length > 0) return entries.join(",");
+      ctx.addIssue({
+        code: "custom",
+        message: `${JSON.stringify(bad ?? v)} is not an address, a CIDR or loopback|linklocal|uniquelocal (use false, true or such entries separated by commas)`,
+      });
+      return z.NEVER;
+    })
     .describe(
       "Take client address and scheme from X-Forwarded-* sent by these proxies: false, true (any), or addresses/CIDRs separated by commas.",
     ),

@@ -24,6 +24,32 @@ describe("config", () => {
     }
   });
 
+  it("checks TRUST_PROXY entries at boot, naming the variable and the entry at fault", () => {
+    assert.equal(buildConfig({}).TRUST_PROXY, false);
+    assert.equal(buildConfig({ TRUST_PROXY: "true" }).TRUST_PROXY, true);
+    assert.equal(
+      buildConfig({ TRUST_PROXY: " 10.0.0.0/8, 127.0.0.1 ,::1,fd00::/8,loopback,192.168.0.0/255.255.0.0" })
+        .TRUST_PROXY,
+      "10.0.0.0/8,127.0.0.1,::1,fd00::/8,loopback,192.168.0.0/255.255.0.0",
+    );
+    for (const [value, entry] of [
+      ["nginx", "nginx"],
+      ["10.0.0.1, 10.0.0.0/33", "10.0.0.0/33"],
+      ["1", "1"],
+      ["yes", "yes"],
+      [",", ","],
+    ]) {
+      assert.throws(
+        () => buildConfig({ TRUST_PROXY: value }),
+        (err: unknown) =>
+          err instanceof ConfigError &&
+          err.message.includes(`TRUST_PROXY=${JSON.stringify(value)}`) &&
+          err.message.includes(JSON.stringify(entry)),
+        value,
+      );
+    }
+  });
+
   it("refuses autoscaler thresholds that would make it flap, naming both variables", () => {
     for (const env of [
       { AUTOSCALE_UP_QUEUE_DEPTH: "5", AUTOSCALE_DOWN_QUEUE_DEPTH: "20" },
