@@ -32,6 +32,24 @@ export function apiLogger(config: Config): Logger {
   return createLogger(config, { role: "api" }, { buffered: true });
 }
 
+/** Why the API cannot listen, in one line naming the variables to change. */
+function listenProblem(config: Config, err: NodeJS.ErrnoException): string {
+  const at = `HOST=${config.HOST} PORT=${config.PORT}`;
+  switch (err.code) {
+    case "EADDRINUSE":
+      return `${at}: the port is in use (EADDRINUSE); set PORT to a free one (0 picks one)`;
+    case "EADDRNOTAVAIL":
+      return `${at}: no network interface of this host has that address (EADDRNOTAVAIL); HOST=0.0.0.0 listens on all of them`;
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return `${at}: HOST does not resolve to an address (${err.code})`;
+    case "EACCES":
+      return `${at}: not allowed to listen there (EACCES; ports below 1024 need privileges)`;
+    default:
+      return `${at}: cannot listen (${err.message})`;
+  }
+}
+
 /** Composition root of an API process: wires config → Redis → services → HTTP, and back down. */
 export async function startApi(config: Config, logger: Logger = apiLogger(config)): Promise<ApiHandle> {
   const scannedAt = Date.now();
@@ -155,7 +173,9 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
     security: createSecurity(config, redis),
     ...obs.http,
   });
-  await app.listen({ host: config.HOST, port: config.PORT });
+  await app.listen({ host: config.HOST, port: config.PORT }).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(listenProblem(config, err));
+  });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.PORT;
   const host = config.HOST === "0.0.0.0" || config.HOST === "::" ? "127.0.0.1" : config.HOST;

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { createServer, type AddressInfo } from "node:net";
 import { describe, it } from "node:test";
 import { redisAnswers } from "../../src/supervisor/local-redis.js";
 import { testEnv } from "../support/config.js";
@@ -165,6 +166,36 @@ describe("configuration", () => {
       clearTimeout(timer);
       assert.notEqual(exit.code, 0, args.join(" "));
       assert.match(proc.stderr(), range, args.join(" "));
+    }
+  });
+
+  it("an API that cannot listen names HOST and PORT and exits 1", async () => {
+    const prefix = uniquePrefix("cli-listen");
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      for (const [env, reason] of [
+        [
+          { PORT: String(port) },
+          new RegExp(`^inferline: HOST=127\\.0\\.0\\.1 PORT=${port}: the port is in use \\(EADDRINUSE\\)`),
+        ],
+        // An address of the documentation range: no interface of this host has it.
+        [
+          { HOST: "192.0.2.1" },
+          /^inferline: HOST=192\.0\.2\.1 PORT=0: no network interface .*\(EADDRNOTAVAIL\)/,
+        ],
+      ] as const) {
+        const proc = spawnCli(["api"], testEnv(prefix, env));
+        const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
+        const exit = await proc.exited;
+        clearTimeout(timer);
+        assert.equal(exit.code, 1, proc.stderr());
+        assert.match(proc.stderr(), reason);
+      }
+    } finally {
+      taken.close();
+      await cleanupPrefix(prefix);
     }
   });
 
