@@ -4,6 +4,7 @@ import { buildApp } from "../http/app.js";
 import { ModelCatalog } from "../models/catalog.js";
 import { ReloadFollower, withoutFailed } from "../models/reload.js";
 import { ServedVersions } from "../models/served.js";
+import { loadServedCatalog } from "../models/served-catalog.js";
 import { InputValidator } from "../models/validation.js";
 import { makeGuard } from "../queue/guard.js";
 import { ResultCache } from "../cache/result-cache.js";
@@ -53,9 +54,8 @@ function listenProblem(config: Config, err: NodeJS.ErrnoException): string {
 /** Composition root of an API process: wires config → Redis → services → HTTP, and back down. */
 export async function startApi(config: Config, logger: Logger = apiLogger(config)): Promise<ApiHandle> {
   const scannedAt = Date.now();
-  const catalog = await ModelCatalog.load(config.MODEL_REPOSITORY, config.MODELS);
+  const catalog = await loadServedCatalog(config.MODEL_REPOSITORY, config.MODELS);
   for (const p of catalog.problems) logger.warn({ event: "model_skipped", path: p.path }, p.message);
-  if (catalog.names().length === 0) throw new Error(`no loadable model in ${config.MODEL_REPOSITORY}`);
 
   const redis = createRedis(config.redisUrl, "command", { commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS });
   redis.on("error", (err) => logger.debug({ event: "redis_error", err: err.message }, "redis error"));

@@ -3,7 +3,8 @@ import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { Config } from "../config/index.js";
 import { runSteps } from "../lifecycle/shutdown.js";
-import { ModelCatalog } from "../models/catalog.js";
+import type { ModelCatalog } from "../models/catalog.js";
+import { loadServedCatalog, ModelRepositoryError } from "../models/served-catalog.js";
 import { createRedis } from "../redis/connection.js";
 import { configEntry, generateKey } from "../security/keys.js";
 import type { Logger } from "../telemetry/logger.js";
@@ -51,19 +52,11 @@ export const API_START_ATTEMPTS = 3;
 export class StartError extends Error {}
 
 async function loadCatalog(config: Config): Promise<ModelCatalog> {
-  const where = `MODEL_REPOSITORY=${JSON.stringify(config.MODEL_REPOSITORY)}`;
-  let catalog: ModelCatalog;
   try {
-    catalog = await ModelCatalog.load(config.MODEL_REPOSITORY, config.MODELS);
+    return await loadServedCatalog(config.MODEL_REPOSITORY, config.MODELS);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new StartError(`${where}: cannot read it (${code ?? (err as Error).message})`);
+    throw err instanceof ModelRepositoryError ? new StartError(err.message) : err;
   }
-  if (catalog.names().length === 0) {
-    const among = config.MODELS ? ` among MODELS=${config.MODELS.join(",")}` : "";
-    throw new StartError(`${where}: no loadable model${among}`);
-  }
-  return catalog;
 }
 
 /** The autoscaler's bounds always include the worker count `start` was asked for. */

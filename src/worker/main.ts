@@ -4,6 +4,7 @@ import type { Config } from "../config/index.js";
 import { runSteps } from "../lifecycle/shutdown.js";
 import { builtinRuntime } from "../models/builtin/runtime.js";
 import { ModelCatalog } from "../models/catalog.js";
+import { loadServedCatalog } from "../models/served-catalog.js";
 import { onnxRuntime } from "../models/onnx/runtime.js";
 import { lingeringSessionThreads } from "../models/onnx/session-host.js";
 import { ReloadBus } from "../models/reload.js";
@@ -49,10 +50,13 @@ export async function startWorker(
   logger: Logger = createLogger(config, { role: "worker" }),
 ): Promise<WorkerHandle> {
   const loadCatalog = () => ModelCatalog.load(config.MODEL_REPOSITORY, options.models ?? config.MODELS);
-  const catalog = await loadCatalog();
+  const catalog = await loadServedCatalog(
+    config.MODEL_REPOSITORY,
+    options.models ?? config.MODELS,
+    options.models ? "--models" : "MODELS",
+  );
   for (const p of catalog.problems) logger.warn({ event: "model_skipped", path: p.path }, p.message);
   const models = catalog.names();
-  if (models.length === 0) throw new Error(`no loadable model to serve in ${config.MODEL_REPOSITORY}`);
 
   const connections: Redis[] = [];
   const connection = () => {

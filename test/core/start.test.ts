@@ -199,6 +199,39 @@ describe("configuration", () => {
     }
   });
 
+  it("an API or worker with no model to serve names MODEL_REPOSITORY and the list asked for, exits 1", async () => {
+    const prefix = uniquePrefix("cli-models");
+    for (const [args, env, reason] of [
+      [
+        ["api"],
+        { MODEL_REPOSITORY: "/nonexistent" },
+        /^inferline: MODEL_REPOSITORY="\/nonexistent": cannot read it \(ENOENT\)$/m,
+      ],
+      [
+        ["worker"],
+        { MODEL_REPOSITORY: "/nonexistent" },
+        /^inferline: MODEL_REPOSITORY="\/nonexistent": cannot read it \(ENOENT\)$/m,
+      ],
+      [
+        ["api"],
+        { MODELS: "nosuch" },
+        /^inferline: MODEL_REPOSITORY=".*": no loadable model among MODELS=nosuch$/m,
+      ],
+      [
+        ["worker", "--models", "nosuch,other"],
+        {},
+        /^inferline: MODEL_REPOSITORY=".*": no loadable model among --models=nosuch,other$/m,
+      ],
+    ] as const) {
+      const proc = spawnCli(args, testEnv(prefix, env));
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
+      const exit = await proc.exited;
+      clearTimeout(timer);
+      assert.equal(exit.code, 1, `${args.join(" ")}: ${proc.stderr()}`);
+      assert.match(proc.stderr(), reason, args.join(" "));
+    }
+  });
+
   it("every command has --help", async () => {
     for (const cmd of ["start", "api", "worker"]) {
       const proc = spawnCli([cmd, "--help"], {});
