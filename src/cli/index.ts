@@ -1,8 +1,10 @@
 #!/usr/bin/env node
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError } from "commander";
 import { apiLogger, startApi } from "../api/main.js";
-import { ConfigError, ENV_SCHEMA, loadConfig, type Config } from "../config/index.js";
+import { ConfigError, ENV_SCHEMA, loadConfig, PACKAGE_ROOT, type Config } from "../config/index.js";
 import { configEntry, generateKey } from "../security/keys.js";
 import { VERSION_FORMAT } from "../models/manifest.js";
 import { StartCancelledError } from "../redis/preflight.js";
@@ -93,10 +95,26 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
+const { version } = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as {
+  version: string;
+};
+
 const program = new Command()
   .name("inferline")
   .description("Machine-learning models behind an HTTP API that never blocks.")
-  .showHelpAfterError();
+  .version(version, "-V, --version", "print the version")
+  .showHelpAfterError()
+  .addHelpText(
+    "after",
+    [
+      "",
+      "Configuration comes from environment variables (and .env outside production); env.example",
+      "lists every one with its default. Command options override the variable they name.",
+      "",
+      "Exit status: 0 done or stopped cleanly; 1 failed (the reason is on stderr) or bad usage;",
+      "2 invalid configuration (each bad variable is named); 130 stopped at once by a second signal.",
+    ].join("\n"),
+  );
 
 program
   .command("start")

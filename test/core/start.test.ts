@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createServer, type AddressInfo } from "node:net";
@@ -7,7 +7,7 @@ import { describe, it } from "node:test";
 import { redisAnswers } from "../../src/supervisor/local-redis.js";
 import { testEnv } from "../support/config.js";
 import { call, eventually, freePort } from "../support/http.js";
-import { spawnCli, stop } from "../support/processes.js";
+import { ROOT, spawnCli, stop } from "../support/processes.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
 
 async function bannerUrl(stderr: () => string): Promise<string> {
@@ -237,5 +237,18 @@ describe("configuration", () => {
       const proc = spawnCli([cmd, "--help"], {});
       assert.equal((await proc.exited).code, 0);
     }
+  });
+
+  it("--version prints the package's version; --help names the exit statuses", async () => {
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")) as { version: string };
+    for (const flag of ["--version", "-V"]) {
+      const proc = spawnCli([flag], {});
+      assert.equal((await proc.exited).code, 0, proc.stderr());
+      assert.equal(proc.stdout().trim(), pkg.version);
+    }
+    const help = spawnCli(["--help"], {});
+    assert.equal((await help.exited).code, 0);
+    assert.match(help.stdout(), /env\.example/);
+    assert.match(help.stdout(), /Exit status: 0 .*; 1 .*\n?.*2 invalid configuration.*130/s);
   });
 });
