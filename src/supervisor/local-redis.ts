@@ -98,7 +98,14 @@ export async function ensureRedis(
     );
   }
   const dir = path.resolve(config.LOCAL_REDIS_DIR);
-  mkdirSync(dir, { recursive: true });
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new RedisNotAvailableError(
+      `LOCAL_REDIS_DIR=${JSON.stringify(config.LOCAL_REDIS_DIR)}: cannot create the folder for redis-server's data (${code})`,
+    );
+  }
   const args = [
     "--port",
     String(config.LOCAL_REDIS_PORT),
@@ -149,6 +156,6 @@ export async function ensureRedis(
   }
   child.kill("SIGKILL");
   throw new RedisNotAvailableError(
-    `redis-server (${binary}) did not start on port ${config.LOCAL_REDIS_PORT}`,
+    `LOCAL_REDIS_PORT=${config.LOCAL_REDIS_PORT}: redis-server (${binary}) did not start there (its reason is above; another program on that port? set LOCAL_REDIS_PORT or REDIS_URL)`,
   );
 }

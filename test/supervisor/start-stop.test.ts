@@ -221,6 +221,43 @@ describe("inferline start: stopping", () => {
     }
   });
 
+  it("a local Redis that cannot start names LOCAL_REDIS_DIR or LOCAL_REDIS_PORT, exits 1", async () => {
+    // Something that is not Redis holds the port: it accepts connections and never answers.
+    const squatter = createServer((socket) => socket.on("error", () => {}));
+    const port = await freePort();
+    await new Promise<void>((r) => squatter.listen(port, "127.0.0.1", r));
+    const file = path.join(mkdtempSync(path.join(tmpdir(), "inferline-file-")), "not-a-folder");
+    writeFileSync(file, "");
+    try {
+      for (const [extra, reason] of [
+        [
+          { LOCAL_REDIS_DIR: file },
+          /^inferline: LOCAL_REDIS_DIR=".*not-a-folder": cannot create .*\(EEXIST\)$/m,
+        ],
+        [
+          { LOCAL_REDIS_PORT: String(port) },
+          new RegExp(`^inferline: LOCAL_REDIS_PORT=${port}: redis-server .* did not start there`, "m"),
+        ],
+      ] as const) {
+        const local = await localRedisEnv("start-local-bad", { WORKERS: "1", ...extra });
+        const proc = spawnCli(["start"], local.env);
+        try {
+          const exit = await exitWithin(proc.exited, 60_000);
+          assert.ok(exit, "start gave up");
+          assert.equal(exit.code, 1, proc.stderr());
+          assert.match(proc.stderr(), reason);
+        } finally {
+          await stop(proc);
+          killLeftovers(proc);
+          await local.cleanup();
+        }
+      }
+    } finally {
+      squatter.close();
+      rmSync(path.dirname(file), { recursive: true, force: true });
+    }
+  });
+
   it("kill -9 of the supervisor: its API and workers notice and shut down gracefully", async () => {
     const prefix = uniquePrefix("start-kill9");
     const proc = spawnCli(
