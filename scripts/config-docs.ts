@@ -9,13 +9,16 @@ interface Described {
   _zod: { def: { type: string; defaultValue?: unknown; innerType?: Described } };
 }
 
+/** A default that depends on where the package is installed: shown, but not a value to copy. */
+const PLACEHOLDER = "<package>";
+
 function defaultOf(schema: Described): string | undefined {
   let s: Described | undefined = schema;
   while (s) {
     if (s._zod.def.type === "default") {
       const v = s._zod.def.defaultValue;
       const text = String(typeof v === "function" ? (v as () => unknown)() : v);
-      return text.startsWith(PACKAGE_ROOT) ? text.replace(PACKAGE_ROOT, "<package>") : text;
+      return text.startsWith(PACKAGE_ROOT) ? text.replace(PACKAGE_ROOT, PLACEHOLDER) : text;
     }
     s = s._zod.def.innerType;
   }
@@ -34,7 +37,9 @@ const example = [
   "",
   ...rows.flatMap((r) => [
     `# ${r.description}`,
-    `${r.default === undefined ? "# " : ""}${r.name}=${r.default ?? ""}`,
+    // Commented out where there is no default, or where it is a placeholder: env.example copied
+    // to .env as it is must configure the defaults, not a folder named "<package>".
+    `${r.default === undefined || r.default.includes(PLACEHOLDER) ? "# " : ""}${r.name}=${r.default ?? ""}`,
     "",
   ]),
 ].join("\n");

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
+import { parse } from "dotenv";
 import { buildConfig, ConfigError, ENV_SCHEMA } from "../../src/config/index.js";
 
 describe("config", () => {
@@ -48,6 +49,12 @@ describe("config", () => {
         value,
       );
     }
+  });
+
+  it("env.example copied to .env as it is configures the defaults", () => {
+    const example = parse(readFileSync(new URL("../../env.example", import.meta.url), "utf8"));
+    assert.ok(Object.keys(example).length > 20, "env.example sets the variables that have a default");
+    assert.deepEqual(buildConfig(example), buildConfig({}));
   });
 
   it("refuses autoscaler thresholds that would make it flap, naming both variables", () => {
