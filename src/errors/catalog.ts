@@ -22,6 +22,40 @@ export class MalformedJsonError extends AppError {
   readonly status = 400;
 }
 
+/** Requests the HTTP layer could not read or route, answered before any route runs. */
+export class HeadersTooLargeError extends AppError {
+  readonly code = "headers_too_large";
+  readonly status = 431;
+}
+
+/** The request did not arrive whole within the server's request timeout. */
+export class RequestTimeoutError extends AppError {
+  readonly code = "request_timeout";
+  readonly status = 408;
+}
+
+/** Not HTTP Node's parser accepts (bad header bytes, smuggling attempts). */
+export class MalformedRequestError extends AppError {
+  readonly code = "malformed_request";
+  readonly status = 400;
+}
+
+export class UriTooLongError extends AppError {
+  readonly code = "uri_too_long";
+  readonly status = 414;
+}
+
+export class MalformedUrlError extends AppError {
+  readonly code = "malformed_url";
+  readonly status = 400;
+}
+
+/** A request the router could not take, for a reason none of the others names. */
+export class BadRequestError extends AppError {
+  readonly code = "bad_request";
+  readonly status = 400;
+}
+
 export class InvalidParameterError extends AppError {
   readonly code = "invalid_parameter";
   readonly status = 400;

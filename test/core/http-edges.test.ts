@@ -43,6 +43,25 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
     assert.match(r.headers.get("x-request-id") ?? "", UUID);
   });
 
+  void it("requests Node's parser refuses get the catalog's JSON error too", async () => {
+    const port = Number(new URL(inferline.url).port);
+    const cases: [string, number, string][] = [
+      [
+        `GET /api/models HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`,
+        431,
+        "headers_too_large",
+      ],
+      ["GET /api/models HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400, "malformed_request"],
+    ];
+    for (const [raw, status, code] of cases) {
+      const r = await sendRaw(port, raw);
+      assert.equal(r.status, status, code);
+      const body = JSON.parse(r.body) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, code);
+      assert.match(body.error.message, /could not be read/);
+    }
+  });
+
   void it("Prefer: wait with many digits is capped; a fraction is not a wait and is ignored", async () => {
     const big = await call(
       inferline.url,

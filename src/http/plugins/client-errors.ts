@@ -2,6 +2,14 @@ import { randomUUID } from "node:crypto";
 import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
+import {
+  BadRequestError,
+  HeadersTooLargeError,
+  MalformedRequestError,
+  MalformedUrlError,
+  RequestTimeoutError,
+  UriTooLongError,
+} from "../../errors/catalog.js";
 import type { SecurityHeaders } from "./security-headers.js";
 
 /**
@@ -13,19 +21,15 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
     socket.destroy();
     return;
   }
-  const [status, code] =
+  const what = "the HTTP request could not be read";
+  const problem =
     err.code === "HPE_HEADER_OVERFLOW"
-      ? [431, "headers_too_large"]
+      ? new HeadersTooLargeError(`${what}: its headers are too large`)
       : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
-        ? [408, "request_timeout"]
-        : [400, "malformed_request"];
-  const body = JSON.stringify({
-    error: {
-      code,
-      message: `the HTTP request could not be read: ${STATUS_CODES[status] ?? "bad request"}`,
-      details: {},
-    },
-  });
+        ? new RequestTimeoutError(`${what}: it did not arrive in time`)
+        : new MalformedRequestError(`${what}: it is not valid HTTP/1.1`);
+  const status = problem.status;
+  const body = JSON.stringify({ error: { code: problem.code, message: problem.message, details: {} } });
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
       `x-request-id: ${randomUUID()}\r\nx-content-type-options: nosniff\r\n` +
@@ -40,16 +44,16 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
  */
 export function frameworkErrors(applyHeaders: SecurityHeaders) {
   return (error: FastifyError, req: FastifyRequest, reply: FastifyReply): void => {
-    const [status, code, message] =
+    const problem =
       error.code === "FST_ERR_MAX_PARAM_LENGTH"
-        ? [414, "uri_too_long", "a path segment of the URL is too long"]
+        ? new UriTooLongError("a path segment of the URL is too long")
         : error.code === "FST_ERR_BAD_URL"
-          ? [400, "malformed_url", "the URL is not validly percent-encoded"]
-          : [400, "bad_request", "the request could not be routed"];
+          ? new MalformedUrlError("the URL is not validly percent-encoded")
+          : new BadRequestError("the request could not be routed");
     applyHeaders(req.raw, reply.raw, () => {});
     void reply
-      .code(status)
+      .code(problem.status)
       .header("x-request-id", req.id)
-      .send({ error: { code, message, details: {} } });
+      .send({ error: { code: problem.code, message: problem.message, details: {} } });
   };
 }
