@@ -438,3 +438,50 @@ describe(
     });
   },
 );
+
+describe(
+  "dashboard by keyboard while it polls",
+  { skip: !existsSync(CHROMIUM) && `${CHROMIUM} missing` },
+  () => {
+    let browser: Browser;
+    after(async () => {
+      await browser?.close();
+    });
+    const inferline = useInferline("dashboard-keyboard", { env: { MODELS: "echo" } });
+    before(async () => {
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    });
+
+    it("a focused Pause button keeps the focus across polls, and Enter pauses then resumes", async () => {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(e.message));
+      await page.goto(`${inferline.url}/dashboard`);
+      await page.waitForSelector("body[data-ready=true]", { timeout: 15_000 });
+      const focused = () =>
+        page.evaluate<string>(`(() => {
+          const e = document.activeElement;
+          return e && e.tagName === "BUTTON" ? e.dataset.queue + ":" + e.dataset.action : String(e && e.tagName);
+        })()`);
+      for (let i = 0; i < 10 && (await focused()) !== "echo:pause"; i++) await page.keyboard.press("Tab");
+      assert.equal(await focused(), "echo:pause", "Tab reaches the Pause button");
+
+      // Two more readings of /health redraw the queues table.
+      for (let i = 0; i < 2; i++)
+        await page.waitForResponse((r) => r.url().endsWith("/health"), { timeout: 15_000 });
+      await page.evaluate("new Promise((r) => requestAnimationFrame(r))");
+      assert.equal(await focused(), "echo:pause", "the focus stayed on the button");
+
+      const paused = page.waitForResponse((r) => r.url().endsWith("/api/admin/models/echo/pause"));
+      await page.keyboard.press("Enter");
+      assert.equal((await paused).status(), 200);
+      // The row now offers Resume, and the focus is on it: Enter again resumes.
+      await eventually(async () => (await focused()) === "echo:resume", 15_000, 100);
+      const resumed = page.waitForResponse((r) => r.url().endsWith("/api/admin/models/echo/resume"));
+      await page.keyboard.press("Enter");
+      assert.equal((await resumed).status(), 200);
+      await eventually(async () => (await focused()) === "echo:pause", 15_000, 100);
+      assert.deepEqual(errors, []);
+    });
+  },
+);

@@ -29,9 +29,28 @@ function setMetric(name, text) {
   for (const e of document.querySelectorAll(`[data-metric="${name}"]`)) e.textContent = text;
 }
 
+// What a row's button acts on: the key that finds it again in the next rendering.
+const actsOn = (e) => e && (e.dataset.queue ?? e.dataset.retry);
+
+// Rows are drawn anew on every poll. A row that has not changed stays in the page as it is, so
+// a button keeps the keyboard focus and a press in progress; when the row did change (the
+// button now says Resume), the focus moves to the button for the same queue or job.
 function fill(tableId, rows) {
   const body = document.querySelector(`#${tableId} tbody`);
-  body.replaceChildren(...rows);
+  const focused = body.contains(document.activeElement) ? actsOn(document.activeElement) : undefined;
+  const old = [...body.children];
+  const wanted = rows.map((row) => {
+    const i = old.findIndex((o) => o.isEqualNode(row));
+    return i < 0 ? row : old.splice(i, 1)[0];
+  });
+  wanted.forEach((row, i) => {
+    if (body.children[i] !== row) body.insertBefore(row, body.children[i] ?? null);
+  });
+  while (body.children.length > wanted.length) body.lastElementChild.remove();
+  if (focused !== undefined && !body.contains(document.activeElement)) {
+    const again = [...body.querySelectorAll("button")].find((b) => actsOn(b) === focused);
+    if (again) again.focus();
+  }
 }
 
 async function getJson(url, init) {
@@ -94,6 +113,8 @@ async function pollHealth() {
               type: "button",
               "data-queue": name,
               "data-action": m.paused ? "resume" : "pause",
+              "data-pending": `queue:${name}`,
+              ...busyAttrs(`queue:${name}`),
               onclick: (ev) => pauseOrResume(ev.target, name, m.paused ? "resume" : "pause"),
             },
             m.paused ? "Resume" : "Pause",
@@ -257,37 +278,57 @@ function showActionError(boxId, text) {
   box.hidden = text === "";
 }
 
-async function retry(button, jobId) {
-  button.disabled = true;
-  showActionError("failed-error", "");
+// Buttons whose action is on its way ("queue:echo", "job:<id>"). Such a button is marked
+// aria-disabled rather than disabled: a disabled button drops the keyboard focus. Redraws keep
+// the mark, so a second press cannot slip in while the first is answered.
+const pending = new Set();
+const busyAttrs = (key) => (pending.has(key) ? { "aria-disabled": "true" } : {});
+
+async function whilePending(button, key, action) {
+  if (pending.has(key)) return;
+  pending.add(key);
+  button.setAttribute("aria-disabled", "true");
   try {
-    await act(`/api/admin/jobs/${encodeURIComponent(jobId)}/retry`);
-  } catch (err) {
-    showActionError("failed-error", `Retry of ${jobId} failed: ${err.message}`);
-    button.disabled = false;
-    return;
+    await action();
+  } finally {
+    pending.delete(key);
+    // The button may have been redrawn meanwhile: clear the mark wherever it now is.
+    for (const b of document.querySelectorAll('button[aria-disabled="true"]'))
+      if (!pending.has(b.dataset.pending)) b.removeAttribute("aria-disabled");
   }
-  await pollFailed().catch((err) => {
-    document.getElementById("updated").textContent = `update failed: ${err.message}`;
+}
+
+function retry(button, jobId) {
+  return whilePending(button, `job:${jobId}`, async () => {
+    showActionError("failed-error", "");
+    try {
+      await act(`/api/admin/jobs/${encodeURIComponent(jobId)}/retry`);
+    } catch (err) {
+      showActionError("failed-error", `Retry of ${jobId} failed: ${err.message}`);
+      return;
+    }
+    await pollFailed().catch((err) => {
+      document.getElementById("updated").textContent = `update failed: ${err.message}`;
+    });
   });
 }
 
 // Pausing stops every worker from starting the model's jobs (requests are still queued).
-async function pauseOrResume(button, model, action) {
-  button.disabled = true;
-  showActionError("queues-error", "");
-  try {
-    await act(`/api/admin/models/${encodeURIComponent(model)}/${action}`);
-  } catch (err) {
-    showActionError(
-      "queues-error",
-      `${action === "pause" ? "Pausing" : "Resuming"} ${model} failed: ${err.message}`,
-    );
-    button.disabled = false;
-    return;
-  }
-  await pollHealth().catch((err) => {
-    document.getElementById("updated").textContent = `update failed: ${err.message}`;
+function pauseOrResume(button, model, action) {
+  return whilePending(button, `queue:${model}`, async () => {
+    showActionError("queues-error", "");
+    try {
+      await act(`/api/admin/models/${encodeURIComponent(model)}/${action}`);
+    } catch (err) {
+      showActionError(
+        "queues-error",
+        `${action === "pause" ? "Pausing" : "Resuming"} ${model} failed: ${err.message}`,
+      );
+      return;
+    }
+    await pollHealth().catch((err) => {
+      document.getElementById("updated").textContent = `update failed: ${err.message}`;
+    });
   });
 }
 
@@ -312,6 +353,8 @@ async function pollFailed() {
             {
               type: "button",
               "data-retry": j.job_id,
+              "data-pending": `job:${j.job_id}`,
+              ...busyAttrs(`job:${j.job_id}`),
               onclick: (ev) => retry(ev.target, j.job_id),
             },
             "Retry",
