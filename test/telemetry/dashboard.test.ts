@@ -5,7 +5,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Queue, Worker } from "bullmq";
 import { Redis } from "ioredis";
-import { chromium, type Browser } from "playwright-core";
+import { chromium, type Browser, type Page } from "playwright-core";
 import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
@@ -485,3 +485,46 @@ describe(
     });
   },
 );
+
+describe("dashboard on a narrow screen", { skip: !existsSync(CHROMIUM) && `${CHROMIUM} missing` }, () => {
+  let browser: Browser;
+  after(async () => {
+    await browser?.close();
+  });
+  const inferline = useInferline("dashboard-narrow", { env: { MODELS: "echo" } });
+  before(async () => {
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  });
+
+  // How far the page is wider than the screen, and the widest chart against its box.
+  const overflow = `(() => ({
+      page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+      charts: Math.max(...[...document.querySelectorAll(".chart")].map(
+        (c) => c.querySelector(".uplot").getBoundingClientRect().width - c.getBoundingClientRect().width)),
+    }))()`;
+  const fits = async (page: Page) => {
+    const o = await page.evaluate<{ page: number; charts: number }>(overflow);
+    return o.page <= 0 && o.charts <= 0.5 ? o : undefined;
+  };
+
+  it("a phone-wide window scrolls only down: charts fit, wide tables scroll in their box", async () => {
+    const phone = await browser.newPage({ viewport: { width: 360, height: 740 } });
+    await phone.goto(`${inferline.url}/dashboard`);
+    await phone.waitForSelector("body[data-ready=true]", { timeout: 15_000 });
+    await phone.locator("#chart-batch canvas").waitFor();
+    await eventually(() => fits(phone), 5_000, 100);
+    const table = await phone.evaluate<{ scroller: number; table: number }>(`(() => ({
+        scroller: document.querySelector("#queues").parentElement.clientWidth,
+        table: document.querySelector("#queues").scrollWidth,
+      }))()`);
+    assert.ok(table.table > table.scroller, "the queues table is wider than the screen and scrolls");
+
+    // A wide window narrowed afterwards: the charts drawn wide are redrawn to fit.
+    const wide = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await wide.goto(`${inferline.url}/dashboard`);
+    await wide.waitForSelector("body[data-ready=true]", { timeout: 15_000 });
+    await wide.locator("#chart-batch canvas").waitFor();
+    await wide.setViewportSize({ width: 360, height: 740 });
+    await eventually(() => fits(wide), 5_000, 100);
+  });
+});

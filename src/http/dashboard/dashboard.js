@@ -157,9 +157,11 @@ async function pollSummary() {
   setMetric("completed", String(s.completed));
 }
 
+const chartWidth = (target) => Math.max(200, target.clientWidth || 540);
+
 function chart(id, series, data) {
   const target = document.getElementById(id);
-  const width = Math.max(300, target.clientWidth || 540);
+  const width = chartWidth(target);
   if (!charts[id]) {
     charts[id] = new uPlot(
       {
@@ -177,6 +179,14 @@ function chart(id, series, data) {
     charts[id].setData(data);
   }
 }
+
+// Charts follow the width of their box (a phone turned, a window narrowed).
+window.addEventListener("resize", () => {
+  for (const [id, c] of Object.entries(charts)) {
+    const width = chartWidth(document.getElementById(id));
+    if (width !== c.width) c.setSize({ width, height: 200 });
+  }
+});
 
 const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df"];
 // Points as well as lines: a minute with traffic between idle ones is a lone point.
