@@ -18,13 +18,23 @@ export interface ClientOptions {
   readonly maxRetries?: number;
   /** Longest pause between retries, whatever Retry-After says (ms, default 30 000). */
   readonly maxRetryDelayMs?: number;
+  /**
+   * How long an answer may take beyond the time the request asked the server to hold it
+   * (`Prefer: wait`), in ms (default 10 000). A request left unanswered that long is abandoned
+   * and retried like a network error; the last one rejects with a `TimeoutError`.
+   */
+  readonly requestTimeoutMs?: number;
   readonly fetch?: typeof fetch;
 }
 
 export interface PredictOptions {
   /** Seconds to hold each request open for the result (`Prefer: wait`, default 30). */
   readonly wait?: number;
-  /** Give up waiting after this long overall (ms, default 300 000); the job goes on. */
+  /**
+   * Give up after this long overall, retries and their pauses included (ms, default 300 000);
+   * the job goes on. No retry is made that would wait past it: the error that called for it
+   * rejects instead (or `WaitTimeoutError` once the job is known).
+   */
   readonly maxWaitMs?: number;
   readonly priority?: Priority;
   readonly version?: string;
@@ -65,8 +75,12 @@ export class JobFailedError extends InferlineError {
 
 /** The overall wait ran out while the job was still queued or running. */
 export class WaitTimeoutError extends Error {
-  constructor(readonly view: JobView) {
-    super(`job ${view.job_id} still ${view.status} after the wait`);
+  /** `cause`: the error of the last request, when one failed as the time ran out. */
+  constructor(
+    readonly view: JobView,
+    cause?: unknown,
+  ) {
+    super(`job ${view.job_id} still ${view.status} after the wait`, cause === undefined ? {} : { cause });
     this.name = "WaitTimeoutError";
   }
 }
@@ -78,12 +92,14 @@ export class InferlineClient {
   private readonly fetch: typeof fetch;
   private readonly maxRetries: number;
   private readonly maxRetryDelayMs: number;
+  private readonly requestTimeoutMs: number;
 
   constructor(private readonly options: ClientOptions) {
     this.base = options.baseUrl.replace(/\/+$/, "");
     this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.maxRetries = options.maxRetries ?? 5;
     this.maxRetryDelayMs = options.maxRetryDelayMs ?? 30_000;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
   }
 
   /** Submits one input and resolves with its result, waiting and polling as needed. */
@@ -96,7 +112,7 @@ export class InferlineClient {
     const deadline = Date.now() + maxWaitMs;
     // The submission is held no longer than the whole call may wait.
     const wait = Math.min(opts.wait ?? 30, Math.max(0, Math.ceil(maxWaitMs / 1000)));
-    let view = await this.submit(model, input, { ...opts, wait });
+    let view = await this.submitUntil(model, input, { ...opts, wait }, deadline);
     // A server that answers at once (it caps Prefer: wait lower, or ignores it) is polled with
     // growing pauses, not in a tight loop.
     let pause = POLL_MIN_MS;
@@ -105,9 +121,19 @@ export class InferlineClient {
       if (left <= 0) throw new WaitTimeoutError(view);
       const asked = Math.max(1, Math.min(opts.wait ?? 30, Math.ceil(left / 1000)));
       const t0 = Date.now();
-      const polled = await this.request("GET", resultPath(view.job_id), undefined, {
-        prefer: `wait=${asked}`,
-      });
+      let polled: Answer;
+      try {
+        polled = await this.request(
+          "GET",
+          resultPath(view.job_id),
+          undefined,
+          { prefer: `wait=${asked}` },
+          deadline,
+        );
+      } catch (err) {
+        if (err instanceof OutOfTimeError) throw new WaitTimeoutError(view, err.cause);
+        throw err;
+      }
       view = polled.body as JobView;
       if (TERMINAL.has(view.status)) break;
       // A server that held the request for the whole wait is asked again at once. It may hold
@@ -125,12 +151,27 @@ export class InferlineClient {
   }
 
   /** Submits one input; resolves with the job as it stands after the wait (202 or 200). */
-  async submit(model: string, input: unknown, opts: PredictOptions = {}): Promise<JobView> {
-    const { body } = await this.request("POST", `/api/ml/${encodeURIComponent(model)}${query(opts)}`, input, {
+  submit(model: string, input: unknown, opts: PredictOptions = {}): Promise<JobView> {
+    return this.submitUntil(model, input, opts);
+  }
+
+  private async submitUntil(
+    model: string,
+    input: unknown,
+    opts: PredictOptions,
+    deadline?: number,
+  ): Promise<JobView> {
+    const path = `/api/ml/${encodeURIComponent(model)}${query(opts)}`;
+    const headers = {
       prefer: `wait=${opts.wait ?? 30}`,
       "idempotency-key": opts.idempotencyKey ?? randomKey(),
-    });
-    return body as JobView;
+    };
+    try {
+      return (await this.request("POST", path, input, headers, deadline)).body as JobView;
+    } catch (err) {
+      // No job to report yet: the error that would have been retried is the answer.
+      throw err instanceof OutOfTimeError ? err.cause : err;
+    }
   }
 
   /**
@@ -166,18 +207,29 @@ export class InferlineClient {
   }
 
   /**
-   * One call, retried with backoff after 429, 502-504 and network errors: safe for reads, for
-   * cancelation (a canceled job cancels again as a no-op) and for submissions, which carry an
-   * Idempotency-Key.
+   * One call, retried with backoff after 429, 502-504, network errors and answers that do not
+   * come in time: safe for reads, for cancelation (a canceled job cancels again as a no-op) and
+   * for submissions, which carry an Idempotency-Key. With a deadline, a retry that would start
+   * after it is not made: OutOfTimeError carries the error that called for it.
    */
   private async request(
     method: string,
     path: string,
     body?: unknown,
     headers: Record<string, string> = {},
-  ): Promise<{ status: number; body: unknown; headers: Headers }> {
+    deadline?: number,
+  ): Promise<Answer> {
+    // The server may hold the request as long as Prefer: wait asks; then it has to answer.
+    const holdMs = Number(/wait=(\d+)/.exec(headers.prefer ?? "")?.[1] ?? 0) * 1000;
+    const retryOrThrow = async (err: unknown, attempt: number, delayMs: number) => {
+      if (attempt >= this.maxRetries) throw err;
+      const pause = Math.min(this.maxRetryDelayMs, delayMs);
+      if (deadline !== undefined && Date.now() + pause >= deadline) throw new OutOfTimeError(err);
+      await sleep(pause);
+    };
     for (let attempt = 0; ; attempt++) {
       let res: Response;
+      let text: string;
       try {
         res = await this.fetch(this.base + path, {
           method,
@@ -188,13 +240,13 @@ export class InferlineClient {
             ...headers,
           },
           body: body === undefined ? undefined : JSON.stringify(body),
+          signal: AbortSignal.timeout(holdMs + this.requestTimeoutMs),
         });
+        text = await res.text();
       } catch (err) {
-        if (attempt >= this.maxRetries) throw err;
-        await sleep(Math.min(this.maxRetryDelayMs, 250 * 2 ** attempt));
+        await retryOrThrow(err, attempt, 250 * 2 ** attempt);
         continue;
       }
-      const text = await res.text();
       let parsed: unknown;
       let json = true;
       try {
@@ -217,14 +269,26 @@ export class InferlineClient {
         e.details,
         retryAfter,
       );
-      if (RETRIED.has(res.status) && attempt < this.maxRetries) {
-        const delay =
-          error.retryAfterSeconds !== undefined ? error.retryAfterSeconds * 1000 : 250 * 2 ** attempt;
-        await sleep(Math.min(this.maxRetryDelayMs, delay));
-        continue;
-      }
-      throw error;
+      if (!RETRIED.has(res.status)) throw error;
+      await retryOrThrow(
+        error,
+        attempt,
+        error.retryAfterSeconds !== undefined ? error.retryAfterSeconds * 1000 : 250 * 2 ** attempt,
+      );
     }
+  }
+}
+
+interface Answer {
+  readonly status: number;
+  readonly body: unknown;
+  readonly headers: Headers;
+}
+
+/** A retry was due but would have waited past the call's deadline; `cause` is why it was due. */
+class OutOfTimeError extends Error {
+  constructor(override readonly cause: unknown) {
+    super("out of time", { cause });
   }
 }
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createServer, type Server } from "node:http";
 import { after, before, describe, it } from "node:test";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { InferlineClient, InferlineError, JobFailedError, WaitTimeoutError } from "../../src/client/index.js";
@@ -185,6 +186,57 @@ describe("typed client against a live server", () => {
       assert.ok(paused < 100 * (2 ** (gaps.length - 1) - 1), `paused ${gaps.join(", ")} ms between polls`);
     } finally {
       await capped.close();
+    }
+  });
+
+  it("maxWaitMs bounds the whole call: no Retry-After pause past it, no answer awaited forever", async () => {
+    // Real servers that do not help: one turns every request away for longer than the caller
+    // waits, one takes requests and never answers.
+    let turnedAway = 0;
+    let unanswered = 0;
+    const full = createServer((_req, res) => {
+      turnedAway++;
+      res.writeHead(429, { "content-type": "application/json", "retry-after": "12" });
+      res.end(JSON.stringify({ error: { code: "queue_full", message: "the queue is full", details: {} } }));
+    });
+    const silent: Server = createServer(() => void unanswered++);
+    const listen = async (server: Server) => {
+      server.listen(0, "127.0.0.1");
+      await new Promise((r) => server.once("listening", r));
+      return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    };
+    try {
+      const t0 = Date.now();
+      await assert.rejects(
+        new InferlineClient({ baseUrl: await listen(full) }).predict(
+          "tiny",
+          { text: "x" },
+          { maxWaitMs: 1000 },
+        ),
+        (e: unknown) => e instanceof InferlineError && e.code === "queue_full" && e.retryAfterSeconds === 12,
+      );
+      assert.ok(Date.now() - t0 < 6000, "did not wait out a Retry-After longer than maxWaitMs");
+      assert.equal(turnedAway, 1);
+
+      const client = new InferlineClient({ baseUrl: await listen(silent), requestTimeoutMs: 200 });
+      const hung = client.predict("tiny", { text: "x" }, { wait: 0, maxWaitMs: 1000 });
+      let timer: NodeJS.Timeout | undefined;
+      const stuck = new Promise((r) => (timer = setTimeout(r, 20_000, "no answer after 20 s")));
+      const outcome = await Promise.race([
+        hung.then(
+          () => "resolved",
+          (e: unknown) => e,
+        ),
+        stuck,
+      ]);
+      clearTimeout(timer);
+      assert.ok(outcome instanceof Error && outcome.name === "TimeoutError", String(outcome));
+      assert.ok(unanswered >= 1);
+    } finally {
+      full.closeAllConnections();
+      silent.closeAllConnections();
+      full.close();
+      silent.close();
     }
   });
 });
