@@ -293,6 +293,10 @@ describe(
       await page.waitForSelector("body[data-ready=true]", { timeout: 15_000 });
       const text = async (selector: string) => (await page.locator(selector).textContent()) ?? "";
       assert.equal(await text("#status"), "degraded"); // no worker
+      const stale = (selector: string) => page.locator(`${selector}[data-stale]`).count();
+      const throughputTile = '.tile:has([data-metric="throughput"])';
+      const queuesBox = ".scroll:has(#queues)";
+      assert.equal(await stale(""), 0, "nothing stale while every poll succeeds");
 
       // Redis away: /health reports it; the stats poll shows the server's reason, not a script error.
       await redis.stop("SIGKILL");
@@ -307,8 +311,13 @@ describe(
       );
       assert.match(failed, /503 .*Redis/);
       assert.doesNotMatch(failed, /undefined|TypeError|Cannot read/);
+      // The stats could not be read: their tiles are marked stale; /health answered, so not its.
+      await eventually(async () => (await stale(throughputTile)) === 1, 15_000, 100);
+      assert.equal(await stale(queuesBox), 0);
       await redis.start();
       await eventually(async () => (await text("#status")) === "degraded", 15_000, 200);
+      await eventually(async () => (await stale("")) === 0, 15_000, 200);
+      assert.match(await text("#updated"), /^updated /);
 
       // The API away: the badge no longer claims the last status it read.
       const port = new URL(url).port;
@@ -320,8 +329,11 @@ describe(
         15_000,
         200,
       );
+      await eventually(async () => (await stale(queuesBox)) === 1, 15_000, 100);
+      await eventually(async () => (await stale(throughputTile)) === 1, 15_000, 100);
       api = await startApi(config(port));
       await eventually(async () => (await text("#status")) === "degraded", 15_000, 200);
+      await eventually(async () => (await stale("")) === 0, 15_000, 200);
       assert.deepEqual(pageErrors, []);
     });
   },

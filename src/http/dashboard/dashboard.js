@@ -85,7 +85,6 @@ async function pollHealth() {
   }
   badge.textContent = h.status;
   badge.dataset.status = h.status;
-  document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   document.getElementById("reasons").replaceChildren(...(h.reasons || []).map((r) => el("li", {}, r)));
   setMetric("queue_depth", String(h.queue ? h.queue.depth : "–"));
   setMetric("workers", String(h.system ? h.system.active_workers : "–"));
@@ -317,9 +316,7 @@ function retry(button, jobId) {
       showActionError("failed-error", `Retry of ${jobId} failed: ${err.message}`);
       return;
     }
-    await pollFailed().catch((err) => {
-      document.getElementById("updated").textContent = `update failed: ${err.message}`;
-    });
+    await refreshFailed();
   });
 }
 
@@ -336,9 +333,7 @@ function pauseOrResume(button, model, action) {
       );
       return;
     }
-    await pollHealth().catch((err) => {
-      document.getElementById("updated").textContent = `update failed: ${err.message}`;
-    });
+    await refreshHealth();
   });
 }
 
@@ -375,18 +370,40 @@ async function pollFailed() {
   );
 }
 
-function every(ms, fn) {
-  const run = () =>
-    fn().catch((err) => {
-      document.getElementById("updated").textContent = `update failed: ${err.message}`;
-    });
+// Sources whose last poll failed, with why. What they drew stays on the page but is marked
+// stale (data-stale, greyed) until they are read again; the line by the status tells why.
+const failing = new Map();
+
+function report(source, err) {
+  if (err) failing.set(source, err.message);
+  else failing.delete(source);
+  for (const e of document.querySelectorAll(`[data-source="${source}"]`))
+    e.toggleAttribute("data-stale", failing.has(source));
+  document.getElementById("updated").textContent =
+    failing.size > 0
+      ? `update failed: ${failing.values().next().value}`
+      : `updated ${new Date().toLocaleTimeString()}`;
+}
+
+// A poll that never rejects: it reports how it went.
+const polled = (source, fn) => () =>
+  fn().then(
+    () => report(source),
+    (err) => report(source, err),
+  );
+const refreshHealth = polled("health", pollHealth);
+const refreshSummary = polled("summary", pollSummary);
+const refreshCharts = polled("charts", pollCharts);
+const refreshFailed = polled("failed", pollFailed);
+
+function every(ms, run) {
   setInterval(run, ms);
   return run();
 }
 
 Promise.all([
-  every(POLL_MS, pollHealth),
-  every(POLL_MS, pollSummary),
-  every(CHART_MS, pollCharts),
-  every(CHART_MS, pollFailed),
+  every(POLL_MS, refreshHealth),
+  every(POLL_MS, refreshSummary),
+  every(CHART_MS, refreshCharts),
+  every(CHART_MS, refreshFailed),
 ]).then(() => (document.body.dataset.ready = "true"));
