@@ -3,7 +3,7 @@
  * It waits with `Prefer: wait` and falls back to polling (with growing pauses when the server
  * does not hold requests), honours Retry-After on 429, 502, 503 and 504 with capped retries, and
  * sends an Idempotency-Key with every submission, single or batch, so a retried request never
- * creates a second job. Works with any `fetch` (Node 18+, browsers).
+ * creates a second job. Works with any `fetch` (Node 20+, browsers).
  */
 import type { JobView, Priority } from "../contracts/jobs.js";
 
@@ -42,6 +42,11 @@ export interface PredictOptions {
   readonly idempotencyKey?: string;
   /** The job ends `expired` if no worker starts it within this many ms. */
   readonly timeoutMs?: number;
+  /**
+   * Stops the call (its request, retries and pauses): it rejects with the signal's reason. The
+   * job goes on; `cancel(jobId)` takes back one that has not started.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface Prediction<T = unknown> {
@@ -113,6 +118,7 @@ export class InferlineClient {
     // The submission is held no longer than the whole call may wait.
     const wait = Math.min(opts.wait ?? 30, Math.max(0, Math.ceil(maxWaitMs / 1000)));
     let view = await this.submitUntil(model, input, { ...opts, wait }, deadline);
+    const signal = opts.signal;
     // A server that answers at once (it caps Prefer: wait lower, or ignores it) is polled with
     // growing pauses, not in a tight loop.
     let pause = POLL_MIN_MS;
@@ -128,7 +134,7 @@ export class InferlineClient {
           resultPath(view.job_id),
           undefined,
           { prefer: `wait=${asked}` },
-          deadline,
+          { deadline, signal },
         );
       } catch (err) {
         if (err instanceof OutOfTimeError) throw new WaitTimeoutError(view, err.cause);
@@ -142,7 +148,7 @@ export class InferlineClient {
       const heldFor = applied ? Math.max(1, Math.min(asked, Number(applied[1]))) : asked;
       if (Date.now() - t0 >= heldFor * 1000 - POLL_MIN_MS) pause = POLL_MIN_MS;
       else {
-        await sleep(Math.min(pause, Math.max(0, deadline - Date.now())));
+        await sleep(Math.min(pause, Math.max(0, deadline - Date.now())), signal);
         pause = Math.min(pause * 2, POLL_MAX_MS);
       }
     }
@@ -167,7 +173,8 @@ export class InferlineClient {
       "idempotency-key": opts.idempotencyKey ?? randomKey(),
     };
     try {
-      return (await this.request("POST", path, input, headers, deadline)).body as JobView;
+      const call = { deadline, signal: opts.signal };
+      return (await this.request("POST", path, input, headers, call)).body as JobView;
     } catch (err) {
       // No job to report yet: the error that would have been retried is the answer.
       throw err instanceof OutOfTimeError ? err.cause : err;
@@ -188,14 +195,16 @@ export class InferlineClient {
       `/api/ml/${encodeURIComponent(model)}/batch${query(opts)}`,
       { inputs },
       { prefer: `wait=${opts.wait ?? 0}`, "idempotency-key": opts.idempotencyKey ?? randomKey() },
+      { signal: opts.signal },
     );
     return (body as { jobs: JobView[] }).jobs;
   }
 
   /** A job's current view; with `wait`, held until it ends or the seconds pass. */
-  async result(jobId: string, opts: { wait?: number } = {}): Promise<JobView> {
+  async result(jobId: string, opts: { wait?: number; signal?: AbortSignal } = {}): Promise<JobView> {
     const headers: Record<string, string> = opts.wait ? { prefer: `wait=${opts.wait}` } : {};
-    return (await this.request("GET", resultPath(jobId), undefined, headers)).body as JobView;
+    const call = { signal: opts.signal };
+    return (await this.request("GET", resultPath(jobId), undefined, headers, call)).body as JobView;
   }
 
   async cancel(jobId: string): Promise<JobView> {
@@ -210,22 +219,24 @@ export class InferlineClient {
    * One call, retried with backoff after 429, 502-504, network errors and answers that do not
    * come in time: safe for reads, for cancelation (a canceled job cancels again as a no-op) and
    * for submissions, which carry an Idempotency-Key. With a deadline, a retry that would start
-   * after it is not made: OutOfTimeError carries the error that called for it.
+   * after it is not made: OutOfTimeError carries the error that called for it. An aborted
+   * signal ends it at once with the signal's reason, never retried.
    */
   private async request(
     method: string,
     path: string,
     body?: unknown,
     headers: Record<string, string> = {},
-    deadline?: number,
+    { deadline, signal }: { deadline?: number; signal?: AbortSignal } = {},
   ): Promise<Answer> {
     // The server may hold the request as long as Prefer: wait asks; then it has to answer.
     const holdMs = Number(/wait=(\d+)/.exec(headers.prefer ?? "")?.[1] ?? 0) * 1000;
     const retryOrThrow = async (err: unknown, attempt: number, delayMs: number) => {
+      signal?.throwIfAborted();
       if (attempt >= this.maxRetries) throw err;
       const pause = Math.min(this.maxRetryDelayMs, delayMs);
       if (deadline !== undefined && Date.now() + pause >= deadline) throw new OutOfTimeError(err);
-      await sleep(pause);
+      await sleep(pause, signal);
     };
     for (let attempt = 0; ; attempt++) {
       let res: Response;
@@ -240,7 +251,7 @@ export class InferlineClient {
             ...headers,
           },
           body: body === undefined ? undefined : JSON.stringify(body),
-          signal: AbortSignal.timeout(holdMs + this.requestTimeoutMs),
+          signal: abortOn(AbortSignal.timeout(holdMs + this.requestTimeoutMs), signal),
         });
         text = await res.text();
       } catch (err) {
@@ -322,6 +333,24 @@ function randomKey(): string {
   return globalThis.crypto.randomUUID();
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+/** Either signal aborts it. */
+function abortOn(timeout: AbortSignal, signal: AbortSignal | undefined): AbortSignal {
+  return signal ? AbortSignal.any([timeout, signal]) : timeout;
+}
+
+/** Resolves after `ms`, or rejects with the signal's reason as soon as it aborts. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason as Error);
+    const done = () => {
+      signal?.removeEventListener("abort", stop);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    const stop = () => {
+      clearTimeout(timer);
+      reject(signal!.reason as Error);
+    };
+    signal?.addEventListener("abort", stop, { once: true });
+  });
 }

@@ -239,4 +239,57 @@ describe("typed client against a live server", () => {
       silent.close();
     }
   });
+
+  it("an aborted signal stops predict at once, mid-request or mid-pause; the job goes on", async () => {
+    const client = new InferlineClient({ baseUrl: api.url });
+    const controller = new AbortController();
+    let jobId = "";
+    const watching = new InferlineClient({
+      baseUrl: api.url,
+      fetch: async (url, init) => {
+        const res = await fetch(url, init);
+        const href = url instanceof Request ? url.url : url.toString();
+        // The submission was answered (202 after its wait): abort while the poll is held.
+        if (href.includes("/api/ml/")) {
+          jobId = ((await res.clone().json()) as { job_id: string }).job_id;
+          setTimeout(() => controller.abort(), 100);
+        }
+        return res;
+      },
+    });
+    const t0 = Date.now();
+    await assert.rejects(
+      watching.predict(
+        "tiny",
+        { text: "not waited for", sleep_ms: 3000 },
+        { wait: 1, signal: controller.signal },
+      ),
+      (e: unknown) => e instanceof Error && e.name === "AbortError",
+    );
+    assert.ok(Date.now() - t0 < 2500, "stopped before the job ended");
+    assert.equal((await client.result(jobId, { wait: 10 })).status, "completed", "the job went on");
+
+    // Turned away with a long Retry-After: the pause ends when the signal aborts.
+    const full = createServer((_req, res) => {
+      res.writeHead(429, { "content-type": "application/json", "retry-after": "12" });
+      res.end(JSON.stringify({ error: { code: "queue_full", message: "the queue is full", details: {} } }));
+    }).listen(0, "127.0.0.1");
+    try {
+      await new Promise((r) => full.once("listening", r));
+      const turnedAway = new InferlineClient({
+        baseUrl: `http://127.0.0.1:${(full.address() as { port: number }).port}`,
+      });
+      const paused = new AbortController();
+      setTimeout(() => paused.abort(), 200);
+      const t1 = Date.now();
+      await assert.rejects(
+        turnedAway.submit("tiny", { text: "x" }, { signal: paused.signal }),
+        (e: unknown) => e instanceof Error && e.name === "AbortError",
+      );
+      assert.ok(Date.now() - t1 < 6000, "did not wait out the Retry-After");
+    } finally {
+      full.closeAllConnections();
+      full.close();
+    }
+  });
 });
