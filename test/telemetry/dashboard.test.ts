@@ -445,6 +445,7 @@ describe(
       await row.waitFor({ timeout: 15_000 });
       assert.match((await row.textContent()) ?? "", /inference_failed: <img src=x onerror=.*<b>bold<\/b>/);
       assert.equal(await page.locator("#failed img, #failed b").count(), 0);
+      assert.equal(await page.getByRole("button", { name: `Retry job ${jobId}`, exact: true }).count(), 1);
       assert.equal(await page.locator("body").getAttribute("data-pwned"), null);
       assert.deepEqual(errors, []);
     });
@@ -477,6 +478,8 @@ describe(
         })()`);
       for (let i = 0; i < 10 && (await focused()) !== "echo:pause"; i++) await page.keyboard.press("Tab");
       assert.equal(await focused(), "echo:pause", "Tab reaches the Pause button");
+      // Its name says which queue, as a screen reader announces it out of the table.
+      assert.equal(await page.getByRole("button", { name: "Pause echo", exact: true }).count(), 1);
 
       // Two more readings of /health redraw the queues table.
       for (let i = 0; i < 2; i++)
@@ -489,6 +492,7 @@ describe(
       assert.equal((await paused).status(), 200);
       // The row now offers Resume, and the focus is on it: Enter again resumes.
       await eventually(async () => (await focused()) === "echo:resume", 15_000, 100);
+      assert.equal(await page.getByRole("button", { name: "Resume echo", exact: true }).count(), 1);
       const resumed = page.waitForResponse((r) => r.url().endsWith("/api/admin/models/echo/resume"));
       await page.keyboard.press("Enter");
       assert.equal((await resumed).status(), 200);

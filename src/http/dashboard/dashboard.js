@@ -113,6 +113,8 @@ async function pollHealth() {
               "data-queue": name,
               "data-action": m.paused ? "resume" : "pause",
               "data-pending": `queue:${name}`,
+              // Read out alone (a screen reader's list of buttons), "Pause" would not say which.
+              "aria-label": `${m.paused ? "Resume" : "Pause"} ${name}`,
               ...busyAttrs(`queue:${name}`),
               onclick: (ev) => pauseOrResume(ev.target, name, m.paused ? "resume" : "pause"),
             },
@@ -359,6 +361,7 @@ async function pollFailed() {
               type: "button",
               "data-retry": j.job_id,
               "data-pending": `job:${j.job_id}`,
+              "aria-label": `Retry job ${j.job_id}`,
               ...busyAttrs(`job:${j.job_id}`),
               onclick: (ev) => retry(ev.target, j.job_id),
             },
