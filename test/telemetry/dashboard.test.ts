@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
 import { createServer, type Server } from "node:http";
+import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from "node:net";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Queue, Worker } from "bullmq";
@@ -544,3 +545,65 @@ describe("dashboard on a narrow screen", { skip: !existsSync(CHROMIUM) && `${CHR
     await eventually(() => fits(wide), 5_000, 100);
   });
 });
+
+describe(
+  "dashboard when the API stops answering",
+  { skip: !existsSync(CHROMIUM) && `${CHROMIUM} missing` },
+  () => {
+    let browser: Browser;
+    let proxy: NetServer | undefined;
+    const sockets = new Set<Socket>();
+    after(async () => {
+      await browser?.close();
+      for (const s of sockets) s.destroy();
+      proxy?.close();
+    });
+    const inferline = useInferline("dashboard-hung", { env: { MODELS: "echo" } });
+    before(async () => {
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    });
+
+    it("an API that takes requests and never answers is reported, its data marked stale", async () => {
+      // A TCP hop in front of the API that can swallow requests, as a hung proxy does.
+      let hung = false;
+      const target = new URL(inferline.url);
+      proxy = createNetServer((client) => {
+        const upstream = connect(Number(target.port), target.hostname);
+        sockets.add(client).add(upstream);
+        client.on("data", (chunk) => void (hung || upstream.write(chunk)));
+        upstream.on("data", (chunk) => void client.write(chunk));
+        for (const [a, b] of [
+          [client, upstream],
+          [upstream, client],
+        ] as const)
+          a.on("close", () => b.destroy()).on("error", () => b.destroy());
+      }).listen(0, "127.0.0.1");
+      await new Promise((r) => proxy!.once("listening", r));
+      const url = `http://127.0.0.1:${(proxy.address() as { port: number }).port}`;
+
+      const page = await browser.newPage();
+      const pageErrors: string[] = [];
+      page.on("pageerror", (e) => pageErrors.push(e.message));
+      await page.goto(`${url}/dashboard`);
+      await page.waitForSelector("body[data-ready=true]", { timeout: 15_000 });
+      const text = async (selector: string) => (await page.locator(selector).textContent()) ?? "";
+      assert.equal(await text("#status"), "degraded");
+
+      hung = true;
+      await eventually(
+        async () => (await text("#updated")) === "update failed: the API did not answer within 8 s",
+        20_000,
+        200,
+      );
+      assert.equal(await text("#status"), "unknown");
+      await eventually(async () => (await page.locator(".scroll:has(#queues)[data-stale]").count()) === 1);
+
+      // Answering again: connections the hop swallowed are cut, the page reconnects and recovers.
+      hung = false;
+      for (const s of sockets) s.destroy();
+      await eventually(async () => (await text("#status")) === "degraded", 20_000, 200);
+      await eventually(async () => (await page.locator("[data-stale]").count()) === 0, 20_000, 200);
+      assert.deepEqual(pageErrors, []);
+    });
+  },
+);

@@ -5,6 +5,9 @@
 
 const POLL_MS = 3000;
 const CHART_MS = 10000;
+// An answer later than this counts as none: a hung API or proxy must not leave the page
+// showing its last reading as current, nor pile up a request per poll.
+const ANSWER_MS = 8000;
 const charts = {};
 
 function el(tag, attrs, ...children) {
@@ -56,9 +59,15 @@ function fill(tableId, rows) {
 async function getJson(url, init) {
   let res;
   try {
-    res = await fetch(url, { credentials: "same-origin", ...init });
-  } catch {
-    throw new Error("the API could not be reached");
+    res = await fetch(url, {
+      credentials: "same-origin",
+      signal: window.AbortSignal.timeout(ANSWER_MS),
+      ...init,
+    });
+  } catch (err) {
+    if (err && err.name === "TimeoutError")
+      throw new Error(`the API did not answer within ${ANSWER_MS / 1000} s`, { cause: err });
+    throw new Error("the API could not be reached", { cause: err });
   }
   if (res.status === 401 || res.status === 403) {
     window.location.href = "/dashboard/login";
@@ -318,7 +327,7 @@ function retry(button, jobId) {
       showActionError("failed-error", `Retry of ${jobId} failed: ${err.message}`);
       return;
     }
-    await refreshFailed();
+    await refreshFailed(true);
   });
 }
 
@@ -335,7 +344,7 @@ function pauseOrResume(button, model, action) {
       );
       return;
     }
-    await refreshHealth();
+    await refreshHealth(true);
   });
 }
 
@@ -388,12 +397,24 @@ function report(source, err) {
       : `updated ${new Date().toLocaleTimeString()}`;
 }
 
-// A poll that never rejects: it reports how it went.
-const polled = (source, fn) => () =>
-  fn().then(
-    () => report(source),
-    (err) => report(source, err),
-  );
+// A poll that never rejects: it reports how it went. One at a time per source: a timer's turn
+// while one is under way is skipped; after an action (fresh), the next starts when it ends.
+const inFlight = new Map();
+const polled = (source, fn) => {
+  const run = (fresh = false) => {
+    const under = inFlight.get(source);
+    if (under) return fresh ? under.then(() => run(true)) : under;
+    const p = fn()
+      .then(
+        () => report(source),
+        (err) => report(source, err),
+      )
+      .finally(() => inFlight.delete(source));
+    inFlight.set(source, p);
+    return p;
+  };
+  return run;
+};
 const refreshHealth = polled("health", pollHealth);
 const refreshSummary = polled("summary", pollSummary);
 const refreshCharts = polled("charts", pollCharts);
