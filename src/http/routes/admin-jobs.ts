@@ -8,34 +8,60 @@ import type { HttpDeps } from "../types.js";
  * Queues for operators: list failed jobs with their error, put one or all of them back in their
  * queues, remove failed jobs, pause and resume a model's queue.
  */
+/** The failed-jobs routes' query: one model (or all), at most `limit` jobs per model. */
+function failedJobsQuery(maxLimit: number, extra: Record<string, object> = {}) {
+  return {
+    type: "object",
+    properties: {
+      model: { type: "string", maxLength: 64 },
+      limit: { type: "integer", minimum: 1, maximum: maxLimit },
+      ...extra,
+    },
+    additionalProperties: false,
+  } as const;
+}
+
+/** A count of jobs, in all (`total`) and per model. */
+function perModelCount(description: string, total: string) {
+  return {
+    description,
+    type: "object",
+    properties: {
+      [total]: { type: "integer" },
+      models: { type: "object", additionalProperties: { type: "integer" } },
+    },
+  } as const;
+}
+
+const MODEL_NOT_FOUND = { description: "Error; code: model_not_found", $ref: "Error#" } as const;
+
+const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
+
 export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues, catalog, guard }) => {
+  /** The models a route acts on: the one named (404 model_not_found if not served), or all. */
+  const modelsOf = (model: string | undefined): string[] => {
+    if (model === undefined) return catalog.names();
+    catalog.versions(model);
+    return [model];
+  };
+
   app.get<{ Querystring: { model?: string; limit?: number } }>(
     "/api/admin/jobs/failed",
     {
       config: { access: "admin" },
       schema: {
-        querystring: {
-          type: "object",
-          properties: {
-            model: { type: "string", maxLength: 64 },
-            limit: { type: "integer", minimum: 1, maximum: 500 },
-          },
-          additionalProperties: false,
-        },
+        querystring: failedJobsQuery(500),
         response: {
           200: objectResponse("Failed jobs, newest first, with their error", {
             jobs: { type: "array", items: { type: "object", additionalProperties: true } },
           }),
-          404: { description: "Error; code: model_not_found", $ref: "Error#" },
+          404: MODEL_NOT_FOUND,
         },
       },
     },
     async (req) => {
-      const { model, limit = 50 } = req.query;
-      if (model !== undefined) catalog.versions(model); // model_not_found for a model not served
-      return {
-        jobs: await guard(() => queues.failed(model === undefined ? catalog.names() : [model], limit)),
-      };
+      const models = modelsOf(req.query.model);
+      return { jobs: await guard(() => queues.failed(models, req.query.limit ?? 50)) };
     },
   );
 
@@ -44,34 +70,20 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
     {
       config: { access: "admin" },
       schema: {
-        querystring: {
-          type: "object",
-          properties: {
-            model: { type: "string", maxLength: 64 },
-            older_than_seconds: { type: "integer", minimum: 0, maximum: 365 * 24 * 3600 },
-            limit: { type: "integer", minimum: 1, maximum: 100_000 },
-          },
-          additionalProperties: false,
-        },
+        querystring: failedJobsQuery(100_000, {
+          older_than_seconds: { type: "integer", minimum: 0, maximum: 365 * 24 * 3600 },
+        }),
         response: {
-          200: {
-            description: "Failed jobs removed: in all, and per model",
-            type: "object",
-            properties: {
-              removed: { type: "integer" },
-              models: { type: "object", additionalProperties: { type: "integer" } },
-            },
-          },
-          404: { description: "Error; code: model_not_found", $ref: "Error#" },
+          200: perModelCount("Failed jobs removed: in all, and per model", "removed"),
+          404: MODEL_NOT_FOUND,
         },
       },
     },
     async (req) => {
-      const { model, older_than_seconds: olderThan = 0, limit = 10_000 } = req.query;
-      if (model !== undefined) catalog.versions(model); // model_not_found for a model not served
-      const models = model === undefined ? catalog.names() : [model];
+      const { older_than_seconds: olderThan = 0, limit = 10_000 } = req.query;
+      const models = modelsOf(req.query.model);
       const removed = await guard(() => queues.cleanFailed(models, olderThan, limit));
-      const total = Object.values(removed).reduce((a, b) => a + b, 0);
+      const total = sum(removed);
       req.log.info(
         { event: "failed_jobs_removed", removed: total, models: removed, older_than_seconds: olderThan },
         `${total} failed job(s) removed`,
@@ -85,33 +97,20 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
     {
       config: { access: "admin" },
       schema: {
-        querystring: {
-          type: "object",
-          properties: {
-            model: { type: "string", maxLength: 64 },
-            limit: { type: "integer", minimum: 1, maximum: 10_000 },
-          },
-          additionalProperties: false,
-        },
+        querystring: failedJobsQuery(10_000),
         response: {
-          200: {
-            description: "Failed jobs put back in their queues, with fresh attempts: in all, and per model",
-            type: "object",
-            properties: {
-              retried: { type: "integer" },
-              models: { type: "object", additionalProperties: { type: "integer" } },
-            },
-          },
-          404: { description: "Error; code: model_not_found", $ref: "Error#" },
+          200: perModelCount(
+            "Failed jobs put back in their queues, with fresh attempts: in all, and per model",
+            "retried",
+          ),
+          404: MODEL_NOT_FOUND,
         },
       },
     },
     async (req) => {
-      const { model, limit = 1000 } = req.query;
-      if (model !== undefined) catalog.versions(model); // model_not_found for a model not served
-      const models = model === undefined ? catalog.names() : [model];
-      const retried = await guard(() => queues.retryFailed(models, limit));
-      const total = Object.values(retried).reduce((a, b) => a + b, 0);
+      const models = modelsOf(req.query.model);
+      const retried = await guard(() => queues.retryFailed(models, req.query.limit ?? 1000));
+      const total = sum(retried);
       req.log.info(
         { event: "failed_jobs_retried", retried: total, models: retried, by: "admin" },
         `${total} failed job(s) queued again`,
@@ -138,7 +137,7 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
         type: "object",
         properties: { model: { type: "string" }, paused: { type: "boolean" } },
       },
-      404: { description: "Error; code: model_not_found", $ref: "Error#" },
+      404: MODEL_NOT_FOUND,
     },
   } as const;
   app.post<{ Params: { model: string } }>(
