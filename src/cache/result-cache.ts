@@ -5,10 +5,12 @@ import { modelKey, queueName } from "../queue/keys.js";
  * Result cache and in-flight coalescing, keyed by model + version + SHA-256 of the canonical
  * input. Invalidation never scans: each model has generation counters (`m` for the whole model,
  * `v:<version>` per version) that are part of every key, so bumping one orphans the old entries,
- * which then expire by TTL. "Everything" bumps each model's counter, once per invalidation id:
- * each model records the ids of the whole-cache invalidations it took (a key per id, kept a day)
- * in the same script, so a retry of one that stopped half way bumps only the models it had not
- * reached (`invalidateOnce`). Lookups never read that field: a cache hit stays one script, one round trip.
+ * which then expire by TTL; the jobs in flight store theirs under the old generations, where no
+ * one looks. One input is invalidated by dropping its entry and in-flight slot and fencing the
+ * entry against the jobs admitted before (`INVALIDATE_INPUT`). "Everything" bumps each model's
+ * counter, once per invalidation id: each model records the ids of the whole-cache invalidations
+ * it took (a key per id, kept a day) in the same script, so a retry of one that stopped half way
+ * bumps only the models it had not reached (`invalidateOnce`). Lookups never read that field: a cache hit stays one script, one round trip.
  *
  * Admission is one Lua script per request, in the model's hash slot: cache lookup, a check for a
  * live job computing the same input (coalescing), the queue-depth cap, and claiming the in-flight
@@ -16,6 +18,9 @@ import { modelKey, queueName } from "../queue/keys.js";
  * job yet: `JobService` waits for it to appear (see `claimWindowMs`). A joined job is marked
  * shared (`joinedKey`), so no one of its requests can cancel it for the others.
  */
+
+/** Appended to an entry's key, the key of its fence (a hash never has a colon). */
+const FENCE_SUFFIX = ":invalidated";
 
 const ADMIT = `
 local gens = redis.call('HMGET', KEYS[1], 'm', 'v:' .. ARGV[1])
@@ -60,7 +65,7 @@ local depth = redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis
 if depth >= tonumber(ARGV[8]) then return {'full', cacheKey, inflightKey, tostring(depth)} end
 if ARGV[5] == '1' then redis.call('SET', inflightKey, ARGV[6], 'PX', ARGV[7]) end
 redis.call('ZADD', KEYS[6], now, ARGV[6])
-return {'claim', cacheKey, inflightKey, tostring(depth)}
+return {'claim', cacheKey, inflightKey, tostring(depth), tostring(now)}
 `;
 
 /**
@@ -71,12 +76,44 @@ export function joinedKey(prefix: string, model: string, jobId: string): string 
   return modelKey(prefix, model, "joined", jobId);
 }
 
-/** Stores a result and frees the in-flight slot if this job still holds it. */
+/**
+ * Stores a result and frees the in-flight slot if this job still holds it. The result is not
+ * stored when its input was invalidated since the job was admitted (ARGV[4], Redis time in ms;
+ * 0 when unknown): the entry's fence (its key and FENCE_SUFFIX) holds when that was.
+ */
 const STORE = `
-if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3]) end
+if tonumber(ARGV[3]) > 0 then
+  local fence = redis.call('GET', KEYS[1] .. '${FENCE_SUFFIX}')
+  if not fence or tonumber(fence) < tonumber(ARGV[4]) then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+  end
+end
 if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 return 1
 `;
+
+/**
+ * Invalidates one input under the model's current generations (KEYS[1]; ARGV: version, key
+ * stem, hash, fence TTL in seconds): drops its entry, frees its in-flight slot (the next request
+ * runs a job of its own rather than joining one admitted before), and fences the entry, so a job
+ * admitted before now does not store its result there. The number of entries dropped.
+ */
+const INVALIDATE_INPUT = `
+local gens = redis.call('HMGET', KEYS[1], 'm', 'v:' .. ARGV[1])
+local suffix = ARGV[1] .. ':' .. (gens[1] or '0') .. '.' .. (gens[2] or '0') .. ':' .. ARGV[3]
+local cacheKey = ARGV[2] .. 'cache:' .. suffix
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', cacheKey .. '${FENCE_SUFFIX}', tostring(now), 'EX', ARGV[4])
+redis.call('DEL', ARGV[2] .. 'inflight:' .. suffix)
+return redis.call('DEL', cacheKey)
+`;
+
+/**
+ * How long the fence of an invalidated input stands (seconds): a job admitted before the
+ * invalidation that finishes within this time does not store its result.
+ */
+export const INPUT_FENCE_TTL_SECONDS = 24 * 3600;
 
 /** Takes back one join (its request was turned away): the marker goes with the last one. */
 const UNJOIN = `
@@ -118,6 +155,8 @@ export type Admission =
       readonly depth: number;
       /** Counted among the model's claims in Redis until `unclaim` (admitted there). */
       readonly counted: boolean;
+      /** When Redis admitted it (ms): a later invalidation of its input fences its result out. */
+      readonly admittedAt?: number;
     };
 
 /** What the cache keeps for one input. */
@@ -138,6 +177,11 @@ export interface CacheRef {
   readonly key: string;
   readonly inflightKey: string;
   readonly ttlSeconds: number;
+  /**
+   * When the job was admitted (Redis time, ms): its result is not stored should its input have
+   * been invalidated since. Absent from jobs of older APIs: then any such invalidation counts.
+   */
+  readonly admittedAt?: number;
 }
 
 export interface AdmitRequest {
@@ -158,12 +202,15 @@ export interface AdmitRequest {
 }
 
 type Scripts = Redis & {
-  inferlineAdmit(...args: (string | number)[]): Promise<[string, string, string, string]>;
+  inferlineAdmit(...args: (string | number)[]): Promise<AdmitReply>;
   inferlineStore(...args: (string | number)[]): Promise<number>;
   inferlineRelease(...args: (string | number)[]): Promise<number>;
   inferlineUnjoin(...args: (string | number)[]): Promise<number>;
   inferlineInvalidateOnce(...args: (string | number)[]): Promise<number>;
+  inferlineInvalidateInput(...args: (string | number)[]): Promise<number>;
 };
+
+type AdmitReply = [string, string, string, string, string?];
 
 function withScripts(redis: Redis): Scripts {
   const r = redis as Scripts;
@@ -173,6 +220,7 @@ function withScripts(redis: Redis): Scripts {
     redis.defineCommand("inferlineRelease", { numberOfKeys: 1, lua: RELEASE });
     redis.defineCommand("inferlineUnjoin", { numberOfKeys: 1, lua: UNJOIN });
     redis.defineCommand("inferlineInvalidateOnce", { numberOfKeys: 2, lua: INVALIDATE_ONCE });
+    redis.defineCommand("inferlineInvalidateInput", { numberOfKeys: 1, lua: INVALIDATE_INPUT });
   }
   return r;
 }
@@ -226,13 +274,20 @@ export class ResultCache {
     const results = (await pipeline.exec()) ?? [];
     return results.map(([err, reply]) => {
       if (err) throw err;
-      return parseAdmission(reply as [string, string, string, string]);
+      return parseAdmission(reply as AdmitReply);
     });
   }
 
   /** Worker side: keep a successful result and free the in-flight slot. */
   async store(ref: CacheRef, jobId: string, value: CachedResult): Promise<void> {
-    await this.redis.inferlineStore(ref.key, ref.inflightKey, JSON.stringify(value), jobId, ref.ttlSeconds);
+    await this.redis.inferlineStore(
+      ref.key,
+      ref.inflightKey,
+      JSON.stringify(value),
+      jobId,
+      ref.ttlSeconds,
+      ref.admittedAt ?? 0,
+    );
   }
 
   private claimsKey(model: string): string {
@@ -254,11 +309,17 @@ export class ResultCache {
     await this.redis.inferlineUnjoin(joinedKey(this.prefix, model, jobId));
   }
 
-  /** Drops one input's entry (under the current generations). */
+  /**
+   * Drops one input's entry (under the current generations) and keeps the jobs in flight for it
+   * from answering later requests: they are not joined, and their results are not stored.
+   */
   async invalidateInput(model: string, version: string, hash: string): Promise<number> {
-    const [m, v] = await this.redis.hmget(this.genKey(model), "m", `v:${version}`);
-    return this.redis.del(
-      `${this.prefix}:${queueName(model)}:cache:${version}:${m ?? "0"}.${v ?? "0"}:${hash}`,
+    return this.redis.inferlineInvalidateInput(
+      this.genKey(model),
+      version,
+      `${this.prefix}:${queueName(model)}:`,
+      hash,
+      INPUT_FENCE_TTL_SECONDS,
     );
   }
 
@@ -279,7 +340,7 @@ export class ResultCache {
   }
 }
 
-function parseAdmission([kind, cacheKey, inflightKey, payload]: [string, string, string, string]): Admission {
+function parseAdmission([kind, cacheKey, inflightKey, payload, admittedAt]: AdmitReply): Admission {
   switch (kind) {
     case "hit":
       return { kind, cacheKey, inflightKey, value: JSON.parse(payload) as CachedResult };
@@ -288,6 +349,13 @@ function parseAdmission([kind, cacheKey, inflightKey, payload]: [string, string,
     case "full":
       return { kind, cacheKey, inflightKey, depth: Number(payload) };
     default:
-      return { kind: "claim", cacheKey, inflightKey, depth: Number(payload), counted: true };
+      return {
+        kind: "claim",
+        cacheKey,
+        inflightKey,
+        depth: Number(payload),
+        counted: true,
+        admittedAt: admittedAt === undefined ? undefined : Number(admittedAt),
+      };
   }
 }

@@ -13,7 +13,13 @@ export interface JobData {
   /** The API request that created the job, carried into worker logs. */
   readonly requestId: string;
   /** Where the worker stores a successful result (absent when caching is off). */
-  readonly cache?: { readonly key: string; readonly inflightKey: string; readonly ttlSeconds: number };
+  readonly cache?: {
+    readonly key: string;
+    readonly inflightKey: string;
+    readonly ttlSeconds: number;
+    /** When Redis admitted the job (ms): an invalidation of its input since keeps its result out. */
+    readonly admittedAt?: number;
+  };
   /** Epoch ms: a job not started by then ends `expired` without running. */
   readonly deadline?: number;
 }

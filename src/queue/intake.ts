@@ -235,6 +235,7 @@ export class JobIntake {
               key: c.admission.cacheKey,
               inflightKey: c.admission.inflightKey,
               ttlSeconds: cacheable ? req.cacheTtlSeconds : 0,
+              admittedAt: c.admission.kind === "claim" ? c.admission.admittedAt : undefined,
             }
           : undefined,
     };

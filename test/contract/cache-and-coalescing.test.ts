@@ -3,7 +3,7 @@ import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { call } from "../support/http.js";
+import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { makeRepository } from "./fixtures.js";
 
@@ -76,6 +76,44 @@ describe("result cache, coalescing and idempotency", () => {
       (await call(inferline.url, "POST", "/api/ml/sentiment", body, { prefer: "wait=10" })).body.cached,
       false,
     );
+  });
+
+  /** Queues `body` on the cached model and returns its job id once a worker is running it. */
+  const running = async (body: unknown) => {
+    const queued = await call(inferline.url, "POST", "/api/ml/cached", body);
+    assert.equal(queued.status, 202);
+    const id = queued.body.job_id as string;
+    await eventually(async () => startedJobs([id]) === 1);
+    return id;
+  };
+  const invalidateInput = async (input: unknown) =>
+    assert.equal(
+      (await call(inferline.url, "POST", "/api/admin/cache/invalidate", { model: "cached", input })).status,
+      200,
+    );
+
+  it("a job running when its input is invalidated does not put its result back in the cache", async () => {
+    const body = { text: "computed before the invalidation", sleep_ms: 1500 };
+    const id = await running(body);
+    await invalidateInput(body);
+    const done = await call(inferline.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=10" });
+    assert.equal(done.body.status, "completed");
+    const next = await call(inferline.url, "POST", "/api/ml/cached", body, { prefer: "wait=10" });
+    assert.equal(next.body.cached, false, "the result stored after the invalidation is not served");
+    assert.notEqual(next.body.job_id, id);
+    // The result of a job admitted after the invalidation is cached as usual.
+    const again = await call(inferline.url, "POST", "/api/ml/cached", body);
+    assert.equal(again.body.cached, true);
+    assert.equal(again.body.job_id, next.body.job_id);
+  });
+
+  it("a request after an input's invalidation does not join the job computing it from before", async () => {
+    const body = { text: "joined across the invalidation?", sleep_ms: 1500 };
+    const id = await running(body);
+    await invalidateInput(body);
+    const next = await call(inferline.url, "POST", "/api/ml/cached", body, { prefer: "wait=10" });
+    assert.equal(next.body.status, "completed");
+    assert.notEqual(next.body.job_id, id);
   });
 
   it("never caches a failure", async () => {
