@@ -170,6 +170,8 @@ export interface CachedResult {
    * finished). Absent from entries of older workers: `created_at` plus the retention then.
    */
   readonly job_retained_until?: string;
+  /** When the result was computed (absent from entries of older workers). */
+  readonly finished_at?: string;
 }
 
 /** How a job finds its cache entry and in-flight slot (carried in the job data). */

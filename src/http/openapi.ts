@@ -71,7 +71,11 @@ export const jobViewSchema = {
       },
     },
     batch_size: { type: "integer" },
-    finished_at: { type: "string", format: "date-time" },
+    finished_at: {
+      type: "string",
+      format: "date-time",
+      description: "When the job ended (a cached answer: when its result was computed).",
+    },
     next_attempt_at: { type: "string", format: "date-time" },
     position: {
       type: "integer",

@@ -141,7 +141,9 @@ export function cachedView(
     result: value.output,
     cached: true,
     timings: { queue_wait_ms: 0, inference_ms: 0, total_ms: round(performance.now() - startedAt) },
-    finished_at: new Date().toISOString(),
+    // When the result was computed, as the job's own view says (entries of older workers do not
+    // say: then now).
+    finished_at: value.finished_at ?? new Date().toISOString(),
     // NaN (an unreadable date) counts as gone: better no link than a dead one.
     jobReadable: Date.now() < retainedUntil,
   };

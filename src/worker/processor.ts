@@ -82,6 +82,7 @@ export function makeProcessor(deps: ProcessorDeps) {
             created_at: new Date(job.timestamp).toISOString(),
             inference_ms: out.inferenceMs,
             job_retained_until: retainedUntil(job, doneAt),
+            finished_at: new Date(doneAt).toISOString(),
           })
           .catch((err: Error) =>
             log.warn({ event: "cache_store_failed", err: err.message }, "could not cache the result"),

@@ -38,6 +38,19 @@ describe("result cache, coalescing and idempotency", () => {
     assert.equal(startedJobs([first.body.job_id as string]), 1);
   });
 
+  it("a cached answer says when its result was computed, as the job's own view does", async () => {
+    const body = { text: "when was I computed?" };
+    const first = await call(inferline.url, "POST", "/api/ml/cached", body, { prefer: "wait=10" });
+    assert.equal(first.body.status, "completed");
+    const finished = first.body.finished_at as string;
+    await eventually(async () => Date.now() > Date.parse(finished) + 5, 1000, 5);
+    const hit = await call(inferline.url, "POST", "/api/ml/cached", body);
+    assert.equal(hit.body.cached, true);
+    assert.equal(hit.body.finished_at, finished);
+    const own = await call(inferline.url, "GET", `/api/results/${first.body.job_id as string}`);
+    assert.equal(own.body.finished_at, finished);
+  });
+
   it("canonical input: key order and number spelling do not matter", async () => {
     const a = await call(
       inferline.url,
