@@ -45,6 +45,10 @@ export const REDACTION = {
  * tell which jobs it held (a job's "started" line is out before its model runs). `buffered`
  * trades the last 100 ms of lines on a SIGKILL for even fewer writes: right for the API's line
  * per request.
+ *
+ * Every write holds whole lines and at most PIPE_BUF bytes: `inferline start`'s processes share
+ * one standard output, and only a write that small reaches a pipe in one piece, so lines of two
+ * processes never interleave when the reader falls behind (a longer single line still can).
  */
 export function createLogger(
   config: Config,
@@ -63,11 +67,17 @@ export function createLogger(
     return pino({ ...options, transport: { target: "pino-pretty", options: { colorize: true } } });
   }
   if (buffered) {
-    // 4 KB at a time or within 100 ms, asynchronously; pino flushes on exit.
-    return pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 100 }));
+    // A whole PIPE_BUF at a time or within 100 ms, asynchronously; pino flushes on exit.
+    return pino(options, pino.destination({ dest: 1, sync: false, ...PIPE_SIZED, periodicFlush: 100 }));
   }
-  return pino(options, writePerTurn(pino.destination({ dest: 1, sync: true, minLength: 8192 })));
+  return pino(options, writePerTurn(pino.destination({ dest: 1, sync: true, ...PIPE_SIZED })));
 }
+
+/** The most a write to a pipe may carry and still arrive in one piece (POSIX PIPE_BUF on Linux). */
+const PIPE_BUF = 4096;
+
+/** Writes of whole lines, each at most PIPE_BUF bytes, made once a full one is held. */
+const PIPE_SIZED = { maxWrite: PIPE_BUF, minLength: PIPE_BUF - 1 };
 
 type Destination = ReturnType<typeof pino.destination>;
 
@@ -80,13 +90,14 @@ const holding = new Set<Destination>();
  */
 function writePerTurn(dest: Destination): Destination {
   const write = dest.write.bind(dest);
-  const flush = endOfTurn(() => dest.flush());
+  // flushSync writes every held chunk; flush would write only the first.
+  const flush = endOfTurn(() => dest.flushSync());
   dest.write = (data: string): boolean => {
     const ok = write(data);
     flush();
     return ok;
   };
-  if (holding.size === 0) process.once("exit", () => holding.forEach((d) => d.flush()));
+  if (holding.size === 0) process.once("exit", () => holding.forEach((d) => d.flushSync()));
   holding.add(dest);
   return dest;
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -170,6 +170,51 @@ describe("worker and supervisor logs: one write per event-loop turn", () => {
     assert.equal(lines.at(-1)?.event, "last", "the exit flushes what the turn held");
     // One write per line would be 200 (the count includes the stderr write of the count itself).
     assert.ok(Number(r.stderr) < 10, `${r.stderr} write system calls for 200 lines`);
+  });
+});
+
+describe("processes sharing one standard output", () => {
+  it("never interleave their lines, even when the reader falls behind", async () => {
+    // As under `inferline start`: every process writes to one pipe. Two write per turn, one
+    // buffered (the API's), 20,000 lines each.
+    const logger = pathToFileURL(path.join(ROOT, "dist", "telemetry", "logger.js")).href;
+    const writer = (role: string, buffered: boolean) => `
+      import { createLogger } from ${JSON.stringify(logger)};
+      const log = createLogger({ LOG_LEVEL: "info", NODE_ENV: "test", LOG_PRETTY: false }, { role: "${role}" }, { buffered: ${buffered} });
+      let i = 0;
+      const t = setInterval(() => {
+        for (let k = 0; k < 100; k++) log.info({ event: "line", i: i++, pad: "x".repeat(150) }, "a line");
+        if (i >= 20000) clearInterval(t);
+      }, 1);
+    `;
+    const quote = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
+    const node = (script: string) => `${quote(process.execPath)} --input-type=module -e ${quote(script)}`;
+    // A slow reader at the end of a real pipe (a shell's |): the pipe stays full, so writers
+    // find only part of the room they need.
+    const reader = `process.stdin.on("data", (c) => {
+      process.stdout.write(c);
+      process.stdin.pause();
+      setTimeout(() => process.stdin.resume(), 10);
+    });`;
+    const writers = [node(writer("a", false)), node(writer("b", false)), node(writer("c", true))];
+    const shell = `(${writers.join(" & ")} & wait) | ${node(reader)}`;
+    const child = spawn("sh", ["-c", shell], { stdio: ["ignore", "pipe", "inherit"] });
+    const chunks: Buffer[] = [];
+    child.stdout.on("data", (c: Buffer) => chunks.push(c));
+    const code = await new Promise((r) => child.on("close", r));
+    assert.equal(code, 0);
+    const lines = Buffer.concat(chunks).toString("utf8").trim().split("\n");
+    const broken = lines.filter((l) => {
+      try {
+        JSON.parse(l);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    assert.deepEqual(broken.slice(0, 3), [], `${broken.length} of ${lines.length} lines broken`);
+    const count = (role: string) => lines.filter((l) => l.includes(`"role":"${role}"`)).length;
+    assert.deepEqual([count("a"), count("b"), count("c")], [20000, 20000, 20000]);
   });
 });
 
