@@ -16,6 +16,7 @@ import { JobRecords } from "../queue/records.js";
 import { JobWaiter } from "../queue/waiter.js";
 import { createRedis } from "../redis/connection.js";
 import { checkRedisAtStart } from "../redis/preflight.js";
+import { logOutages } from "../redis/outages.js";
 import { createSecurity } from "../security/index.js";
 import { createApiObservability } from "../telemetry/observability.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
@@ -59,6 +60,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
 
   const redis = createRedis(config.redisUrl, "command", { commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS });
   redis.on("error", (err) => logger.debug({ event: "redis_error", err: err.message }, "redis error"));
+  logOutages(redis, logger);
   // Start serving even when Redis is away (health says so, requests get 503), but give it a
   // moment first so the first requests after boot do not fail needlessly. A Redis that refuses
   // REDIS_URL (password, user, database) fails the start instead.

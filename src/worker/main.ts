@@ -11,6 +11,7 @@ import { ReloadBus } from "../models/reload.js";
 import { InputValidator } from "../models/validation.js";
 import { createRedis } from "../redis/connection.js";
 import { checkRedisAtStart, untilReady } from "../redis/preflight.js";
+import { logOutages } from "../redis/outages.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { serveMetrics } from "../telemetry/metrics-server.js";
 import { createWorkerObservability } from "../telemetry/observability.js";
@@ -68,6 +69,7 @@ export async function startWorker(
   // Workers wait for Redis as long as it takes (or until stopped), but say so; a Redis that
   // refuses REDIS_URL (password, user, database) fails the start instead.
   const first = connection();
+  logOutages(first, logger);
   const waiting = "Redis not reachable yet; waiting for it";
   if (!(await checkRedisAtStart(first, config.redisUrl, 3000, logger, waiting)))
     await untilReady(first, config.redisUrl, options.signal).catch((err: unknown) => {

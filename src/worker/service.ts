@@ -11,6 +11,7 @@ import { JobError } from "../errors/catalog.js";
 import type { ModelCatalog } from "../models/catalog.js";
 import type { InputValidator } from "../models/validation.js";
 import { queueName } from "../queue/keys.js";
+import { isConnectionError } from "../redis/connection.js";
 import type { Logger } from "../telemetry/logger.js";
 import type { WorkerTelemetry } from "../telemetry/telemetry.js";
 import type { VersionLoadFailure, WorkerRecord, WorkerRegistry } from "../telemetry/workers.js";
@@ -92,8 +93,12 @@ export class WorkerService {
         maxStalledCount: config.WORKER_MAX_STALLED_COUNT,
         autorun: false,
       });
+      // An unreachable Redis is logged once per outage (redis_lost), not at every retry.
       w.on("error", (err) =>
-        logger.warn({ event: "worker_error", model, err: err.message }, "queue worker error"),
+        logger[isConnectionError(err) ? "debug" : "warn"](
+          { event: "worker_error", model, err: err.message },
+          "queue worker error",
+        ),
       );
       w.on("stalled", (jobId) =>
         logger.warn({ event: "job_stalled", job_id: jobId, model }, "job lost its worker; redelivering"),

@@ -9,7 +9,7 @@ import { REDACTION } from "../../src/telemetry/logger.js";
 import { testEnv } from "../support/config.js";
 import { call, freePort } from "../support/http.js";
 import { ROOT, spawnCli, spawnWorker, stop, type Spawned } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { cleanupPrefix, ownRedis, uniquePrefix } from "../support/redis.js";
 
 const KEY = "inf_logtest_5f0c1e2d3a4b5c6d7e8f9a0b1c2d3e4f";
 const SESSION_SECRET = "session-secret-that-must-never-be-logged-0123456789";
@@ -170,6 +170,42 @@ describe("worker and supervisor logs: one write per event-loop turn", () => {
     assert.equal(lines.at(-1)?.event, "last", "the exit flushes what the turn held");
     // One write per line would be 200 (the count includes the stderr write of the count itself).
     assert.ok(Number(r.stderr) < 10, `${r.stderr} write system calls for 200 lines`);
+  });
+});
+
+describe("a Redis outage in the logs", () => {
+  it("each process says once that Redis is gone and once that it is back", async () => {
+    const redis = await ownRedis({ aof: false });
+    const port = await freePort();
+    const env = testEnv(uniquePrefix("outage"), { REDIS_URL: redis.url, MODELS: "echo", LOG_LEVEL: "info" });
+    const api = spawnCli(["api", "--port", String(port)], env);
+    let worker: Spawned | undefined;
+    try {
+      await api.waitForLine((l) => l.event === "api_started");
+      worker = await spawnWorker(env);
+      await redis.stop("SIGKILL");
+      // Down long enough for several reconnect attempts, each an error of its own.
+      await new Promise((r) => setTimeout(r, 3000));
+      await redis.start();
+      for (const p of [api, worker]) {
+        const back = await p.waitForLine((l) => l.event === "redis_restored", 20_000);
+        assert.ok(Number(back.down_ms) >= 2500, JSON.stringify(back));
+        const said = p.lines.filter((l) => l.event === "redis_lost" || l.event === "redis_restored");
+        assert.deepEqual(
+          said.map((l) => [l.event, l.level]),
+          [
+            ["redis_lost", "warn"],
+            ["redis_restored", "info"],
+          ],
+        );
+        const retries = p.lines.filter((l) => l.level === "warn" && l.event !== "redis_lost");
+        assert.deepEqual(retries, [], "no warning per reconnect attempt");
+      }
+    } finally {
+      if (worker) await stop(worker);
+      await stop(api);
+      await redis.destroy();
+    }
   });
 });
 
