@@ -96,12 +96,33 @@ function corsListed(req: FastifyRequest, config: Config): boolean {
   return typeof origin === "string" && (config.CORS_ORIGINS?.includes(origin) ?? false);
 }
 
-export function readCookie(req: FastifyRequest, name: string): string | undefined {
+/** Cookies of one name a request carries, at most this many (a session is checked per value). */
+const MAX_SAME_NAME_COOKIES = 8;
+
+/**
+ * Every value of the cookie `name`, in the order the browser sent them. A browser sends all the
+ * cookies of a name it holds: one that a sibling subdomain set for the parent domain (with a
+ * longer Path, it comes first) sits next to the API's own, and must not hide it.
+ */
+export function readCookies(req: FastifyRequest, name: string): string[] {
   const header = req.headers.cookie;
-  if (typeof header !== "string") return undefined;
+  if (typeof header !== "string") return [];
+  const values: string[] = [];
   for (const part of header.split(";")) {
     const i = part.indexOf("=");
-    if (i > 0 && part.slice(0, i).trim() === name) return part.slice(i + 1).trim();
+    if (i > 0 && part.slice(0, i).trim() === name) values.push(part.slice(i + 1).trim());
+    if (values.length === MAX_SAME_NAME_COOKIES) break;
+  }
+  return values;
+}
+
+/** The principal of the first live session among the request's session cookies. */
+async function sessionPrincipal(req: FastifyRequest, security: Security): Promise<Principal | undefined> {
+  for (const token of readCookies(req, SESSION_COOKIE)) {
+    // A forged or expired token is refused before any Redis call.
+    const id = await security.sessions.verify(token);
+    const principal = id === undefined ? undefined : security.keys.byId(id);
+    if (principal) return principal;
   }
   return undefined;
 }
@@ -166,9 +187,7 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
     let principal: Principal | undefined;
     if (key !== undefined) principal = security.keys.verify(key);
     else {
-      const session = readCookie(req, SESSION_COOKIE);
-      const id = session === undefined ? undefined : await security.sessions.verify(session);
-      principal = id === undefined ? undefined : security.keys.byId(id);
+      principal = await sessionPrincipal(req, security);
       if (principal && !SAFE_METHODS.has(req.method) && fromOtherOrigin(req))
         throw new CrossOriginRequestError();
     }

@@ -224,6 +224,29 @@ void describe("API keys", () => {
     assert.equal((await logout({})).status, 303);
   });
 
+  void it("a same-named cookie planted by a sibling subdomain neither hides the session nor survives sign-out", async () => {
+    const session = ((await login(keys.admin)).headers.get("set-cookie") ?? "").split(";")[0] ?? "";
+    // A page of another subdomain of the same site can set inferline_session for the parent
+    // domain with a longer Path: the browser then sends that cookie first, the API's own after it.
+    const planted = `inferline_session=${"0".repeat(16)}.planted.9999999999.not-signed-here; ${session}`;
+    const page = await fetch(`${inferline.url}/dashboard`, {
+      headers: { cookie: planted, accept: "text/html" },
+      redirect: "manual",
+    });
+    assert.equal(page.status, 200);
+    assert.equal(
+      (await call(inferline.url, "GET", "/api/stats", undefined, { cookie: planted })).status,
+      200,
+    );
+    // Signing out with both cookies ends the operator's session, wherever its cookie came.
+    const out = await logout({ cookie: planted, "sec-fetch-site": "same-origin" });
+    assert.equal(out.status, 303);
+    assert.equal(
+      (await call(inferline.url, "GET", "/api/stats", undefined, { cookie: session })).status,
+      401,
+    );
+  });
+
   void it("dashboard login behind TLS marks the cookie Secure", async () => {
     const res = await login(keys.admin, { "x-forwarded-proto": "https" });
     assert.match(res.headers.get("set-cookie") ?? "", /; Secure$/);

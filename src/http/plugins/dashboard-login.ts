@@ -2,7 +2,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import type { Config } from "../../config/index.js";
 import { CrossOriginRequestError, ForbiddenError, UnauthorizedError } from "../../errors/catalog.js";
 import { allows, type Security } from "../../security/index.js";
-import { fromOtherOrigin, readCookie, SESSION_COOKIE } from "../auth.js";
+import { fromOtherOrigin, readCookies, SESSION_COOKIE } from "../auth.js";
 
 const page = (message = "") => `<!doctype html>
 <html lang="en">
@@ -86,9 +86,11 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
   // cookie stays, so the operator is never told a session ended that still works.
   app.post("/dashboard/logout", { config: { access: "public" }, bodyLimit: 4096 }, async (req, reply) => {
     if (fromOtherOrigin(req)) throw new CrossOriginRequestError();
-    const token = readCookie(req, SESSION_COOKIE);
-    if (token !== undefined && (await security.sessions.revoke(token)))
-      req.log.info({ event: "logout" }, "dashboard sign-out");
+    // Every session the browser holds ends, not only the first cookie of the name it sent.
+    let ended = false;
+    for (const token of readCookies(req, SESSION_COOKIE))
+      if (await security.sessions.revoke(token)) ended = true;
+    if (ended) req.log.info({ event: "logout" }, "dashboard sign-out");
     void reply.header("set-cookie", cookie(req, "", 0));
     return reply.redirect("/dashboard/login", 303);
   });
