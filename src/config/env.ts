@@ -258,7 +258,7 @@ export const ENV_SCHEMA = {
   RATE_LIMIT_IP_RPS: num(0, 1_000_000)
     .default(10)
     .describe(
-      "Requests per second per client address without a valid key (public routes, failed logins; 0: no limit).",
+      "Requests per second per client address (IPv6: per /64) without a valid key (public routes, failed logins; 0: no limit).",
     ),
   RATE_LIMIT_IP_BURST: int(1)
     .default(50)

@@ -7,6 +7,7 @@ import {
   UnauthorizedError,
 } from "../errors/catalog.js";
 import {
+  addressCaller,
   allows,
   type Principal,
   type RateDecision,
@@ -167,7 +168,7 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
     // Unknown routes need a key of any scope before they learn that the route does not exist.
     const access: Access = req.is404 ? "predict" : (req.routeOptions.config.access ?? "admin");
     if (access === "public") {
-      if (!PROBES.test(path)) await limit(reply, `ip:${req.ip}`, ipRule);
+      if (!PROBES.test(path)) await limit(reply, `ip:${addressCaller(req.ip)}`, ipRule);
       return;
     }
     if (config.AUTH_DISABLED) {
@@ -179,7 +180,7 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
           "with authentication off (AUTH_DISABLED), a browser may change something only from the API's own pages or a CORS_ORIGINS origin",
         );
       req.principal = { id: "anonymous", name: "anonymous", scope: "admin" };
-      await limit(reply, `anon:${req.ip}`, keyRule);
+      await limit(reply, `anon:${addressCaller(req.ip)}`, keyRule);
       return;
     }
 
@@ -192,7 +193,7 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
         throw new CrossOriginRequestError();
     }
     if (!principal) {
-      await limit(reply, `ip:${req.ip}`, ipRule);
+      await limit(reply, `ip:${addressCaller(req.ip)}`, ipRule);
       const browser = req.method === "GET" && (req.headers.accept ?? "").includes("text/html");
       if (browser && /^\/dashboard(\/|$|\?)/.test(req.url)) return reply.redirect("/dashboard/login", 303);
       throw new UnauthorizedError(

@@ -6,7 +6,7 @@ import { SessionStore } from "./sessions.js";
 import { StreamSlots } from "./streams.js";
 
 export { allows, type Principal, type Scope } from "./keys.js";
-export type { RateDecision, RateRule } from "./rate-limit.js";
+export { addressCaller, type RateDecision, type RateRule } from "./rate-limit.js";
 export { jsonTooDeep } from "./json-depth.js";
 export { StreamSlots } from "./streams.js";
 

@@ -3,6 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { testConfig } from "../support/config.js";
 import { call } from "../support/http.js";
+import { useInferline } from "../support/inferline.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
 import { bearer, testKeys } from "./support.js";
 
@@ -63,5 +64,32 @@ void describe("rate limits shared by API instances", () => {
 
   void it("liveness and readiness probes are never limited", async () => {
     for (let i = 0; i < 10; i++) assert.equal((await call(apis[0]!.url, "GET", "/health/live")).status, 200);
+  });
+});
+
+void describe("the per-address limit and IPv6", () => {
+  // Behind a proxy (TRUST_PROXY) the client's address comes from X-Forwarded-For.
+  const inferline = useInferline("sec-rate-v6", {
+    env: { ...testKeys().env, TRUST_PROXY: "true", RATE_LIMIT_IP_RPS: "0.05", RATE_LIMIT_IP_BURST: "3" },
+  });
+  const from = (address: string) =>
+    call(inferline.url, "GET", "/api/models", undefined, { "x-forwarded-for": address });
+
+  void it("an IPv6 client cannot take a fresh bucket with each address of its /64", async () => {
+    const statuses: number[] = [];
+    for (const address of ["::1", "::2", "::abcd:1", ":ffff:ffff:ffff:ffff", "::9"])
+      statuses.push((await from(`2001:db8:7:1${address}`)).status);
+    assert.deepEqual(statuses, [401, 401, 401, 429, 429]);
+    // The same network written out in full is the same caller; another /64 is another.
+    assert.equal((await from("2001:0db8:0007:0001:0000:0000:0000:0042")).status, 429);
+    assert.equal((await from("2001:db8:7:2::1")).status, 401);
+  });
+
+  void it("IPv4 addresses count one by one, also as a dual-stack listener writes them", async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await from("198.51.100.7")).status);
+    assert.deepEqual(statuses, [401, 401, 401, 429]);
+    assert.equal((await from("::ffff:198.51.100.7")).status, 429);
+    assert.equal((await from("198.51.100.8")).status, 401);
   });
 });
