@@ -298,6 +298,27 @@ void describe("authentication off (AUTH_DISABLED)", () => {
   });
 });
 
+void describe("authentication off with keys still configured", () => {
+  const keys = testKeys();
+  const inferline = useInferline("sec-auth-off-keys", { env: { ...keys.env, AUTH_DISABLED: "true" } });
+
+  void it("signing in to the dashboard leads to it, without a session and without a Redis error", async () => {
+    const form = await fetch(`${inferline.url}/dashboard/login`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ key: keys.admin }).toString(),
+      redirect: "manual",
+    });
+    assert.equal(form.status, 303);
+    assert.equal(form.headers.get("location"), "/dashboard");
+    assert.equal(form.headers.get("set-cookie"), null);
+    const json = await call(inferline.url, "POST", "/dashboard/login", { key: keys.admin });
+    assert.equal(json.status, 204, JSON.stringify(json.body));
+    const page = await fetch(`${inferline.url}/dashboard`, { headers: { accept: "text/html" } });
+    assert.equal(page.status, 200);
+  });
+});
+
 void describe("route access", () => {
   const cfg = testConfig("unused", { AUTH_DISABLED: "false" });
   void it("defaults by path, and to admin for anything unknown", () => {

@@ -42,7 +42,7 @@ function cookie(req: FastifyRequest, value: string, maxAgeSeconds: number): stri
  */
 export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Security }> = async (
   app,
-  { security },
+  { config, security },
 ) => {
   app.addContentTypeParser(
     "application/x-www-form-urlencoded",
@@ -64,6 +64,9 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
     "/dashboard/login",
     { config: { access: "public" }, bodyLimit: 4096 },
     async (req, reply) => {
+      // With authentication off the dashboard is open: there is no session to sign in to.
+      if (config.AUTH_DISABLED)
+        return isForm(req) ? reply.redirect("/dashboard", 303) : reply.code(204).send();
       const body = req.body as { key?: unknown } | null;
       const key = typeof body?.key === "string" ? body.key : "";
       const principal = security.keys.verify(key);
