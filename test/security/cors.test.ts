@@ -53,6 +53,21 @@ void describe("CORS", () => {
     assert.equal(unauth.headers.get("access-control-allow-origin"), ORIGIN);
   });
 
+  void it("lets pages read every rate-limit header the API answers with", async () => {
+    const res = await fetch(`${open.url}/api/models`, {
+      headers: { origin: ORIGIN, authorization: `Bearer ${keys.predict}` },
+    });
+    const exposed = (res.headers.get("access-control-expose-headers") ?? "").split(/,\s*/);
+    for (const name of [
+      "ratelimit-limit",
+      "ratelimit-remaining",
+      "ratelimit-reset",
+      "ratelimit-policy",
+      "retry-after",
+    ])
+      assert.ok(exposed.includes(name), `${name} is not in ${exposed.join(", ")}`);
+  });
+
   void it("CORS_ORIGINS takes origins only, not URLs with a path", () => {
     assert.deepEqual(
       testConfig(prefix, { CORS_ORIGINS: "https://a.example:443/, http://localhost:5173" }).CORS_ORIGINS,

@@ -68,6 +68,7 @@ export async function installSecurityHeaders(
         "ratelimit-limit",
         "ratelimit-remaining",
         "ratelimit-reset",
+        "ratelimit-policy",
       ],
       maxAge: 600,
     });
