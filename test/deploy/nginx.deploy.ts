@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Agent, request } from "undici";
 import { testEnv } from "../support/config.js";
 import { freePort } from "../support/http.js";
 import { spawnCli, stop, type Spawned } from "../support/processes.js";
@@ -132,6 +133,28 @@ void describe("nginx load balancing over three API processes (deploy/nginx)", ()
     } finally {
       await front?.stop();
       await stop(api);
+    }
+  });
+
+  void it("over TLS, browsers get the TLS server's HSTS policy, once", async () => {
+    const secure = await startNginx(await freePort(), [`127.0.0.1:${apis[0]!.port}`], {
+      tlsPort: await freePort(),
+    });
+    const selfSigned = new Agent({ connect: { rejectUnauthorized: false } });
+    try {
+      for (const path of ["/api/models", "/health/live", "/no-such-route"]) {
+        const res = await request(`${secure.httpsUrl}${path}`, { dispatcher: selfSigned });
+        await res.body.dump();
+        // A browser heeds only the first Strict-Transport-Security header of an answer.
+        assert.equal(
+          String(res.headers["strict-transport-security"]),
+          "max-age=31536000; includeSubDomains",
+          path,
+        );
+      }
+    } finally {
+      await selfSigned.close();
+      await secure.stop();
     }
   });
 

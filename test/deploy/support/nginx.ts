@@ -9,6 +9,8 @@ import { ROOT } from "../../support/processes.js";
 export interface LocalNginx {
   readonly dir: string;
   readonly url: string;
+  /** The TLS server of templates/inferline-tls.conf (self-signed), when started with `tlsPort`. */
+  readonly httpsUrl: string | undefined;
   /** `nginx -p … -c …` prefix for -t / -s reload from scripts. */
   readonly command: string;
   readonly upstreamFile: string;
@@ -33,7 +35,7 @@ export function upstreamBlock(servers: readonly string[]): string {
 export async function startNginx(
   port: number,
   servers: readonly string[],
-  opts: { ratePerSecond?: number } = {},
+  opts: { ratePerSecond?: number; tlsPort?: number } = {},
 ): Promise<LocalNginx> {
   const dir = mkdtempSync(path.join(tmpdir(), "inferline-nginx-"));
   const src = path.join(ROOT, "deploy", "nginx");
@@ -55,6 +57,31 @@ export async function startNginx(
       .replace(/listen 80 default_server;/, `listen 127.0.0.1:${port} default_server;`)
       .replace(/^.*listen \[::\]:80.*$/m, ""),
   );
+  if (opts.tlsPort !== undefined) {
+    // The TLS template as an operator enables it, with a throwaway certificate and without its
+    // port-80 redirect server (the server above has that port here).
+    const cert = spawnSync(
+      "openssl",
+      ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=api.example.com"].concat([
+        "-keyout",
+        `${dir}/privkey.pem`,
+        "-out",
+        `${dir}/fullchain.pem`,
+      ]),
+      { encoding: "utf8" },
+    );
+    if (cert.status !== 0) throw new Error(`openssl failed: ${cert.stderr}`);
+    const template = readFileSync(path.join(dir, "templates", "inferline-tls.conf"), "utf8");
+    writeFileSync(
+      path.join(dir, "conf.d", "tls.conf"),
+      template
+        .slice(0, template.indexOf("# Redirect plain HTTP"))
+        .replace(/listen 443 ssl http2;/, `listen 127.0.0.1:${opts.tlsPort} ssl;`)
+        .replace(/^.*listen \[::\]:443.*$/m, "")
+        .replace(/^.*ssl_(stapling|trusted_certificate).*$/gm, "")
+        .replaceAll("/etc/letsencrypt/live/api.example.com", dir),
+    );
+  }
   const upstreamFile = path.join(dir, "conf.d", "upstream.conf");
   writeFileSync(upstreamFile, upstreamBlock(servers));
   const command = `nginx -p ${dir} -c ${main} -e ${dir}/error.log`;
@@ -74,6 +101,7 @@ export async function startNginx(
   return {
     dir,
     url,
+    httpsUrl: opts.tlsPort === undefined ? undefined : `https://127.0.0.1:${opts.tlsPort}`,
     command,
     upstreamFile,
     accessLog: () => {
