@@ -1,6 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
   AppError,
+  BadRequestError,
   InternalError,
   InvalidParameterError,
   MalformedJsonError,
@@ -55,6 +56,19 @@ function fromFastify(err: FastifyError, bodyLimit: number): AppError | undefined
   return undefined;
 }
 
+/**
+ * A client error a plugin raised in its own terms, e.g. the docs' file server refusing a path
+ * that climbs out of its folder (403) or holds a NUL byte (400): the client's fault, never a 500.
+ * A file that may not be served is answered as one that is not there.
+ */
+function fromClientError(err: FastifyError, request: FastifyRequest): AppError | undefined {
+  const status = err.statusCode ?? 0;
+  if (status < 400 || status > 499) return undefined;
+  const path = request.url.split("?")[0] ?? "/";
+  if (status === 403 || status === 404) return new RouteNotFoundError(`nothing to serve at ${path}`);
+  return new BadRequestError(`the request for ${path} could not be served: ${err.message}`);
+}
+
 export function installErrorHandling(
   app: FastifyInstance,
   opts: { bodyLimit: number; retryAfterSeconds: number },
@@ -69,7 +83,10 @@ export function installErrorHandling(
       );
     } else {
       // A route may take less than the global limit (the dashboard's login form).
-      err = fromFastify(raw, request.routeOptions.bodyLimit ?? opts.bodyLimit) ?? new InternalError();
+      err =
+        fromFastify(raw, request.routeOptions.bodyLimit ?? opts.bodyLimit) ??
+        fromClientError(raw, request) ??
+        new InternalError();
     }
     if (err.status === 503) {
       request.log.warn(

@@ -33,6 +33,21 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
     }
   });
 
+  void it("a path the docs' file server refuses is the client's error, not a 500", async () => {
+    const port = Number(new URL(inferline.url).port);
+    for (const [path, status, code] of [
+      ["/docs/static/../../package.json", 404, "route_not_found"],
+      ["/docs/static/..%5c..%5cpackage.json", 404, "route_not_found"],
+      ["/docs/static/a%00b", 400, "bad_request"],
+    ] as const) {
+      const r = await sendRaw(port, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      assert.equal(r.status, status, path);
+      const body = JSON.parse(r.body) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, code, path);
+      assert.ok(body.error.message.includes(path.split("?")[0]!), body.error.message);
+    }
+  });
+
   void it("an HTTP/1.1 request without Host gets a JSON 400 naming the header", async () => {
     const port = Number(new URL(inferline.url).port);
     const r = await sendRaw(port, "GET /api/models HTTP/1.1\r\nConnection: close\r\n\r\n");
