@@ -247,6 +247,12 @@ void describe("API keys", () => {
     );
   });
 
+  void it("dashboard login takes a key pasted with spaces or a line break around it", async () => {
+    const res = await login(` ${keys.admin}\n`);
+    assert.equal(res.status, 303);
+    assert.match(res.headers.get("set-cookie") ?? "", /^inferline_session=/);
+  });
+
   void it("dashboard login behind TLS marks the cookie Secure", async () => {
     const res = await login(keys.admin, { "x-forwarded-proto": "https" });
     assert.match(res.headers.get("set-cookie") ?? "", /; Secure$/);

@@ -68,7 +68,8 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
       if (config.AUTH_DISABLED)
         return isForm(req) ? reply.redirect("/dashboard", 303) : reply.code(204).send();
       const body = req.body as { key?: unknown } | null;
-      const key = typeof body?.key === "string" ? body.key : "";
+      // Pasted keys often bring a space or line break along; X-API-Key is trimmed as well.
+      const key = typeof body?.key === "string" ? body.key.trim() : "";
       const principal = security.keys.verify(key);
       if (!principal || !allows(principal.scope, "admin")) {
         req.log.info({ event: "login_failed" }, "dashboard sign-in refused");
