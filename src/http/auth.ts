@@ -38,6 +38,10 @@ declare module "fastify" {
 
 export const SESSION_COOKIE = "inferline_session";
 
+/** Why a key is refused by a server that has none configured (it does not fall open). */
+export const NO_KEYS_CONFIGURED =
+  "no API keys are configured on this server (API_KEYS); see `inferline keys create`";
+
 const BY_PATH: readonly [RegExp, Access][] = [
   [/^\/health\/(live|ready)$/, "public"],
   [/^\/api\/(ml|results|models)(\/|$)/, "predict"],
@@ -200,7 +204,7 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
         key === undefined
           ? undefined
           : security.keys.size === 0
-            ? "no API keys are configured on this server (API_KEYS); see `inferline keys create`"
+            ? NO_KEYS_CONFIGURED
             : "the API key is not valid",
       );
     }

@@ -122,7 +122,10 @@ void describe("API keys", () => {
     });
 
   void it("dashboard login: an admin key gets an HttpOnly, SameSite=Strict session cookie that works", async () => {
-    assert.equal((await login(keys.predict)).status, 401);
+    // As an API request would be answered: a known key without the scope is 403.
+    const predict = await login(keys.predict);
+    assert.equal(predict.status, 403);
+    assert.match(await predict.text(), /That key has no admin scope/);
     assert.equal((await login("wrong")).status, 401);
     const res = await login(keys.admin);
     assert.equal(res.status, 303);
@@ -322,6 +325,29 @@ void describe("authentication off with keys still configured", () => {
     assert.equal(json.status, 204, JSON.stringify(json.body));
     const page = await fetch(`${inferline.url}/dashboard`, { headers: { accept: "text/html" } });
     assert.equal(page.status, 200);
+  });
+});
+
+void describe("no keys configured", () => {
+  const inferline = useInferline("sec-no-keys", { env: { AUTH_DISABLED: "false" } });
+
+  void it("the dashboard's sign-in says that no key can sign in, as the API does", async () => {
+    const key = "ilk_" + "k".repeat(43);
+    const form = await fetch(`${inferline.url}/dashboard/login`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ key }).toString(),
+    });
+    assert.equal(form.status, 401);
+    assert.match(await form.text(), /No API keys are configured on this server \(API_KEYS\)/);
+    const json = await call(inferline.url, "POST", "/dashboard/login", { key });
+    assert.equal(json.status, 401);
+    const api = await call(inferline.url, "GET", "/api/models", undefined, bearer(key));
+    assert.equal(
+      (json.body.error as { message: string }).message,
+      (api.body.error as { message: string }).message,
+    );
+    assert.match((api.body.error as { message: string }).message, /no API keys are configured/);
   });
 });
 

@@ -2,7 +2,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import type { Config } from "../../config/index.js";
 import { CrossOriginRequestError, ForbiddenError, UnauthorizedError } from "../../errors/catalog.js";
 import { allows, type Security } from "../../security/index.js";
-import { fromOtherOrigin, readCookies, SESSION_COOKIE } from "../auth.js";
+import { fromOtherOrigin, NO_KEYS_CONFIGURED, readCookies, SESSION_COOKIE } from "../auth.js";
 
 const page = (message = "") => `<!doctype html>
 <html lang="en">
@@ -73,9 +73,22 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
       const principal = security.keys.verify(key);
       if (!principal || !allows(principal.scope, "admin")) {
         req.log.info({ event: "login_failed" }, "dashboard sign-in refused");
-        if (isForm(req))
-          return html(reply, 401, principal ? "That key has no admin scope." : "That key is not valid.");
-        throw principal ? new ForbiddenError("admin") : new UnauthorizedError("the API key is not valid");
+        // The form says what an API request would be told: 403 for a key without the admin
+        // scope, and that no key can be valid on a server that has none.
+        const noKeys = security.keys.size === 0;
+        const refusal = principal
+          ? new ForbiddenError("admin")
+          : new UnauthorizedError(noKeys ? NO_KEYS_CONFIGURED : "the API key is not valid");
+        if (!isForm(req)) throw refusal;
+        return html(
+          reply,
+          refusal.status,
+          principal
+            ? "That key has no admin scope."
+            : noKeys
+              ? "No API keys are configured on this server (API_KEYS): no key can sign in. Create one with inferline keys create."
+              : "That key is not valid.",
+        );
       }
       req.log.info({ event: "login", key_name: principal.name }, "dashboard sign-in");
       const token = await security.sessions.issue(principal.id);
