@@ -50,6 +50,22 @@ void describe("request limits", () => {
     assert.equal(code(r.body), "invalid_input");
   });
 
+  void it("a batch of bad items lists at most 20 problems, as one input does, and counts the rest", async () => {
+    // 256 small items with 21 unknown fields each: 5,120 problems (20 per item) in a 30 KB body.
+    const item = Object.fromEntries(Array.from({ length: 21 }, (_, i) => [`f${i}`, 0]));
+    const r = await call(inferline.url, "POST", "/api/ml/echo/batch", { inputs: Array(256).fill(item) });
+    assert.equal(r.status, 422);
+    const error = r.body.error as {
+      message: string;
+      details: { problems: unknown[]; problem_count: number };
+    };
+    assert.equal(error.details.problems.length, 20);
+    assert.equal(error.details.problem_count, 256 * 20);
+    assert.match(error.message, /inputs\[0\]\.f0 is not an input of this model/);
+    assert.match(error.message, new RegExp(`; and ${256 * 20 - 20} more$`));
+    assert.ok(JSON.stringify(r.body).length < 5000, `answer of ${JSON.stringify(r.body).length} bytes`);
+  });
+
   void it("Prefer: wait is capped at WAIT_MAX_SECONDS", async () => {
     const started = Date.now();
     const r = await call(

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { TERMINAL_STATUSES, type JobView, type Priority } from "../../contracts/jobs.js";
 import { BatchTooLargeError, InvalidInputError } from "../../errors/catalog.js";
-import { problemsToMessage, WHOLE_INPUT, type InputProblem } from "../../models/validation.js";
+import { MAX_PROBLEMS, problemsToMessage, WHOLE_INPUT, type InputProblem } from "../../models/validation.js";
 import type { SubmitRequest } from "../../queue/intake.js";
 import type { CachedJobView } from "../../queue/view.js";
 import { RESPONSE_HEADERS } from "../openapi.js";
@@ -206,11 +206,13 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
         })),
       );
       if (problems.length > 0) {
+        // Up to MAX_PROBLEMS, as for one input: a small batch of bad items must not turn into an
+        // answer (and a log line) many times its size.
+        const listed = problems.slice(0, MAX_PROBLEMS);
+        const more = problems.length - listed.length;
         throw new InvalidInputError(
-          `invalid input for model "${descriptor.name}": ${problemsToMessage(problems)}`,
-          {
-            problems,
-          },
+          `invalid input for model "${descriptor.name}": ${problemsToMessage(listed)}${more > 0 ? `; and ${more} more` : ""}`,
+          more > 0 ? { problems: listed, problem_count: problems.length } : { problems },
         );
       }
       const idempotencyKey = req.headers["idempotency-key"] as string | undefined;
