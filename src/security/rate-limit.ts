@@ -1,5 +1,5 @@
-import { isIPv4, isIPv6 } from "node:net";
 import type { Redis } from "ioredis";
+import ipaddr from "ipaddr.js";
 
 /** A rate: `rps` requests per second on average, up to `burst` at once. */
 export interface RateRule {
@@ -83,26 +83,9 @@ export class RateLimiter {
  * (`::ffff:203.0.113.7`, what a dual-stack listener sees), count one by one.
  */
 export function addressCaller(ip: string): string {
-  const address = ip.replace(/%.*$/, ""); // a zone id (fe80::1%eth0) names an interface
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
-  if (mapped !== undefined && isIPv4(mapped)) return mapped;
-  const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(address);
-  if (hex) {
-    const [hi, lo] = [parseInt(hex[1]!, 16), parseInt(hex[2]!, 16)];
-    return [hi >> 8, hi & 255, lo >> 8, lo & 255].join(".");
-  }
-  if (!isIPv6(address)) return ip;
-  const [head = "", tail] = address.toLowerCase().split("::");
-  const groups = (part: string | undefined) => (part ? part.split(":") : []);
-  const left = groups(head);
-  // An embedded IPv4 tail (::1.2.3.4) counts as two groups; only the first four matter here.
-  const right = tail === undefined ? [] : groups(tail).flatMap((g) => (g.includes(".") ? ["0", "0"] : [g]));
-  const all =
-    tail === undefined
-      ? left
-      : [...left, ...Array<string>(8 - left.length - right.length).fill("0"), ...right];
-  return `${all
-    .slice(0, 4)
-    .map((g) => g.replace(/^0+(?=.)/, ""))
-    .join(":")}::/64`;
+  if (!ipaddr.isValid(ip)) return ip;
+  const address = ipaddr.process(ip); // ::ffff:a.b.c.d becomes a.b.c.d
+  if (address.kind() === "ipv4") return address.toString();
+  const network = (address as ipaddr.IPv6).parts.slice(0, 4).map((part) => part.toString(16));
+  return `${network.join(":")}::/64`;
 }
