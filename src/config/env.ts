@@ -369,7 +369,7 @@ export const ENV_SCHEMA = {
   WORKER_METRICS_PORT: int(0, 65535)
     .default(9464)
     .describe(
-      "Port a worker serves its Prometheus /metrics on, at HOST (0: off; under `start`, worker N gets this + N - 1). A port in use is logged and skipped.",
+      "Port a worker serves its Prometheus /metrics on, at HOST (0: off). Under `start`, each worker gets the lowest port from this up that is free and not held by another of its workers (a draining one keeps its port until it exits); its `metrics_listening` log line names it. A port in use is logged and skipped.",
     ),
   STATS_FLUSH_INTERVAL_MS: int(50, 600_000)
     .default(5000)

@@ -157,7 +157,12 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
       readyWhen: (m) => (m as { type?: string }).type === "listening",
       giveUpAfter: API_START_ATTEMPTS,
     });
-    const workers = new WorkerPool(supervisor, ["worker"], config.WORKER_METRICS_PORT);
+    const workers = new WorkerPool(
+      supervisor,
+      ["worker"],
+      config.METRICS_ENABLED ? config.WORKER_METRICS_PORT : 0,
+      config.HOST,
+    );
     pool = workers;
     await workers.scaleTo(opts.workers);
 
