@@ -330,11 +330,13 @@ export const ENV_SCHEMA = {
   AUTOSCALE_MIN_WORKERS: int(1, 64)
     .default(2)
     .describe(
-      "`start`: fewest worker processes the autoscaler keeps (lowered to WORKERS when that is smaller).",
+      "`start`: fewest worker processes the autoscaler keeps (lowered to WORKERS when that is smaller); not above AUTOSCALE_MAX_WORKERS. Unset while AUTOSCALE_MAX_WORKERS is set: 2 or that, whichever is smaller.",
     ),
   AUTOSCALE_MAX_WORKERS: int(1, 64)
     .default(10)
-    .describe("`start`: most worker processes the autoscaler runs (raised to WORKERS when that is larger)."),
+    .describe(
+      "`start`: most worker processes the autoscaler runs (raised to WORKERS when that is larger). Unset while AUTOSCALE_MIN_WORKERS is set: 10 or that, whichever is larger.",
+    ),
   AUTOSCALE_INTERVAL_MS: int(100)
     .default(30_000)
     .describe("`start`: how often the autoscaler reads queue depth and throughput (ms)."),
@@ -419,7 +421,42 @@ export const ENV_SCHEMA = {
     ),
 } as const;
 
-const schema = z.object(ENV_SCHEMA).superRefine((env, ctx) => {
+/**
+ * Defaults that follow another variable when only that one is set, so that a variable set alone
+ * never contradicts the default of one it is checked against below: AUTOSCALE_MAX_WORKERS=1
+ * alone means a minimum of 1, AUTOSCALE_MIN_WORKERS=20 alone a maximum of 20. Two variables
+ * both set that contradict each other are refused.
+ */
+const FOLLOWING_DEFAULTS: readonly {
+  readonly name: keyof typeof ENV_SCHEMA;
+  readonly from: "AUTOSCALE_MIN_WORKERS" | "AUTOSCALE_MAX_WORKERS";
+  readonly value: (from: number) => number;
+}[] = [
+  {
+    name: "AUTOSCALE_MIN_WORKERS",
+    from: "AUTOSCALE_MAX_WORKERS",
+    value: (max) => Math.min(ENV_SCHEMA.AUTOSCALE_MIN_WORKERS.parse(undefined), max),
+  },
+  {
+    name: "AUTOSCALE_MAX_WORKERS",
+    from: "AUTOSCALE_MIN_WORKERS",
+    value: (min) => Math.max(ENV_SCHEMA.AUTOSCALE_MAX_WORKERS.parse(undefined), min),
+  },
+];
+
+function withFollowingDefaults(raw: unknown): unknown {
+  const set = raw as Record<string, string | undefined>;
+  const vars = { ...set };
+  for (const { name, from, value } of FOLLOWING_DEFAULTS) {
+    if (set[name] !== undefined || set[from] === undefined) continue;
+    // A bad value of the other variable is reported as such, and this one keeps its default.
+    const other = ENV_SCHEMA[from].safeParse(set[from]);
+    if (other.success) vars[name] = String(value(other.data));
+  }
+  return vars;
+}
+
+const object = z.object(ENV_SCHEMA).superRefine((env, ctx) => {
   // Thresholds the wrong way round make the autoscaler add and remove workers in turn.
   if (env.AUTOSCALE_DOWN_QUEUE_DEPTH >= env.AUTOSCALE_UP_QUEUE_DEPTH)
     ctx.addIssue({
@@ -427,7 +464,21 @@ const schema = z.object(ENV_SCHEMA).superRefine((env, ctx) => {
       path: ["AUTOSCALE_DOWN_QUEUE_DEPTH"],
       message: `must be below AUTOSCALE_UP_QUEUE_DEPTH (${env.AUTOSCALE_UP_QUEUE_DEPTH}), or the autoscaler flaps between adding and removing workers`,
     });
+  // Quietly dropping one of the bounds would run a worker count the operator ruled out. A bound
+  // that is bad in itself is reported as such only.
+  const bad = (name: string) => ctx.issues.some((i) => i.path?.[0] === name);
+  if (
+    env.AUTOSCALE_MIN_WORKERS > env.AUTOSCALE_MAX_WORKERS &&
+    !bad("AUTOSCALE_MIN_WORKERS") &&
+    !bad("AUTOSCALE_MAX_WORKERS")
+  )
+    ctx.addIssue({
+      code: "custom",
+      path: ["AUTOSCALE_MIN_WORKERS"],
+      message: `must not be above AUTOSCALE_MAX_WORKERS (${env.AUTOSCALE_MAX_WORKERS}): the autoscaler cannot keep more workers than it may run`,
+    });
 });
+const schema = z.preprocess(withFollowingDefaults, object);
 export type Env = z.infer<typeof schema>;
 
 export class ConfigError extends Error {

@@ -59,12 +59,14 @@ async function loadCatalog(config: Config): Promise<ModelCatalog> {
   }
 }
 
-/** The autoscaler's bounds always include the worker count `start` was asked for. */
+/**
+ * The autoscaler's bounds always include the worker count `start` was asked for (the config
+ * refuses a minimum above the maximum).
+ */
 export function scalePolicy(config: Config, initial: number): ScalePolicy {
-  const min = Math.min(config.AUTOSCALE_MIN_WORKERS, initial);
   return {
-    min,
-    max: Math.max(config.AUTOSCALE_MAX_WORKERS, initial, min),
+    min: Math.min(config.AUTOSCALE_MIN_WORKERS, initial),
+    max: Math.max(config.AUTOSCALE_MAX_WORKERS, initial),
     intervalMs: config.AUTOSCALE_INTERVAL_MS,
     // Two heartbeats: every worker's count lands in each window at least once.
     rateWindowMs: Math.max(config.AUTOSCALE_INTERVAL_MS, 2 * config.WORKER_HEARTBEAT_INTERVAL_MS),

@@ -75,6 +75,41 @@ describe("config", () => {
     assert.equal(buildConfig({ AUTOSCALE_UP_QUEUE_DEPTH: "11" }).AUTOSCALE_DOWN_QUEUE_DEPTH, 10);
   });
 
+  it("refuses an autoscaler minimum above its maximum, naming both variables", () => {
+    for (const env of [
+      { AUTOSCALE_MIN_WORKERS: "5", AUTOSCALE_MAX_WORKERS: "3" },
+      { AUTOSCALE_MIN_WORKERS: "64", AUTOSCALE_MAX_WORKERS: "1" },
+    ]) {
+      assert.throws(
+        () => buildConfig(env),
+        (err: unknown) =>
+          err instanceof ConfigError &&
+          err.message.includes(`AUTOSCALE_MIN_WORKERS="${env.AUTOSCALE_MIN_WORKERS}"`) &&
+          err.message.includes(`AUTOSCALE_MAX_WORKERS (${env.AUTOSCALE_MAX_WORKERS})`),
+        JSON.stringify(env),
+      );
+    }
+    const bounds = (env: Record<string, string>) => {
+      const c = buildConfig(env);
+      return [c.AUTOSCALE_MIN_WORKERS, c.AUTOSCALE_MAX_WORKERS];
+    };
+    assert.deepEqual(bounds({}), [2, 10]);
+    assert.deepEqual(bounds({ AUTOSCALE_MIN_WORKERS: "3", AUTOSCALE_MAX_WORKERS: "3" }), [3, 3]);
+    // One set alone never contradicts the other's default: that default follows it.
+    assert.deepEqual(bounds({ AUTOSCALE_MAX_WORKERS: "1" }), [1, 1]);
+    assert.deepEqual(bounds({ AUTOSCALE_MAX_WORKERS: "5" }), [2, 5]);
+    assert.deepEqual(bounds({ AUTOSCALE_MIN_WORKERS: "20" }), [20, 20]);
+    assert.deepEqual(bounds({ AUTOSCALE_MIN_WORKERS: "4" }), [4, 10]);
+    // A bad value is named as such, not as a contradiction.
+    assert.throws(
+      () => buildConfig({ AUTOSCALE_MAX_WORKERS: "0" }),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        /AUTOSCALE_MAX_WORKERS="0"/.test(err.message) &&
+        !/must not be above/.test(err.message),
+    );
+  });
+
   it("treats empty strings as unset", () => {
     assert.equal(buildConfig({ PORT: "" }).PORT, 3000);
   });

@@ -151,6 +151,21 @@ describe("configuration", () => {
     assert.match(proc.stderr(), /JOB_ATTEMPTS="0"/);
   });
 
+  it("start refuses an autoscaler minimum above its maximum before launching anything", async () => {
+    // Nothing may start: no Redis to find (the port is free), so a launch would hang or fail otherwise.
+    const env = testEnv("cfg-bounds", {
+      AUTOSCALE_MIN_WORKERS: "5",
+      AUTOSCALE_MAX_WORKERS: "3",
+      REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
+    });
+    const proc = spawnCli(["start"], env);
+    const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+    const exit = await proc.exited;
+    clearTimeout(timer);
+    assert.equal(exit.code, 2, proc.stderr());
+    assert.match(proc.stderr(), /AUTOSCALE_MIN_WORKERS="5": must not be above AUTOSCALE_MAX_WORKERS \(3\)/);
+  });
+
   it("refuses number options out of their variable's bounds, naming the range", async () => {
     const prefix = uniquePrefix("cli-bounds");
     for (const [args, range] of [
