@@ -307,6 +307,16 @@ export const ENV_SCHEMA = {
     .describe(
       "`start`: first delay before restarting a crashed worker, or one that exited within 5 s of its launch; doubles up to 30 s (ms).",
     ),
+  WORKER_HANG_TIMEOUT_MS: int(0)
+    .default(60_000)
+    .describe(
+      "`start`: a worker it launched whose heartbeat has not been renewed for this long (an event loop stuck in a model, a stopped process) is killed (SIGKILL) and restarted like a crashed one (ms; 0: never). At least 3 × WORKER_HEARTBEAT_INTERVAL_MS; unset: 60000, or 12 heartbeat intervals when that is longer.",
+    ),
+  WORKER_HANG_START_GRACE_MS: int(0)
+    .default(300_000)
+    .describe(
+      "`start`: how long a worker it launched may take to publish its first heartbeat (loading its models) before it counts as hung (ms).",
+    ),
   REDIS_CLUSTER_NODES: hostPorts
     .optional()
     .describe(
@@ -424,12 +434,13 @@ export const ENV_SCHEMA = {
 /**
  * Defaults that follow another variable when only that one is set, so that a variable set alone
  * never contradicts the default of one it is checked against below: AUTOSCALE_MAX_WORKERS=1
- * alone means a minimum of 1, AUTOSCALE_MIN_WORKERS=20 alone a maximum of 20. Two variables
- * both set that contradict each other are refused.
+ * alone means a minimum of 1, AUTOSCALE_MIN_WORKERS=20 alone a maximum of 20, and a long
+ * WORKER_HEARTBEAT_INTERVAL_MS a hang timeout of 12 of its intervals. Two variables both set that
+ * contradict each other are refused.
  */
 const FOLLOWING_DEFAULTS: readonly {
   readonly name: keyof typeof ENV_SCHEMA;
-  readonly from: "AUTOSCALE_MIN_WORKERS" | "AUTOSCALE_MAX_WORKERS";
+  readonly from: "AUTOSCALE_MIN_WORKERS" | "AUTOSCALE_MAX_WORKERS" | "WORKER_HEARTBEAT_INTERVAL_MS";
   readonly value: (from: number) => number;
 }[] = [
   {
@@ -441,6 +452,11 @@ const FOLLOWING_DEFAULTS: readonly {
     name: "AUTOSCALE_MAX_WORKERS",
     from: "AUTOSCALE_MIN_WORKERS",
     value: (min) => Math.max(ENV_SCHEMA.AUTOSCALE_MAX_WORKERS.parse(undefined), min),
+  },
+  {
+    name: "WORKER_HANG_TIMEOUT_MS",
+    from: "WORKER_HEARTBEAT_INTERVAL_MS",
+    value: (interval) => Math.max(ENV_SCHEMA.WORKER_HANG_TIMEOUT_MS.parse(undefined), 12 * interval),
   },
 ];
 
@@ -476,6 +492,19 @@ const object = z.object(ENV_SCHEMA).superRefine((env, ctx) => {
       code: "custom",
       path: ["AUTOSCALE_MIN_WORKERS"],
       message: `must not be above AUTOSCALE_MAX_WORKERS (${env.AUTOSCALE_MAX_WORKERS}): the autoscaler cannot keep more workers than it may run`,
+    });
+  // Shorter than a few heartbeats, healthy workers would be killed between two of them.
+  const interval = env.WORKER_HEARTBEAT_INTERVAL_MS;
+  if (
+    env.WORKER_HANG_TIMEOUT_MS > 0 &&
+    env.WORKER_HANG_TIMEOUT_MS < 3 * interval &&
+    !bad("WORKER_HANG_TIMEOUT_MS") &&
+    !bad("WORKER_HEARTBEAT_INTERVAL_MS")
+  )
+    ctx.addIssue({
+      code: "custom",
+      path: ["WORKER_HANG_TIMEOUT_MS"],
+      message: `must be 0 (off) or at least 3 × WORKER_HEARTBEAT_INTERVAL_MS (${3 * interval}): a worker renews its heartbeat only every ${interval} ms`,
     });
 });
 const schema = z.preprocess(withFollowingDefaults, object);

@@ -10,6 +10,7 @@ import { configEntry, generateKey } from "../security/keys.js";
 import type { Logger } from "../telemetry/logger.js";
 import { WorkerRegistry } from "../telemetry/workers.js";
 import { Autoscaler, type ScalePolicy } from "./autoscaler.js";
+import { HangWatch } from "./hang-watch.js";
 import { ensureRedis, type RedisHandle } from "./local-redis.js";
 import { QueueProbe } from "./queue-probe.js";
 import { Supervisor } from "./supervisor.js";
@@ -128,7 +129,10 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
   let redisChild: ChildProcess | undefined;
   let supervisor: Supervisor | undefined;
   let pool: WorkerPool | undefined;
-  let scaling: { autoscaler: Autoscaler; probe: QueueProbe; connection: Redis } | undefined;
+  let scaling: { autoscaler: Autoscaler; probe: QueueProbe } | undefined;
+  let hangWatch: HangWatch | undefined;
+  /** The autoscaler's and the hang watch's connection to Redis. */
+  let connection: Redis | undefined;
 
   const launch = async (): Promise<void> => {
     // The repository first: a broken one would only make the API and the workers crash-loop.
@@ -136,7 +140,7 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
     redis = await ensureRedis(config, logger, opts.env.PATH, (child) => (redisChild = child));
     if (stopRequested) return;
     const keys = runKeys(config);
-    supervisor = new Supervisor({
+    const children = new Supervisor({
       entry: opts.entry,
       env: { ...opts.env, ...keys.env, REDIS_URL: redis.url },
       restartBackoffMs: config.SUPERVISOR_RESTART_BACKOFF_MS,
@@ -153,14 +157,15 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
         void stop().then(() => giveUp(err));
       },
     });
-    supervisor.add({
+    supervisor = children;
+    children.add({
       name: "api",
       args: ["api"],
       readyWhen: (m) => (m as { type?: string }).type === "listening",
       giveUpAfter: API_START_ATTEMPTS,
     });
     const workers = new WorkerPool(
-      supervisor,
+      children,
       ["worker"],
       config.METRICS_ENABLED ? config.WORKER_METRICS_PORT : 0,
       config.HOST,
@@ -168,33 +173,56 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
     pool = workers;
     await workers.scaleTo(opts.workers);
 
-    if (config.AUTOSCALE && opts.workers > 0 && !stopRequested) {
-      const policy = scalePolicy(config, opts.workers);
-      // A command timeout, so a Redis that stops answering fails a sample instead of hanging it
-      // (and with it the shutdown that waits for the sample in progress).
-      const connection = createRedis(redis.url, "command", {
+    const watchHangs = config.WORKER_HANG_TIMEOUT_MS > 0;
+    if (opts.workers > 0 && !stopRequested && (config.AUTOSCALE || watchHangs)) {
+      // A command timeout, so a Redis that stops answering fails a reading instead of hanging it
+      // (and with it the shutdown that waits for the reading in progress).
+      const commands = createRedis(redis.url, "command", {
         commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS,
       });
-      connection.on("error", () => {});
+      commands.on("error", () => {});
+      connection = commands;
       const registry = new WorkerRegistry(
-        connection,
+        commands,
         config.REDIS_KEY_PREFIX,
         config.WORKER_HEARTBEAT_INTERVAL_MS * 3,
       );
-      const probe = new QueueProbe(connection, config.REDIS_KEY_PREFIX, catalog.names(), registry);
-      const autoscaler = new Autoscaler({
-        policy,
-        logger,
-        sample: () => probe.sample(),
-        current: () => workers.size(),
-        scaleTo: (n) => workers.scaleTo(n),
-      });
-      scaling = { autoscaler, probe, connection };
-      autoscaler.start();
-      logger.info(
-        { event: "autoscaler_started", ...policy },
-        `autoscaler: ${policy.min}..${policy.max} worker processes, checking every ${policy.intervalMs} ms`,
-      );
+      if (watchHangs) {
+        hangWatch = new HangWatch({
+          redis: commands,
+          prefix: config.REDIS_KEY_PREFIX,
+          registry,
+          children: () =>
+            workers.names().flatMap((name) => {
+              const child = children.running(name);
+              return child ? [{ name, ...child }] : [];
+            }),
+          kill: (child) => children.killChild(child.name, child.pid),
+          timeoutMs: config.WORKER_HANG_TIMEOUT_MS,
+          startGraceMs: config.WORKER_HANG_START_GRACE_MS,
+          intervalMs: config.WORKER_HEARTBEAT_INTERVAL_MS,
+          logger,
+        });
+        hangWatch.start();
+      }
+
+      if (config.AUTOSCALE) {
+        const policy = scalePolicy(config, opts.workers);
+        const probe = new QueueProbe(commands, config.REDIS_KEY_PREFIX, catalog.names(), registry);
+        const autoscaler = new Autoscaler({
+          policy,
+          logger,
+          sample: () => probe.sample(),
+          current: () => workers.size(),
+          scaleTo: (n) => workers.scaleTo(n),
+        });
+        scaling = { autoscaler, probe };
+        autoscaler.start();
+        logger.info(
+          { event: "autoscaler_started", ...policy },
+          `autoscaler: ${policy.min}..${policy.max} worker processes, checking every ${policy.intervalMs} ms`,
+        );
+      }
     }
 
     const { owned } = redis;
@@ -228,12 +256,17 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
       await runSteps(
         [
           {
+            name: "stop hang watch",
+            run: () => hangWatch?.stop(),
+            timeoutMs: config.REDIS_COMMAND_TIMEOUT_MS * 2 + 1000,
+          },
+          {
             name: "stop autoscaler",
             run: () => scaling?.autoscaler.stop(),
             timeoutMs: config.REDIS_COMMAND_TIMEOUT_MS + 1000,
           },
           { name: "close queue probe", run: () => scaling?.probe.close(), timeoutMs: 2000 },
-          { name: "disconnect autoscaler from Redis", run: () => scaling?.connection.disconnect() },
+          { name: "disconnect autoscaler and hang watch from Redis", run: () => connection?.disconnect() },
           {
             name: "drain workers",
             run: async () => {

@@ -27,6 +27,8 @@ interface Slot {
   announced: number | undefined;
   /** A restart waiting out its backoff; it keeps the supervisor alive meanwhile. */
   restart: NodeJS.Timeout | undefined;
+  /** When the running child was launched (epoch ms). */
+  launchedAt: number;
 }
 
 export interface SupervisorOptions {
@@ -71,6 +73,7 @@ export class Supervisor {
       exited: Promise.resolve(),
       announced: undefined,
       restart: undefined,
+      launchedAt: 0,
     };
     this.slots.set(spec.name, slot);
     this.launch(slot);
@@ -92,6 +95,24 @@ export class Supervisor {
     return this.slots.get(name)?.child?.pid;
   }
 
+  /** The running child of `name` (not one that exited, is waiting to restart or is stopping). */
+  running(name: string): { pid: number; launchedAt: number } | undefined {
+    const slot = this.slots.get(name);
+    const child = slot?.child;
+    if (!slot || slot.stopping || this.stopping || child?.pid === undefined) return undefined;
+    if (child.exitCode !== null || child.signalCode !== null) return undefined;
+    return { pid: child.pid, launchedAt: slot.launchedAt };
+  }
+
+  /**
+   * Ends the child of `name` by SIGKILL if it is still process `pid` (a hung one that would not
+   * answer SIGTERM); it is restarted after the backoff, as a crashed child is.
+   */
+  killChild(name: string, pid: number): void {
+    const child = this.slots.get(name)?.child;
+    if (child?.pid === pid && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }
+
   private launch(slot: Slot): void {
     const { logger } = this.opts;
     const started = Date.now();
@@ -103,6 +124,7 @@ export class Supervisor {
       detached: true,
     });
     slot.child = child;
+    slot.launchedAt = started;
     this.live.add(child);
     slot.ready = false;
     slot.announced = undefined;

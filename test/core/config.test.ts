@@ -110,6 +110,23 @@ describe("config", () => {
     );
   });
 
+  it("refuses a hang timeout shorter than three heartbeats, naming both variables", () => {
+    assert.throws(
+      () => buildConfig({ WORKER_HEARTBEAT_INTERVAL_MS: "1000", WORKER_HANG_TIMEOUT_MS: "2000" }),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.message.includes('WORKER_HANG_TIMEOUT_MS="2000"') &&
+        err.message.includes("WORKER_HEARTBEAT_INTERVAL_MS (3000)"),
+    );
+    const timeout = (env: Record<string, string>) => buildConfig(env).WORKER_HANG_TIMEOUT_MS;
+    assert.equal(timeout({}), 60_000);
+    assert.equal(timeout({ WORKER_HANG_TIMEOUT_MS: "0", WORKER_HEARTBEAT_INTERVAL_MS: "60000" }), 0);
+    assert.equal(timeout({ WORKER_HANG_TIMEOUT_MS: "3000", WORKER_HEARTBEAT_INTERVAL_MS: "1000" }), 3000);
+    // A long heartbeat interval set alone moves the default with it instead of being refused.
+    assert.equal(timeout({ WORKER_HEARTBEAT_INTERVAL_MS: "60000" }), 720_000);
+    assert.equal(timeout({ WORKER_HEARTBEAT_INTERVAL_MS: "500" }), 60_000);
+  });
+
   it("treats empty strings as unset", () => {
     assert.equal(buildConfig({ PORT: "" }).PORT, 3000);
   });
