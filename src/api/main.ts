@@ -85,8 +85,11 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   const obs = createApiObservability(config, redis, workers, () => catalog.names(), logger);
   const guard = makeGuard(redis, config.REDIS_COMMAND_TIMEOUT_MS);
   const cache = new ResultCache(redis, config.REDIS_KEY_PREFIX);
+  // Jobs of a model a reload has since removed stay readable until their retention ends.
+  const servedSinceStart = new Set(catalog.names());
   const records = new JobRecords({
     redis,
+    serves: (model) => servedSinceStart.has(model) || catalog.has(model),
     prefix: config.REDIS_KEY_PREFIX,
     retentionSeconds: config.RESULT_RETENTION_SECONDS,
     guard,

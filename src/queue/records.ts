@@ -39,6 +39,12 @@ export interface JobRecordsDeps {
   readonly waiter: JobWaiter;
   /** Frees the in-flight slot of a job ended before it ran. */
   readonly cache: ResultCache;
+  /**
+   * Whether `model` is one this process serves (or served since it started): a job id naming
+   * any other model is unknown without a look in Redis, so a guessed name never gets a queue
+   * object, nor an event reader (a connection of its own), that would stay for good.
+   */
+  readonly serves: (model: string) => boolean;
   /** Called once per job this process ended before it ran (canceled, or expired). */
   readonly onEndedUnstarted?: (model: string, version: string, status: "canceled" | "expired") => void;
 }
@@ -73,10 +79,16 @@ export class JobRecords {
     return q;
   }
 
+  /** The model of a job id, when the id is well formed and names a model this process serves. */
+  private modelOf(jobId: string): string {
+    const model = parseJobId(jobId)?.model;
+    if (model === undefined || !this.deps.serves(model)) throw new JobNotFoundError(jobId);
+    return model;
+  }
+
   /** The job's current view; JobNotFoundError when unknown or expired from retention. */
   async view(jobId: string): Promise<JobView> {
-    const model = parseJobId(jobId)?.model;
-    if (model === undefined) throw new JobNotFoundError(jobId);
+    const model = this.modelOf(jobId);
     return this.deps.guard(async () => {
       const queue = this.queue(model);
       let job = await Job.fromId<JobData, JobResult>(queue, jobId);
@@ -216,8 +228,7 @@ export class JobRecords {
     ms: number,
     opts: { onChange?: (v: JobView) => void; signal?: AbortSignal } = {},
   ): Promise<JobView> {
-    const model = parseJobId(jobId)?.model;
-    if (model === undefined) throw new JobNotFoundError(jobId);
+    const model = this.modelOf(jobId);
     const end = Date.now() + ms;
     let last: string | undefined;
     // An abort (the client went away) ends the wait at once, with the last view read.

@@ -51,6 +51,20 @@ describe("Redis connections an API process holds", () => {
     assert.equal(all.filter((c) => c === "xread").length, 2, `clients: ${all.join(", ")}`);
     assert.equal(all.length, 3, `clients: ${all.join(", ")}`);
   });
+
+  it("a job id naming a model not served is unknown, and opens no reader", async () => {
+    // Waiting on a job starts its model's event reader: a name taken from the id would give
+    // every guessed name a connection of its own, kept for good.
+    for (let i = 0; i < 5; i++) {
+      const id = `guessed${i}.${"0".repeat(32)}`;
+      const res = await fetch(`${api.url}/api/results/${id}`, { headers: { prefer: "wait=1" } });
+      assert.equal(res.status, 404);
+      assert.equal(((await res.json()) as { error: { code: string } }).error.code, "job_not_found");
+    }
+    const all = await settled(admin, 2, 3);
+    assert.equal(all.filter((c) => c === "xread").length, 2, `clients: ${all.join(", ")}`);
+    assert.equal(all.length, 3, `clients: ${all.join(", ")}`);
+  });
 });
 
 describe("Redis connections of an API with keys, dashboard sessions and rate limits", () => {
