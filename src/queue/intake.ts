@@ -95,11 +95,16 @@ export class JobIntake {
   async admit(req: SubmitRequest, jobId: string): Promise<Admission> {
     const args = this.admitArgs(req, jobId);
     let admission: Admission;
-    if (!args.useCache && !args.coalesce && this.depth.hasRoom(args.model, args.maxDepth)) {
+    if (!args.useCache && !args.coalesce && this.depth.admit(args.model, args.maxDepth)) {
       admission = { kind: "claim", cacheKey: "", inflightKey: "", depth: 0, counted: false };
     } else {
-      admission = await this.deps.guard(() => this.deps.cache.admit(args));
-      this.noteDepth(args.model, admission);
+      const answered = this.depth.asked(args.model);
+      try {
+        admission = await this.deps.guard(() => this.deps.cache.admit(this.unseenOff(args)));
+        this.noteDepth(args.model, admission);
+      } finally {
+        answered();
+      }
     }
     this.noteLookup(req, admission);
     return admission;
@@ -107,19 +112,36 @@ export class JobIntake {
 
   /** Many requests' admissions (a batch, of one model) in one round trip. */
   async admitMany(items: readonly { req: SubmitRequest; jobId: string }[]): Promise<Admitted[]> {
-    const admissions = await this.deps.guard(() =>
-      this.deps.cache.admitMany(items.map((i) => this.admitArgs(i.req, i.jobId))),
-    );
+    const model = items[0]?.req.model ?? "";
+    const answered = this.depth.asked(model, items.length);
+    let admissions: Admission[];
+    try {
+      admissions = await this.deps.guard(() =>
+        this.deps.cache.admitMany(items.map((i) => this.unseenOff(this.admitArgs(i.req, i.jobId)))),
+      );
+      for (const a of admissions) this.noteDepth(model, a);
+    } finally {
+      answered();
+    }
     return items.map((i, n) => {
       const admission = admissions[n]!;
-      this.noteDepth(i.req.model, admission);
       this.noteLookup(i.req, admission);
       return { ...i, admission };
     });
   }
 
+  /**
+   * The check in Redis counts the jobs this process admitted without it and has not added yet:
+   * Redis cannot see them.
+   */
+  private unseenOff(args: AdmitRequest): AdmitRequest {
+    return { ...args, maxDepth: args.maxDepth - this.depth.unseen(args.model) };
+  }
+
   private noteDepth(model: string, a: Admission): void {
-    if (a.kind === "claim" || a.kind === "full") this.depth.read(model, a.depth);
+    // A claim's depth is the queue's before it: its own job is on its way.
+    if (a.kind === "claim") this.depth.read(model, a.depth + 1);
+    else if (a.kind === "full") this.depth.read(model, a.depth);
   }
 
   private noteLookup(req: SubmitRequest, a: Admission): void {
@@ -158,6 +180,11 @@ export class JobIntake {
       const ids = counted.map((c) => c.jobId);
       void cache.unclaim(counted[0]!.req.model, ids).catch(() => {});
     };
+    // Claims the depth gate granted without Redis: counted there until their add is answered.
+    const gated = claims.length - counted.length;
+    const ungate = () => {
+      if (gated > 0) this.depth.settled(claims[0]!.req.model, gated);
+    };
     if (full) {
       // Frees the slots claimed; the jobs joined are no more shared with a request turned away.
       await Promise.all(
@@ -171,6 +198,7 @@ export class JobIntake {
         ),
       );
       unclaim();
+      ungate();
       const depth = full.admission.kind === "full" ? full.admission.depth : 0;
       const cap = full.req.maxQueueDepth ?? policy.maxQueueDepth;
       // More new jobs than the cap holds even with the queue empty: retrying cannot help.
@@ -185,29 +213,32 @@ export class JobIntake {
       // timeout). A retry joins the job if it exists; admission ignores a slot whose job does not.
       const queue = this.deps.records.queue(model);
       // One job is one script call; addBulk wraps even one in MULTI/EXEC.
-      added = await guard(async () =>
-        claims.length === 1
-          ? [
-              await queue.add(
-                "predict",
-                this.jobData(claims[0]!),
-                this.jobOpts(claims[0]!.req, claims[0]!.jobId),
+      try {
+        added = await guard(async () =>
+          claims.length === 1
+            ? [
+                await queue.add(
+                  "predict",
+                  this.jobData(claims[0]!),
+                  this.jobOpts(claims[0]!.req, claims[0]!.jobId),
+                ),
+              ]
+            : queue.addBulk(
+                claims.map((c) => ({
+                  name: "predict",
+                  data: this.jobData(c),
+                  opts: this.jobOpts(c.req, c.jobId),
+                })),
               ),
-            ]
-          : queue.addBulk(
-              claims.map((c) => ({
-                name: "predict",
-                data: this.jobData(c),
-                opts: this.jobOpts(c.req, c.jobId),
-              })),
-            ),
-      );
+        );
+      } finally {
+        ungate();
+      }
       // Added (answered): the queue counts them now. A failed add keeps its claims until the
       // claim window ends, as it may still land.
       unclaim();
     }
     for (const j of added) this.deps.onJobQueued?.(j.data.model, j.data.version);
-    if (added.length > 0) this.depth.added(added[0]!.data.model, added.length);
     const byId = new Map(added.map((j) => [j.id, j]));
     return Promise.all(
       items.map(async (i) => {

@@ -1,15 +1,16 @@
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
-import { after, describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { pino } from "pino";
-import { startApi } from "../../src/api/main.js";
+import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually, freePort } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { spawnWorker, stop } from "../support/processes.js";
-import { monitorCommands, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
+import { cleanupPrefix, monitorCommands, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
+import { delayingProxy, type DelayingProxy } from "../support/redis-proxy.js";
 import { makeRepository } from "./fixtures.js";
 
 describe("backpressure, deadlines and batches", () => {
@@ -232,6 +233,54 @@ describe("queue cap without a cache lookup", () => {
       (c) => c.fromScript && c.args[0]?.toUpperCase() === "HMGET" && c.args[1] === genKey,
     );
     assert.equal(admissions.length, 8);
+  });
+});
+
+describe("queue cap without a cache lookup, requests arriving together", () => {
+  const prefix = uniquePrefix("depth-gate-burst");
+  const repo = makeRepository({ burst: { limits: { maxQueueDepth: 10 } } });
+  let proxy: DelayingProxy;
+  let api: ApiHandle;
+
+  before(async () => {
+    // Redis answers every command 30 ms late: a burst of requests all arrive while the adds
+    // admitted before them are still unanswered.
+    proxy = await delayingProxy(new URL(REDIS_URL), { replyDelayMs: 30 });
+    api = await startApi(
+      testConfig(prefix, {
+        REDIS_URL: proxy.url,
+        MODEL_REPOSITORY: repo.dir,
+        CACHE_ENABLED: "false",
+        COALESCE_ENABLED: "false",
+        QUEUE_DEPTH_READING_MS: "10000",
+      }),
+    );
+  });
+  after(async () => {
+    await api?.close();
+    proxy?.server.close();
+    await cleanupPrefix(prefix);
+    repo.remove();
+  });
+
+  it("never pass the cap, whether their checks are skipped or run in Redis", async () => {
+    // A first request takes a reading (an empty queue): far below the cap, the next ones may
+    // skip the check, each counting the ones admitted before it.
+    assert.equal((await call(api.url, "POST", "/api/ml/burst", { value: "first" })).status, 202);
+    const statuses = await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        call(api.url, "POST", "/api/ml/burst", { value: i }).then((r) => r.status),
+      ),
+    );
+    const accepted = statuses.filter((s) => s === 202).length;
+    assert.equal(accepted + statuses.filter((s) => s === 429).length, 60, statuses.join(","));
+    const redis = new Redis(REDIS_URL);
+    const depth =
+      (await redis.zcard(`${prefix}:{burst}:prioritized`)) + (await redis.llen(`${prefix}:{burst}:wait`));
+    redis.disconnect();
+    assert.equal(depth, accepted + 1, "every job answered 202 is queued");
+    assert.ok(depth <= 10, `queue of ${depth} jobs past its cap of 10`);
+    assert.ok(accepted >= 4, `only ${accepted} admitted: the cap is 10`);
   });
 });
 
