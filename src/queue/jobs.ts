@@ -73,7 +73,9 @@ export class JobService {
         jobId = prior.jobId;
       }
     }
-    const sub = waitMs > 0 ? this.deps.waiter.subscribe(req.model, jobId, waitMs) : undefined;
+    // A job not started by its deadline ends expired when next read: the wait reads it then.
+    const firstWake = req.deadline === undefined ? waitMs : Math.min(waitMs, req.deadline + 1 - Date.now());
+    const sub = waitMs > 0 ? this.deps.waiter.subscribe(req.model, jobId, Math.max(0, firstWake)) : undefined;
     try {
       const admission = await intake.admit(req, jobId);
       if (key) await this.repointKey(req, key, admission);

@@ -236,11 +236,18 @@ export class JobRecords {
     const aborted = signal
       ? new Promise<"aborted">((r) => signal.addEventListener("abort", () => r("aborted"), { once: true }))
       : undefined;
+    // The deadline of the job as last read, while it waits unstarted: once it passes, the next
+    // read ends the job expired, so the wait reads it then rather than at the next recheck.
+    let due: number | undefined;
     for (;;) {
       const remaining = end - Date.now();
-      const sub = this.deps.waiter.subscribe(model, jobId, Math.max(0, remaining), {
-        active: opts.onChange !== undefined,
-      });
+      const untilDue = due === undefined ? Infinity : due + 1 - Date.now();
+      const sub = this.deps.waiter.subscribe(
+        model,
+        jobId,
+        Math.max(0, Math.min(remaining, untilDue > 0 ? untilDue : Infinity)),
+        { active: opts.onChange !== undefined },
+      );
       let view: JobView;
       try {
         view = await this.view(jobId);
@@ -254,6 +261,15 @@ export class JobRecords {
       if (TERMINAL_STATUSES.has(view.status) || remaining <= 0 || signal?.aborted) {
         sub.cancel();
         return view;
+      }
+      const deadline = unstartedDeadline(view);
+      if (deadline !== due) {
+        // Read again once it passes.
+        due = deadline;
+        if (deadline !== undefined && deadline < end) {
+          sub.cancel();
+          continue;
+        }
       }
       const result = aborted ? await Promise.race([sub.signal, aborted]) : await sub.signal;
       if (result === "aborted") {
@@ -283,4 +299,10 @@ export class JobRecords {
     this.closing ??= Promise.allSettled([...this.queues.values()].map((q) => q.close())).then(() => {});
     return this.closing;
   }
+}
+
+/** When a job that has never started must have started by (epoch ms); undefined otherwise. */
+export function unstartedDeadline(view: JobView): number | undefined {
+  if (view.status !== "queued" || view.attempts > 0 || view.deadline === undefined) return undefined;
+  return Date.parse(view.deadline);
 }

@@ -136,6 +136,30 @@ describe("backpressure, deadlines and batches", () => {
     }
   });
 
+  it("a client waiting on a job is told it expired once its deadline passes", async () => {
+    // No worker serves `slow` here. The waits re-read a job every 2 s without news of it: the
+    // deadline, 300 ms away, must end them well before that.
+    let t0 = performance.now();
+    const submitted = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/slow?timeout_ms=300",
+      { text: "told in time" },
+      { prefer: "wait=10" },
+    );
+    const submitWait = performance.now() - t0;
+    assert.equal(submitted.body.status, "expired");
+    const queued = await call(inferline.url, "POST", "/api/ml/slow?timeout_ms=300", { text: "read" });
+    t0 = performance.now();
+    const read = await call(inferline.url, "GET", `/api/results/${String(queued.body.job_id)}`, undefined, {
+      prefer: "wait=10",
+    });
+    const readWait = performance.now() - t0;
+    assert.equal(read.body.status, "expired");
+    assert.ok(submitWait < 1500, `POST with Prefer: wait answered after ${Math.round(submitWait)} ms`);
+    assert.ok(readWait < 1500, `GET with Prefer: wait answered after ${Math.round(readWait)} ms`);
+  });
+
   it("the batch endpoint queues many inputs at once and can wait for all", async () => {
     const worker = await spawnWorker(testEnv(inferline.prefix, overrides), ["--models", "sentiment"]);
     try {
