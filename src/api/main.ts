@@ -128,6 +128,11 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   });
   const health = obs.health;
   await waiter.start(catalog.names());
+  // Finished jobs past their retention leave Redis even when their queue has gone quiet.
+  records.startSweeping(
+    () => [...new Set([...servedSinceStart, ...catalog.names()])],
+    Math.min(config.RESULT_RETENTION_SECONDS * 1000, 60_000),
+  );
   // Requests without a version go to one the live workers serve (not the newest folder when its
   // model fails to load in them): read before the first request, then with the heartbeats.
   const versions = new ServedVersions(catalog, () => workers.list(), {

@@ -274,7 +274,9 @@ export const ENV_SCHEMA = {
   JOB_BACKOFF_JITTER: num(0, 1).default(0.5).describe("Share of each retry delay that is randomised (0..1)."),
   RESULT_RETENTION_SECONDS: int(1)
     .default(3600)
-    .describe("Finished jobs and their results are kept this long, then removed (s)."),
+    .describe(
+      "Finished jobs and their results are kept this long, then removed (s): a read answers 404 from then on, and the API sweeps them out of Redis within a minute.",
+    ),
   CACHE_ENABLED: bool
     .default(true)
     .describe("Serve repeated inputs from the result cache (TTL per model manifest)."),

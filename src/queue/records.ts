@@ -5,7 +5,7 @@ import { type JobData, type JobResult, type JobView, TERMINAL_STATUSES } from ".
 import { JobNotCancelableError, JobNotFoundError } from "../errors/catalog.js";
 import type { Guard } from "./guard.js";
 import { modelKey, parseJobId, queueName } from "./keys.js";
-import { completedView, finishedState, toView } from "./view.js";
+import { completedView, finishedState, keptUntil, toView } from "./view.js";
 import type { JobWaiter } from "./waiter.js";
 
 /**
@@ -98,12 +98,12 @@ export class JobRecords {
         throw new JobNotFoundError(jobId);
       }
       // A finished job's record says how it ended: one round trip.
-      if (job.finishedOn) return toView(job, finishedState(job));
+      if (job.finishedOn) return this.finishedView(queue, job);
       const state = await job.getState();
       if (state === "completed" || state === "failed") {
         // It finished between the two reads: read the record again for its result.
         job = (await Job.fromId<JobData, JobResult>(queue, jobId)) ?? job;
-        if (job.finishedOn) return toView(job, finishedState(job));
+        if (job.finishedOn) return this.finishedView(queue, job);
       }
       if (state === "unknown") {
         // In no list: withdrawn (canceled or expired) and its removal still to come.
@@ -130,6 +130,59 @@ export class JobRecords {
       return view;
     });
   }
+
+  /**
+   * A finished job's view; past its retention it is gone (JobNotFoundError), as BullMQ removes
+   * such a job only when a later one of its queue finishes, and the sweep may not have come by
+   * yet. Removed here, so that an Idempotency-Key replay queues its job afresh.
+   */
+  private async finishedView(
+    queue: Queue<JobData, JobResult>,
+    job: Job<JobData, JobResult>,
+  ): Promise<JobView> {
+    const until = keptUntil(job);
+    if (until !== undefined && until <= Date.now()) {
+      await queue.remove(job.id!).catch(() => {});
+      throw new JobNotFoundError(job.id!);
+    }
+    return toView(job, finishedState(job));
+  }
+
+  /**
+   * Removes the finished jobs of `models` past the retention (at most `limit` of each model and
+   * outcome per call). BullMQ removes them only as later jobs of their queue finish: a queue
+   * that goes quiet would keep its last jobs, inputs and results, for good. The number removed.
+   */
+  async sweep(models: readonly string[], limit = 1000): Promise<number> {
+    const graceMs = this.deps.retentionSeconds * 1000;
+    const removed = await this.deps.guard(() =>
+      Promise.all(
+        models.flatMap((m) =>
+          (["completed", "failed"] as const).map((type) => this.queue(m).clean(graceMs, limit, type)),
+        ),
+      ),
+    );
+    return removed.reduce((n, ids) => n + ids.length, 0);
+  }
+
+  /**
+   * Sweeps the finished jobs of the models `models()` names every `everyMs` (see `sweep`), until
+   * `close`. A sweep that fails (Redis away) is simply tried again at the next one.
+   */
+  startSweeping(models: () => readonly string[], everyMs: number): void {
+    if (this.sweeper) return;
+    let running = false;
+    this.sweeper = setInterval(() => {
+      if (running) return;
+      running = true;
+      void this.sweep(models())
+        .catch(() => {})
+        .finally(() => (running = false));
+    }, everyMs);
+    this.sweeper.unref();
+  }
+
+  private sweeper: NodeJS.Timeout | undefined;
 
   /**
    * How many jobs run before a queued one: workers take the wait list first (from its right
@@ -296,6 +349,7 @@ export class JobRecords {
   }
 
   close(): Promise<void> {
+    clearInterval(this.sweeper);
     this.closing ??= Promise.allSettled([...this.queues.values()].map((q) => q.close())).then(() => {});
     return this.closing;
   }

@@ -8,6 +8,19 @@ export function finishedState(job: Job<JobData, JobResult>): "completed" | "fail
   return job.returnvalue !== null && job.returnvalue !== undefined ? "completed" : "failed";
 }
 
+/**
+ * Until when a finished job is kept (epoch ms): its retention (`removeOnComplete.age` or
+ * `removeOnFail.age`, set when it was added) from when it finished. Undefined while it has not
+ * finished, or when its options keep it for good.
+ */
+export function keptUntil(job: Job<JobData, JobResult>): number | undefined {
+  if (!job.finishedOn) return undefined;
+  const keep = finishedState(job) === "completed" ? job.opts.removeOnComplete : job.opts.removeOnFail;
+  if (keep === true) return job.finishedOn;
+  if (typeof keep !== "object" || !("age" in keep) || keep.age === undefined) return undefined;
+  return job.finishedOn + keep.age * 1000;
+}
+
 function iso(ms: number | undefined): string | undefined {
   return ms ? new Date(ms).toISOString() : undefined;
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { testConfig, testEnv } from "../support/config.js";
-import { call } from "../support/http.js";
+import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { spawnWorker, stop } from "../support/processes.js";
 
@@ -231,5 +231,48 @@ describe("a job waiting to retry has run", () => {
     const done = await call(inferline.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=10" });
     assert.equal(done.body.status, "completed", JSON.stringify(done.body));
     assert.equal(done.body.attempts, 2);
+  });
+});
+
+describe("finished jobs past their retention", () => {
+  const inferline = useInferline("retention", {
+    env: { RESULT_RETENTION_SECONDS: "1" },
+    worker: ["--models", "echo"],
+  });
+
+  it("read as gone, and leave Redis though no later job finishes", async () => {
+    const wait = { prefer: "wait=10" };
+    const done = await call(inferline.url, "POST", "/api/ml/echo", { text: "kept 1 s" }, wait);
+    assert.equal(done.body.status, "completed", JSON.stringify(done.body));
+    const failed = await call(inferline.url, "POST", "/api/ml/echo", { text: "x", fail: "invalid" }, wait);
+    assert.equal(failed.body.status, "failed", JSON.stringify(failed.body));
+    const keyed = { ...wait, "idempotency-key": "retention replay" };
+    const first = await call(inferline.url, "POST", "/api/ml/echo", { text: "replayed" }, keyed);
+    assert.equal(first.body.status, "completed", JSON.stringify(first.body));
+    // Nothing else of the queue finishes from now on.
+    await new Promise((r) => setTimeout(r, 1500));
+    for (const id of [done.body.job_id, failed.body.job_id]) {
+      const g = await call(inferline.url, "GET", `/api/results/${String(id)}`);
+      assert.equal(g.status, 404, `${String(id)}: ${JSON.stringify(g.body)}`);
+    }
+    // The key outlives the job: its replay runs the job again, under the id the key holds.
+    const replay = await call(inferline.url, "POST", "/api/ml/echo", { text: "replayed" }, keyed);
+    assert.equal(replay.body.job_id, first.body.job_id);
+    assert.equal(replay.body.status, "completed", JSON.stringify(replay.body));
+    assert.notEqual(replay.body.finished_at, first.body.finished_at, "ran again");
+    const { Redis } = await import("ioredis");
+    const redis = new Redis(testConfig(inferline.prefix).redisUrl);
+    try {
+      await eventually(async () => {
+        const left = await Promise.all(
+          [done.body.job_id, failed.body.job_id].map((id) =>
+            redis.exists(`${inferline.prefix}:{echo}:${String(id)}`),
+          ),
+        );
+        return left.every((n) => n === 0);
+      }, 10_000);
+    } finally {
+      redis.disconnect();
+    }
   });
 });
