@@ -46,6 +46,9 @@ if ARGV[5] == '1' then
       join = tonumber(ARGV[7]) - redis.call('PTTL', inflightKey) < tonumber(ARGV[10])
     end
     if join then
+      -- The job this very request claimed (a replay of its Idempotency-Key arriving before the
+      -- first add landed): it shares the job with no one.
+      if existing == ARGV[6] then return {'join', cacheKey, inflightKey, existing, 'self'} end
       -- Marks the job as shared (counting the requests that joined it): one of its requests can
       -- no longer cancel it for the others.
       local joined = ARGV[2] .. 'joined:' .. existing
@@ -146,7 +149,14 @@ export type Admission =
       readonly inflightKey: string;
       readonly value: CachedResult;
     }
-  | { readonly kind: "join"; readonly cacheKey: string; readonly inflightKey: string; readonly jobId: string }
+  | {
+      readonly kind: "join";
+      readonly cacheKey: string;
+      readonly inflightKey: string;
+      readonly jobId: string;
+      /** The job the request itself claimed (an Idempotency-Key replay): not marked shared. */
+      readonly own?: boolean;
+    }
   | { readonly kind: "full"; readonly cacheKey: string; readonly inflightKey: string; readonly depth: number }
   | {
       readonly kind: "claim";
@@ -347,7 +357,7 @@ function parseAdmission([kind, cacheKey, inflightKey, payload, admittedAt]: Admi
     case "hit":
       return { kind, cacheKey, inflightKey, value: JSON.parse(payload) as CachedResult };
     case "join":
-      return { kind, cacheKey, inflightKey, jobId: payload };
+      return { kind, cacheKey, inflightKey, jobId: payload, own: admittedAt === "self" };
     case "full":
       return { kind, cacheKey, inflightKey, depth: Number(payload) };
     default:

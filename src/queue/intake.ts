@@ -191,7 +191,7 @@ export class JobIntake {
         items.map(({ admission: a, req, jobId }) =>
           (a.kind === "claim"
             ? cache.release(a.inflightKey, jobId)
-            : a.kind === "join"
+            : a.kind === "join" && !a.own
               ? cache.unjoin(req.model, a.jobId)
               : Promise.resolve()
           ).catch(() => {}),
