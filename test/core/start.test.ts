@@ -97,7 +97,9 @@ describe("inferline start", () => {
       assert.equal(stopped[0]?.drained, true);
       const children = proc.lines.filter((l) => l.event === "child_stopped");
       // On failure, what the supervisor and its children said while stopping tells why.
-      const stopping = proc.lines.filter((l) => /stop|exit|shutdown|signal/.test(String(l.event)));
+      const stopping = proc.lines.filter(
+        (l) => /stop|exit|shutdown|signal/.test(String(l.event)) || l.role === "supervisor",
+      );
       assert.deepEqual(children.map((l) => l.child).sort(), ["api", "worker-1"], JSON.stringify(stopping));
       for (const c of children) assert.equal(c.code, 0, JSON.stringify(c));
       assert.equal(await portAnswers(port), false, "its redis-server stopped with it");
