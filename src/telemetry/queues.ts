@@ -129,7 +129,7 @@ export class QueueInspector {
    * Puts a failed job back in its queue with a fresh set of attempts. Undefined when the job
    * is unknown, or its id names a model not in `models` (the job id comes from a request: a
    * queue opened and kept for any name in it would grow memory without bound);
-   * JobNotRetryableError when it is not failed.
+   * JobNotRetryableError when it is not failed, or expired (ended by its deadline).
    */
   async retry(
     jobId: string,
@@ -141,19 +141,24 @@ export class QueueInspector {
     if (!job) return undefined;
     const state = await job.getState();
     if (state !== "failed") throw new JobNotRetryableError(`job ${jobId} is ${state}, not failed`);
+    if (expired(job))
+      throw new JobNotRetryableError(
+        `job ${jobId} expired (its deadline passed before it started): a retry would expire at once`,
+      );
     await job.retry("failed", { resetAttemptsMade: true, resetAttemptsStarted: true });
     return { job_id: jobId, model };
   }
 
   /**
    * Puts back the most recent failed jobs of the given models, at most `limit` per model, each
-   * as `retry` does. A job that stopped being failed meanwhile (retried, removed) is skipped.
+   * as `retry` does (expired ones stay). A job that stopped being failed meanwhile (retried, removed) is skipped.
    * The number put back, per model.
    */
   async retryFailed(models: readonly string[], limit: number): Promise<Record<string, number>> {
     const counts = await Promise.all(
       models.map(async (m) => {
-        const jobs = (await this.queue(m).getFailed(0, limit - 1)).filter(Boolean);
+        // An expired job would expire again at once: its deadline stays with it.
+        const jobs = (await this.queue(m).getFailed(0, limit - 1)).filter((j) => j && !expired(j));
         const done = await Promise.allSettled(
           jobs.map((j) => j.retry("failed", { resetAttemptsMade: true, resetAttemptsStarted: true })),
         );
@@ -191,4 +196,9 @@ export class QueueInspector {
   async close(): Promise<void> {
     await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
   }
+}
+
+/** Whether a failed job ended by its deadline, without running (the API reports it `expired`). */
+function expired(job: Job<JobData, JobResult>): boolean {
+  return JobError.fromReason(job.failedReason).code === "expired";
 }

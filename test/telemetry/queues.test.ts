@@ -62,5 +62,32 @@ describe("retrying failed jobs", () => {
         return r.body.status === "failed" && r.body.finished_at !== failed.body.finished_at ? r : undefined;
       });
     });
+
+    it("an expired job is not retried: 409 alone, left out of the bulk retry", async () => {
+      // Paused, so no worker starts it before its 50 ms deadline.
+      assert.equal((await call(inferline.url, "POST", "/api/admin/models/echo/pause")).status, 200);
+      const queued = await call(inferline.url, "POST", "/api/ml/echo?timeout_ms=50", { text: "too late" });
+      assert.equal(queued.status, 202, JSON.stringify(queued.body));
+      const id = queued.body.job_id as string;
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal((await call(inferline.url, "POST", "/api/admin/models/echo/resume")).status, 200);
+      const ended = await eventually(async () => {
+        const r = await call(inferline.url, "GET", `/api/results/${id}`);
+        return r.body.status === "expired" ? r : undefined;
+      });
+
+      const single = await call(inferline.url, "POST", `/api/admin/jobs/${id}/retry`);
+      assert.equal(single.status, 409, JSON.stringify(single.body));
+      const error = single.body.error as { code: string; message: string };
+      assert.equal(error.code, "job_not_failed");
+      assert.match(error.message, /expired/);
+
+      const bulk = await call(inferline.url, "POST", "/api/admin/jobs/failed/retry?model=echo");
+      assert.equal(bulk.status, 200, JSON.stringify(bulk.body));
+      await new Promise((r) => setTimeout(r, 300));
+      const after = await call(inferline.url, "GET", `/api/results/${id}`);
+      assert.equal(after.body.status, "expired");
+      assert.equal(after.body.finished_at, ended.body.finished_at, "it did not run or end again");
+    });
   });
 });
