@@ -239,6 +239,16 @@ export class JobIntake {
       unclaim();
     }
     for (const j of added) this.deps.onJobQueued?.(j.data.model, j.data.version);
+    // Equal inputs of one batch: the later ones joined the job the batch claimed for the first,
+    // which the batch shares with no one, so its own caller can still cancel it.
+    const claimed = new Set(claims.map((c) => c.jobId));
+    await Promise.all(
+      items.map(({ admission: a, req }) =>
+        a.kind === "join" && !a.own && claimed.has(a.jobId)
+          ? cache.unjoin(req.model, a.jobId).catch(() => {})
+          : Promise.resolve(),
+      ),
+    );
     const byId = new Map(added.map((j) => [j.id, j]));
     return Promise.all(
       items.map(async (i) => {

@@ -179,6 +179,23 @@ describe("queue semantics", () => {
     assert.equal(g.body.status, "queued");
   });
 
+  it("equal inputs of one batch share their job with no one else: the batch's caller can cancel it", async () => {
+    const input = { text: "twice in one batch" };
+    const batch = await call(inferline.url, "POST", "/api/ml/sentiment/batch", { inputs: [input, input] });
+    assert.equal(batch.status, 202, JSON.stringify(batch.body));
+    const [first, second] = batch.body.jobs as { job_id: string }[];
+    assert.equal(second?.job_id, first?.job_id, "the second input joined the first one's job");
+    const d = await call(inferline.url, "DELETE", `/api/results/${first!.job_id}`);
+    assert.equal(d.status, 200, JSON.stringify(d.body));
+    assert.equal(d.body.status, "canceled");
+    // Another request joining afterwards still makes it shared.
+    const again = await call(inferline.url, "POST", "/api/ml/sentiment/batch", { inputs: [input, input] });
+    const id = (again.body.jobs as { job_id: string }[])[0]!.job_id;
+    assert.notEqual(id, first!.job_id);
+    await call(inferline.url, "POST", "/api/ml/sentiment", input);
+    assert.equal((await call(inferline.url, "DELETE", `/api/results/${id}`)).status, 409);
+  });
+
   it("a request with a deadline runs its own job: it neither joins nor is joined", async () => {
     const body = { text: "one with a deadline, one without" };
     const plain = await call(inferline.url, "POST", "/api/ml/sentiment", body);
