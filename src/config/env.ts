@@ -176,6 +176,28 @@ export const ENV_SCHEMA = {
     .describe(
       "Turn API key checks off: every route is open (local experiments only; `start` says so in its banner).",
     ),
+  ALLOWED_HOSTS: z
+    .string()
+    .transform((v) =>
+      v
+        .split(",")
+        .map((s) => s.trim().toLowerCase().replace(/\.$/, ""))
+        .filter((s) => s.length > 0),
+    )
+    .pipe(
+      z.array(
+        z
+          .string()
+          .regex(
+            /^(\*|\.?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*)$/,
+            "host names (a leading dot takes subdomains too, * any name) separated by commas, without port or scheme",
+          ),
+      ),
+    )
+    .optional()
+    .describe(
+      "With AUTH_DISABLED: more names the Host header may carry, separated by commas (`.example.com` also takes its subdomains, `*` any). Loopback names, IP addresses and HOST are always allowed; other names get 403.",
+    ),
   API_KEYS: apiKeys
     .optional()
     .describe(

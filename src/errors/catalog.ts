@@ -202,6 +202,21 @@ export class CrossOriginRequestError extends AppError {
   }
 }
 
+/**
+ * With authentication off, a Host header that names none of the server's allowed hosts: a page
+ * of a name that an attacker's DNS points at this machine would otherwise count as the API's own.
+ */
+export class HostNotAllowedError extends AppError {
+  readonly code = "host_not_allowed";
+  readonly status = 403;
+  constructor(host: string) {
+    super(
+      `the Host header "${host}" is not a name of this server; with authentication off (AUTH_DISABLED) only loopback names, IP addresses, HOST and ALLOWED_HOSTS are answered`,
+      { host },
+    );
+  }
+}
+
 export class JsonTooDeepError extends AppError {
   readonly code = "json_too_deep";
   readonly status = 400;

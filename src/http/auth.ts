@@ -3,6 +3,7 @@ import type { Config } from "../config/index.js";
 import {
   CrossOriginRequestError,
   ForbiddenError,
+  HostNotAllowedError,
   RateLimitedError,
   UnauthorizedError,
 } from "../errors/catalog.js";
@@ -15,6 +16,7 @@ import {
   type Security,
   type StreamSlots,
 } from "../security/index.js";
+import { hostAllowance } from "./allowed-hosts.js";
 
 /**
  * Who may call a route. Routes declare it as `config: { access }`; a route that does not is
@@ -149,6 +151,7 @@ function rateHeaders(reply: FastifyReply, d: RateDecision, rule: RateRule): void
 export function installAuth(app: FastifyInstance, config: Config, security: Security): void {
   const keyRule: RateRule = { rps: config.RATE_LIMIT_KEY_RPS, burst: config.RATE_LIMIT_KEY_BURST };
   const ipRule: RateRule = { rps: config.RATE_LIMIT_IP_RPS, burst: config.RATE_LIMIT_IP_BURST };
+  const hostAllowed = hostAllowance(config.HOST, config.ALLOWED_HOSTS);
 
   app.decorate("streams", security.streams);
   app.decorateRequest("principal", null);
@@ -171,6 +174,12 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
     const path = req.routeOptions.url ?? "";
     // Unknown routes need a key of any scope before they learn that the route does not exist.
     const access: Access = req.is404 ? "predict" : (req.routeOptions.config.access ?? "admin");
+    // With no key to present, a page of a name that an attacker's DNS points at this machine
+    // would be the API's own origin. The Host header as sent, never X-Forwarded-Host: such a
+    // page may set that header itself. Probes keep answering whatever name they use.
+    const host = req.headers.host;
+    if (config.AUTH_DISABLED && host !== undefined && !PROBES.test(path) && !hostAllowed(host))
+      throw new HostNotAllowedError(host.slice(0, 255));
     if (access === "public") {
       if (!PROBES.test(path)) await limit(reply, `ip:${addressCaller(req.ip)}`, ipRule);
       return;

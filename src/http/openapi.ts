@@ -13,7 +13,7 @@ export const ERROR_CODES: Readonly<Record<number, readonly string[]>> = {
     "bad_request",
   ],
   401: ["unauthorized"],
-  403: ["forbidden", "cross_origin_request"],
+  403: ["forbidden", "cross_origin_request", "host_not_allowed"],
   404: ["route_not_found", "model_not_found", "version_not_found", "job_not_found"],
   405: ["method_not_allowed"],
   408: ["request_timeout"],

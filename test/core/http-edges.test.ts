@@ -40,7 +40,7 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
       ["/docs/static/..%5c..%5cpackage.json", 404, "route_not_found"],
       ["/docs/static/a%00b", 400, "bad_request"],
     ] as const) {
-      const r = await sendRaw(port, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      const r = await sendRaw(port, `GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
       assert.equal(r.status, status, path);
       const body = JSON.parse(r.body) as { error: { code: string; message: string } };
       assert.equal(body.error.code, code, path);
@@ -62,11 +62,11 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
     const port = Number(new URL(inferline.url).port);
     const cases: [string, number, string][] = [
       [
-        `GET /api/models HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`,
+        `GET /api/models HTTP/1.1\r\nHost: localhost\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`,
         431,
         "headers_too_large",
       ],
-      ["GET /api/models HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", 400, "malformed_request"],
+      ["GET /api/models HTTP/1.1\r\nHost: localhost\r\nBad Header: 1\r\n\r\n", 400, "malformed_request"],
     ];
     for (const [raw, status, code] of cases) {
       const r = await sendRaw(port, raw);
