@@ -6,9 +6,11 @@ export type FeedbackOutcome =
   | { readonly kind: "value"; readonly predicted: number; readonly actual: number; readonly error: number };
 
 /**
- * Ground truth sent after the fact (`POST /api/results/{id}/feedback`). Each job takes one
- * feedback: a marker key (kept as long as the job's result) makes a repeat a no-op, so live
- * accuracy cannot be skewed by resending.
+ * Ground truth sent after the fact (`POST /api/results/{id}/feedback`). Each caller (API key)
+ * gives one feedback per job: a marker key (kept as long as the job's result) makes its repeat a
+ * no-op, so live accuracy cannot be skewed by resending. Per caller, not per job: a job answers
+ * everyone it was shared with (a cache hit, a coalesced request), and the first of them to send
+ * feedback must not take the others' place.
  */
 export class FeedbackStore {
   constructor(
@@ -17,9 +19,9 @@ export class FeedbackStore {
     private readonly ttlSeconds: number,
   ) {}
 
-  /** True the first time feedback is given for this job. */
-  async claim(model: string, jobId: string, outcome: FeedbackOutcome): Promise<boolean> {
-    const key = modelKey(this.prefix, model, "feedback", jobId);
+  /** True the first time `caller` (an API key's id) gives feedback for this job. */
+  async claim(model: string, jobId: string, caller: string, outcome: FeedbackOutcome): Promise<boolean> {
+    const key = modelKey(this.prefix, model, "feedback", jobId, caller);
     const set = await this.redis.set(key, JSON.stringify(outcome), "EX", this.ttlSeconds, "NX");
     return set === "OK";
   }

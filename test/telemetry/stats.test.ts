@@ -7,6 +7,7 @@ import { StatsRecorder } from "../../src/telemetry/stats.js";
 import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
+import { bearer, testKeys } from "../security/support.js";
 
 describe("mergeable latency histograms", () => {
   it("percentiles of merged buckets are within one bucket (19%) of the exact ones", () => {
@@ -186,5 +187,48 @@ describe("feedback on results", () => {
     assert.equal(later.models["cars-mpg"]!.submitted, 2);
     assert.equal(later.submitted, first.submitted);
     assert.equal(later.models["cars-mpg"]!.versions["1"]!.feedback.live.count, 2);
+  });
+});
+
+describe("feedback from callers sharing one job", () => {
+  const keys = testKeys();
+  const inferline = useInferline("feedback-callers", {
+    env: { ...keys.env, MODELS: "sentiment", STATS_FLUSH_INTERVAL_MS: "100" },
+    worker: true,
+  });
+
+  it("a caller answered from the cache gives its own feedback without taking the submitter's", async () => {
+    const input = { text: "a cached and shared answer, wonderful" };
+    const first = await call(inferline.url, "POST", "/api/ml/sentiment", input, {
+      prefer: "wait=10",
+      ...bearer(keys.predict),
+    });
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    const id = first.body.job_id as string;
+    // Another caller sends the same input: the cache answers it with the first caller's job.
+    const second = await call(inferline.url, "POST", "/api/ml/sentiment", input, bearer(keys.admin));
+    assert.equal(second.body.cached, true);
+    assert.equal(second.body.job_id, id);
+
+    const fb = (key: string, label: string) =>
+      call(inferline.url, "POST", `/api/results/${id}/feedback`, { label }, bearer(key));
+    assert.equal((await fb(keys.admin, "positive")).status, 201);
+    const own = await fb(keys.predict, "negative");
+    assert.equal(own.status, 201, JSON.stringify(own.body));
+    assert.equal(own.body.correct, false);
+    // Each caller still gives one feedback per job.
+    const again = await fb(keys.admin, "negative");
+    assert.equal(again.status, 409);
+    assert.equal((again.body.error as { code: string }).code, "feedback_exists");
+    assert.equal((await fb(keys.predict, "positive")).status, 409);
+
+    type Live = { count: number; accuracy: number };
+    const live = await eventually(async () => {
+      const s = (await call(inferline.url, "GET", "/api/stats?window=5m", undefined, bearer(keys.admin)))
+        .body as { models: Record<string, { versions: Record<string, { feedback: { live: Live } }> }> };
+      const l = s.models.sentiment?.versions["1"]?.feedback.live;
+      return l?.count === 2 ? l : undefined;
+    });
+    assert.deepEqual(live, { count: 2, accuracy: 0.5 });
   });
 });

@@ -9,8 +9,8 @@ const MAX_FEEDBACK_VALUE = 1e12;
 
 /**
  * `POST /api/results/{job_id}/feedback` with `{label}` (classification, sentiment) or `{value}`
- * (regression): the truth for a completed job, counted once per job into live accuracy (or
- * MAE/RMSE) of the model version that answered.
+ * (regression): the truth for a completed job, counted once per job and API key into live
+ * accuracy (or MAE/RMSE) of the model version that answered.
  */
 export const feedbackRoutes: FastifyPluginAsync<HttpDeps> = async (
   app,
@@ -69,8 +69,14 @@ export const feedbackRoutes: FastifyPluginAsync<HttpDeps> = async (
         throw new InvalidInputError(
           `this model's results take ${typeof (view.result as { value?: unknown })?.value === "number" ? "{value}" : "{label}"} as feedback`,
         );
-      const first = await guard(() => feedback.claim(view.model, view.job_id, outcome));
-      if (!first) throw new FeedbackExistsError(`feedback for job "${view.job_id}" was already recorded`);
+      // With authentication off every request is one caller's.
+      const caller = req.principal?.id ?? "anonymous";
+      const first = await guard(() => feedback.claim(view.model, view.job_id, caller, outcome));
+      if (!first)
+        throw new FeedbackExistsError(
+          `feedback for job "${view.job_id}" was already given with this API key (one per job and key)`,
+          { job_id: view.job_id },
+        );
       telemetry.feedback(
         view.model,
         view.version,
