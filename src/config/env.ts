@@ -415,7 +415,7 @@ export const ENV_SCHEMA = {
   STATS_RETENTION_SECONDS: int(120, 30 * 86_400)
     .default(86_400)
     .describe(
-      "Per-minute stats buckets are kept this long (s). Default 24 h: the longest /api/stats window.",
+      "Per-minute stats buckets are kept this long (s). Default 24 h: the longest /api/stats window; a shorter retention shortens the windows to what it keeps.",
     ),
   HEALTH_WARMUP_MS: int(0)
     .default(60_000)

@@ -37,7 +37,12 @@ export function createApiObservability(
   const on = config.METRICS_ENABLED;
   const stats = on ? recorder(config, redis, logger) : undefined;
   const reader = on
-    ? new StatsReader(redis, config.REDIS_KEY_PREFIX, config.STATS_FLUSH_INTERVAL_MS)
+    ? new StatsReader(
+        redis,
+        config.REDIS_KEY_PREFIX,
+        config.STATS_FLUSH_INTERVAL_MS,
+        config.STATS_RETENTION_SECONDS,
+      )
     : undefined;
   const metrics = on
     ? new Metrics("api", async () => ({

@@ -146,18 +146,31 @@ export class StatsReader {
    * @param flushIntervalMs STATS_FLUSH_INTERVAL_MS of the processes writing the stats (ms;
    *   default 0): counts reach Redis with each process's flush, on average half an interval
    *   after they happened, and rates leave that lag out of the time they divide by.
+   * @param retentionSeconds STATS_RETENTION_SECONDS of the processes writing the stats (s;
+   *   default: forever): a window is cut to the minutes still certainly kept, since minutes
+   *   Redis has expired would read as minutes without traffic and pull every rate down.
    */
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
     private readonly flushIntervalMs = 0,
+    private readonly retentionSeconds = Infinity,
   ) {}
+
+  /**
+   * Minutes, the current one included, that are all still in Redis. A minute's bucket expires
+   * STATS_RETENTION_SECONDS + 120 s after a write to it, and its first write comes no earlier
+   * than its start.
+   */
+  keptMinutes(): number {
+    return Math.max(1, Math.ceil((this.retentionSeconds + 120) / 60) - 1);
+  }
 
   async report(
     window: StatsWindow | number,
     describe: (model: string, version: string) => VersionInfo | undefined = () => undefined,
   ) {
-    const minutes = typeof window === "number" ? window : STATS_WINDOWS[window];
+    const minutes = Math.min(typeof window === "number" ? window : STATS_WINDOWS[window], this.keptMinutes());
     const nowMs = Date.now();
     const now = Math.floor(nowMs / 60_000);
     const first = now - minutes + 1;

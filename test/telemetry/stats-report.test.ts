@@ -63,6 +63,29 @@ describe("stats reports", () => {
     );
   });
 
+  it("a window longer than STATS_RETENTION_SECONDS covers the minutes kept, not expired ones read as idle", async () => {
+    const prefix = prefixOf("stats-retention");
+    // A steady 10 jobs/s for the last hour; with a 10-minute retention Redis kept only the
+    // buckets of the last ten minutes and this one (6 s into it), so only those are written here.
+    const boundary = Math.floor(Date.now() / 60_000) * 60_000;
+    const clock = { ms: boundary - 10 * 60_000 };
+    const stats = new StatsRecorder(redis, prefix, { ...OPTS, retentionSeconds: 600 });
+    const r = await atTime(clock, async () => {
+      for (; clock.ms < boundary + 6000; clock.ms += 100) stats.count("m", "1", "ok");
+      await stats.flush();
+      return new StatsReader(redis, prefix, 0, 600).report("1h");
+    });
+    assert.equal(r.window, "1h");
+    assert.equal(r.minutes, 11);
+    assert.equal(r.from, new Date(boundary - 10 * 60_000).toISOString());
+    assert.equal(r.series.length, 11);
+    assert.equal(r.completed, 6060);
+    assert.equal(r.throughput_per_s, 10);
+    // The default retention (24 h) keeps every minute of the longest window.
+    assert.equal(new StatsReader(redis, prefix, 0, 86_400).keptMinutes() >= 1440, true);
+    assert.equal(new StatsReader(redis, prefix, 0, 120).keptMinutes(), 3);
+  });
+
   it("the minute that just ended charts no rate until every process has flushed its counts", async () => {
     const prefix = prefixOf("stats-rate-boundary");
     const flushIntervalMs = 5000;
