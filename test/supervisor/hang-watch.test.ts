@@ -9,23 +9,11 @@ import { WorkerRegistry, type WorkerRecord } from "../../src/telemetry/workers.j
 import { testEnv } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
 import { spawnCli, stop } from "../support/processes.js";
+import { workerRecord } from "../support/workers.js";
 import { ownRedis, REDIS_URL, suitePrefixes } from "../support/redis.js";
 
 function record(pid: number): WorkerRecord {
-  const now = new Date().toISOString();
-  return {
-    id: `${hostname()}:${pid}:test`,
-    pid,
-    host: hostname(),
-    models: ["echo"],
-    state: "running",
-    started_at: now,
-    last_seen: now,
-    processed: 0,
-    failed: 0,
-    rss_bytes: 0,
-    event_loop_delay_p99_ms: 0,
-  };
+  return workerRecord({ id: `${hostname()}:${pid}:test`, pid });
 }
 
 /** A HangWatch over `children` on the Redis at `url`, recording whom it kills. */

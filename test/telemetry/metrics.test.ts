@@ -11,27 +11,14 @@ import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually, freePort } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
+import { workerRecord } from "../support/workers.js";
 import { promtoolProblems, scrape, value, type Scrape } from "./prom.js";
 
 const ENV = { MODELS: "echo", JOB_ATTEMPTS: "2", STATS_FLUSH_INTERVAL_MS: "100" };
 
 /** A worker's heartbeat record, fresh now. */
-const record = (id: string, state: "starting" | "running" | "draining") => {
-  const now = new Date().toISOString();
-  return {
-    id,
-    pid: 1,
-    host: "h",
-    models: ["echo"],
-    state,
-    started_at: now,
-    last_seen: now,
-    processed: 0,
-    failed: 0,
-    rss_bytes: 0,
-    event_loop_delay_p99_ms: 0,
-  };
-};
+const record = (id: string, state: "starting" | "running" | "draining") =>
+  workerRecord({ id, pid: 1, host: "h", state });
 
 const predict = (base: string, input: Record<string, unknown>) =>
   call(base, "POST", "/api/ml/echo", input, { prefer: "wait=10" });
