@@ -27,7 +27,14 @@ interface CommittedManifest {
  */
 export async function evaluateCommitted(r: Recipe, repo: string, version = "1"): Promise<Evaluation> {
   const dir = path.join(repo, r.name, version);
-  const manifest = JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8")) as CommittedManifest;
+  const text = await readFile(path.join(dir, "manifest.json"), "utf8").catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "ENOENT" && err.code !== "ENOTDIR") throw err;
+    throw new Error(
+      `${r.name} has no version ${version} in ${repo} to evaluate (no ${path.join(dir, "manifest.json")}); ` +
+        `train it first: inferline train ${r.name} --model-version ${version}`,
+    );
+  });
+  const manifest = JSON.parse(text) as CommittedManifest;
   const { test } = await datasetSplit(r, manifest.training.seed, manifest.training.split.test_fraction);
   const encoder = makeEncoder(parsePreprocessing(manifest.preprocessing));
   const session = await ort.InferenceSession.create(path.join(dir, manifest.file), {

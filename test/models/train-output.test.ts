@@ -180,4 +180,27 @@ void describe("inferline train --model-version", () => {
     assert.match(cli.stderr, /--model-version.*positive integer without leading zeros/);
     assert.equal(existsSync(path.join(repo, "penguins", "02")), false);
   });
+
+  void it("--evaluate of a version that is not there says so, and how to make it", () => {
+    const cli = spawnSync(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "src/cli/index.ts",
+        "train",
+        "penguins",
+        "--repository",
+        repo,
+        "--model-version",
+        "7",
+        "--evaluate",
+      ],
+      { encoding: "utf8" },
+    );
+    assert.equal(cli.status, 1, cli.stderr);
+    assert.match(cli.stderr, /penguins has no version 7 in .* to evaluate/);
+    assert.match(cli.stderr, /inferline train penguins --model-version 7/);
+    assert.doesNotMatch(cli.stderr, /ENOENT|at .*\.ts:\d+/);
+  });
 });
