@@ -130,7 +130,8 @@ function predictions(acc: Acc, info: VersionInfo | undefined) {
 
 function feedback(acc: Acc, info: VersionInfo | undefined) {
   const n = acc.get("fbn") ?? 0;
-  const regression = info?.task === "regression";
+  // A version the catalog no longer knows: regression feedback is the kind that sums errors.
+  const regression = info ? info.task === "regression" : acc.has("fba");
   const live =
     n === 0
       ? { count: 0 }

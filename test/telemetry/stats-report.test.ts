@@ -5,7 +5,7 @@ import type { ModelDescriptor } from "../../src/models/types.js";
 import { Metrics } from "../../src/telemetry/metrics.js";
 import { StatsReader } from "../../src/telemetry/stats-report.js";
 import { StatsRecorder } from "../../src/telemetry/stats.js";
-import { WorkerTelemetry } from "../../src/telemetry/telemetry.js";
+import { ApiTelemetry, WorkerTelemetry } from "../../src/telemetry/telemetry.js";
 import { REDIS_URL, suitePrefixes } from "../support/redis.js";
 
 const OPTS = { flushIntervalMs: 60_000, retentionSeconds: 3600, recentJobs: 100 };
@@ -123,6 +123,21 @@ describe("stats reports", () => {
     assert.equal(r.completed, 1);
     assert.equal(r.throughput_per_s, null);
     assert.equal(r.requests.per_s, null);
+  });
+
+  it("feedback on a version the catalog no longer knows keeps its kind: errors, not accuracy", async () => {
+    const prefix = prefixOf("stats-feedback");
+    const stats = new StatsRecorder(redis, prefix, OPTS);
+    const telemetry = new ApiTelemetry(new Metrics("api"), stats);
+    for (const error of [1, -3]) telemetry.feedback("r", "1", { error });
+    for (const correct of [true, false, true, true]) telemetry.feedback("c", "1", { correct });
+    await stats.flush();
+    type Live = { live: Record<string, number> };
+    const live = (r: Awaited<ReturnType<StatsReader["report"]>>, model: string) =>
+      (r.models[model] as { versions: Record<string, { feedback: Live }> }).versions["1"]!.feedback.live;
+    const report = await new StatsReader(redis, prefix).report("5m");
+    assert.deepEqual(live(report, "r"), { count: 2, mae: 2, rmse: 2.236 });
+    assert.deepEqual(live(report, "c"), { count: 4, accuracy: 0.75 });
   });
 
   it("predictions count labels that had to be encoded: |, % and cut at 64 characters", async () => {
