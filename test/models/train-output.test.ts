@@ -161,46 +161,24 @@ void describe("inferline train --model-version", () => {
   });
 
   void it("refuses a version that is not a version folder's name, before training", () => {
-    const cli = spawnSync(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        "src/cli/index.ts",
-        "train",
-        "penguins",
-        "--repository",
-        repo,
-        "--model-version",
-        "02",
-      ],
-      { encoding: "utf8" },
-    );
+    const cli = train("penguins", "--repository", repo, "--model-version", "02");
     assert.notEqual(cli.status, 0);
     assert.match(cli.stderr, /--model-version.*positive integer without leading zeros/);
     assert.equal(existsSync(path.join(repo, "penguins", "02")), false);
   });
 
   void it("--evaluate of a version that is not there says so, and how to make it", () => {
-    const cli = spawnSync(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        "src/cli/index.ts",
-        "train",
-        "penguins",
-        "--repository",
-        repo,
-        "--model-version",
-        "7",
-        "--evaluate",
-      ],
-      { encoding: "utf8" },
-    );
+    const cli = train("penguins", "--repository", repo, "--model-version", "7", "--evaluate");
     assert.equal(cli.status, 1, cli.stderr);
     assert.match(cli.stderr, /penguins has no version 7 in .* to evaluate/);
     assert.match(cli.stderr, /inferline train penguins --model-version 7/);
     assert.doesNotMatch(cli.stderr, /ENOENT|at .*\.ts:\d+/);
   });
 });
+
+/** `inferline train <args>` from the sources, to its end. */
+function train(...args: string[]) {
+  return spawnSync(process.execPath, ["--import", "tsx", "src/cli/index.ts", "train", ...args], {
+    encoding: "utf8",
+  });
+}
