@@ -1,5 +1,5 @@
 import { createRequire } from "node:module";
-import { pino, type Logger, type LoggerOptions } from "pino";
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from "pino";
 import type { Config } from "../config/index.js";
 import { endOfTurn } from "../lifecycle/end-of-turn.js";
 
@@ -70,7 +70,7 @@ export function createLogger(
     // A whole PIPE_BUF at a time or within 100 ms, asynchronously; pino flushes on exit.
     return pino(options, pino.destination({ dest: 1, sync: false, ...PIPE_SIZED, periodicFlush: 100 }));
   }
-  return pino(options, writePerTurn(pino.destination({ dest: 1, sync: true, ...PIPE_SIZED })));
+  return pino(options, writePerTurn(pino.destination({ dest: 1, sync: true, maxWrite: PIPE_BUF })));
 }
 
 /** The most a write to a pipe may carry and still arrive in one piece (POSIX PIPE_BUF on Linux). */
@@ -79,27 +79,37 @@ const PIPE_BUF = 4096;
 /** Writes of whole lines, each at most PIPE_BUF bytes, made once a full one is held. */
 const PIPE_SIZED = { maxWrite: PIPE_BUF, minLength: PIPE_BUF - 1 };
 
-type Destination = ReturnType<typeof pino.destination>;
-
-/** Destinations holding lines until the end of the turn: written out on exit (one listener). */
-const holding = new Set<Destination>();
+/** Line holders written out on exit (one listener for all). */
+const holding = new Set<() => void>();
 
 /**
- * Holds what is written during one event-loop turn (up to the destination's minLength) and
- * writes it synchronously in `setImmediate`, after the turn's I/O callbacks; on exit, at once.
+ * Holds the lines written during one event-loop turn (whole lines, at most PIPE_BUF bytes) and
+ * hands them to `dest`, a synchronous destination that writes what it is given at once, in
+ * `setImmediate`, after the turn's I/O callbacks; on exit, at once. Not the destination's own
+ * flushSync: that also asks the disk to sync a file, a cost no log line needs per turn.
  */
-function writePerTurn(dest: Destination): Destination {
-  const write = dest.write.bind(dest);
-  // flushSync writes every held chunk; flush would write only the first.
-  const flush = endOfTurn(() => dest.flushSync());
-  dest.write = (data: string): boolean => {
-    const ok = write(data);
-    flush();
-    return ok;
+function writePerTurn(dest: DestinationStream): DestinationStream {
+  let held = "";
+  let heldBytes = 0;
+  const release = () => {
+    if (heldBytes === 0) return;
+    const out = held;
+    held = "";
+    heldBytes = 0;
+    dest.write(out);
   };
-  if (holding.size === 0) process.once("exit", () => holding.forEach((d) => d.flushSync()));
-  holding.add(dest);
-  return dest;
+  const atEndOfTurn = endOfTurn(release);
+  if (holding.size === 0) process.once("exit", () => holding.forEach((r) => r()));
+  holding.add(release);
+  return {
+    write(line: string) {
+      const bytes = Buffer.byteLength(line);
+      if (heldBytes + bytes > PIPE_BUF) release();
+      held += line;
+      heldBytes += bytes;
+      atEndOfTurn();
+    },
+  };
 }
 
 function canResolve(name: string): boolean {
