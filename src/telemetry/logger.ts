@@ -109,7 +109,14 @@ function writePerTurn(dest: DestinationStream): DestinationStream {
       heldBytes += bytes;
       atEndOfTurn();
     },
-  };
+    // pino's logger.flush(cb): what a process about to end without exit handlers (a kill of
+    // itself) calls to get its last lines out. Each held line is written by then.
+    flush(cb?: (err?: Error) => void) {
+      release();
+      cb?.();
+    },
+    flushSync: release,
+  } as DestinationStream;
 }
 
 function canResolve(name: string): boolean {
