@@ -33,6 +33,34 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
     }
   });
 
+  void it("answers, errors and submissions alike carry the whole set of security headers", async () => {
+    const expected = {
+      "content-security-policy":
+        "default-src 'self';script-src 'self';style-src 'self' 'unsafe-inline';img-src 'self' data:;connect-src 'self';font-src 'self';object-src 'none';base-uri 'self';form-action 'self';frame-ancestors 'none'",
+      "cross-origin-opener-policy": "same-origin",
+      "cross-origin-resource-policy": "same-origin",
+      "referrer-policy": "no-referrer",
+      "strict-transport-security": "max-age=15552000",
+      "x-content-type-options": "nosniff",
+      "x-frame-options": "DENY",
+      "x-xss-protection": "0",
+    };
+    const answers = [
+      await call(inferline.url, "GET", "/api/models"),
+      await call(inferline.url, "GET", "/api/models/no-such-model"),
+      await call(inferline.url, "POST", "/api/ml/echo", { text: "headers" }),
+    ];
+    assert.deepEqual(
+      answers.map((r) => r.status),
+      [200, 404, 202],
+    );
+    for (const r of answers) {
+      for (const [name, value] of Object.entries(expected))
+        assert.equal(r.headers.get(name), value, `${r.status}: ${name}`);
+      assert.equal(r.headers.get("x-powered-by"), null);
+    }
+  });
+
   void it("a path the docs' file server refuses is the client's error, not a 500", async () => {
     const port = Number(new URL(inferline.url).port);
     for (const [path, status, code] of [

@@ -50,7 +50,7 @@ export function frameworkErrors(applyHeaders: SecurityHeaders) {
         : error.code === "FST_ERR_BAD_URL"
           ? new MalformedUrlError("the URL is not validly percent-encoded")
           : new BadRequestError("the request could not be routed");
-    applyHeaders(req.raw, reply.raw, () => {});
+    applyHeaders(reply.raw);
     void reply
       .code(problem.status)
       .header("x-request-id", req.id)
