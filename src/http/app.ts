@@ -72,14 +72,17 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   app.removeContentTypeParser("text/plain");
   installJsonBody(app, config.JSON_MAX_DEPTH);
   installRequestMetrics(app, deps.telemetry);
-  app.addHook("onRequest", async (request, reply) => {
+  // Hooks that never wait take a callback: an async one costs a promise per request each.
+  app.addHook("onRequest", (request, reply, done) => {
     void reply.header("x-request-id", request.id);
+    done();
   });
   // Time spent in this process, for clients and benchmarks (W3C Server-Timing).
-  app.addHook("onSend", async (_request, reply) => {
+  app.addHook("onSend", (_request, reply, payload, done) => {
     void reply.header("server-timing", `app;dur=${reply.elapsedTime.toFixed(3)}`);
     // Shutting down: a kept-alive connection would hold the close until its timeout.
     if (deps.health.isDraining()) void reply.header("connection", "close");
+    done(null, payload);
   });
   installErrorHandling(app, {
     bodyLimit: config.BODY_LIMIT_BYTES,
@@ -93,13 +96,13 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   app.addHook("preClose", async () => {
     closing = true;
   });
-  app.addHook("onRequest", async (request, reply) => {
+  app.addHook("onRequest", (request, reply, done) => {
     if (closing) {
       void reply.header("connection", "close");
-      throw new ServiceUnavailableError("this API process is shutting down; retry", 1);
-    }
-    if (request.raw.httpVersion === "1.1" && !request.headers.host)
-      throw new InvalidParameterError("headers.host is required in HTTP/1.1", { field: "headers.host" });
+      done(new ServiceUnavailableError("this API process is shutting down; retry", 1));
+    } else if (request.raw.httpVersion === "1.1" && !request.headers.host)
+      done(new InvalidParameterError("headers.host is required in HTTP/1.1", { field: "headers.host" }));
+    else done();
   });
   installAuth(app, config, security);
   await app.register(dashboardLogin, { config, security });

@@ -162,9 +162,10 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
     route.config = { ...route.config, access };
   });
 
-  const limit = async (reply: FastifyReply, caller: string, rule: RateRule) => {
+  // The caller's key is worked out only when a limit is in force (an address is parsed for it).
+  const limit = async (reply: FastifyReply, caller: () => string, rule: RateRule) => {
     if (rule.rps <= 0 || !security.limiter) return;
-    const d = await security.limiter.take(caller, rule);
+    const d = await security.limiter.take(caller(), rule);
     if (!d) return;
     rateHeaders(reply, d, rule);
     if (!d.allowed) throw new RateLimitedError(Math.max(1, Math.ceil(d.retryAfterMs / 1000)));
@@ -181,7 +182,7 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
     if (config.AUTH_DISABLED && host !== undefined && !PROBES.test(path) && !hostAllowed(host))
       throw new HostNotAllowedError(host.slice(0, 255));
     if (access === "public") {
-      if (!PROBES.test(path)) await limit(reply, `ip:${addressCaller(req.ip)}`, ipRule);
+      if (!PROBES.test(path)) await limit(reply, () => `ip:${addressCaller(req.ip)}`, ipRule);
       return;
     }
     if (config.AUTH_DISABLED) {
@@ -193,7 +194,7 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
           "with authentication off (AUTH_DISABLED), a browser may change something only from the API's own pages or a CORS_ORIGINS origin",
         );
       req.principal = { id: "anonymous", name: "anonymous", scope: "admin" };
-      await limit(reply, `anon:${addressCaller(req.ip)}`, keyRule);
+      await limit(reply, () => `anon:${addressCaller(req.ip)}`, keyRule);
       return;
     }
 
@@ -206,7 +207,7 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
         throw new CrossOriginRequestError();
     }
     if (!principal) {
-      await limit(reply, `ip:${addressCaller(req.ip)}`, ipRule);
+      await limit(reply, () => `ip:${addressCaller(req.ip)}`, ipRule);
       const browser = req.method === "GET" && (req.headers.accept ?? "").includes("text/html");
       if (browser && /^\/dashboard(\/|$|\?)/.test(req.url)) return reply.redirect("/dashboard/login", 303);
       throw new UnauthorizedError(
@@ -218,7 +219,7 @@ export function installAuth(app: FastifyInstance, config: Config, security: Secu
       );
     }
     req.principal = principal;
-    await limit(reply, `key:${principal.id}`, keyRule);
+    await limit(reply, () => `key:${principal.id}`, keyRule);
     if (!allows(principal.scope, access === "admin" ? "admin" : "predict")) throw new ForbiddenError(access);
   });
 }

@@ -19,12 +19,13 @@ export const metricsRoutes: FastifyPluginAsync<HttpDeps> = async (app, { telemet
 /** Counts every answered request by route template (bounded), method and status. */
 export function installRequestMetrics(app: FastifyInstance, telemetry: ApiTelemetry): void {
   if (!telemetry.enabled) return;
-  app.addHook("onResponse", async (req, reply) => {
+  app.addHook("onResponse", (req, reply, done) => {
     telemetry.requestFinished(
       req.routeOptions.url ?? "(none)",
       req.method,
       reply.statusCode,
       reply.elapsedTime / 1000,
     );
+    done();
   });
 }
