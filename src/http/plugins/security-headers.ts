@@ -33,17 +33,11 @@ export function securityHeaders(): SecurityHeaders {
     // HTTPS is the proxy's business; the header is ignored over plain HTTP anyway.
     strictTransportSecurity: { maxAge: 15_552_000, includeSubDomains: false },
   });
-  const set = new Map<string, string>();
-  const removed = new Set<string>();
+  // helmet also removes X-Powered-By, which nothing here sets: only the headers it sets are kept.
+  const headers = new Map<string, string>();
   const recorder = {
-    setHeader(name: string, value: unknown) {
-      set.set(name.toLowerCase(), String(value));
-      removed.delete(name.toLowerCase());
-    },
-    removeHeader(name: string) {
-      set.delete(name.toLowerCase());
-      removed.add(name.toLowerCase());
-    },
+    setHeader: (name: string, value: unknown) => headers.set(name.toLowerCase(), String(value)),
+    removeHeader: (name: string) => headers.delete(name.toLowerCase()),
   };
   let failure: unknown;
   middleware(
@@ -52,11 +46,9 @@ export function securityHeaders(): SecurityHeaders {
     (err?: unknown) => (failure = err),
   );
   if (failure !== undefined) throw new Error("helmet refused its options", { cause: failure });
-  const headers = [...set];
-  const drop = [...removed];
+  const entries = [...headers];
   return (res) => {
-    for (const [name, value] of headers) res.setHeader(name, value);
-    for (const name of drop) res.removeHeader(name);
+    for (const [name, value] of entries) res.setHeader(name, value);
   };
 }
 
