@@ -460,7 +460,7 @@ function recordingLine(m: MetricsData): string {
   const cpuMs = m.off?.cpu_ms_per_request;
   if (!r || cpuMs === undefined || !(cpuMs > 0)) return "";
   const share = (r.api_us_per_request + r.worker_us_per_job) / (cpuMs * 1000);
-  return ` Recording itself, timed directly: ${f1(r.api_us_per_request)} µs per request in the API and ${f1(r.worker_us_per_job)} µs per job in the worker, ${f1(share * 100)}% of the CPU a request costs with them off.`;
+  return ` Recording itself, timed directly: ${f1(r.api_us_per_request)} µs per request in the API and ${f1(r.worker_us_per_job)} µs per job in the worker, ${f1(share * 100)}% of the CPU the API and the worker spend on a request with them off.`;
 }
 
 function machineLine(m: Machine): string {
