@@ -127,7 +127,10 @@ SIZE=$(docker image inspect -f '{{.Size}}' inferline:local)
 SIZE_MB=$((SIZE / 1000 / 1000))
 echo "image inferline:local: ${SIZE_MB} MB"
 [ "$SIZE_MB" -le 300 ] || { echo "image larger than 300 MB" >&2; exit 1; }
-docker run --rm inferline:local --help | grep -q "worker" || { echo "image does not run the CLI" >&2; exit 1; }
+# Output captured before it is searched: `grep -q` stops reading at the first match, and with
+# pipefail a writer still writing then fails the pipeline on a broken pipe.
+help=$(docker run --rm inferline:local --help)
+grep -q "worker" <<<"$help" || { echo "image does not run the CLI" >&2; exit 1; }
 [ "$(docker run --rm --entrypoint id inferline:local -u)" != 0 ] || { echo "image runs as root" >&2; exit 1; }
 [ -z "$(docker run --rm --entrypoint sh inferline:local -c 'ls node_modules/onnxruntime-node/bin/napi-v6 | grep -v linux')" ] \
   || { echo "other platforms' ONNX Runtime binaries left in the image" >&2; exit 1; }
@@ -184,7 +187,7 @@ j2=$(job two)
 victim=
 for _ in $(seq 50); do
   for c in $workers; do
-    if docker logs "$c" 2>&1 | grep -q "$j1"; then victim=$c; break 2; fi
+    if grep -q "$j1" <<<"$(docker logs "$c" 2>&1)"; then victim=$c; break 2; fi
   done
   sleep 0.2
 done
