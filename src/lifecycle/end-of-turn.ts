@@ -15,3 +15,23 @@ export function endOfTurn(fn: () => void): () => void {
     setImmediate(run);
   };
 }
+
+/**
+ * Runs `fn` once when the callback running now, and every promise reaction it set off, is done
+ * (a `process.nextTick` queued from a microtask runs once the microtask queue is empty), however
+ * often the returned function is called meanwhile. Gathers the writes of one callback, not of
+ * the whole turn: they leave before the event loop polls for more I/O.
+ */
+export function endOfCallback(fn: () => void): () => void {
+  let scheduled = false;
+  const run = () => {
+    scheduled = false;
+    fn();
+  };
+  const defer = () => process.nextTick(run);
+  return () => {
+    if (scheduled) return;
+    scheduled = true;
+    queueMicrotask(defer);
+  };
+}

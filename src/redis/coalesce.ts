@@ -1,8 +1,14 @@
 import type { Socket } from "node:net";
 import type { Cluster, Redis } from "ioredis";
-import { endOfTurn } from "../lifecycle/end-of-turn.js";
+import { endOfCallback, endOfTurn } from "../lifecycle/end-of-turn.js";
 
 const COALESCED = Symbol("inferline.coalescedWrites");
+
+/**
+ * How long a connection holds its commands: for the rest of the event-loop turn (`turn`), or
+ * only until the callback that issued them and its promise reactions are done (`callback`).
+ */
+export type WriteGathering = "turn" | "callback";
 
 /**
  * Sends the commands one connection issues during a turn of the event loop in one write.
@@ -15,28 +21,33 @@ const COALESCED = Symbol("inferline.coalescedWrites");
  * one `writev`. Order on the connection is unchanged; a command waits at most for the rest of
  * the current turn.
  *
+ * `callback` gathers less but sends sooner: a worker's commands of one batch (its jobs complete in
+ * one callback) still leave in one write, but before the event loop polls again, so a finished
+ * job is not marked completed only after whatever that poll brings in has been handled. The API
+ * keeps `turn`: the requests that arrive together each come in their own callback.
+ *
  * ioredis's own auto-pipelining batches only within one tick (one I/O callback) and builds a
  * Pipeline per batch, copying every script BullMQ defined on the connection, which costs more
  * than it saves when batches are small.
  */
-export function coalesceWrites<T extends Redis | Cluster>(client: T): T {
+export function coalesceWrites<T extends Redis | Cluster>(client: T, gathering: WriteGathering = "turn"): T {
   if ("nodes" in client && typeof client.nodes === "function") {
     // A cluster's node connections come and go with the topology.
-    client.on("+node", (node: Redis) => coalesceWrites(node));
+    client.on("+node", (node: Redis) => coalesceWrites(node, gathering));
     return client;
   }
   const redis = client as Redis;
   // Each (re)connection brings a new socket; ioredis announces it with "connect".
-  redis.on("connect", () => corkPerTurn(redis.stream));
-  corkPerTurn(redis.stream);
+  redis.on("connect", () => cork(redis.stream, gathering));
+  cork(redis.stream, gathering);
   return client;
 }
 
-function corkPerTurn(socket: (Socket & { [COALESCED]?: true }) | undefined): void {
+function cork(socket: (Socket & { [COALESCED]?: true }) | undefined, gathering: WriteGathering): void {
   if (!socket || socket[COALESCED]) return;
   socket[COALESCED] = true;
   const write = socket.write.bind(socket);
-  const uncork = endOfTurn(() => socket.uncork());
+  const uncork = (gathering === "turn" ? endOfTurn : endOfCallback)(() => socket.uncork());
   socket.write = ((...args: Parameters<Socket["write"]>): boolean => {
     if (socket.writableCorked === 0) {
       socket.cork();

@@ -1,5 +1,5 @@
 import { Cluster, Redis, type RedisOptions } from "ioredis";
-import { coalesceWrites } from "./coalesce.js";
+import { coalesceWrites, type WriteGathering } from "./coalesce.js";
 
 export type RedisRole =
   /** Request-path commands: fail fast when Redis is away instead of queueing them. */
@@ -94,10 +94,16 @@ export function redisTargetUrl(opts: {
  * behave the same in the API, workers and supervisor. A cluster URL yields an ioredis Cluster
  * (BullMQ takes it as a connection; every key of one queue shares a hash tag). It is typed as
  * Redis for callers, whose commands all touch keys of one slot, which Cluster routes the same way.
- * Every connection sends the commands of one event-loop turn in one write (see coalesce.ts).
+ * Every connection gathers its commands into few writes: those of one event-loop turn, or with
+ * `gathering` "callback" those of one callback (see coalesce.ts).
  */
-export function createRedis(url: string, role: RedisRole, extra: RedisOptions = {}): Redis {
-  return coalesceWrites(connect(url, role, extra));
+export function createRedis(
+  url: string,
+  role: RedisRole,
+  extra: RedisOptions = {},
+  gathering: WriteGathering = "turn",
+): Redis {
+  return coalesceWrites(connect(url, role, extra), gathering);
 }
 
 function connect(url: string, role: RedisRole, extra: RedisOptions): Redis {

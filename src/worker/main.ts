@@ -60,8 +60,9 @@ export async function startWorker(
   const models = catalog.names();
 
   const connections: Redis[] = [];
+  // A batch's completions leave as soon as the batch is done, not after the next poll for I/O.
   const connection = () => {
-    const c = createRedis(config.redisUrl, "blocking");
+    const c = createRedis(config.redisUrl, "blocking", {}, "callback");
     c.on("error", (err) => logger.debug({ event: "redis_error", err: err.message }, "redis error"));
     connections.push(c);
     return c;

@@ -64,6 +64,40 @@ void describe("Redis connections send one turn's commands in one write", () => {
   });
 });
 
+void describe("a worker's connections send one callback's commands before the next poll", () => {
+  const prefix = uniquePrefix("callback-writes");
+  let redis: Redis;
+
+  before(async () => {
+    redis = createRedis(REDIS_URL, "blocking", {}, "callback");
+    await waitReady(redis, 5000);
+  });
+
+  after(async () => {
+    redis.disconnect();
+    await cleanupPrefix(prefix);
+  });
+
+  void it("in a handful of system calls, gone before the turn's immediates run", async () => {
+    const before = writeSyscalls();
+    // Queued first: with the writes held to the end of the turn, it would run while they wait.
+    const heldAtImmediate = new Promise<number>((r) =>
+      setImmediate(() => r(redis.stream.writableCorked + redis.stream.writableLength)),
+    );
+    // Commands issued partly in the callback and partly in a promise reaction it set off.
+    const first = Array.from({ length: 100 }, () => redis.incr(`${prefix}:n`));
+    const rest = Promise.resolve().then(() => Array.from({ length: 100 }, () => redis.incr(`${prefix}:n`)));
+    const replies = await Promise.all([...first, ...(await rest)]);
+    const writes = writeSyscalls() - before;
+    assert.deepEqual(
+      replies,
+      Array.from({ length: 200 }, (_, i) => i + 1),
+    );
+    assert.equal(await heldAtImmediate, 0, "the commands were still held when the turn's immediates ran");
+    assert.ok(writes < 20, `${writes} write system calls for 200 commands`);
+  });
+});
+
 void describe("the API's event readers send one turn's commands in one write too", () => {
   const prefix = uniquePrefix("reader-writes");
   let waiter: JobWaiter;
