@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { ServerResponse } from "node:http";
 
 /**
@@ -7,6 +8,8 @@ import type { ServerResponse } from "node:http";
  */
 export function hangUpSignal(res: ServerResponse): AbortSignal {
   const gone = new AbortController();
+  // One listener per job the request waits on, and a batch waits on all of its jobs at once.
+  setMaxListeners(0, gone.signal);
   if (res.destroyed || res.socket?.destroyed) gone.abort();
   else res.once("close", () => !res.writableFinished && gone.abort());
   return gone.signal;

@@ -2,6 +2,7 @@ import { inputHash } from "../cache/canonical.js";
 import type { Admission, ResultCache } from "../cache/result-cache.js";
 import { type JobView, TERMINAL_STATUSES } from "../contracts/jobs.js";
 import { IdempotencyKeyReusedError, JobNotFoundError, RedisUnavailableError } from "../errors/catalog.js";
+import { whenAborted } from "../lifecycle/aborted.js";
 import { isConnectionError } from "../redis/connection.js";
 import type { Guard } from "./guard.js";
 import type { IdempotencyScope, IdempotencyStore } from "./idempotency.js";
@@ -101,7 +102,9 @@ export class JobService {
         return waitMs > 0 ? this.deps.records.waitFor(view.job_id, Math.max(0, left), { signal }) : view;
       }
       if (!sub) return view;
-      const result = await (signal ? Promise.race([sub.signal, aborted(signal)]) : sub.signal);
+      const abort = signal ? whenAborted(signal) : undefined;
+      const result = await (abort ? Promise.race([sub.signal, abort.promise]) : sub.signal);
+      abort?.dispose();
       if (result === "aborted") {
         sub.cancel();
         return view;
@@ -261,13 +264,5 @@ function hashBody(req: SubmitRequest): string {
     version: req.requestedVersion,
     priority: req.priority,
     deadline: req.deadline !== undefined,
-  });
-}
-
-/** Resolves "aborted" once `signal` is (at once if it already is). */
-function aborted(signal: AbortSignal): Promise<"aborted"> {
-  return new Promise((r) => {
-    if (signal.aborted) r("aborted");
-    else signal.addEventListener("abort", () => r("aborted"), { once: true });
   });
 }

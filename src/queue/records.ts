@@ -3,6 +3,7 @@ import type { Redis } from "ioredis";
 import { joinedKey, type ResultCache } from "../cache/result-cache.js";
 import { type JobData, type JobResult, type JobView, TERMINAL_STATUSES } from "../contracts/jobs.js";
 import { JobNotCancelableError, JobNotFoundError } from "../errors/catalog.js";
+import { whenAborted } from "../lifecycle/aborted.js";
 import type { Guard } from "./guard.js";
 import { modelKey, parseJobId, queueName } from "./keys.js";
 import { completedView, finishedState, keptUntil, toView } from "./view.js";
@@ -281,14 +282,26 @@ export class JobRecords {
     ms: number,
     opts: { onChange?: (v: JobView) => void; signal?: AbortSignal } = {},
   ): Promise<JobView> {
+    // An abort (the client went away) ends the wait at once, with the last view read.
+    const { signal } = opts;
+    const abort = signal ? whenAborted(signal) : undefined;
+    try {
+      return await this.waitLoop(jobId, ms, opts, abort?.promise);
+    } finally {
+      abort?.dispose();
+    }
+  }
+
+  private async waitLoop(
+    jobId: string,
+    ms: number,
+    opts: { onChange?: (v: JobView) => void; signal?: AbortSignal },
+    aborted: Promise<"aborted"> | undefined,
+  ): Promise<JobView> {
     const model = this.modelOf(jobId);
     const end = Date.now() + ms;
     let last: string | undefined;
-    // An abort (the client went away) ends the wait at once, with the last view read.
     const { signal } = opts;
-    const aborted = signal
-      ? new Promise<"aborted">((r) => signal.addEventListener("abort", () => r("aborted"), { once: true }))
-      : undefined;
     // The deadline of the job as last read, while it waits unstarted: once it passes, the next
     // read ends the job expired, so the wait reads it then rather than at the next recheck.
     let due: number | undefined;

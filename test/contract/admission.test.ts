@@ -188,6 +188,27 @@ describe("backpressure, deadlines and batches", () => {
     }
   });
 
+  it("a batch waits on more than ten jobs at once without a listener warning", async () => {
+    // No worker serves `slow` here: all fifteen waits run together until Prefer: wait ends.
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+    process.on("warning", onWarning);
+    try {
+      const inputs = Array.from({ length: 15 }, (_, i) => ({ text: `waited on ${i}` }));
+      const res = await call(inferline.url, "POST", "/api/ml/slow/batch", { inputs }, { prefer: "wait=1" });
+      assert.equal(res.status, 202);
+      assert.equal((res.body.jobs as unknown[]).length, 15);
+      // Warnings are emitted on the next tick.
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(
+        warnings.filter((w) => w.startsWith("MaxListenersExceededWarning")),
+        [],
+      );
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+
   it("a batch over the limit is 413; a bad item is 422 naming it", async () => {
     const big = await call(inferline.url, "POST", "/api/ml/sentiment/batch", {
       inputs: Array.from({ length: 21 }, () => ({ text: "x" })),
