@@ -292,6 +292,7 @@ export class JobRecords {
     }
   }
 
+  /** waitFor's wait; `aborted` resolves once the client has gone away. */
   private async waitLoop(
     jobId: string,
     ms: number,

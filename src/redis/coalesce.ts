@@ -11,7 +11,8 @@ const COALESCED = Symbol("inferline.coalescedWrites");
 export type WriteGathering = "turn" | "callback";
 
 /**
- * Sends the commands one connection issues during a turn of the event loop in one write.
+ * Sends the commands one connection issues during a turn of the event loop (or, with
+ * `callback`, during one callback of it) in one write.
  *
  * ioredis writes every command to its socket at once: one system call each. A worker finishing
  * a batch of jobs, or an API answering the requests that arrived together, issues dozens of
