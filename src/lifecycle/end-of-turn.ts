@@ -4,16 +4,7 @@
  * way to gather the writes of one turn into one system call.
  */
 export function endOfTurn(fn: () => void): () => void {
-  let scheduled = false;
-  const run = () => {
-    scheduled = false;
-    fn();
-  };
-  return () => {
-    if (scheduled) return;
-    scheduled = true;
-    setImmediate(run);
-  };
+  return oncePending(fn, (run) => () => setImmediate(run));
 }
 
 /**
@@ -23,15 +14,25 @@ export function endOfTurn(fn: () => void): () => void {
  * the whole turn: they leave before the event loop polls for more I/O.
  */
 export function endOfCallback(fn: () => void): () => void {
+  return oncePending(fn, (run) => {
+    const defer = () => process.nextTick(run);
+    return () => queueMicrotask(defer);
+  });
+}
+
+/**
+ * A trigger that runs `fn` later, once however often it is pulled meanwhile; `scheduler` is
+ * given the function to run and returns what schedules it (built once, nothing per pull).
+ */
+function oncePending(fn: () => void, scheduler: (run: () => void) => () => void): () => void {
   let scheduled = false;
-  const run = () => {
+  const schedule = scheduler(() => {
     scheduled = false;
     fn();
-  };
-  const defer = () => process.nextTick(run);
+  });
   return () => {
     if (scheduled) return;
     scheduled = true;
-    queueMicrotask(defer);
+    schedule();
   };
 }
