@@ -46,6 +46,8 @@ void describe("an ONNX inference that hangs", () => {
     assert.equal(view.body.attempts, 2, JSON.stringify(view.body));
 
     const worker = inferline.worker;
+    // A worker marks a job failed before it writes that turn's log lines: wait for the last one.
+    await worker.waitForLine((l) => l.event === "job_failed" && l.job_id === jobId, 5000);
     const timeouts = worker.lines.filter((l) => l.event === "inference_timeout");
     assert.equal(timeouts.length, 2, "one timeout per attempt");
     assert.deepEqual(
