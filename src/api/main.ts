@@ -92,6 +92,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
     serves: (model) => servedSinceStart.has(model) || catalog.has(model),
     prefix: config.REDIS_KEY_PREFIX,
     retentionSeconds: config.RESULT_RETENTION_SECONDS,
+    failedRetentionSeconds: config.FAILED_RETENTION_SECONDS,
     guard,
     waiter,
     cache,
@@ -104,6 +105,8 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
       backoffMs: config.JOB_BACKOFF_MS,
       backoffJitter: config.JOB_BACKOFF_JITTER,
       retentionSeconds: config.RESULT_RETENTION_SECONDS,
+      failedRetentionSeconds: config.FAILED_RETENTION_SECONDS,
+      failedMaxJobs: config.FAILED_MAX_JOBS,
       cacheEnabled: config.CACHE_ENABLED,
       coalesce: config.COALESCE_ENABLED,
       maxQueueDepth: config.QUEUE_MAX_DEPTH,
@@ -131,7 +134,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   // Finished jobs past their retention leave Redis even when their queue has gone quiet.
   records.startSweeping(
     () => [...new Set([...servedSinceStart, ...catalog.names()])],
-    Math.min(config.RESULT_RETENTION_SECONDS * 1000, 60_000),
+    Math.min(config.RESULT_RETENTION_SECONDS * 1000, config.FAILED_RETENTION_SECONDS * 1000, 60_000),
   );
   // Requests without a version go to one the live workers serve (not the newest folder when its
   // model fails to load in them): read before the first request, then with the heartbeats.

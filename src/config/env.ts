@@ -69,13 +69,15 @@ const apiKeys = z.string().transform((v, ctx) => {
 /**
  * Every environment variable Inferline reads. Each entry: schema with its default, and a
  * one-line description (unit and default) that README's configuration table and env.example
- * are generated from (`node scripts/config-docs.mjs`).
+ * are generated from (`npx tsx scripts/config-docs.ts`).
  */
 export const ENV_SCHEMA = {
   NODE_ENV: z
     .enum(["development", "production", "test"])
     .default("development")
-    .describe("development | production | test. `.env` is read and logs are pretty only in development."),
+    .describe(
+      "development | production | test. `.env` is read outside production; logs are pretty only in development.",
+    ),
   LOG_LEVEL: z
     .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
     .default("info")
@@ -297,8 +299,16 @@ export const ENV_SCHEMA = {
   RESULT_RETENTION_SECONDS: int(1)
     .default(3600)
     .describe(
-      "Finished jobs and their results are kept this long, then removed (s): a read answers 404 from then on, and the API sweeps them out of Redis within a minute.",
+      "Finished jobs and their results are kept this long (failed ones: FAILED_RETENTION_SECONDS), then removed (s): a read answers 404 from then on, and the API sweeps them out of Redis within a minute.",
     ),
+  FAILED_RETENTION_SECONDS: int(1)
+    .default(604_800)
+    .describe(
+      "Jobs that end failed stay this long in their model's failed set, the dead letters an admin lists, retries or removes (s); then they go as other finished jobs do.",
+    ),
+  FAILED_MAX_JOBS: int(1)
+    .default(10_000)
+    .describe("Most failed jobs kept per model: each new failure beyond it removes the oldest."),
   CACHE_ENABLED: bool
     .default(true)
     .describe("Serve repeated inputs from the result cache (TTL per model manifest)."),
@@ -400,7 +410,7 @@ export const ENV_SCHEMA = {
   METRICS_ENABLED: bool
     .default(true)
     .describe(
-      "Prometheus metrics (/metrics, worker metrics port) and cluster-wide stats (/api/stats, dashboard). Off: nothing is recorded and those routes answer 404.",
+      "Prometheus metrics (/metrics, worker metrics port) and cluster-wide stats (/api/stats, dashboard). Off: nothing is recorded, /metrics and /api/stats answer 404, and the dashboard has nothing to chart.",
     ),
   WORKER_METRICS_PORT: int(0, 65535)
     .default(9464)

@@ -26,6 +26,10 @@ export interface JobPolicy {
   readonly backoffMs: number;
   readonly backoffJitter: number;
   readonly retentionSeconds: number;
+  /** How long a job that ended failed is kept in its model's failed set (s). */
+  readonly failedRetentionSeconds: number;
+  /** Most failed jobs kept per model. */
+  readonly failedMaxJobs: number;
   readonly cacheEnabled: boolean;
   readonly coalesce: boolean;
   readonly maxQueueDepth: number;
@@ -290,7 +294,9 @@ export class JobIntake {
       attempts: policy.attempts,
       backoff: { type: "exponential", delay: policy.backoffMs, jitter: policy.backoffJitter },
       removeOnComplete: { age: policy.retentionSeconds },
-      removeOnFail: { age: policy.retentionSeconds },
+      // Failed jobs are the dead letters: kept longer, for an admin to look at and retry, and
+      // bounded in number.
+      removeOnFail: { age: policy.failedRetentionSeconds, count: policy.failedMaxJobs },
     };
   }
 

@@ -117,6 +117,52 @@ void describe("pausing and resuming a model's queue", () => {
   });
 });
 
+void describe("failed jobs, the dead letters", () => {
+  const inferline = useInferline("admin-dead-letters", {
+    env: {
+      MODELS: "echo",
+      RESULT_RETENTION_SECONDS: "1",
+      FAILED_RETENTION_SECONDS: "600",
+      FAILED_MAX_JOBS: "2",
+    },
+    worker: true,
+  });
+
+  void it("outlive the result retention, the newest FAILED_MAX_JOBS of them, for an admin to retry", async () => {
+    const wait = { prefer: "wait=10" };
+    const failed: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await call(
+        inferline.url,
+        "POST",
+        "/api/ml/echo",
+        { text: `dead ${i}`, fail: "invalid" },
+        wait,
+      );
+      assert.equal(r.body.status, "failed", JSON.stringify(r.body));
+      failed.push(String(r.body.job_id));
+    }
+    const ok = await call(inferline.url, "POST", "/api/ml/echo", { text: "done" }, wait);
+    assert.equal(ok.body.status, "completed", JSON.stringify(ok.body));
+    // Past the result retention, and past a sweep (every second here).
+    await sleep(2500);
+    assert.equal((await call(inferline.url, "GET", `/api/results/${String(ok.body.job_id)}`)).status, 404);
+    // The oldest failure made room for the third; the other two are kept.
+    assert.equal((await call(inferline.url, "GET", `/api/results/${failed[0]!}`)).status, 404);
+    for (const id of failed.slice(1)) {
+      const g = await call(inferline.url, "GET", `/api/results/${id}`);
+      assert.equal(g.status, 200, JSON.stringify(g.body));
+      assert.equal(g.body.status, "failed");
+    }
+    const list = await call(inferline.url, "GET", "/api/admin/jobs/failed?model=echo");
+    assert.equal(list.status, 200, JSON.stringify(list.body));
+    const listed = (list.body.jobs as { job_id: string }[]).map((j) => j.job_id).sort();
+    assert.deepEqual(listed, failed.slice(1).sort());
+    const retried = await call(inferline.url, "POST", `/api/admin/jobs/${failed[2]!}/retry`);
+    assert.equal(retried.status, 202, JSON.stringify(retried.body));
+  });
+});
+
 void describe("removing failed jobs", () => {
   const inferline = useInferline("admin-clean", { env: { MODELS: "echo,sentiment" }, worker: true });
 

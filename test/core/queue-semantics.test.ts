@@ -253,7 +253,7 @@ describe("a job waiting to retry has run", () => {
 
 describe("finished jobs past their retention", () => {
   const inferline = useInferline("retention", {
-    env: { RESULT_RETENTION_SECONDS: "1" },
+    env: { RESULT_RETENTION_SECONDS: "1", FAILED_RETENTION_SECONDS: "1" },
     worker: ["--models", "echo"],
   });
 
