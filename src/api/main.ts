@@ -1,6 +1,7 @@
 import type { Config } from "../config/index.js";
 import { runSteps } from "../lifecycle/shutdown.js";
 import { buildApp } from "../http/app.js";
+import { WaitSlots } from "../http/wait-slots.js";
 import { ModelCatalog } from "../models/catalog.js";
 import { ReloadFollower, withoutFailed } from "../models/reload.js";
 import { ServedVersions } from "../models/served.js";
@@ -184,6 +185,7 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
     guard,
     health,
     security: createSecurity(config, redis),
+    waits: new WaitSlots(config.WAIT_MAX_HELD),
     ...obs.http,
   });
   await app.listen({ host: config.HOST, port: config.PORT }).catch((err: NodeJS.ErrnoException) => {

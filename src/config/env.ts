@@ -329,6 +329,11 @@ export const ENV_SCHEMA = {
     .default(86_400_000)
     .describe("Largest per-request deadline (`timeout_ms`) accepted (ms)."),
   WAIT_MAX_SECONDS: int(0, 3600).default(60).describe("Cap on `Prefer: wait=N` (s)."),
+  WAIT_MAX_HELD: int(1)
+    .default(10_000)
+    .describe(
+      "Requests one API process holds waiting (`Prefer: wait`) at once; beyond it a request is answered at once, as without the preference.",
+    ),
   BODY_LIMIT_BYTES: int(1024)
     .default(1_048_576)
     .describe("Largest request body accepted; larger gets 413 (bytes)."),

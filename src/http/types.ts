@@ -8,6 +8,7 @@ import type { Security } from "../security/index.js";
 import type { JobService } from "../queue/jobs.js";
 import type { JobRecords } from "../queue/records.js";
 import type { FastifyBaseLogger } from "fastify";
+import type { WaitSlots } from "./wait-slots.js";
 import type { FeedbackStore } from "../telemetry/feedback.js";
 import type { QueueInspector } from "../telemetry/queues.js";
 import type { StatsReader } from "../telemetry/stats-report.js";
@@ -40,6 +41,8 @@ export interface HttpDeps {
   readonly records: JobRecords;
   /** Runs a Redis call so it fails fast (503) instead of hanging when Redis is away. */
   readonly guard: Guard;
+  /** Slots for requests held waiting (`Prefer: wait`, WAIT_MAX_HELD). */
+  readonly waits: WaitSlots;
   /** API keys, dashboard sessions, rate limits, event-stream slots (SSE_MAX_STREAMS). */
   readonly security: Security;
   /** Metrics and stats hooks; no-ops when METRICS_ENABLED is off. */

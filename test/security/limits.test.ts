@@ -191,6 +191,52 @@ void describe("Prefer: wait whose client left", () => {
   });
 });
 
+void describe("requests held waiting", () => {
+  // No worker: every wait runs until its time is up.
+  const inferline = useInferline("sec-wait-held", { env: { MODELS: "echo", WAIT_MAX_HELD: "2" } });
+
+  void it("beyond WAIT_MAX_HELD are answered at once, without Preference-Applied; freed slots are reused", async () => {
+    const wait = { prefer: "wait=3" };
+    let held = 0;
+    const holding = [
+      call(inferline.url, "POST", "/api/ml/echo", { text: "held 1" }, wait),
+      call(inferline.url, "POST", "/api/ml/echo/batch", { inputs: [{ text: "held 2" }] }, wait),
+    ].map((p) => p.finally(() => held++));
+    await sleep(300);
+    const single = await call(inferline.url, "POST", "/api/ml/echo", { text: "one too many" }, wait);
+    const batch = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/echo/batch",
+      { inputs: [{ text: "too" }] },
+      wait,
+    );
+    const read = await call(
+      inferline.url,
+      "GET",
+      `/api/results/${String(single.body.job_id)}`,
+      undefined,
+      wait,
+    );
+    assert.equal(held, 0, "answered while both slots were still held");
+    for (const r of [single, batch, read]) {
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+      assert.equal(r.headers.get("preference-applied"), null);
+    }
+    const done = await Promise.all(holding);
+    for (const r of done) assert.equal(r.headers.get("preference-applied"), "wait=3");
+    // Both slots free again: a wait is honoured.
+    const again = await call(
+      inferline.url,
+      "POST",
+      "/api/ml/echo",
+      { text: "slot free" },
+      { prefer: "wait=1" },
+    );
+    assert.equal(again.headers.get("preference-applied"), "wait=1");
+  });
+});
+
 void describe("stream and batch limits", () => {
   void it("event streams beyond SSE_MAX_STREAMS: 429 too_many_streams with Retry-After", async () => {
     const slots = new StreamSlots(2, 3);

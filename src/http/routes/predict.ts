@@ -67,7 +67,7 @@ const jobResponses = {
 
 export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
   app,
-  { versions, validator, jobs, config },
+  { versions, validator, jobs, config, waits },
 ) => {
   const params = { type: "object", properties: { model: { type: "string", maxLength: 64 } } } as const;
   const querystring = {
@@ -93,11 +93,14 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
   } as const;
 
   /** What every prediction request shares: the model version, options and deadline. */
-  function base(req: FastifyRequest<{ Params: { model: string }; Querystring: PredictQuery }>) {
+  function base(
+    req: FastifyRequest<{ Params: { model: string }; Querystring: PredictQuery }>,
+    reply: FastifyReply,
+  ) {
     const descriptor = versions.resolve(req.params.model, req.query.version);
     return {
       descriptor,
-      waitSeconds: preferredWaitSeconds(req.headers.prefer, config.WAIT_MAX_SECONDS),
+      waitSeconds: waits.take(reply.raw, preferredWaitSeconds(req.headers.prefer, config.WAIT_MAX_SECONDS)),
       request: (input: unknown): SubmitRequest => ({
         model: descriptor.name,
         version: descriptor.version,
@@ -128,7 +131,7 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
       config: { access: "predict" },
     },
     async (req, reply) => {
-      const { descriptor, waitSeconds, request } = base(req);
+      const { descriptor, waitSeconds, request } = base(req, reply);
       const problems = validator.check(descriptor, req.body);
       if (problems.length > 0) {
         throw new InvalidInputError(
@@ -198,7 +201,7 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
       const { inputs } = req.body;
       if (inputs.length > config.BATCH_MAX_ITEMS)
         throw new BatchTooLargeError(inputs.length, config.BATCH_MAX_ITEMS);
-      const { descriptor, waitSeconds, request } = base(req);
+      const { descriptor, waitSeconds, request } = base(req, reply);
       const problems: InputProblem[] = inputs.flatMap((input, i) =>
         validator.check(descriptor, input).map((p) => ({
           field: p.field === WHOLE_INPUT ? `inputs[${i}]` : `inputs[${i}].${p.field}`,

@@ -11,7 +11,10 @@ const params = {
   properties: { jobId: { type: "string", maxLength: 128 } },
 } as const;
 
-export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records, config, security }) => {
+export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (
+  app,
+  { records, config, security, waits },
+) => {
   app.get<{ Params: { jobId: string } }>(
     "/api/results/:jobId",
     {
@@ -39,7 +42,10 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (app, { records,
       config: { access: "predict" },
     },
     async (req, reply) => {
-      const waitSeconds = preferredWaitSeconds(req.headers.prefer, config.WAIT_MAX_SECONDS);
+      const waitSeconds = waits.take(
+        reply.raw,
+        preferredWaitSeconds(req.headers.prefer, config.WAIT_MAX_SECONDS),
+      );
       const view =
         waitSeconds > 0
           ? await records.waitFor(req.params.jobId, waitSeconds * 1000, { signal: hangUpSignal(reply.raw) })
