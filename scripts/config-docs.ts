@@ -6,7 +6,7 @@ import { ENV_SCHEMA, PACKAGE_ROOT } from "../src/config/env.js";
 
 interface Described {
   description?: string;
-  _zod: { def: { type: string; defaultValue?: unknown; innerType?: Described } };
+  _zod: { def: { type: string; defaultValue?: unknown; innerType?: Described; in?: Described } };
 }
 
 /** A default that depends on where the package is installed: shown, but not a value to copy. */
@@ -20,7 +20,8 @@ function defaultOf(schema: Described): string | undefined {
       const text = String(typeof v === "function" ? (v as () => unknown)() : v);
       return text.startsWith(PACKAGE_ROOT) ? text.replace(PACKAGE_ROOT, PLACEHOLDER) : text;
     }
-    s = s._zod.def.innerType;
+    // Wrappers (optional, default) hold their schema in innerType; a transform's pipe in `in`.
+    s = s._zod.def.innerType ?? s._zod.def.in;
   }
   return undefined;
 }
