@@ -67,6 +67,31 @@ describe("worker processes", () => {
     }
   });
 
+  it("SIGTERM with a job outlasting WORKER_SHUTDOWN_TIMEOUT_MS: abandoned to redelivery, not lost", async () => {
+    const w = await spawnWorker({ ...env, WORKER_SHUTDOWN_TIMEOUT_MS: "300" }, ["--models", "echo"]);
+    const r = await call(inferline.url, "POST", "/api/ml/echo", {
+      text: "outlasts the drain",
+      sleep_ms: 3000,
+    });
+    const id = r.body.job_id as string;
+    await w.waitForLine((l) => l.event === "job_started" && l.job_id === id);
+    w.kill("SIGTERM");
+    const exit = await w.exited;
+    assert.equal(exit.code, 0);
+    const stopped = w.lines.find((l) => l.event === "worker_stopped");
+    assert.equal(stopped?.drained, false, JSON.stringify(stopped));
+    assert.ok(!w.lines.some((l) => l.event === "job_completed"), "it did not wait for the job");
+    // Its lease runs out; the next worker takes the job up and completes it.
+    const next = await spawnWorker(env, ["--models", "echo"]);
+    try {
+      const g = await call(inferline.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=20" });
+      assert.equal(g.body.status, "completed", JSON.stringify(g.body));
+      await next.waitForLine((l) => l.event === "job_completed" && l.job_id === id);
+    } finally {
+      await stop(next);
+    }
+  });
+
   it("recycles itself after WORKER_MAX_JOBS jobs and exits 0", async () => {
     const w = await spawnWorker({ ...env, WORKER_MAX_JOBS: "3" }, ["--models", "echo", "--concurrency", "1"]);
     const replies = await Promise.all(
