@@ -138,7 +138,12 @@ const batchViewSchema = {
     model: { type: "string" },
     version: { type: "string" },
     count: { type: "integer" },
-    status: { type: "string", enum: ["completed", "pending"] },
+    status: {
+      type: "string",
+      enum: ["completed", "pending"],
+      description:
+        "`completed` once every job of the batch has ended, however it ended (each job's own `status` says: some may have failed); `pending` while any is queued or running",
+    },
     jobs: { type: "array", items: { $ref: "JobView#" } },
   },
 } as const;
