@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { ResultCache } from "../../src/cache/result-cache.js";
 import { testConfig } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
+import { useInferline } from "../support/inferline.js";
 import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
 import { delayingProxy, type DelayingProxy } from "../support/redis-proxy.js";
+import { makeRepository } from "./fixtures.js";
 
 const MODELS = ["echo", "sentiment", "cars-mpg"];
 
@@ -156,5 +160,64 @@ void describe("invalidating the whole cache when Redis stops answering half way"
     assert.equal(r.status, 400);
     assert.equal((r.body.error as { code: string }).code, "invalid_parameter");
     assert.equal((await invalidate({ invalidation_id: "not allowed!" })).status, 400);
+  });
+});
+
+void describe("invalidating one version of a model", () => {
+  // One model, cached, in two versions: version 2 a copy of version 1 under its own number.
+  const repo = makeRepository({ cached: { cache: { ttlSeconds: 600 } } });
+  const v2 = path.join(repo.dir, "cached", "2");
+  cpSync(path.join(repo.dir, "cached", "1"), v2, { recursive: true });
+  const manifest = JSON.parse(readFileSync(path.join(v2, "manifest.json"), "utf8")) as object;
+  writeFileSync(path.join(v2, "manifest.json"), JSON.stringify({ ...manifest, version: "2" }));
+  const inferline = useInferline("cache-inval-version", {
+    env: { MODEL_REPOSITORY: repo.dir },
+    worker: true,
+  });
+  after(() => repo.remove());
+
+  const body = { text: "the same input for both versions" };
+  /** The answer of `version` to `body`, waiting up to 10 s for it. */
+  const predict = async (version: string) => {
+    const r = await call(inferline.url, "POST", `/api/ml/cached?version=${version}`, body, {
+      prefer: "wait=10",
+    });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.status, "completed");
+    assert.equal(r.body.version, version);
+    return r.body;
+  };
+  const invalidate = async (version: string) => {
+    const r = await call(inferline.url, "POST", "/api/admin/cache/invalidate", { model: "cached", version });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(r.body, { invalidated: "version", model: "cached", version });
+  };
+
+  it("drops that version's cached answers and leaves the other version's cached", async () => {
+    // Both versions compute the input once, then answer it from the cache.
+    const first = { "1": await predict("1"), "2": await predict("2") };
+    assert.equal(first["1"].cached, false);
+    assert.equal(first["2"].cached, false);
+    assert.notEqual(first["1"].job_id, first["2"].job_id);
+    for (const v of ["1", "2"] as const) {
+      const hit = await predict(v);
+      assert.equal(hit.cached, true, `version ${v} cached`);
+      assert.equal(hit.job_id, first[v].job_id);
+    }
+
+    await invalidate("1");
+    const recomputed = await predict("1");
+    assert.equal(recomputed.cached, false, "version 1 invalidated");
+    assert.notEqual(recomputed.job_id, first["1"].job_id);
+    const kept = await predict("2");
+    assert.equal(kept.cached, true, "version 2 untouched by version 1's invalidation");
+    assert.equal(kept.job_id, first["2"].job_id);
+
+    // And the other way round: version 1's fresh answer outlives version 2's invalidation.
+    await invalidate("2");
+    assert.equal((await predict("2")).cached, false, "version 2 invalidated");
+    const still = await predict("1");
+    assert.equal(still.cached, true, "version 1 untouched by version 2's invalidation");
+    assert.equal(still.job_id, recomputed.job_id);
   });
 });
