@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { Redis } from "ioredis";
 import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
-import { useInferline } from "../support/inferline.js";
+import { useInferline, type Inferline } from "../support/inferline.js";
 import { spawnWorker, stop } from "../support/processes.js";
 
 describe("queue semantics", () => {
@@ -248,6 +249,120 @@ describe("a job waiting to retry has run", () => {
     const done = await call(inferline.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=10" });
     assert.equal(done.body.status, "completed", JSON.stringify(done.body));
     assert.equal(done.body.attempts, 2);
+  });
+});
+
+/**
+ * Submits `n` echo jobs that fail their first two attempts, and returns, per job, the retry
+ * delays BullMQ scheduled after attempts 1 and 2 (the job's `delay` field, set with its attempt
+ * count `atm` in one script, reset to 0 when the job is due) and the waits the worker's log shows
+ * between a failed attempt (`job_retrying`) and the next start (`job_started`).
+ */
+async function failTwice(
+  inferline: Inferline,
+  n: number,
+): Promise<{ scheduled: [number, number]; waited: [number, number] }[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = await call(inferline.url, "POST", "/api/ml/echo", {
+      text: `fails twice ${i}`,
+      fail: "error",
+      fail_attempts: 2,
+    });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    ids.push(r.body.job_id as string);
+  }
+  const redis = new Redis(testConfig(inferline.prefix).redisUrl);
+  const delays = ids.map(() => new Map<number, number>());
+  try {
+    // Each backoff lasts hundreds of ms: polling every 10 ms reads both.
+    await eventually(
+      async () => {
+        for (const [i, id] of ids.entries()) {
+          const [atm, delay] = await redis.hmget(`${inferline.prefix}:{echo}:${id}`, "atm", "delay");
+          const attempts = Number(atm ?? 0);
+          // Read while the job waits out its backoff: once the job is due, BullMQ sets delay to 0.
+          if ((attempts === 1 || attempts === 2) && !delays[i]!.has(attempts) && Number(delay) > 0)
+            delays[i]!.set(attempts, Number(delay));
+        }
+        return delays.every((d) => d.size === 2);
+      },
+      30_000,
+      10,
+    );
+  } finally {
+    redis.disconnect();
+  }
+  const time = (event: string, id: string, attempt: number) => {
+    const line = inferline.worker.lines.find(
+      (l) => l.event === event && l.job_id === id && l.attempt === attempt,
+    );
+    assert.ok(line, `${event} of ${id}, attempt ${attempt}`);
+    return Date.parse(line.time as string);
+  };
+  return Promise.all(
+    ids.map(async (id, i) => {
+      const done = await call(inferline.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=20" });
+      assert.equal(done.body.status, "completed", JSON.stringify(done.body));
+      assert.equal(done.body.attempts, 3);
+      return {
+        scheduled: [delays[i]!.get(1)!, delays[i]!.get(2)!] as [number, number],
+        waited: [
+          time("job_started", id, 2) - time("job_retrying", id, 1),
+          time("job_started", id, 3) - time("job_retrying", id, 2),
+        ] as [number, number],
+      };
+    }),
+  );
+}
+
+describe("retry backoff: exponential, with jitter", () => {
+  // BullMQ's exponential backoff with jitter j: the delay after attempt k is drawn from
+  // [2^(k-1)·D·(1-j), 2^(k-1)·D), D = JOB_BACKOFF_MS; without jitter it is exactly 2^(k-1)·D.
+  const D = 1000;
+  const jitter = 0.2;
+  const inferline = useInferline("retry-backoff", {
+    env: { JOB_ATTEMPTS: "3", JOB_BACKOFF_MS: String(D), JOB_BACKOFF_JITTER: String(jitter) },
+    worker: ["--models", "echo"],
+  });
+
+  it("the second retry waits about twice the first, each within its jitter band", async () => {
+    const jobs = await failTwice(inferline, 3);
+    for (const { scheduled, waited } of jobs) {
+      const [first, second] = scheduled;
+      const ctx = `scheduled ${first} then ${second} ms`;
+      // The bands do not overlap: [800, 1000) then [1600, 2000). A flat backoff stays in the first.
+      assert.ok(first >= D * (1 - jitter) && first < D, ctx);
+      assert.ok(second >= 2 * D * (1 - jitter) && second < 2 * D, ctx);
+      const ratio = second / first;
+      assert.ok(ratio > 2 * (1 - jitter) && ratio < 2 / (1 - jitter), `ratio ${ratio}: ${ctx}`);
+      // And the worker really waited them out before the next attempt (only a lower bound: how
+      // much longer it took is the machine's speed, not the backoff's).
+      assert.ok(waited[0] >= first - 5 && waited[1] >= second - 5, `waited ${waited.join(", ")} ms: ${ctx}`);
+    }
+    // Randomised: three jobs drawing the same two delays (1 in 200 and 1 in 400 values) would
+    // mean the jitter is not random (chance about 1e-10).
+    const distinct = (k: 0 | 1) => new Set(jobs.map((j) => j.scheduled[k])).size;
+    assert.ok(
+      distinct(0) > 1 || distinct(1) > 1,
+      `every job got the same delays: ${JSON.stringify(jobs.map((j) => j.scheduled))}`,
+    );
+  });
+});
+
+describe("retry backoff without jitter", () => {
+  const D = 1000;
+  const inferline = useInferline("retry-nojitter", {
+    env: { JOB_ATTEMPTS: "3", JOB_BACKOFF_MS: String(D), JOB_BACKOFF_JITTER: "0" },
+    worker: ["--models", "echo"],
+  });
+
+  it("JOB_BACKOFF_JITTER=0: exactly D then 2·D, the same for every job", async () => {
+    const jobs = await failTwice(inferline, 3);
+    for (const { scheduled, waited } of jobs) {
+      assert.deepEqual(scheduled, [D, 2 * D]);
+      assert.ok(waited[0] >= D - 5 && waited[1] >= 2 * D - 5, `waited ${waited.join(", ")} ms`);
+    }
   });
 });
 

@@ -10,7 +10,7 @@ import { WorkerRegistry } from "../../src/telemetry/workers.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
-import { spawnCli, spawnWorker, stop, type Spawned } from "../support/processes.js";
+import { CLI, spawnCli, spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix, type OwnRedis } from "../support/redis.js";
 import { delayingProxy } from "../support/redis-proxy.js";
 
@@ -128,6 +128,106 @@ describe("health states, each caused for real", () => {
       const h = await until(inferline.url, "unhealthy");
       assert.match(h.body.reasons.join("\n"), /error rate 25\.0% of the last 24 jobs failed/);
       assert.equal(h.ready, 200);
+    });
+  });
+
+  describe("queue depth over HEALTH_QUEUE_DEPTH_DEGRADED", () => {
+    // One job at a time: a long job holds the worker, the jobs after it wait; the worker is live
+    // throughout, so the depth is the only thing wrong.
+    const env = {
+      ...ONLY_ECHO,
+      HEALTH_QUEUE_DEPTH_DEGRADED: "2",
+      WORKER_CONCURRENCY: "1",
+      WORKER_SHUTDOWN_TIMEOUT_MS: "1000",
+    };
+    const inferline = useInferline("health-depth", { env, worker: true });
+
+    const depth = async () => {
+      const full = (await call(inferline.url, "GET", "/health")).body as Record<
+        string,
+        Record<string, number>
+      >;
+      return full.queue!;
+    };
+    const submit = async (text: string, extra: Record<string, unknown> = {}) => {
+      const r = await call(inferline.url, "POST", "/api/ml/echo", { text, ...extra });
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+      return r.body.job_id as string;
+    };
+
+    it("at the threshold: healthy; one job over it: degraded, ready, and says why", async () => {
+      await until(inferline.url, "healthy");
+      await submit("holds the only slot", { sleep_ms: 30_000 });
+      await eventually(async () => (await depth()).active === 1);
+      await submit("waits 1");
+      const second = await submit("waits 2");
+      await eventually(async () => (await depth()).depth === 2);
+      let h = await health(inferline.url);
+      assert.equal(h.body.status, "healthy", "2 waiting is not over a threshold of 2");
+      assert.deepEqual(h.body.reasons, []);
+
+      await submit("waits 3");
+      h = await until(inferline.url, "degraded");
+      assert.deepEqual(h.body.reasons, ["queue depth 3 over 2"]);
+      assert.equal(h.ready, 200, "a deep queue is reported, not a reason to stop serving");
+      assert.equal(h.live, 200);
+
+      // Back to 2 waiting (one canceled): healthy again.
+      assert.equal((await call(inferline.url, "DELETE", `/api/results/${second}`)).status, 200);
+      h = await until(inferline.url, "healthy");
+      assert.deepEqual(h.body.reasons, []);
+      assert.equal((await depth()).depth, 2);
+    });
+  });
+
+  describe("API process memory over HEALTH_MEMORY_MAX_RATIO", () => {
+    // Without a cgroup memory limit the ratio is the API process's used V8 heap against its heap
+    // limit (with one: RSS against the cgroup limit). A 32 MB old space puts a running API at
+    // about a third of its heap limit: over 0.1, well under the default 0.9.
+    const node = ["--max-old-space-size=32", CLI];
+    const prefixes = [uniquePrefix("health-mem-over"), uniquePrefix("health-mem-under")];
+    let over: Spawned;
+    let under: Spawned;
+    before(() => {
+      over = spawnCli(
+        ["api"],
+        testEnv(prefixes[0]!, { ...ONLY_ECHO, LOG_LEVEL: "info", HEALTH_MEMORY_MAX_RATIO: "0.1" }),
+        {
+          node,
+        },
+      );
+      under = spawnCli(["api"], testEnv(prefixes[1]!, { ...ONLY_ECHO, LOG_LEVEL: "info" }), { node });
+    });
+    after(async () => {
+      await Promise.all([stop(over), stop(under)]);
+      for (const p of prefixes) await cleanupPrefix(p);
+    });
+
+    const started = async (p: Spawned) =>
+      String((await p.waitForLine((l) => l.event === "api_started", 30_000)).url);
+    const memoryOf = async (base: string) =>
+      ((await call(base, "GET", "/health")).body as { system: { memory: { ratio: number; basis: string } } })
+        .system.memory;
+
+    it("over it: unhealthy and not ready (live); the same heap under the default 0.9: ready", async (t) => {
+      const [overUrl, underUrl] = await Promise.all([started(over), started(under)]);
+      if ((await memoryOf(overUrl)).basis === "rss")
+        return t.skip("a cgroup memory limit is set: the ratio is RSS against it, which a test cannot raise");
+
+      const h = await until(overUrl, "unhealthy");
+      const memory = await memoryOf(overUrl);
+      assert.equal(memory.basis, "heap");
+      assert.ok(memory.ratio > 0.1, `ratio ${memory.ratio}`);
+      assert.match(h.body.reasons[0] ?? "", /^memory at \d+% of its limit$/);
+      assert.equal(h.ready, 503, "this process's own memory takes it out of rotation");
+      assert.equal(h.live, 200);
+
+      // Same heap limit, default threshold (0.9): only the missing worker is reported.
+      const u = await until(underUrl, "degraded");
+      assert.deepEqual(u.body.reasons, ["no active worker"]);
+      assert.equal(u.ready, 200);
+      const ratio = (await memoryOf(underUrl)).ratio;
+      assert.ok(ratio > 0.1 && ratio < 0.9, `ratio ${ratio}`);
     });
   });
 
