@@ -1,4 +1,5 @@
 import type { ServerResponse } from "node:http";
+import { Slots } from "../lifecycle/slots.js";
 
 /**
  * Bounds how many requests one API process holds waiting (`Prefer: wait`) at once: each holds a
@@ -6,24 +7,16 @@ import type { ServerResponse } from "node:http";
  * cap a request is answered at once, as without the preference (RFC 7240 lets a server not
  * honour one): no `Preference-Applied`, and the client polls or waits again later.
  */
-export class WaitSlots {
-  private held = 0;
-
-  constructor(private readonly max: number) {}
-
+export class WaitSlots extends Slots {
   /**
    * The seconds the request answered by `res` may wait: `seconds`, holding a slot until the
    * response closes (sent, or its client gone), or 0 when every slot is held.
    */
   take(res: ServerResponse, seconds: number): number {
-    if (seconds <= 0 || this.held >= this.max) return 0;
-    this.held++;
-    res.once("close", () => this.held--);
+    if (seconds <= 0) return 0;
+    const release = this.tryAcquire();
+    if (!release) return 0;
+    res.once("close", release);
     return seconds;
-  }
-
-  /** Requests waiting right now. */
-  get inUse(): number {
-    return this.held;
   }
 }
