@@ -19,6 +19,23 @@ async function gauge(url: string, name: string, model: string): Promise<number |
   return line === undefined ? undefined : Number(line.split(" ").pop());
 }
 
+/** Submits `count` echo jobs the worker rejects, one after another, each waited for: their ids. */
+async function failJobs(url: string, count: number, label: string): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const r = await call(
+      url,
+      "POST",
+      "/api/ml/echo",
+      { text: `${label} ${i}`, fail: "invalid" },
+      { prefer: "wait=10" },
+    );
+    assert.equal(r.body.status, "failed", JSON.stringify(r.body));
+    ids.push(String(r.body.job_id));
+  }
+  return ids;
+}
+
 void describe("pausing and resuming a model's queue", () => {
   const inferline = useInferline("admin-pause", { env: { MODELS: "echo,sentiment" }, worker: true });
 
@@ -130,18 +147,7 @@ void describe("failed jobs, the dead letters", () => {
 
   void it("outlive the result retention, the newest FAILED_MAX_JOBS of them, for an admin to retry", async () => {
     const wait = { prefer: "wait=10" };
-    const failed: string[] = [];
-    for (let i = 0; i < 3; i++) {
-      const r = await call(
-        inferline.url,
-        "POST",
-        "/api/ml/echo",
-        { text: `dead ${i}`, fail: "invalid" },
-        wait,
-      );
-      assert.equal(r.body.status, "failed", JSON.stringify(r.body));
-      failed.push(String(r.body.job_id));
-    }
+    const failed = await failJobs(inferline.url, 3, "dead");
     const ok = await call(inferline.url, "POST", "/api/ml/echo", { text: "done" }, wait);
     assert.equal(ok.body.status, "completed", JSON.stringify(ok.body));
     // Past the result retention, and past a sweep (every second here).
@@ -167,20 +173,7 @@ void describe("removing failed jobs", () => {
   const inferline = useInferline("admin-clean", { env: { MODELS: "echo,sentiment" }, worker: true });
 
   void it("removes the failed jobs asked for, and only those", async () => {
-    const failed: string[] = [];
-    for (let i = 0; i < 2; i++) {
-      const r = await call(
-        inferline.url,
-        "POST",
-        "/api/ml/echo",
-        { text: `bad ${i}`, fail: "invalid" },
-        {
-          prefer: "wait=10",
-        },
-      );
-      assert.equal(r.body.status, "failed", JSON.stringify(r.body));
-      failed.push(String(r.body.job_id));
-    }
+    const failed = await failJobs(inferline.url, 2, "bad");
     const ok = await call(inferline.url, "POST", "/api/ml/echo", { text: "good" }, { prefer: "wait=10" });
     assert.equal(ok.body.status, "completed");
 
@@ -216,18 +209,7 @@ void describe("retrying failed jobs", () => {
   const inferline = useInferline("admin-retry-all", { env: { MODELS: "echo,sentiment" }, worker: true });
 
   void it("puts the failed jobs asked for back in their queues, with fresh attempts", async () => {
-    const ids: string[] = [];
-    for (let i = 0; i < 3; i++) {
-      const r = await call(
-        inferline.url,
-        "POST",
-        "/api/ml/echo",
-        { text: `retry me ${i}`, fail: "invalid" },
-        { prefer: "wait=10" },
-      );
-      assert.equal(r.body.status, "failed", JSON.stringify(r.body));
-      ids.push(String(r.body.job_id));
-    }
+    const ids = await failJobs(inferline.url, 3, "retry me");
     // Paused, so the retried jobs stay queued where the test can see them.
     assert.equal((await call(inferline.url, "POST", "/api/admin/models/echo/pause")).status, 200);
     const some = await call(inferline.url, "POST", "/api/admin/jobs/failed/retry?model=echo&limit=2");
