@@ -29,7 +29,7 @@ describe("queue semantics", () => {
     redis.disconnect();
   });
 
-  it("cancels a queued job; a canceled or finished job cannot be canceled again", async () => {
+  it("cancels a queued job; canceling it again answers 200 with it, as the first cancel did; an unknown job is 404", async () => {
     const r = await call(inferline.url, "POST", "/api/ml/sentiment", { text: "cancel me" });
     const id = r.body.job_id as string;
     const d = await call(inferline.url, "DELETE", `/api/results/${id}`);
@@ -40,6 +40,8 @@ describe("queue semantics", () => {
     assert.equal(g.body.status, "canceled");
     const again = await call(inferline.url, "DELETE", `/api/results/${id}`);
     assert.equal(again.status, 200);
+    assert.equal(again.body.status, "canceled");
+    assert.equal(again.body.job_id, id);
     const missing = await call(
       inferline.url,
       "DELETE",
