@@ -36,8 +36,8 @@ export interface JobRecordsDeps {
   readonly prefix: string;
   /** How long a finished or ended job's record is kept (s). */
   readonly retentionSeconds: number;
-  /** How long a job that ended failed is kept (s); `retentionSeconds` when not given. */
-  readonly failedRetentionSeconds?: number;
+  /** How long a job that ended failed is kept (s): a dead letter outlives a result. */
+  readonly failedRetentionSeconds: number;
   readonly guard: Guard;
   readonly waiter: JobWaiter;
   /** Frees the in-flight slot of a job ended before it ran. */
@@ -157,7 +157,7 @@ export class JobRecords {
    * that goes quiet would keep its last jobs, inputs and results, for good. The number removed.
    */
   async sweep(models: readonly string[], limit = 1000): Promise<number> {
-    const { retentionSeconds, failedRetentionSeconds = retentionSeconds } = this.deps;
+    const { retentionSeconds, failedRetentionSeconds } = this.deps;
     const graceMs = { completed: retentionSeconds * 1000, failed: failedRetentionSeconds * 1000 };
     const removed = await this.deps.guard(() =>
       Promise.all(

@@ -30,6 +30,7 @@ void describe("waiting on a job with its client's hang-up signal", () => {
       redis,
       prefix,
       retentionSeconds: 60,
+      failedRetentionSeconds: 60,
       guard: makeGuard(redis, 1000),
       waiter,
       cache: new ResultCache(redis, prefix),
