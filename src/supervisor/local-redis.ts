@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
+import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Config } from "../config/index.js";
 import { createRedis, waitReady } from "../redis/connection.js";
@@ -129,11 +130,13 @@ export async function ensureRedis(
   // A process group of its own, so the terminal's Ctrl-C does not stop Redis under workers that
   // are still finishing their jobs: `start` stops it last.
   const child: ChildProcess = spawn(binary, args, {
-    stdio: ["ignore", "inherit", "inherit"],
+    stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
   spawned(child);
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const said = relayOutput(child, logger);
+  // Once it has exited and its output is read to the end.
+  const closed = new Promise<void>((r) => child.once("close", () => r()));
   for (let i = 0; i < 100; i++) {
     if (child.exitCode !== null) break;
     if (await redisAnswers(config.redisUrl, 500)) {
@@ -148,14 +151,38 @@ export async function ensureRedis(
         stop: () =>
           (stopping ??= (async () => {
             if (child.exitCode === null) child.kill("SIGTERM");
-            await Promise.race([exited, sleep(10_000).then(() => void child.kill("SIGKILL"))]);
+            await Promise.race([closed, sleep(10_000).then(() => void child.kill("SIGKILL"))]);
           })()),
       };
     }
     await sleep(100);
   }
   child.kill("SIGKILL");
+  await Promise.race([closed, sleep(2000)]);
   throw new RedisNotAvailableError(
-    `LOCAL_REDIS_PORT=${config.LOCAL_REDIS_PORT}: redis-server (${binary}) did not start there (its reason is above; another program on that port? set LOCAL_REDIS_PORT or REDIS_URL)`,
+    `LOCAL_REDIS_PORT=${config.LOCAL_REDIS_PORT}: redis-server (${binary}) did not start there (${said() || "it said nothing"}; another program on that port? set LOCAL_REDIS_PORT or REDIS_URL)`,
   );
+}
+
+/** Lines of redis-server's output kept to say why it did not start. */
+const LAST_LINES = 3;
+
+/**
+ * Passes redis-server's output on as log lines, one per line it writes. Its output would
+ * otherwise share standard output with the JSON log, and a line it writes in pieces (as from its
+ * signal handler) could land inside one of ours. Returns what it said last, for an error message.
+ */
+function relayOutput(child: ChildProcess, logger: Logger): () => string {
+  const last: string[] = [];
+  for (const stream of [child.stdout, child.stderr]) {
+    if (!stream) continue;
+    createInterface({ input: stream, crlfDelay: Infinity }).on("line", (line) => {
+      if (!line.trim()) return;
+      // Without its prefix ("pid:role date time level-mark "): what it says.
+      last.push(line.replace(/^\d+:[A-Z] .*? [.*#-] /, "").trim());
+      if (last.length > LAST_LINES) last.shift();
+      logger.info({ event: "redis_output", line }, `redis-server: ${line}`);
+    });
+  }
+  return () => last.join(" / ");
 }

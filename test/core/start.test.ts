@@ -14,6 +14,15 @@ async function bannerUrl(stderr: () => string): Promise<string> {
   return eventually(async () => /Inferline is up: (http:\/\/\S+)/.exec(stderr())?.[1], 30_000);
 }
 
+/** Whether process `pid` still runs (a zombie no longer does). */
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
 function portAnswers(port: number): Promise<boolean> {
   return redisAnswers(`redis://127.0.0.1:${port}`, 1000);
 }
@@ -95,12 +104,32 @@ describe("inferline start", () => {
       const stopped = proc.lines.filter((l) => l.event === "worker_stopped");
       assert.equal(stopped.length, 1);
       assert.equal(stopped[0]?.drained, true);
-      const children = proc.lines.filter((l) => l.event === "child_stopped");
       // On failure, what the supervisor and its children said while stopping tells why.
-      const stopping = proc.lines.filter(
-        (l) => /stop|exit|shutdown|signal/.test(String(l.event)) || l.role === "supervisor",
+      const stopping = JSON.stringify(
+        proc.lines.filter(
+          (l) => /stop|exit|shutdown|signal/.test(String(l.event)) || l.role === "supervisor",
+        ),
       );
-      assert.deepEqual(children.map((l) => l.child).sort(), ["api", "worker-1"], JSON.stringify(stopping));
+      const children = proc.lines.filter((l) => l.event === "child_stopped");
+      assert.deepEqual(children.map((l) => l.child).sort(), ["api", "worker-1"], stopping);
+      // No process it launched outlives it.
+      const pids = new Set(
+        proc.lines.filter((l) => l.role === "api" || l.role === "worker").map((l) => l.pid),
+      );
+      assert.equal(pids.size, 2, stopping);
+      for (const pid of pids)
+        assert.equal(running(Number(pid)), false, `process ${String(pid)} outlived start`);
+      // Its standard output is the JSON log alone: redis-server's own output comes as log lines,
+      // never as text that could land inside one.
+      const text = proc
+        .stdout()
+        .split("\n")
+        .filter((l) => l && !l.startsWith("{"));
+      assert.deepEqual(text, []);
+      assert.ok(
+        proc.lines.some((l) => l.event === "redis_output"),
+        "redis-server's output is logged",
+      );
       for (const c of children) assert.equal(c.code, 0, JSON.stringify(c));
       assert.equal(await portAnswers(port), false, "its redis-server stopped with it");
     } finally {

@@ -236,7 +236,11 @@ describe("inferline start: stopping", () => {
         ],
         [
           { LOCAL_REDIS_PORT: String(port) },
-          new RegExp(`^inferline: LOCAL_REDIS_PORT=${port}: redis-server .* did not start there`, "m"),
+          // With what redis-server itself said.
+          new RegExp(
+            `^inferline: LOCAL_REDIS_PORT=${port}: redis-server .* did not start there \\(.*Address already in use`,
+            "m",
+          ),
         ],
       ] as const) {
         const local = await localRedisEnv("start-local-bad", { WORKERS: "1", ...extra });
