@@ -178,10 +178,12 @@ function relayOutput(child: ChildProcess, logger: Logger): () => string {
     if (!stream) continue;
     createInterface({ input: stream, crlfDelay: Infinity }).on("line", (line) => {
       if (!line.trim()) return;
-      // Without its prefix ("pid:role date time level-mark "): what it says.
-      last.push(line.replace(/^\d+:[A-Z] .*? [.*#-] /, "").trim());
+      // Without its prefix ("pid:role date time level-mark ", or "pid:signal-handler (time) "):
+      // what it says.
+      const text = line.replace(/^\d+:(?:[A-Z] .*? [.*#-]|signal-handler \(\d+\)) /, "").trim();
+      last.push(text);
       if (last.length > LAST_LINES) last.shift();
-      logger.info({ event: "redis_output", line }, `redis-server: ${line}`);
+      logger.info({ event: "redis_output", line }, `redis-server: ${text}`);
     });
   }
   return () => last.join(" / ");
