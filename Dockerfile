@@ -9,10 +9,10 @@ ARG BASE_IMAGE=debian:bookworm-slim
 # --- production dependencies, ONNX Runtime trimmed to this platform -----------------------------
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
-# .npmrc skips onnxruntime-node's install-time download: its CPU binaries ship in the package.
-# The variable says the same to npm versions that no longer pass unknown .npmrc keys to scripts.
+# .npmrc runs no install scripts: onnxruntime-node's would download GPU binaries, and its CPU
+# binaries ship in the package.
 COPY package.json package-lock.json .npmrc ./
-RUN ONNXRUNTIME_NODE_INSTALL=skip npm ci --omit=dev --no-audit --no-fund \
+RUN npm ci --omit=dev --no-audit --no-fund \
  && arch="$(node -p process.arch)" \
  && for dir in node_modules/onnxruntime-node/bin/napi-v*; do \
       find "$dir" -mindepth 1 -maxdepth 1 ! -name linux -exec rm -rf {} + ; \
