@@ -9,7 +9,7 @@ import { Redis } from "ioredis";
 import { redisAnswers } from "../../src/supervisor/local-redis.js";
 import { testEnv } from "../support/config.js";
 import { eventually, freePort } from "../support/http.js";
-import { spawnCli, stop, type Spawned } from "../support/processes.js";
+import { alive, spawnCli, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, ownRedis, uniquePrefix } from "../support/redis.js";
 
 /** The pid of the redis-server at `url`, as it reports it. */
@@ -42,15 +42,6 @@ function killLeftovers(proc: Spawned): void {
     } catch {
       /* already gone */
     }
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -10,6 +10,8 @@ export interface Spawned {
   readonly proc: ChildProcess;
   /** Every stdout line parsed as JSON (log lines), plus raw stderr text. */
   readonly lines: Record<string, unknown>[];
+  /** The stdout lines that are not JSON (text that is no log line, or a log line broken up). */
+  readonly unparsed: string[];
   /** Everything written to stdout so far, as written. */
   readonly stdout: () => string;
   readonly stderr: () => string;
@@ -36,6 +38,7 @@ export function spawnCli(
     detached: opts.detached ?? false,
   });
   const lines: Record<string, unknown>[] = [];
+  const unparsed: string[] = [];
   const listeners = new Set<(l: Record<string, unknown>) => void>();
   let buf = "";
   let out = "";
@@ -52,7 +55,7 @@ export function spawnCli(
         lines.push(parsed);
         for (const l of listeners) l(parsed);
       } catch {
-        /* not a log line */
+        if (line) unparsed.push(line);
       }
     }
   });
@@ -69,6 +72,7 @@ export function spawnCli(
   return {
     proc,
     lines,
+    unparsed,
     stdout: () => out,
     stderr: () => err,
     exited,
@@ -127,4 +131,14 @@ export async function stop(p: Spawned, ms = 15_000): Promise<void> {
   const t = setTimeout(() => p.kill("SIGKILL"), ms);
   await p.exited;
   clearTimeout(t);
+}
+
+/** Whether process `pid` still runs. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
