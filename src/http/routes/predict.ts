@@ -92,7 +92,10 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
     },
   } as const;
 
-  /** What every prediction request shares: the model version, options and deadline. */
+  /**
+   * What every prediction request shares: the model version, options and deadline, and the
+   * seconds it may wait (taking a WAIT_MAX_HELD slot until its response closes when it waits).
+   */
   function base(
     req: FastifyRequest<{ Params: { model: string }; Querystring: PredictQuery }>,
     reply: FastifyReply,
