@@ -151,14 +151,18 @@ export async function ensureRedis(
         stop: () =>
           (stopping ??= (async () => {
             if (child.exitCode === null) child.kill("SIGTERM");
-            await Promise.race([closed, sleep(10_000).then(() => void child.kill("SIGKILL"))]);
+            await Promise.race([
+              closed,
+              sleep(10_000, undefined, { ref: false }).then(() => void child.kill("SIGKILL")),
+            ]);
           })()),
       };
     }
     await sleep(100);
   }
   child.kill("SIGKILL");
-  await Promise.race([closed, sleep(2000)]);
+  // Its last words, for the message; the timer alone does not keep the process alive.
+  await Promise.race([closed, sleep(2000, undefined, { ref: false })]);
   throw new RedisNotAvailableError(
     `LOCAL_REDIS_PORT=${config.LOCAL_REDIS_PORT}: redis-server (${binary}) did not start there (${said() || "it said nothing"}; another program on that port? set LOCAL_REDIS_PORT or REDIS_URL)`,
   );

@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { createServer, type AddressInfo } from "node:net";
 import { describe, it } from "node:test";
-import { redisAnswers } from "../../src/supervisor/local-redis.js";
 import { testEnv } from "../support/config.js";
 import { call, eventually, freePort } from "../support/http.js";
+import { localRedisEnv } from "../support/local-redis-env.js";
 import { alive, ROOT, spawnCli, stop } from "../support/processes.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
 
@@ -14,29 +13,13 @@ async function bannerUrl(stderr: () => string): Promise<string> {
   return eventually(async () => /Inferline is up: (http:\/\/\S+)/.exec(stderr())?.[1], 30_000);
 }
 
-function portAnswers(port: number): Promise<boolean> {
-  return redisAnswers(`redis://127.0.0.1:${port}`, 1000);
-}
-
-/**
- * The environment of a `start` with no REDIS_URL, whose own redis-server would listen on a free
- * port with its data in a fresh folder (the caller removes it).
- */
-async function localRedisEnv(label: string, extra: Record<string, string>) {
-  const port = await freePort();
-  const dir = mkdtempSync(path.join(tmpdir(), "inferline-start-"));
-  const env = testEnv(label, { LOCAL_REDIS_PORT: String(port), LOCAL_REDIS_DIR: dir, ...extra });
-  delete (env as Record<string, string | undefined>).REDIS_URL;
-  return { port, dir, env };
-}
-
 describe("inferline start", () => {
   it("starts its own redis-server when nothing answers, serves a prediction, stops everything on Ctrl-C", async () => {
-    const { port, dir, env } = await localRedisEnv("start", { WORKERS: "1", LOG_LEVEL: "warn" });
-    const proc = spawnCli(["start"], env);
+    const local = await localRedisEnv("start", { WORKERS: "1", LOG_LEVEL: "warn" });
+    const proc = spawnCli(["start"], local.env);
     try {
       const url = await bannerUrl(proc.stderr);
-      assert.ok(await portAnswers(port), "redis-server started on the local port");
+      assert.ok(await local.answers(), "redis-server started on the local port");
       const r = await eventually(
         async () => {
           const res = await call(
@@ -57,22 +40,22 @@ describe("inferline start", () => {
       proc.kill("SIGINT");
       const exit = await proc.exited;
       assert.equal(exit.code, 0);
-      assert.equal(await portAnswers(port), false, "its redis-server stopped with it");
+      assert.equal(await local.answers(), false, "its redis-server stopped with it");
     } finally {
       await stop(proc);
-      rmSync(dir, { recursive: true, force: true });
+      await local.cleanup();
     }
   });
 
   it("Ctrl-C (SIGINT to the whole process group) lets workers finish their jobs, then stops the API and Redis", async () => {
-    const { port, dir, env } = await localRedisEnv("start-ctrlc", {
+    const local = await localRedisEnv("start-ctrlc", {
       WORKERS: "1",
       AUTOSCALE: "false",
       MODELS: "echo",
       LOG_LEVEL: "info",
     });
     // Detached: the supervisor leads its own process group, as a command typed in a terminal does.
-    const proc = spawnCli(["start"], env, { detached: true });
+    const proc = spawnCli(["start"], local.env, { detached: true });
     try {
       const url = await bannerUrl(proc.stderr);
       await proc.waitForLine((l) => l.event === "worker_started", 30_000);
@@ -118,10 +101,10 @@ describe("inferline start", () => {
         "redis-server's output is logged",
       );
       for (const c of children) assert.equal(c.code, 0, JSON.stringify(c));
-      assert.equal(await portAnswers(port), false, "its redis-server stopped with it");
+      assert.equal(await local.answers(), false, "its redis-server stopped with it");
     } finally {
       await stop(proc);
-      rmSync(dir, { recursive: true, force: true });
+      await local.cleanup();
     }
   });
 

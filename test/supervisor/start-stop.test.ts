@@ -6,9 +6,9 @@ import path from "node:path";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
-import { redisAnswers } from "../../src/supervisor/local-redis.js";
 import { testEnv } from "../support/config.js";
 import { eventually, freePort } from "../support/http.js";
+import { localRedisEnv } from "../support/local-redis-env.js";
 import { alive, spawnCli, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, ownRedis, uniquePrefix } from "../support/redis.js";
 
@@ -43,29 +43,6 @@ function killLeftovers(proc: Spawned): void {
       /* already gone */
     }
   }
-}
-
-/** The environment of a `start` that launches a redis-server of its own on a free port. */
-async function localRedisEnv(label: string, extra: Record<string, string> = {}) {
-  const port = await freePort();
-  const dir = mkdtempSync(path.join(tmpdir(), "inferline-start-"));
-  const env = testEnv(label, { LOCAL_REDIS_PORT: String(port), LOCAL_REDIS_DIR: dir, ...extra });
-  delete (env as Record<string, string | undefined>).REDIS_URL;
-  const url = `redis://127.0.0.1:${port}`;
-  return {
-    env,
-    port,
-    answers: () => redisAnswers(url, 1000),
-    /** Stops a redis-server left answering on the port (a bug's leftover), then removes its data. */
-    async cleanup() {
-      if (await redisAnswers(url, 500)) {
-        const r = new Redis(url);
-        await r.shutdown("NOSAVE").catch(() => {});
-        r.disconnect();
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
 }
 
 function onPath(binary: string): string {
@@ -161,7 +138,7 @@ describe("inferline start: stopping", () => {
         30_000,
       );
       await proc.waitForLine((l) => l.event === "worker_started", 30_000);
-      redis = await redisPid(`redis://127.0.0.1:${local.port}`);
+      redis = await redisPid(local.url);
       // A job that keeps the worker draining long after the first Ctrl-C.
       const r = await fetch(`${url}/api/ml/echo`, {
         method: "POST",
