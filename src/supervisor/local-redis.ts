@@ -7,6 +7,7 @@ import type { Config } from "../config/index.js";
 import { createRedis, waitReady } from "../redis/connection.js";
 import { connectAtBoot, RedisUrlError } from "../redis/preflight.js";
 import type { Logger } from "../telemetry/logger.js";
+import { terminateChild } from "./terminate.js";
 
 export class RedisNotAvailableError extends Error {}
 
@@ -148,14 +149,7 @@ export async function ensureRedis(
       return {
         url: config.redisUrl,
         owned: true,
-        stop: () =>
-          (stopping ??= (async () => {
-            if (child.exitCode === null) child.kill("SIGTERM");
-            await Promise.race([
-              closed,
-              sleep(10_000, undefined, { ref: false }).then(() => void child.kill("SIGKILL")),
-            ]);
-          })()),
+        stop: () => (stopping ??= terminateChild(child, closed, 10_000)),
       };
     }
     await sleep(100);

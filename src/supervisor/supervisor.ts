@@ -1,7 +1,7 @@
 import { fork, type ChildProcess } from "node:child_process";
-import { setTimeout as sleep } from "node:timers/promises";
 import { isExitingMessage } from "../contracts/child-messages.js";
 import type { Logger } from "../telemetry/logger.js";
+import { terminateChild } from "./terminate.js";
 
 export interface ChildSpec {
   readonly name: string;
@@ -188,17 +188,8 @@ export class Supervisor {
     clearTimeout(slot.restart);
     const child = slot.child;
     if (!child) return;
-    const killed = sleep(this.opts.stopTimeoutMs, "timeout" as const, { ref: false });
-    // Exited already: wait for its channel to close (bounded), as for any stop.
-    if (child.exitCode !== null || child.signalCode !== null) {
-      await Promise.race([slot.exited, killed]);
-      return;
-    }
-    child.kill("SIGTERM");
-    if ((await Promise.race([slot.exited.then(() => "exited" as const), killed])) === "timeout") {
-      child.kill("SIGKILL");
-      await slot.exited;
-    }
+    // Exited already: its channel's close is still waited for (bounded), as for any stop.
+    await terminateChild(child, slot.exited, this.opts.stopTimeoutMs);
   }
 
   /**
