@@ -6,7 +6,7 @@ import { addAndWait } from "../support/bare.js";
 import { predictAndWait } from "../support/http.js";
 import { interleaved, type Arm } from "../support/interleave.js";
 import { benchEnv, startBaseline, startHttpBaseline, startStack, stopChild } from "../support/processes.js";
-import { cleanupPrefix, localRedisPid } from "../support/redis.js";
+import { cleanupPrefix, commandCounts, localRedisPid } from "../support/redis.js";
 import { SYSTEMS } from "../support/systems.js";
 
 type Cpu = Record<string, number>;
@@ -28,6 +28,8 @@ const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
  *  - Inferline end to end: HTTP POST /api/ml/echo with `Prefer: wait` (validation, job record,
  *    priority queue, worker, batcher, result), through a separate API process, result cache and
  *    coalescing off (identical inputs would be answered without a job).
+ * Redis's own command counts, read around every turn, tell whether a system asks more of Redis
+ * per job or only spends more CPU in its processes.
  * The last three are then measured one request at a time too, taking turns (one BullMQ round
  * trip, one through the minimal route, one through Inferline, ...): the round trip of a single
  * job on an idle system, which saturation does not inflate.
@@ -45,6 +47,7 @@ export const run: Scenario = async (ctx) => {
   const arms: Arm[] = [];
   const rows: Record<string, ReturnType<typeof summarize>> = {};
   const cpu: Record<string, Cpu> = {};
+  const redisWork: Record<string, Record<string, number>> = {};
   const unloaded: Record<string, ReturnType<typeof latencySummary>> = {};
   try {
     // --- list queue (tutorial)
@@ -127,15 +130,19 @@ export const run: Scenario = async (ctx) => {
     });
 
     for (const arm of arms) await closedLoop(concurrency, warm, (i) => arm.one(10 * total + i));
+    const counter = new Redis(url);
+    cleanups.push(async () => counter.disconnect());
     const measured = await interleaved(arms, {
       chunks,
       chunkSize,
       concurrency,
       onProgress: (name, d, n) => ctx.progress(name, d, n),
+      counters: () => commandCounts(counter),
     });
     for (const [name, m] of Object.entries(measured)) {
       rows[name] = summarize(m.result);
       cpu[name] = m.cpu;
+      redisWork[name] = m.counts;
     }
 
     // --- one request at a time, taking turns (the list queue is left out)
@@ -188,6 +195,16 @@ export const run: Scenario = async (ctx) => {
         }),
       },
       {
+        title:
+          "Redis work per job: the commands it ran (those inside scripts included) and the script calls among them",
+        columns: ["system", "commands", "script calls"],
+        rows: Object.entries(redisWork).map(([name, w]) => [
+          name,
+          Number((w.commands ?? NaN).toFixed(1)),
+          Number((w.scripts ?? NaN).toFixed(2)),
+        ]),
+      },
+      {
         title: `One request at a time, taking turns: ${solo} round trips each on an otherwise idle system`,
         columns: ["system", "p50 ms", "p99 ms", "p50 vs bare BullMQ"],
         rows: Object.entries(unloaded).map(([name, s]) => [
@@ -201,6 +218,7 @@ export const run: Scenario = async (ctx) => {
     data: {
       concurrency,
       cpu_ms_per_job: cpu,
+      redis_per_job: redisWork,
       requests: total,
       results: rows,
       inferline_vs_bare_throughput: ratio,

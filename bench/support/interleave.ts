@@ -15,6 +15,8 @@ export interface ArmResult {
   readonly result: LoopResult;
   /** CPU ms per request by process, over all chunks. */
   readonly cpu: Record<string, number>;
+  /** What `counters` counted per request, over all chunks (empty without counters). */
+  readonly counts: Record<string, number>;
 }
 
 /**
@@ -30,10 +32,21 @@ export async function interleaved(
     readonly chunkSize: number;
     readonly concurrency: number;
     readonly onProgress?: (arm: string, done: number, total: number) => void;
+    /**
+     * Running totals read before and after every chunk (say, Redis's command counts); what
+     * they grew by during an arm's chunks is charged to that arm.
+     */
+    readonly counters?: () => Promise<Record<string, number>>;
   },
 ): Promise<Record<string, ArmResult>> {
-  type Acc = { latenciesMs: number[]; durationMs: number; errors: number; cpu: Record<string, number> };
-  const acc = arms.map((): Acc => ({ latenciesMs: [], durationMs: 0, errors: 0, cpu: {} }));
+  type Acc = {
+    latenciesMs: number[];
+    durationMs: number;
+    errors: number;
+    cpu: Record<string, number>;
+    counts: Record<string, number>;
+  };
+  const acc = arms.map((): Acc => ({ latenciesMs: [], durationMs: 0, errors: 0, cpu: {}, counts: {} }));
   const total = opts.chunks * opts.chunkSize;
   let next = 0;
   for (let c = 0; c < opts.chunks; c++) {
@@ -44,6 +57,7 @@ export async function interleaved(
       const base = next;
       next += opts.chunkSize;
       const done = c * opts.chunkSize;
+      const before = await opts.counters?.();
       const m = await meterCpu(arm.pids, opts.chunkSize, () =>
         closedLoop(
           opts.concurrency,
@@ -56,13 +70,19 @@ export async function interleaved(
       a.durationMs += m.result.durationMs;
       a.errors += m.result.errors;
       for (const [p, ms] of Object.entries(m.cpu)) a.cpu[p] = (a.cpu[p] ?? 0) + ms * opts.chunkSize;
+      if (before) {
+        const after = (await opts.counters?.()) ?? {};
+        for (const [key, n] of Object.entries(after))
+          a.counts[key] = (a.counts[key] ?? 0) + n - (before[key] ?? 0);
+      }
     }
   }
   return Object.fromEntries(
     arms.map((arm, k) => {
-      const { cpu, ...result } = acc[k]!;
-      const perRequest = Object.fromEntries(Object.entries(cpu).map(([p, ms]) => [p, ms / total]));
-      return [arm.name, { result, cpu: perRequest }];
+      const { cpu, counts, ...result } = acc[k]!;
+      const perRequest = (totals: Record<string, number>) =>
+        Object.fromEntries(Object.entries(totals).map(([key, n]) => [key, n / total]));
+      return [arm.name, { result, cpu: perRequest(cpu), counts: perRequest(counts) }];
     }),
   );
 }

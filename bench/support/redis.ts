@@ -36,6 +36,23 @@ export async function usedMemory(redis: Redis): Promise<number> {
   return Number(/used_memory:(\d+)/.exec(info)?.[1] ?? NaN);
 }
 
+/**
+ * What a Redis server has run since it started, from `INFO commandstats`: `commands`, every
+ * command, those scripts ran included, and `scripts`, the script calls among them (EVAL,
+ * EVALSHA, FCALL and their read-only forms). Every client's, so read it while only the system
+ * measured is busy.
+ */
+export async function commandCounts(redis: Redis): Promise<{ commands: number; scripts: number }> {
+  const info = await redis.info("commandstats");
+  let commands = 0;
+  let scripts = 0;
+  for (const [, name, calls] of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    commands += Number(calls);
+    if (/^(eval|evalsha|fcall)(_ro)?$/.test(name!)) scripts += Number(calls);
+  }
+  return { commands, scripts };
+}
+
 export async function redisVersion(url: string): Promise<string> {
   const r = new Redis(url, { maxRetriesPerRequest: 1 });
   try {
