@@ -32,6 +32,15 @@ export interface FailedJob {
 
 export class JobNotRetryableError extends Error {}
 
+/** Why a job that is not failed (`status`), or that failed by its deadline ("expired"), stays. */
+export function notRetryable(jobId: string, status: string): JobNotRetryableError {
+  return new JobNotRetryableError(
+    status === "expired"
+      ? `job ${jobId} expired (its deadline passed before it started): a retry would expire at once`
+      : `job ${jobId} is ${status}, not failed`,
+  );
+}
+
 const PRIORITIES = Object.values(PRIORITY_LEVELS);
 
 /**
@@ -140,11 +149,8 @@ export class QueueInspector {
     const job = await Job.fromId<JobData, JobResult>(this.queue(model), jobId);
     if (!job) return undefined;
     const state = await job.getState();
-    if (state !== "failed") throw new JobNotRetryableError(`job ${jobId} is ${state}, not failed`);
-    if (expired(job))
-      throw new JobNotRetryableError(
-        `job ${jobId} expired (its deadline passed before it started): a retry would expire at once`,
-      );
+    if (state !== "failed") throw notRetryable(jobId, state);
+    if (expired(job)) throw notRetryable(jobId, "expired");
     await job.retry("failed", { resetAttemptsMade: true, resetAttemptsStarted: true });
     return { job_id: jobId, model };
   }

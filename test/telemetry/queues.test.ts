@@ -89,5 +89,41 @@ describe("retrying failed jobs", () => {
       assert.equal(after.body.status, "expired");
       assert.equal(after.body.finished_at, ended.body.finished_at, "it did not run or end again");
     });
+
+    it("a job the API ended before it started (canceled, or past its deadline) is 409, not unknown", async () => {
+      // Paused: no worker starts them, so the API ends them (a cancel; a read past the deadline).
+      assert.equal((await call(inferline.url, "POST", "/api/admin/models/echo/pause")).status, 200);
+      try {
+        const late = await call(inferline.url, "POST", "/api/ml/echo?timeout_ms=50", {
+          text: "ended by a read",
+        });
+        const canceled = await call(inferline.url, "POST", "/api/ml/echo", { text: "ended by a cancel" });
+        assert.equal(late.status, 202, JSON.stringify(late.body));
+        assert.equal(canceled.status, 202, JSON.stringify(canceled.body));
+        const lateId = late.body.job_id as string;
+        const canceledId = canceled.body.job_id as string;
+        await new Promise((r) => setTimeout(r, 200));
+        assert.equal((await call(inferline.url, "GET", `/api/results/${lateId}`)).body.status, "expired");
+        assert.equal(
+          (await call(inferline.url, "DELETE", `/api/results/${canceledId}`)).body.status,
+          "canceled",
+        );
+
+        for (const [id, status] of [
+          [lateId, "expired"],
+          [canceledId, "canceled"],
+        ] as const) {
+          const r = await call(inferline.url, "POST", `/api/admin/jobs/${id}/retry`);
+          assert.equal(r.status, 409, JSON.stringify(r.body));
+          const error = r.body.error as { code: string; message: string };
+          assert.equal(error.code, "job_not_failed");
+          assert.match(error.message, new RegExp(status));
+          // Nothing changed: it still reads as it ended.
+          assert.equal((await call(inferline.url, "GET", `/api/results/${id}`)).body.status, status);
+        }
+      } finally {
+        await call(inferline.url, "POST", "/api/admin/models/echo/resume");
+      }
+    });
   });
 });

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger, FastifyPluginAsync } from "fastify";
-import { JobNotFailedError, JobNotFoundError } from "../../errors/catalog.js";
-import { JobNotRetryableError } from "../../telemetry/queues.js";
+import { JobNotFailedError } from "../../errors/catalog.js";
+import { JobNotRetryableError, notRetryable } from "../../telemetry/queues.js";
 import { objectResponse, RESPONSE_HEADERS } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
@@ -37,7 +37,10 @@ const MODEL_NOT_FOUND = { description: "Error; code: model_not_found", $ref: "Er
 
 const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
 
-export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues, catalog, guard }) => {
+export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (
+  app,
+  { queues, records, catalog, guard },
+) => {
   /** The models a route acts on: the one named (404 model_not_found if not served), or all. */
   const modelsOf = (model: string | undefined): string[] => {
     if (model === undefined) return catalog.names();
@@ -172,11 +175,16 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (app, { queues
     },
     async (req, reply) => {
       const id = req.params.id;
-      const done = await guard(() => queues.retry(id, catalog.names())).catch((err: unknown) => {
+      const done = await guard(async () => {
+        const retried = await queues.retry(id, catalog.names());
+        if (retried) return retried;
+        // No job in a queue to put back. A job the API ended before it started (canceled, or
+        // past its deadline) still has its result for a while: not failed, rather than unknown.
+        throw notRetryable(id, (await records.view(id)).status); // JobNotFoundError when unknown
+      }).catch((err: unknown) => {
         if (err instanceof JobNotRetryableError) throw new JobNotFailedError(err.message, { job_id: id });
         throw err;
       });
-      if (!done) throw new JobNotFoundError(id);
       req.log.info(
         { event: "job_retried", job_id: id, model: done.model, by: "admin" },
         "failed job queued again",
