@@ -129,6 +129,28 @@ describe("client errors", () => {
       assert.equal((await post(type)).status, 422, type);
   });
 
+  it("a body that claims UTF-8 but is not (Latin-1 bytes) → 400 malformed_json, not altered", async () => {
+    const post = (bytes: Buffer, idempotencyKey: string) =>
+      fetch(`${inferline.url}/api/ml/sentiment`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "idempotency-key": idempotencyKey },
+        body: bytes,
+      });
+    const key = `latin1-${process.pid}-${Date.now()}`;
+    // "café" and "cafê" in Latin-1: decoded with replacement, both would read "caf\ufffd".
+    for (const last of [0xe9, 0xea]) {
+      const bytes = Buffer.concat([Buffer.from('{"text":"caf'), Buffer.from([last]), Buffer.from('"}')]);
+      const res = await post(bytes, key);
+      assert.equal(res.status, 400);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, "malformed_json");
+      assert.match(body.error.message, /not valid UTF-8/);
+    }
+    // The same text in UTF-8 is read: here an input the model refuses (422), as this suite queues nothing.
+    const read = await post(Buffer.from(JSON.stringify({ txt: "caf\u00e9" })), key);
+    assert.equal(read.status, 422);
+  });
+
   it("body over the limit → 413 payload_too_large", async () => {
     const r = await call(inferline.url, "POST", "/api/ml/sentiment", { text: "x".repeat(5000) });
     assert.equal(r.status, 413);

@@ -1,3 +1,4 @@
+import { isUtf8 } from "node:buffer";
 import type { FastifyInstance } from "fastify";
 import { JsonTooDeepError, MalformedJsonError, UnsupportedMediaTypeError } from "../../errors/catalog.js";
 import { jsonTooDeep } from "../../security/index.js";
@@ -9,12 +10,13 @@ const OTHER_CHARSET = /;\s*charset\s*=\s*(?!"?utf-?8"?\s*(?:;|$))/i;
  * The JSON body parser: Fastify's own (prototype-poisoning checks included), after a depth
  * check on the raw text, so hostile nesting is refused before it is parsed. A body declared in
  * another charset, or compressed (Content-Encoding), is refused (415) rather than read with its
- * bytes replaced or reported as malformed.
+ * bytes replaced or reported as malformed; one that claims UTF-8 but is not (Latin-1 text, say)
+ * is malformed (400): decoded, its bad bytes would become U+FFFD, and two different inputs one.
  */
 export function installJsonBody(app: FastifyInstance, maxDepth: number): void {
   const parse = app.getDefaultJsonParser("error", "error");
   app.removeContentTypeParser("application/json");
-  app.addContentTypeParser("application/json", { parseAs: "string" }, (req, body, done) => {
+  app.addContentTypeParser("application/json", { parseAs: "buffer" }, (req, raw, done) => {
     if (OTHER_CHARSET.test(req.headers["content-type"] ?? "")) {
       done(
         new UnsupportedMediaTypeError("request body must be JSON in UTF-8 (charset=utf-8 or none)"),
@@ -33,12 +35,20 @@ export function installJsonBody(app: FastifyInstance, maxDepth: number): void {
       done(err, undefined);
       return;
     }
-    if (jsonTooDeep(body as string, maxDepth)) {
+    if (!isUtf8(raw as Buffer)) {
+      done(
+        new MalformedJsonError("request body is not valid UTF-8, as JSON sent between systems must be"),
+        undefined,
+      );
+      return;
+    }
+    const body = (raw as Buffer).toString("utf8");
+    if (jsonTooDeep(body, maxDepth)) {
       done(new JsonTooDeepError(maxDepth), undefined);
       return;
     }
-    void parse(req, body as string, (err, value) => {
-      if (err && (body as string).length > 0) done(whyNotJson(body as string), undefined);
+    void parse(req, body, (err, value) => {
+      if (err && body.length > 0) done(whyNotJson(body), undefined);
       else done(err, value);
     });
   });
