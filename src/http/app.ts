@@ -7,7 +7,7 @@ import { Ajv } from "ajv";
 import Fastify, { type FastifyInstance } from "fastify";
 import { InvalidParameterError, ServiceUnavailableError } from "../errors/catalog.js";
 import { installAuth } from "./auth.js";
-import { clientErrorHandler, frameworkErrors } from "./plugins/client-errors.js";
+import { clientErrorHandler, frameworkErrors, refuseConnect } from "./plugins/client-errors.js";
 import { dashboardLogin } from "./plugins/dashboard-login.js";
 import { installJsonBody } from "./plugins/json-body.js";
 import { installSecurityHeaders, securityHeaders } from "./plugins/security-headers.js";
@@ -64,6 +64,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
     // Long `Prefer: wait` requests must outlive the defaults.
     requestTimeout: (config.WAIT_MAX_SECONDS + 30) * 1000,
   });
+  app.server.on("connect", refuseConnect);
   app.setValidatorCompiler(({ schema, httpPart }) =>
     (httpPart === "body" ? exactAjv : coercingAjv).compile(schema),
   );

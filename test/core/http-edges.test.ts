@@ -105,6 +105,21 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
     }
   });
 
+  void it("CONNECT (a proxy's method) gets a JSON 405 with Allow, not a dropped connection", async () => {
+    const port = Number(new URL(inferline.url).port);
+    const r = await sendRaw(port, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+    assert.equal(r.status, 405);
+    const body = JSON.parse(r.body) as {
+      error: { code: string; message: string; details: { allowed: string[] } };
+    };
+    assert.equal(body.error.code, "method_not_allowed");
+    assert.match(body.error.message, /^CONNECT is not allowed/);
+    assert.equal(r.headers.get("allow"), body.error.details.allowed.join(", "));
+    assert.match(r.headers.get("x-request-id") ?? "", UUID);
+    // The server goes on answering.
+    assert.equal((await call(inferline.url, "GET", "/health/live")).status, 200);
+  });
+
   void it("Prefer: wait with many digits is capped; a fraction is not a wait and is ignored", async () => {
     const big = await call(
       inferline.url,

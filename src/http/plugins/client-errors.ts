@@ -1,11 +1,13 @@
 import { randomUUID } from "node:crypto";
-import { STATUS_CODES } from "node:http";
+import { type IncomingMessage, STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import {
+  type AppError,
   BadRequestError,
   HeadersTooLargeError,
   MalformedRequestError,
+  MethodNotAllowedError,
   MalformedUrlError,
   RequestTimeoutError,
   UriTooLongError,
@@ -28,11 +30,32 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
       : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
         ? new RequestTimeoutError(`${what}: it did not arrive in time`)
         : new MalformedRequestError(`${what}: it is not valid HTTP/1.1`);
+  endWithError(socket, problem);
+}
+
+/** The methods the API's routes take, all routes together. */
+const API_METHODS = ["GET", "HEAD", "POST", "DELETE", "OPTIONS"] as const;
+
+/**
+ * CONNECT asks a proxy for a tunnel: Node hands it to a "connect" listener, or, with none, drops
+ * the connection without a word. This is no proxy: 405 in the API's error shape.
+ */
+export function refuseConnect(req: IncomingMessage, socket: Socket): void {
+  endWithError(socket, new MethodNotAllowedError("CONNECT", (req.url ?? "").slice(0, 100), API_METHODS));
+}
+
+/** Answers a request no route will see with the API's JSON error shape, and closes the connection. */
+function endWithError(socket: Socket, problem: AppError): void {
   const status = problem.status;
-  const body = JSON.stringify({ error: { code: problem.code, message: problem.message, details: {} } });
+  const body = JSON.stringify({
+    error: { code: problem.code, message: problem.message, details: problem.details ?? {} },
+  });
+  const extra = Object.entries(problem.headers)
+    .map(([name, value]) => `${name}: ${String(value)}\r\n`)
+    .join("");
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
-      `x-request-id: ${randomUUID()}\r\nx-content-type-options: nosniff\r\n` +
+      `x-request-id: ${randomUUID()}\r\nx-content-type-options: nosniff\r\n${extra}` +
       `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
 }
