@@ -32,13 +32,18 @@ export interface FailedJob {
 
 export class JobNotRetryableError extends Error {}
 
-/** Why a job that is not failed (`status`), or that failed by its deadline ("expired"), stays. */
+/**
+ * Why a job that is not failed, or that failed by its deadline ("expired"), stays where it is.
+ * `status` is the API's (see toView) or a BullMQ state, told as the API would name it.
+ */
 export function notRetryable(jobId: string, status: string): JobNotRetryableError {
-  return new JobNotRetryableError(
-    status === "expired"
-      ? `job ${jobId} expired (its deadline passed before it started): a retry would expire at once`
-      : `job ${jobId} is ${status}, not failed`,
-  );
+  if (status === "expired")
+    return new JobNotRetryableError(
+      `job "${jobId}" expired (its deadline passed before it started): a retry would expire at once`,
+    );
+  // BullMQ's waiting, prioritized and delayed (waiting to retry) are all "queued" to clients.
+  const told = ["active", "completed", "canceled"].includes(status) ? status : "queued";
+  return new JobNotRetryableError(`job "${jobId}" is ${told}, not failed`);
 }
 
 const PRIORITIES = Object.values(PRIORITY_LEVELS);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
-import { QueueInspector } from "../../src/telemetry/queues.js";
+import { notRetryable, QueueInspector } from "../../src/telemetry/queues.js";
 import { call, eventually } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { cleanupPrefix, REDIS_URL, uniquePrefix } from "../support/redis.js";
@@ -32,6 +32,19 @@ describe("retrying failed jobs", () => {
         await queues.close();
       }
     });
+  });
+
+  it("a job that is not failed is named by its status as clients see it, not BullMQ's state", () => {
+    for (const [state, told] of [
+      ["waiting", "queued"],
+      ["prioritized", "queued"],
+      ["delayed", "queued"],
+      ["active", "active"],
+      ["completed", "completed"],
+      ["canceled", "canceled"],
+    ] as const)
+      assert.equal(notRetryable("echo.1", state).message, `job "echo.1" is ${told}, not failed`);
+    assert.match(notRetryable("echo.1", "expired").message, /^job "echo.1" expired \(its deadline passed/);
   });
 
   describe("POST /api/admin/jobs/:id/retry", () => {
