@@ -33,7 +33,15 @@ export function makeProcessor(deps: ProcessorDeps) {
     const startedAt = Date.now();
     const { model, version, input, requestId } = job.data;
     const attempt = job.attemptsMade + 1;
-    const log = deps.logger.child({ job_id: job.id, model, version, request_id: requestId, attempt });
+    // On every line of the job's, so the one that ends it tells the whole story.
+    const log = deps.logger.child({
+      job_id: job.id,
+      model,
+      version,
+      request_id: requestId,
+      attempt,
+      queue_wait_ms: startedAt - job.timestamp,
+    });
     // The deadline is for starting: a retry, or a job a dead worker had started, is past it.
     const firstStart = job.attemptsMade === 0 && (job.attemptsStarted ?? 1) <= 1;
     if (firstStart && job.data.deadline !== undefined && startedAt > job.data.deadline) {
@@ -41,14 +49,11 @@ export function makeProcessor(deps: ProcessorDeps) {
       // expired); counted apart from failures, as the deadline is the client's choice.
       const expired = jobErrors.expired("the deadline passed before a worker could start the job");
       deps.telemetry?.jobExpired(model, version);
-      log.warn(
-        { event: "job_failed", code: expired.code, duration_ms: 0, queue_wait_ms: startedAt - job.timestamp },
-        expired.message,
-      );
+      log.warn({ event: "job_failed", code: expired.code, duration_ms: 0 }, expired.message);
       if (job.data.cache) await deps.cache.release(job.data.cache.inflightKey, job.id!).catch(() => {});
       throw new UnrecoverableError(expired.toReason());
     }
-    log.info({ event: "job_started", queue_wait_ms: startedAt - job.timestamp }, "job started");
+    log.info({ event: "job_started" }, "job started");
     try {
       let descriptor;
       try {

@@ -64,6 +64,8 @@ describe("JSON logs: one request id from API to worker, lifecycle events, no sec
       assert.equal(line.request_id, "req-obs-1");
       assert.equal(line.model, "echo");
       assert.match(String(line.worker), /:\d+:/);
+      assert.equal(line.attempt, 1);
+      assert.equal(typeof line.queue_wait_ms, "number", event);
     }
     const completed = await worker.waitForLine((l) => l.event === "job_completed" && l.job_id === id);
     assert.equal(typeof completed.duration_ms, "number");
