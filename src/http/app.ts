@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { PACKAGE_ROOT } from "../config/index.js";
-import { installOpenApi } from "./openapi.js";
+import { installOpenApi, MAX_PARAM_LENGTH } from "./openapi.js";
 import { randomUUID } from "node:crypto";
 import { Ajv } from "ajv";
 import Fastify, { type FastifyInstance } from "fastify";
@@ -48,6 +48,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger,
     bodyLimit: config.BODY_LIMIT_BYTES,
+    maxParamLength: MAX_PARAM_LENGTH,
     // Not taken from the header as it is: genReqId checks a caller's id first.
     requestIdHeader: false,
     logController: new RequestLog(),
@@ -106,9 +107,9 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
     else done();
   });
   installAuth(app, config, security);
-  await app.register(dashboardLogin, { config, security });
-
+  // Before every route, so that each is in the API's description.
   await installOpenApi(app, PACKAGE_VERSION);
+  await app.register(dashboardLogin, { config, security });
   await app.register(healthRoutes, deps);
   await app.register(modelRoutes, deps);
   await app.register(predictRoutes, deps);

@@ -2,6 +2,12 @@ import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { FastifyInstance, RouteOptions } from "fastify";
 
+/**
+ * The longest path parameter (a model name, a job id: `<model>.<32 hex>` with a model name of at
+ * most 64 characters) the router takes; a longer one is answered 414 `uri_too_long`.
+ */
+export const MAX_PARAM_LENGTH = 100;
+
 /** Every error code the API can answer with, by HTTP status (kept in step with the catalog by a test). */
 export const ERROR_CODES: Readonly<Record<number, readonly string[]>> = {
   400: [
@@ -165,7 +171,8 @@ function errorResponse(status: number, extra?: readonly string[]) {
 
 /**
  * Fills in what every protected route can answer: 401/403/429, 400/413/415 for routes with a
- * body, 500 and 503. Routes declare their own specific answers; this only adds what they left
+ * body, 414 for routes with path parameters, 500 and 503; for /health and /metrics, the 401 and
+ * 429 they can give. Routes declare their own specific answers; this only adds what they left
  * out. (Schemas declare no required fields: documentation must never turn a reply into a 500.)
  */
 function completeRoute(route: RouteOptions): void {
@@ -175,24 +182,41 @@ function completeRoute(route: RouteOptions): void {
     route.config = { ...route.config, access: "public" };
     return;
   }
-  if (url.startsWith("/dashboard/assets")) return;
   const schema = (route.schema ??= {}) as Record<string, unknown> & { response?: Record<string, unknown> };
   const access = (route.config as { access?: string } | undefined)?.access ?? "admin";
   const methods = Array.isArray(route.method) ? route.method : [route.method];
-  const add = (status: number, codes?: readonly string[]) => {
+  const add = (status: number, codes?: readonly string[], description?: string) => {
     const response = (schema.response ??= {});
     if (response[status] === undefined && response[String(status)] === undefined)
-      response[status] = errorResponse(status, codes);
+      response[status] = description
+        ? { ...errorResponse(status, codes), description }
+        : errorResponse(status, codes);
   };
+  const operations = url.startsWith("/health") || url === "/metrics";
   schema.tags ??= [
-    url.startsWith("/api/admin")
-      ? "admin"
-      : url.startsWith("/health") || url === "/metrics"
+    url.startsWith("/dashboard")
+      ? "dashboard"
+      : operations
         ? "operations"
-        : "predictions",
+        : access === "admin"
+          ? "admin"
+          : "predictions",
   ];
-  // Public routes (probes, metrics) answer in their own shapes, even when failing.
-  if (access === "public") return;
+  // A path parameter over the router's limit never reaches the route.
+  if (url.includes("/:")) add(414, ["uri_too_long"]);
+  if (access === "public") {
+    // Probes and metrics answer in their own shapes, even when failing. /health and /metrics
+    // are rate-limited per address, and need a key when their *_PUBLIC setting is off.
+    if (url === "/health" || url === "/metrics") {
+      const setting = url === "/health" ? "HEALTH_PUBLIC" : "METRICS_PUBLIC";
+      add(401, undefined, `Error; code: unauthorized (only with ${setting}=false)`);
+      add(429, ["rate_limited"]);
+      withRetryAfter(schema.response as Record<string, Record<string, unknown>>);
+      // A key is optional: needed only with the setting off.
+      schema.security ??= [{}, { bearer: [] }, { apiKey: [] }];
+    }
+    return;
+  }
   add(401);
   add(403);
   add(429, ["rate_limited"]);
@@ -204,12 +228,15 @@ function completeRoute(route: RouteOptions): void {
   if (schema.params || schema.querystring) add(400, ["invalid_parameter"]);
   add(500);
   add(503);
-  // Every 429 and 503 says when to come back.
-  const response = schema.response as Record<string, Record<string, unknown>>;
+  withRetryAfter(schema.response as Record<string, Record<string, unknown>>);
+  schema.security ??= [{ bearer: [] }, { apiKey: [] }];
+}
+
+/** Every 429 and 503 says when to come back. */
+function withRetryAfter(response: Record<string, Record<string, unknown>>): void {
   for (const status of ["429", "503"])
     if (response[status] && !response[status].headers)
       response[status] = { ...response[status], headers: { "retry-after": RESPONSE_HEADERS["retry-after"] } };
-  schema.security ??= [{ bearer: [] }, { apiKey: [] }];
 }
 
 /** OpenAPI 3 document generated from the route schemas; UI at /docs, JSON at /docs/json. */
@@ -238,6 +265,10 @@ export async function installOpenApi(app: FastifyInstance, version: string): Pro
         { name: "predictions", description: "Submit inputs, read results" },
         { name: "operations", description: "Health and metrics" },
         { name: "admin", description: "Needs an admin key" },
+        {
+          name: "dashboard",
+          description: "The live dashboard: its page and assets (admin key or session), sign-in and sign-out",
+        },
       ],
     },
     refResolver: {

@@ -11,7 +11,12 @@ import { ROOT } from "../support/processes.js";
 
 describe("OpenAPI document", () => {
   const inferline = useInferline("openapi", { env: { AUTH_DISABLED: "true" } });
-  let doc: { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+  let doc: {
+    paths: Record<
+      string,
+      Record<string, { responses: Record<string, unknown>; tags?: string[]; security?: unknown[] }>
+    >;
+  };
   before(async () => {
     const r = await call(inferline.url, "GET", "/docs/json");
     assert.equal(r.status, 200);
@@ -42,7 +47,13 @@ describe("OpenAPI document", () => {
       ["/api/admin/jobs/failed/retry", "post", ["200", "400", "401", "403", "404"]],
       ["/api/admin/models/{model}/pause", "post", ["200", "401", "403", "404"]],
       ["/api/admin/models/{model}/resume", "post", ["200", "401", "403", "404"]],
-      ["/health", "get", []],
+      ["/health", "get", ["200", "401", "429", "503"]],
+      ["/metrics", "get", ["200", "401", "429"]],
+      ["/api/admin/jobs/{jobId}/retry", "post", ["202", "404", "409", "414"]],
+      ["/api/results/{jobId}/feedback", "post", ["201", "404", "414"]],
+      ["/dashboard/assets/{name}", "get", ["200", "401", "403", "404"]],
+      ["/dashboard/login", "post", ["204", "303", "401", "403"]],
+      ["/dashboard/logout", "post", ["303", "403", "503"]],
       ["/health/live", "get", []],
       ["/health/ready", "get", []],
     ];
@@ -51,6 +62,19 @@ describe("OpenAPI document", () => {
       assert.ok(op, `${method.toUpperCase()} ${path} documented`);
       for (const s of statuses) assert.ok(op.responses[s], `${method} ${path} documents ${s}`);
     }
+  });
+
+  it("tags say who may call: admin routes, the dashboard and operations apart from predictions", () => {
+    const tagOf = (path: string, method: string) => doc.paths[path]?.[method]?.tags?.[0];
+    assert.equal(tagOf("/api/stats", "get"), "admin");
+    assert.equal(tagOf("/api/admin/jobs/failed", "get"), "admin");
+    assert.equal(tagOf("/dashboard", "get"), "dashboard");
+    assert.equal(tagOf("/dashboard/assets/{name}", "get"), "dashboard");
+    assert.equal(tagOf("/health", "get"), "operations");
+    assert.equal(tagOf("/api/ml/{model}", "post"), "predictions");
+    assert.equal(tagOf("/api/results/{jobId}", "get"), "predictions");
+    // Secured routes need a key; the dashboard's assets too, like its page.
+    assert.ok(doc.paths["/dashboard/assets/{name}"]?.get?.security?.length);
   });
 
   it("every error class is in the catalog", () => {

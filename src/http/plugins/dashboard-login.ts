@@ -2,6 +2,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import type { Config } from "../../config/index.js";
 import { CrossOriginRequestError, ForbiddenError, UnauthorizedError } from "../../errors/catalog.js";
 import { allows, type Security } from "../../security/index.js";
+import { RESPONSE_HEADERS } from "../openapi.js";
 import { fromOtherOrigin, NO_KEYS_CONFIGURED, readCookies, SESSION_COOKIE } from "../auth.js";
 
 const page = (message = "") => `<!doctype html>
@@ -58,11 +59,40 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
       .header("cache-control", "no-store")
       .send(page(message));
 
-  app.get("/dashboard/login", { config: { access: "public" } }, async (_req, reply) => html(reply, 200));
+  const signInPage = {
+    description: "The sign-in page",
+    content: { "text/html": { schema: { type: "string" } } },
+  };
+  app.get(
+    "/dashboard/login",
+    { config: { access: "public" }, schema: { response: { 200: signInPage } } },
+    async (_req, reply) => html(reply, 200),
+  );
 
   app.post<{ Body: unknown }>(
     "/dashboard/login",
-    { config: { access: "public" }, bodyLimit: 4096 },
+    {
+      config: { access: "public" },
+      bodyLimit: 4096,
+      schema: {
+        summary: "Sign in to the dashboard with an admin key",
+        description:
+          "The key as a form field (`key`, from the sign-in page) or JSON `{key}`. Sets the session cookie; a form is sent on to /dashboard, JSON gets 204.",
+        response: {
+          204: { type: "null", description: "Signed in (JSON); the session cookie is set" },
+          303: {
+            type: "null",
+            description: "Signed in (form): on to /dashboard; the session cookie is set",
+            headers: { location: { type: "string", description: "/dashboard" } },
+          },
+          401: {
+            description: "Error; code: unauthorized (a form gets the sign-in page again)",
+            $ref: "Error#",
+          },
+          403: { description: "Error; code: forbidden, a key without the admin scope", $ref: "Error#" },
+        },
+      },
+    },
     async (req, reply) => {
       // With authentication off the dashboard is open: there is no session to sign in to.
       if (config.AUTH_DISABLED)
@@ -101,14 +131,34 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
   // request acting with the session, only from the API's own pages (no forced sign-out by a
   // same-site page). The session ends in Redis first: if that fails the answer is 503 and the
   // cookie stays, so the operator is never told a session ended that still works.
-  app.post("/dashboard/logout", { config: { access: "public" }, bodyLimit: 4096 }, async (req, reply) => {
-    if (fromOtherOrigin(req)) throw new CrossOriginRequestError();
-    // Every session the browser holds ends, not only the first cookie of the name it sent.
-    let ended = false;
-    for (const token of readCookies(req, SESSION_COOKIE))
-      if (await security.sessions.revoke(token)) ended = true;
-    if (ended) req.log.info({ event: "logout" }, "dashboard sign-out");
-    void reply.header("set-cookie", cookie(req, "", 0));
-    return reply.redirect("/dashboard/login", 303);
-  });
+  const logout = {
+    summary: "End the dashboard session",
+    response: {
+      303: {
+        type: "null",
+        description: "Signed out: on to the sign-in page; the session cookie is cleared",
+        headers: { location: { type: "string", description: "/dashboard/login" } },
+      },
+      403: { description: "Error; code: cross_origin_request", $ref: "Error#" },
+      503: {
+        description: "Error; code: service_unavailable (the session could not be ended; it still lives)",
+        $ref: "Error#",
+        headers: { "retry-after": RESPONSE_HEADERS["retry-after"] },
+      },
+    },
+  };
+  app.post(
+    "/dashboard/logout",
+    { config: { access: "public" }, bodyLimit: 4096, schema: logout },
+    async (req, reply) => {
+      if (fromOtherOrigin(req)) throw new CrossOriginRequestError();
+      // Every session the browser holds ends, not only the first cookie of the name it sent.
+      let ended = false;
+      for (const token of readCookies(req, SESSION_COOKIE))
+        if (await security.sessions.revoke(token)) ended = true;
+      if (ended) req.log.info({ event: "logout" }, "dashboard sign-out");
+      void reply.header("set-cookie", cookie(req, "", 0));
+      return reply.redirect("/dashboard/login", 303);
+    },
+  );
 };

@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger, FastifyPluginAsync } from "fastify";
 import { JobNotFailedError } from "../../errors/catalog.js";
 import { JobNotRetryableError, notRetryable } from "../../telemetry/queues.js";
-import { objectResponse, RESPONSE_HEADERS } from "../openapi.js";
+import { MAX_PARAM_LENGTH, objectResponse, RESPONSE_HEADERS } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 /**
@@ -154,12 +154,12 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (
     pausing(false),
   );
 
-  app.post<{ Params: { id: string } }>(
-    "/api/admin/jobs/:id/retry",
+  app.post<{ Params: { jobId: string } }>(
+    "/api/admin/jobs/:jobId/retry",
     {
       config: { access: "admin" },
       schema: {
-        params: { type: "object", properties: { id: { type: "string", maxLength: 128 } } },
+        params: { type: "object", properties: { jobId: { type: "string", maxLength: MAX_PARAM_LENGTH } } },
         response: {
           202: {
             ...objectResponse("Queued again; Location leads to its result", {
@@ -174,7 +174,7 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (
       },
     },
     async (req, reply) => {
-      const id = req.params.id;
+      const id = req.params.jobId;
       const done = await guard(async () => {
         const retried = await queues.retry(id, catalog.names());
         if (retried) return retried;

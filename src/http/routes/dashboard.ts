@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import type { FastifyPluginAsync } from "fastify";
-import { mediaResponse } from "../openapi.js";
+import { MAX_PARAM_LENGTH, mediaResponse } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 const HERE = fileURLToPath(new URL("../dashboard/", import.meta.url));
@@ -45,9 +45,31 @@ export const dashboardRoutes: FastifyPluginAsync<HttpDeps> = async (app) => {
       .send(await load("index.html", HERE + "index.html")),
   );
 
+  const asset = {
+    params: {
+      type: "object",
+      properties: {
+        name: {
+          type: "string",
+          maxLength: MAX_PARAM_LENGTH,
+          description: `One of ${Object.keys(ASSETS).join(", ")}; any other is 404`,
+        },
+      },
+    },
+    response: {
+      200: {
+        description: "A script or style sheet of the dashboard page",
+        content: {
+          "text/javascript": { schema: { type: "string" } },
+          "text/css": { schema: { type: "string" } },
+        },
+      },
+      404: { description: "Error; code: route_not_found", $ref: "Error#" },
+    },
+  };
   app.get<{ Params: { name: string } }>(
     "/dashboard/assets/:name",
-    { config: { access: "admin" } },
+    { config: { access: "admin" }, schema: asset },
     async (req, reply) => {
       const asset = Object.hasOwn(ASSETS, req.params.name) ? ASSETS[req.params.name] : undefined;
       if (!asset) return reply.callNotFound();

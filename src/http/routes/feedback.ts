@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from "fastify";
 import { FeedbackExistsError, InvalidInputError, JobNotCompletedError } from "../../errors/catalog.js";
 import { compare } from "../../telemetry/feedback.js";
-import { objectResponse } from "../openapi.js";
+import { MAX_PARAM_LENGTH, objectResponse } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 /** Largest magnitude a regression truth may have. */
@@ -16,12 +16,12 @@ export const feedbackRoutes: FastifyPluginAsync<HttpDeps> = async (
   app,
   { records, catalog, telemetry, feedback, guard },
 ) => {
-  app.post<{ Params: { id: string }; Body: { label?: string; value?: number } }>(
-    "/api/results/:id/feedback",
+  app.post<{ Params: { jobId: string }; Body: { label?: string; value?: number } }>(
+    "/api/results/:jobId/feedback",
     {
       config: { access: "predict" },
       schema: {
-        params: { type: "object", properties: { id: { type: "string", maxLength: 128 } } },
+        params: { type: "object", properties: { jobId: { type: "string", maxLength: MAX_PARAM_LENGTH } } },
         body: {
           type: "object",
           properties: {
@@ -51,7 +51,7 @@ export const feedbackRoutes: FastifyPluginAsync<HttpDeps> = async (
       },
     },
     async (req, reply) => {
-      const view = await records.view(req.params.id);
+      const view = await records.view(req.params.jobId);
       if (view.status !== "completed")
         throw new JobNotCompletedError(
           `job "${view.job_id}" is ${view.status}; feedback needs a completed job`,

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from "fastify";
-import { mediaResponse, RESPONSE_HEADERS } from "../openapi.js";
+import { MAX_PARAM_LENGTH, mediaResponse, RESPONSE_HEADERS } from "../openapi.js";
 import { PREFER_HEADER, preferredWaitSeconds } from "../prefer.js";
 import { hangUpSignal } from "../hang-up.js";
 import type { HttpDeps } from "../types.js";
@@ -8,7 +8,7 @@ import { links, sendJobView } from "./predict.js";
 
 const params = {
   type: "object",
-  properties: { jobId: { type: "string", maxLength: 128 } },
+  properties: { jobId: { type: "string", maxLength: MAX_PARAM_LENGTH } },
 } as const;
 
 export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (
