@@ -1,5 +1,6 @@
 import type { Redis } from "ioredis";
 import { modelKey, queueName } from "../queue/keys.js";
+import type { Priority } from "../contracts/jobs.js";
 
 /**
  * Result cache and in-flight coalescing, keyed by model + version + SHA-256 of the canonical
@@ -182,6 +183,13 @@ export interface CachedResult {
   readonly job_retained_until?: string;
   /** When the result was computed (absent from entries of older workers). */
   readonly finished_at?: string;
+  /**
+   * The computing job's priority, the attempt that computed the result and the attempts it had,
+   * so that a hit describes that job as a read of it does (absent from entries of older workers).
+   */
+  readonly priority?: Priority;
+  readonly attempts?: number;
+  readonly max_attempts?: number;
 }
 
 /** How a job finds its cache entry and in-flight slot (carried in the job data). */

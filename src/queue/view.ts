@@ -126,9 +126,11 @@ export interface CachedJobView extends JobView {
 }
 
 /**
- * A cache hit, reported like the job that computed it. The entry may outlive that job (a cache
- * TTL longer than the retention): `retentionSeconds` dates the jobs of entries that do not say
- * until when theirs is kept.
+ * A cache hit, reported like the job that computed it (its id, priority, attempts and times);
+ * its timings are this request's, which waited for no queue and ran no model. The entry may
+ * outlive that job (a cache TTL longer than the retention): `retentionSeconds` dates the jobs of
+ * entries that do not say until when theirs is kept. `priority` is the request's, for entries
+ * of older workers that do not record the job's.
  */
 export function cachedView(
   model: string,
@@ -147,10 +149,10 @@ export function cachedView(
     status: "completed",
     model,
     version,
-    priority,
+    priority: value.priority ?? priority,
     created_at: value.created_at,
-    attempts: 0,
-    max_attempts: 0,
+    attempts: value.attempts ?? 0,
+    max_attempts: value.max_attempts ?? 0,
     result: value.output,
     cached: true,
     timings: { queue_wait_ms: 0, inference_ms: 0, total_ms: round(performance.now() - startedAt) },

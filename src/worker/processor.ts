@@ -88,6 +88,9 @@ export function makeProcessor(deps: ProcessorDeps) {
             inference_ms: out.inferenceMs,
             job_retained_until: retainedUntil(job, doneAt),
             finished_at: new Date(doneAt).toISOString(),
+            priority: job.data.priority,
+            attempts: attempt,
+            max_attempts: job.opts.attempts ?? 1,
           })
           .catch((err: Error) =>
             log.warn({ event: "cache_store_failed", err: err.message }, "could not cache the result"),

@@ -51,6 +51,21 @@ describe("result cache, coalescing and idempotency", () => {
     assert.equal(own.body.finished_at, finished);
   });
 
+  it("a cached answer describes the job that computed it, whatever priority the hit asked for", async () => {
+    const body = { text: "who computed me?" };
+    const first = await call(inferline.url, "POST", "/api/ml/cached?priority=low", body, {
+      prefer: "wait=10",
+    });
+    assert.equal(first.body.status, "completed");
+    const hit = await call(inferline.url, "POST", "/api/ml/cached?priority=high", body);
+    assert.equal(hit.body.cached, true);
+    const own = await call(inferline.url, "GET", `/api/results/${first.body.job_id as string}`);
+    for (const field of ["job_id", "priority", "attempts", "max_attempts", "created_at", "finished_at"])
+      assert.deepEqual(hit.body[field], own.body[field], field);
+    assert.equal(hit.body.priority, "low");
+    assert.equal(hit.body.attempts, 1);
+  });
+
   it("canonical input: key order and number spelling do not matter", async () => {
     const a = await call(
       inferline.url,
