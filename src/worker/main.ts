@@ -155,7 +155,12 @@ export async function startWorker(
   );
   const metricsServer =
     obs.metrics && config.WORKER_METRICS_PORT > 0
-      ? await serveMetrics(obs.metrics, config.HOST, config.WORKER_METRICS_PORT)
+      ? await serveMetrics(obs.metrics, config.HOST, config.WORKER_METRICS_PORT, (err, requestId) =>
+          logger.error(
+            { event: "metrics_failed", request_id: requestId, err: err.message },
+            "could not render /metrics",
+          ),
+        )
       : undefined;
   if (metricsServer)
     logger.info(

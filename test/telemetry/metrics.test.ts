@@ -437,7 +437,13 @@ describe("worker metrics endpoint", () => {
     try {
       const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
       assert.match(text, /^inferline_jobs_completed_total\{model="m",version="1",role="worker"\} 3$/m);
-      assert.equal((await fetch(`http://127.0.0.1:${port}/other`)).status, 404);
+      const other = await fetch(`http://127.0.0.1:${port}/other`);
+      assert.equal(other.status, 404);
+      assert.match(other.headers.get("content-type") ?? "", /^application\/json/);
+      assert.equal(((await other.json()) as { error: { code: string } }).error.code, "route_not_found");
+      const post = await fetch(`http://127.0.0.1:${port}/metrics`, { method: "POST" });
+      assert.equal(post.status, 405);
+      assert.equal(post.headers.get("allow"), "GET, HEAD");
       assert.equal(await serveMetrics(new Metrics("worker"), "127.0.0.1", port), undefined);
     } finally {
       first.close();
