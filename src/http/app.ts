@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { PACKAGE_ROOT } from "../config/index.js";
+import { decimalIntegers } from "./decimal-integers.js";
 import { installOpenApi, MAX_PARAM_LENGTH } from "./openapi.js";
 import { randomUUID } from "node:crypto";
 import { Ajv } from "ajv";
@@ -67,7 +68,7 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   });
   app.server.on("connect", refuseConnect);
   app.setValidatorCompiler(({ schema, httpPart }) =>
-    (httpPart === "body" ? exactAjv : coercingAjv).compile(schema),
+    httpPart === "body" ? exactAjv.compile(schema) : decimalIntegers(schema, coercingAjv.compile(schema)),
   );
 
   // Only JSON bodies: text/plain would otherwise parse into a string.

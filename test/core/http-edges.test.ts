@@ -167,6 +167,16 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
     const q = await call(inferline.url, "POST", "/api/ml/echo?timeout_ms=60000&priority=high", { text: "q" });
     assert.equal(q.status, 202, JSON.stringify(q.body));
     assert.equal(q.body.priority, "high");
+    // Integers only in decimal digits: Number() would read each of these as some other value.
+    for (const given of ["0x10", "0b11", "1e3", "%201000", "+5", "5.0"]) {
+      const bad = await call(inferline.url, "POST", `/api/ml/echo?timeout_ms=${given}`, { text: "q" });
+      assert.equal(bad.status, 400, given);
+      assert.equal(
+        (bad.body.error as { message: string }).message,
+        "querystring.timeout_ms must be an integer in decimal digits",
+        given,
+      );
+    }
   });
 
   void it("dashboard asset names are looked up among the assets only", async () => {
