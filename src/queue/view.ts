@@ -57,9 +57,13 @@ export function toView(
       return completedView({ ...base, status: "queued" }, job.returnvalue, job.finishedOn);
     case "failed": {
       const error = JobError.fromReason(job.failedReason);
+      const expired = error.code === "expired";
       return {
         ...base,
-        status: error.code === "expired" ? "expired" : "failed",
+        // A worker that finds a job past its deadline ends it without running it: BullMQ
+        // counts that as an attempt, but the model never ran (as when the API ends it).
+        ...(expired ? { attempts: 0 } : {}),
+        status: expired ? "expired" : "failed",
         error,
         finished_at: iso(job.finishedOn),
       };

@@ -118,6 +118,9 @@ describe("backpressure, deadlines and batches", () => {
         prefer: "wait=5",
       });
       assert.equal(g.body.status, "expired");
+      // Ended unrun, by the API or by the worker: no attempt was made.
+      assert.equal(waited.body.attempts, 0);
+      assert.equal(g.body.attempts, 0);
       const ok = await call(
         inferline.url,
         "POST",
