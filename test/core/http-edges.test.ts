@@ -95,6 +95,8 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
         "headers_too_large",
       ],
       ["GET /api/models HTTP/1.1\r\nHost: localhost\r\nBad Header: 1\r\n\r\n", 400, "malformed_request"],
+      // Node counts the request line with the headers; a huge query string is a URL too long.
+      [`GET /api/models?x=${"a".repeat(17_000)} HTTP/1.1\r\nHost: localhost\r\n\r\n`, 414, "uri_too_long"],
     ];
     for (const [raw, status, code] of cases) {
       const r = await sendRaw(port, raw);

@@ -25,12 +25,30 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
   }
   const what = "the HTTP request could not be read";
   const problem =
-    err.code === "HPE_HEADER_OVERFLOW"
-      ? new HeadersTooLargeError(`${what}: its headers are too large`)
-      : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
-        ? new RequestTimeoutError(`${what}: it did not arrive in time`)
-        : new MalformedRequestError(`${what}: it is not valid HTTP/1.1`);
+    err.code === "HPE_HEADER_OVERFLOW" && requestLineTooLong(err)
+      ? new UriTooLongError(`${what}: its URL is too long`)
+      : err.code === "HPE_HEADER_OVERFLOW"
+        ? new HeadersTooLargeError(`${what}: its headers are too large`)
+        : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? new RequestTimeoutError(`${what}: it did not arrive in time`)
+          : new MalformedRequestError(`${what}: it is not valid HTTP/1.1`);
   endWithError(socket, problem);
+}
+
+/** A request line (method, URL, version) longer than this is a URL too long, not big headers. */
+const LONGEST_REQUEST_LINE = 8192;
+
+/**
+ * Whether a request Node found too large overflowed in its request line: Node counts it with the
+ * headers, but a client sending a huge query string is better told its URL is too long (414).
+ * Judged from the bytes Node was parsing when it gave up, which hold the request's start when
+ * it came in one piece; otherwise the answer stays 431.
+ */
+function requestLineTooLong(err: NodeJS.ErrnoException): boolean {
+  const raw = (err as { rawPacket?: unknown }).rawPacket;
+  if (!Buffer.isBuffer(raw) || !/^[A-Z]+ /.test(raw.subarray(0, 16).toString("latin1"))) return false;
+  const end = raw.indexOf("\r\n");
+  return (end === -1 ? raw.length : end) > LONGEST_REQUEST_LINE;
 }
 
 /** The methods the API's routes take, all routes together. */
