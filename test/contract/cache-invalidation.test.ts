@@ -161,6 +161,15 @@ void describe("invalidating the whole cache when Redis stops answering half way"
     assert.equal((r.body.error as { code: string }).code, "invalid_parameter");
     assert.equal((await invalidate({ invalidation_id: "not allowed!" })).status, 400);
   });
+
+  it("an input the model would refuse is 422, not a 200 that invalidated nothing", async () => {
+    const r = await invalidate({ model: "sentiment", input: { txt: "a typo of text" } });
+    assert.equal(r.status, 422, JSON.stringify(r.body));
+    const error = r.body.error as { code: string; message: string };
+    assert.equal(error.code, "invalid_input");
+    assert.match(error.message, /^body\.input is not an input of model "sentiment"/);
+    assert.equal((await invalidate({ model: "sentiment", input: { text: "fine" } })).status, 200);
+  });
 });
 
 void describe("invalidating one version of a model", () => {

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { FastifyPluginAsync } from "fastify";
-import { InvalidParameterError, ServiceUnavailableError } from "../../errors/catalog.js";
+import { InvalidInputError, InvalidParameterError, ServiceUnavailableError } from "../../errors/catalog.js";
+import { problemsToMessage } from "../../models/validation.js";
 import { objectResponse } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
@@ -20,7 +21,7 @@ interface Body {
  */
 export const adminCacheRoutes: FastifyPluginAsync<HttpDeps> = async (
   app,
-  { catalog, versions, jobs, config },
+  { catalog, versions, validator, jobs, config },
 ) => {
   app.post<{ Body: Body }>(
     "/api/admin/cache/invalidate",
@@ -42,6 +43,10 @@ export const adminCacheRoutes: FastifyPluginAsync<HttpDeps> = async (
             invalidated: { type: "string", enum: ["all", "model", "version", "input"] },
           }),
           404: { description: "Error; code one of: model_not_found, version_not_found", $ref: "Error#" },
+          422: {
+            description: "Error; code: invalid_input (an input the model would refuse is in no cache)",
+            $ref: "Error#",
+          },
         },
       },
     },
@@ -75,6 +80,14 @@ export const adminCacheRoutes: FastifyPluginAsync<HttpDeps> = async (
       // Without a version, an input's results are those of the version requests go to.
       const d = version === undefined ? versions.latest(model) : catalog.resolve(model, version);
       if (input !== undefined) {
+        // An input the model refuses was never cached: most likely a mistyped field, which would
+        // otherwise leave the entry meant untouched behind a 200.
+        const problems = validator.check(d, input);
+        if (problems.length > 0)
+          throw new InvalidInputError(
+            `body.input is not an input of model "${d.name}" version ${d.version}: ${problemsToMessage(problems)}`,
+            { problems },
+          );
         await jobs.invalidateCache({ model: d.name, version: d.version, input });
         return { invalidated: "input", model: d.name, version: d.version };
       }
