@@ -15,6 +15,11 @@ export abstract class AppError extends Error {
     super(message);
     this.name = new.target.name;
   }
+
+  /** The answer's body: `{error: {code, message, details}}`, the one shape of every error. */
+  body(): { error: { code: string; message: string; details: unknown } } {
+    return { error: { code: this.code, message: this.message, details: this.details ?? {} } };
+  }
 }
 
 export class MalformedJsonError extends AppError {

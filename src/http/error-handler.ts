@@ -98,10 +98,7 @@ export function installErrorHandling(
     } else {
       request.log.info({ code: err.code, event: "request_rejected" }, err.message);
     }
-    void reply
-      .code(err.status)
-      .headers(err.headers)
-      .send({ error: { code: err.code, message: err.message, details: err.details ?? {} } });
+    void reply.code(err.status).headers(err.headers).send(err.body());
   });
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split("?")[0] ?? "/";
@@ -116,12 +113,9 @@ export function installErrorHandling(
       if (request.method === "OPTIONS") return reply.code(204).header("allow", allowed.join(", ")).send();
       const err = new MethodNotAllowedError(request.method, path, allowed);
       request.log.info({ code: err.code, event: "request_rejected" }, err.message);
-      return reply
-        .code(err.status)
-        .headers(err.headers)
-        .send({ error: { code: err.code, message: err.message, details: err.details } });
+      return reply.code(err.status).headers(err.headers).send(err.body());
     }
     const err = new RouteNotFoundError(`no route ${request.method} ${path}`);
-    return reply.code(err.status).send({ error: { code: err.code, message: err.message, details: {} } });
+    return reply.code(err.status).send(err.body());
   });
 }

@@ -49,9 +49,7 @@ export async function serveMetrics(
  */
 function sendError(res: ServerResponse, err: AppError): string {
   const requestId = randomUUID();
-  const body = JSON.stringify({
-    error: { code: err.code, message: err.message, details: err.details ?? {} },
-  });
+  const body = JSON.stringify(err.body());
   res
     .writeHead(err.status, {
       ...err.headers,

@@ -65,9 +65,7 @@ export function refuseConnect(req: IncomingMessage, socket: Socket): void {
 /** Answers a request no route will see with the API's JSON error shape, and closes the connection. */
 function endWithError(socket: Socket, problem: AppError): void {
   const status = problem.status;
-  const body = JSON.stringify({
-    error: { code: problem.code, message: problem.message, details: problem.details ?? {} },
-  });
+  const body = JSON.stringify(problem.body());
   const extra = Object.entries(problem.headers)
     .map(([name, value]) => `${name}: ${String(value)}\r\n`)
     .join("");
@@ -92,9 +90,6 @@ export function frameworkErrors(applyHeaders: SecurityHeaders) {
           ? new MalformedUrlError("the URL is not validly percent-encoded")
           : new BadRequestError("the request could not be routed");
     applyHeaders(reply.raw);
-    void reply
-      .code(problem.status)
-      .header("x-request-id", req.id)
-      .send({ error: { code: problem.code, message: problem.message, details: {} } });
+    void reply.code(problem.status).header("x-request-id", req.id).send(problem.body());
   };
 }
