@@ -239,12 +239,16 @@ describe("backpressure, deadlines and batches", () => {
     const worker = await spawnWorker(testEnv(inferline.prefix, overrides), ["--models", "slow"]);
     try {
       const text = await res.text();
-      const statuses = [...text.matchAll(/^data: (.*)$/gm)].map(
-        (m) => (JSON.parse(m[1]!) as { status: string }).status,
+      const views = [...text.matchAll(/^data: (.*)$/gm)].map(
+        (m) => JSON.parse(m[1]!) as Record<string, unknown>,
       );
+      const statuses = views.map((v) => v.status);
       assert.equal(statuses[0], "queued");
       assert.equal(statuses.at(-1), "completed");
       assert.ok(statuses.includes("active"), `saw ${statuses.join(",")}`);
+      // The last event is the view a read gives, field for field.
+      const read = await call(inferline.url, "GET", `/api/results/${String(r.body.job_id)}`);
+      assert.deepEqual(views.at(-1), read.body);
     } finally {
       await stop(worker);
     }

@@ -23,7 +23,7 @@ export function links(jobId: string) {
  * A job view as clients get it, with its links. A cached answer whose job is past its retention
  * gets none: its record may be gone, and a link must not lead to a 404.
  */
-function present(view: JobView | CachedJobView) {
+export function present(view: JobView | CachedJobView) {
   if ("jobReadable" in view) {
     const { jobReadable, ...rest } = view;
     return { ...rest, links: jobReadable ? links(view.job_id) : {} };

@@ -4,7 +4,7 @@ import { PREFER_HEADER, preferredWaitSeconds } from "../prefer.js";
 import { hangUpSignal } from "../hang-up.js";
 import type { HttpDeps } from "../types.js";
 import { TERMINAL_STATUSES } from "../../contracts/jobs.js";
-import { links, sendJobView } from "./predict.js";
+import { present, sendJobView } from "./predict.js";
 
 const params = {
   type: "object",
@@ -134,7 +134,8 @@ export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (
       try {
         while (!closed) {
           const view = await records.waitFor(jobId, Math.max(1, config.WAIT_MAX_SECONDS) * 1000, {
-            onChange: (v) => send("status", { ...v, links: links(v.job_id) }),
+            // The view a read of the job gives at that moment, field for field.
+            onChange: (v) => send("status", present(v)),
             signal: hangUp.signal,
           });
           // Shutting down ends the stream; the client reconnects to another process.
