@@ -8,6 +8,17 @@ import type { FastifyInstance, RouteOptions } from "fastify";
  */
 export const MAX_PARAM_LENGTH = 100;
 
+/** Path parameters as routes declare them: never empty, never over the router's limit. */
+export const PATH_PARAMS = {
+  /** `{model}`: a model's name. */
+  model: { type: "object", properties: { model: { type: "string", minLength: 1, maxLength: 64 } } },
+  /** `{jobId}`: `<model>.<32 hex>`. */
+  jobId: {
+    type: "object",
+    properties: { jobId: { type: "string", minLength: 1, maxLength: MAX_PARAM_LENGTH } },
+  },
+} as const;
+
 /** Every error code the API can answer with, by HTTP status (kept in step with the catalog by a test). */
 export const ERROR_CODES: Readonly<Record<number, readonly string[]>> = {
   400: [

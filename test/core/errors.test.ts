@@ -170,6 +170,17 @@ describe("client errors", () => {
     const r = await call(inferline.url, "GET", "/api/nothing");
     assert.equal(r.status, 404);
     assert.equal(code(r), "route_not_found");
+    // An empty path parameter names the parameter, rather than looking up "".
+    for (const [method, path, field] of [
+      ["GET", "/api/results/", "params.jobId"],
+      ["POST", "/api/ml/", "params.model"],
+      ["GET", "/api/models/", "params.model"],
+    ] as const) {
+      const empty = await call(inferline.url, method, path, method === "POST" ? { text: "x" } : undefined);
+      assert.equal(empty.status, 400, path);
+      assert.equal(code(empty), "invalid_parameter", path);
+      assert.match(message(empty), new RegExp(`^${field.replace(".", "\\.")} `), path);
+    }
   });
 
   it("errors carry a request id and never a stack trace", async () => {

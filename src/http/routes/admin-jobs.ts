@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger, FastifyPluginAsync } from "fastify";
 import { JobNotFailedError } from "../../errors/catalog.js";
 import { JobNotRetryableError, notRetryable } from "../../telemetry/queues.js";
-import { MAX_PARAM_LENGTH, objectResponse, RESPONSE_HEADERS } from "../openapi.js";
+import { objectResponse, PATH_PARAMS, RESPONSE_HEADERS } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 /**
@@ -133,7 +133,7 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (
     return { model, paused };
   };
   const pauseSchema = {
-    params: { type: "object", properties: { model: { type: "string", maxLength: 64 } } },
+    params: PATH_PARAMS.model,
     response: {
       200: {
         description: "The queue's state now (idempotent)",
@@ -159,7 +159,7 @@ export const adminJobRoutes: FastifyPluginAsync<HttpDeps> = async (
     {
       config: { access: "admin" },
       schema: {
-        params: { type: "object", properties: { jobId: { type: "string", maxLength: MAX_PARAM_LENGTH } } },
+        params: PATH_PARAMS.jobId,
         response: {
           202: {
             ...objectResponse("Queued again; Location leads to its result", {

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from "fastify";
 import { FeedbackExistsError, InvalidInputError, JobNotCompletedError } from "../../errors/catalog.js";
 import { compare } from "../../telemetry/feedback.js";
-import { MAX_PARAM_LENGTH, objectResponse } from "../openapi.js";
+import { objectResponse, PATH_PARAMS } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 /** Largest magnitude a regression truth may have. */
@@ -21,7 +21,7 @@ export const feedbackRoutes: FastifyPluginAsync<HttpDeps> = async (
     {
       config: { access: "predict" },
       schema: {
-        params: { type: "object", properties: { jobId: { type: "string", maxLength: MAX_PARAM_LENGTH } } },
+        params: PATH_PARAMS.jobId,
         body: {
           type: "object",
           properties: {

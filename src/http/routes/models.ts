@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from "fastify";
 import type { ModelDescriptor } from "../../models/types.js";
 import type { HealthReport, ModelHealth } from "../../telemetry/health.js";
-import { objectResponse } from "../openapi.js";
+import { objectResponse, PATH_PARAMS } from "../openapi.js";
 import type { HttpDeps } from "../types.js";
 
 export function describeVersion(d: ModelDescriptor) {
@@ -71,7 +71,7 @@ export const modelRoutes: FastifyPluginAsync<HttpDeps> = async (app, { catalog, 
       schema: {
         summary: "One model, its versions and serving state",
         description,
-        params: { type: "object", properties: { model: { type: "string", maxLength: 64 } } },
+        params: PATH_PARAMS.model,
         response: {
           200: { description: "The model", $ref: "ModelView#" },
           404: { description: "Error; code: model_not_found", $ref: "Error#" },

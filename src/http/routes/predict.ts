@@ -4,7 +4,7 @@ import { BatchTooLargeError, InvalidInputError } from "../../errors/catalog.js";
 import { MAX_PROBLEMS, problemsToMessage, WHOLE_INPUT, type InputProblem } from "../../models/validation.js";
 import type { SubmitRequest } from "../../queue/intake.js";
 import type { CachedJobView } from "../../queue/view.js";
-import { RESPONSE_HEADERS } from "../openapi.js";
+import { PATH_PARAMS, RESPONSE_HEADERS } from "../openapi.js";
 import { PREFER_HEADER, preferredWaitSeconds } from "../prefer.js";
 import { hangUpSignal } from "../hang-up.js";
 import type { HttpDeps } from "../types.js";
@@ -69,7 +69,7 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
   app,
   { versions, validator, jobs, config, waits },
 ) => {
-  const params = { type: "object", properties: { model: { type: "string", maxLength: 64 } } } as const;
+  const params = PATH_PARAMS.model;
   const querystring = {
     type: "object",
     properties: {

@@ -1,15 +1,12 @@
 import type { FastifyPluginAsync } from "fastify";
-import { MAX_PARAM_LENGTH, mediaResponse, RESPONSE_HEADERS } from "../openapi.js";
+import { mediaResponse, PATH_PARAMS, RESPONSE_HEADERS } from "../openapi.js";
 import { PREFER_HEADER, preferredWaitSeconds } from "../prefer.js";
 import { hangUpSignal } from "../hang-up.js";
 import type { HttpDeps } from "../types.js";
 import { TERMINAL_STATUSES } from "../../contracts/jobs.js";
 import { present, sendJobView } from "./predict.js";
 
-const params = {
-  type: "object",
-  properties: { jobId: { type: "string", maxLength: MAX_PARAM_LENGTH } },
-} as const;
+const params = PATH_PARAMS.jobId;
 
 export const resultRoutes: FastifyPluginAsync<HttpDeps> = async (
   app,
