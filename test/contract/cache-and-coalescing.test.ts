@@ -3,7 +3,7 @@ import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { call, eventually } from "../support/http.js";
+import { call, eventually, sendRaw } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { makeRepository } from "./fixtures.js";
 
@@ -209,6 +209,24 @@ describe("result cache, coalescing and idempotency", () => {
     assert.equal(error.details.job_id, a.body.job_id);
     assert.doesNotMatch(error.message, /different request body/);
     assert.match(error.message, /priority/);
+  });
+
+  it("Idempotency-Key sent twice is refused, not read as one key joined from both", async () => {
+    const port = Number(new URL(inferline.url).port);
+    const body = JSON.stringify({ text: "two keys" });
+    for (const path of ["/api/ml/sentiment", "/api/ml/sentiment/batch"]) {
+      const payload = path.endsWith("batch") ? JSON.stringify({ inputs: [{ text: "two keys" }] }) : body;
+      const r = await sendRaw(
+        port,
+        `POST ${path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n` +
+          `Idempotency-Key: k1\r\nidempotency-key: k2\r\nContent-Length: ${payload.length}\r\n` +
+          `Connection: close\r\n\r\n${payload}`,
+      );
+      assert.equal(r.status, 400, path);
+      const error = (JSON.parse(r.body) as { error: { code: string; message: string } }).error;
+      assert.equal(error.code, "invalid_parameter");
+      assert.match(error.message, /^headers\.idempotency-key must be sent once/);
+    }
   });
 
   it("Idempotency-Key on a batch: a retry gets the same jobs, each run once; another body → 422", async () => {

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { TERMINAL_STATUSES, type JobView, type Priority } from "../../contracts/jobs.js";
-import { BatchTooLargeError, InvalidInputError } from "../../errors/catalog.js";
+import { BatchTooLargeError, InvalidInputError, InvalidParameterError } from "../../errors/catalog.js";
 import { MAX_PROBLEMS, problemsToMessage, WHOLE_INPUT, type InputProblem } from "../../models/validation.js";
 import type { SubmitRequest } from "../../queue/intake.js";
 import type { CachedJobView } from "../../queue/view.js";
@@ -29,6 +29,24 @@ export function present(view: JobView | CachedJobView) {
     return { ...rest, links: jobReadable ? links(view.job_id) : {} };
   }
   return { ...view, cached: view.cached ?? false, links: links(view.job_id) };
+}
+
+/**
+ * The request's Idempotency-Key. Node joins a header sent twice into "a, b", which would pass
+ * for one key that neither copy is: a key sent more than once is refused instead.
+ */
+function idempotencyKeyOf(req: FastifyRequest): string | undefined {
+  const raw = req.raw.rawHeaders;
+  let copies = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]?.toLowerCase() === "idempotency-key") copies++;
+  if (copies > 1)
+    throw new InvalidParameterError(
+      `headers.idempotency-key must be sent once; it was sent ${copies} times`,
+      {
+        field: "headers.idempotency-key",
+      },
+    );
+  return req.headers["idempotency-key"] as string | undefined;
 }
 
 /** Sends a job view: 200 once terminal, 202 with Location while it is queued or running. */
@@ -144,7 +162,7 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
           },
         );
       }
-      const idempotencyKey = req.headers["idempotency-key"] as string | undefined;
+      const idempotencyKey = idempotencyKeyOf(req);
       const view = await jobs.submit(
         { ...request(req.body), idempotencyKey },
         waitSeconds * 1000,
@@ -221,7 +239,7 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
           more > 0 ? { problems: listed, problem_count: problems.length } : { problems },
         );
       }
-      const idempotencyKey = req.headers["idempotency-key"] as string | undefined;
+      const idempotencyKey = idempotencyKeyOf(req);
       const views = await jobs.submitBatch(
         inputs.map(request),
         waitSeconds * 1000,
