@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError } from "commander";
 import { apiLogger, startApi } from "../api/main.js";
 import { ConfigError, ENV_SCHEMA, loadConfig, PACKAGE_ROOT, type Config } from "../config/index.js";
+import type { RecyclingMessage } from "../contracts/child-messages.js";
 import { configEntry, generateKey } from "../security/keys.js";
 import { VERSION_FORMAT } from "../models/manifest.js";
 import { StartCancelledError } from "../redis/preflight.js";
@@ -190,8 +191,11 @@ program
     const handle = (started = await starting.catch((err: unknown) =>
       err instanceof StartCancelledError ? new Promise<never>(() => {}) : fail(err),
     ));
-    void handle.recycled.then(async (reason) => {
-      logger.info({ event: "worker_recycling", reason }, `recycling: ${reason}`);
+    void handle.recycled.then(async ({ reason, jobs }) => {
+      logger.info({ event: "worker_recycling", reason, jobs }, `recycling: ${reason}`);
+      // Under `inferline start`: a recycle after work is replaced at once, not backed off.
+      const message: RecyclingMessage = { type: "recycling", jobs, reason };
+      if (process.connected) process.send?.(message);
       await handle.close();
       exit(0);
     });

@@ -138,7 +138,11 @@ export const ENV_SCHEMA = {
   WORKER_SHUTDOWN_TIMEOUT_MS: int(0)
     .default(30_000)
     .describe("On SIGTERM, time to finish jobs in hand before exiting anyway (ms)."),
-  WORKER_MAX_JOBS: int(0).default(0).describe("Recycle a worker process after this many jobs (0: never)."),
+  WORKER_MAX_JOBS: int(0)
+    .default(0)
+    .describe(
+      "Recycle a worker process after this many jobs, plus up to a tenth more drawn per process so that workers do not all recycle at once (0: never).",
+    ),
   WORKER_MAX_RSS_BYTES: int(0)
     .default(1_610_612_736)
     .describe("Recycle a worker process once its RSS exceeds this (bytes; 0: never). Default 1.5 GiB."),

@@ -14,3 +14,20 @@ export function isExitingMessage(m: unknown): m is ExitingMessage {
   const { type, code } = m as { type?: unknown; code?: unknown };
   return type === "exiting" && typeof code === "number";
 }
+
+/**
+ * A worker recycling itself (WORKER_MAX_JOBS, its RSS limit, stuck threads), sent before it
+ * closes: how many jobs it took. A worker that did real work is replaced at once however soon
+ * it ends; only one that did none is suspected of a restart loop.
+ */
+export interface RecyclingMessage {
+  readonly type: "recycling";
+  readonly jobs: number;
+  readonly reason: string;
+}
+
+export function isRecyclingMessage(m: unknown): m is RecyclingMessage {
+  if (typeof m !== "object" || m === null) return false;
+  const { type, jobs, reason } = m as { type?: unknown; jobs?: unknown; reason?: unknown };
+  return type === "recycling" && typeof jobs === "number" && typeof reason === "string";
+}

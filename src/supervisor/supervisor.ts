@@ -1,5 +1,5 @@
 import { fork, type ChildProcess } from "node:child_process";
-import { isExitingMessage } from "../contracts/child-messages.js";
+import { isExitingMessage, isRecyclingMessage } from "../contracts/child-messages.js";
 import type { Logger } from "../telemetry/logger.js";
 import { terminateChild } from "./terminate.js";
 
@@ -25,6 +25,8 @@ interface Slot {
   exited: Promise<void>;
   /** The status the running child said it exits with before a SIGKILL hid it. */
   announced: number | undefined;
+  /** The jobs the running child said it took before recycling itself. */
+  recycledAfter: number | undefined;
   /** A restart waiting out its backoff; it keeps the supervisor alive meanwhile. */
   restart: NodeJS.Timeout | undefined;
   /** When the running child was launched (epoch ms). */
@@ -49,8 +51,9 @@ export interface SupervisorOptions {
 /**
  * Runs child processes and keeps them running: a child that exits 0 (a worker recycling
  * itself, also one that announced status 0 over IPC and then ended by SIGKILL) is replaced at
- * once; one that crashes, or exits 0 within seconds of its launch, is restarted after an
- * exponential backoff (reset once it has run for a minute). `stop()` sends SIGTERM to all and
+ * once; one that crashes, or exits 0 within seconds of its launch without having said it
+ * recycled after some jobs, is restarted after an exponential backoff (reset once one has run
+ * for a minute, or recycled after work). `stop()` sends SIGTERM to all and
  * waits. Idempotent.
  * Children run in process groups of their own, so only the supervisor decides when they stop.
  */
@@ -72,6 +75,7 @@ export class Supervisor {
       stopping: false,
       exited: Promise.resolve(),
       announced: undefined,
+      recycledAfter: undefined,
       restart: undefined,
       launchedAt: 0,
     };
@@ -128,8 +132,10 @@ export class Supervisor {
     this.live.add(child);
     slot.ready = false;
     slot.announced = undefined;
+    slot.recycledAfter = undefined;
     child.on("message", (m) => {
       if (isExitingMessage(m)) slot.announced = m.code;
+      if (isRecyclingMessage(m)) slot.recycledAfter = m.jobs;
       if (slot.spec.readyWhen?.(m)) {
         slot.ready = true;
         slot.unready = 0;
@@ -162,15 +168,26 @@ export class Supervisor {
           return;
         }
         const ran = Date.now() - started;
-        if (ran > 60_000) slot.failures = 0;
         const clean = code === 0;
-        // A clean exit right after launch (a worker recycling before it did any real work)
-        // would be restarted at once, over and over: it backs off like a crash.
-        const backoff = !clean || ran < (this.opts.quickExitMs ?? 5000);
+        // A worker that recycled itself after real work is replaced at once, however soon: under
+        // a backlog WORKER_MAX_JOBS comes within seconds, and backing off would leave no worker.
+        const worked = clean && (slot.recycledAfter ?? 0) > 0;
+        if (ran > 60_000 || worked) slot.failures = 0;
+        // A clean exit right after launch that did no work would be restarted at once, over and
+        // over: it backs off like a crash.
+        const backoff = !clean || (!worked && ran < (this.opts.quickExitMs ?? 5000));
         const delay = backoff ? Math.min(this.opts.restartBackoffMs * 2 ** slot.failures, 30_000) : 0;
         if (backoff) slot.failures++;
         logger[clean ? "info" : "warn"](
-          { event: "child_exited", child: slot.spec.name, code, signal, ran_ms: ran, restart_in_ms: delay },
+          {
+            event: "child_exited",
+            child: slot.spec.name,
+            code,
+            signal,
+            ran_ms: ran,
+            recycled_after_jobs: slot.recycledAfter,
+            restart_in_ms: delay,
+          },
           `${slot.spec.name} exited (${signal ?? code}); restarting in ${delay} ms`,
         );
         // Not unref'd: with every child down at once (and no autoscaler timer), this timer is

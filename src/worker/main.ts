@@ -35,8 +35,8 @@ export interface WorkerOptions {
 export interface WorkerHandle {
   readonly id: string;
   close(): Promise<void>;
-  /** Resolves with the reason once the worker asks to be recycled. */
-  readonly recycled: Promise<string>;
+  /** Resolves with the reason, and the jobs taken, once the worker asks to be recycled. */
+  readonly recycled: Promise<{ readonly reason: string; readonly jobs: number }>;
   /**
    * ONNX Runtime threads this process let go that still run (a hung or long inference): while
    * any does, the process must not exit normally (see lingeringSessionThreads) but be killed.
@@ -99,8 +99,8 @@ export async function startWorker(
     ],
     (d, size) => obs.telemetry.batch(d, size),
   );
-  let onRecycle: (reason: string) => void = () => {};
-  const recycled = new Promise<string>((r) => (onRecycle = r));
+  let onRecycle: (recycle: { reason: string; jobs: number }) => void = () => {};
+  const recycled = new Promise<{ reason: string; jobs: number }>((r) => (onRecycle = r));
   const service = new WorkerService({
     config,
     logger,
@@ -112,7 +112,7 @@ export async function startWorker(
     cacheOn: (c) => new ResultCache(c, config.REDIS_KEY_PREFIX),
     concurrency: options.concurrency ?? config.WORKER_CONCURRENCY,
     telemetry: obs.telemetry,
-    onRecycle: (reason) => onRecycle(reason),
+    onRecycle: (reason, jobs) => onRecycle({ reason, jobs }),
   });
   // Reloads look again at the models this process serves (it has no queue worker for others).
   let served: readonly string[] = models;

@@ -32,7 +32,8 @@ export interface WorkerServiceDeps {
   /** Per-job metrics and stats. */
   readonly telemetry?: WorkerTelemetry;
   /** Called once when the process should be replaced (job count or RSS limit reached). */
-  readonly onRecycle: (reason: string) => void;
+  /** Asked once, with why and after how many jobs (done or failed). */
+  readonly onRecycle: (reason: string, jobs: number) => void;
 }
 
 /**
@@ -49,6 +50,11 @@ export class WorkerService {
   private state: WorkerRecord["state"] = "starting";
   private heartbeat: NodeJS.Timeout | undefined;
   private recycleRequested = false;
+  /**
+   * WORKER_MAX_JOBS plus up to a tenth more, drawn once per process: workers started together
+   * (say, by `inferline start`) do not all recycle at the same moment and leave none running.
+   */
+  private readonly maxJobs: number;
   private closing: Promise<void> | undefined;
   /** The models this process takes jobs for (set by `start`). */
   private models: readonly string[] = [];
@@ -58,6 +64,7 @@ export class WorkerService {
   private readonly log: Logger;
 
   constructor(private readonly deps: WorkerServiceDeps) {
+    this.maxJobs = withJitter(deps.config.WORKER_MAX_JOBS);
     this.log = deps.logger.child({ worker: this.id });
   }
 
@@ -177,14 +184,14 @@ export class WorkerService {
    * job, WORKER_MAX_RSS_BYTES is reached (once).
    */
   private checkLimits(): void {
-    const { WORKER_MAX_JOBS, WORKER_MAX_RSS_BYTES, WORKER_MAX_STUCK_THREADS } = this.deps.config;
+    const { WORKER_MAX_RSS_BYTES, WORKER_MAX_STUCK_THREADS } = this.deps.config;
     if (this.recycleRequested) return;
     let reason: string | undefined;
     // A stuck thread holds a core until the process ends: only a fresh process gets it back.
     if (WORKER_MAX_STUCK_THREADS > 0 && this.stuck >= WORKER_MAX_STUCK_THREADS)
       reason = `${this.stuck} ONNX Runtime thread(s) stuck in timed-out inferences`;
-    else if (WORKER_MAX_JOBS > 0 && this.processed + this.failed >= WORKER_MAX_JOBS)
-      reason = `processed ${WORKER_MAX_JOBS} jobs`;
+    else if (this.maxJobs > 0 && this.processed + this.failed >= this.maxJobs)
+      reason = `processed ${this.maxJobs} jobs`;
     // Only after a job: a process already over the limit before any job (models that big,
     // a limit that low) would be replaced by one just as big, over and over.
     else if (
@@ -195,7 +202,7 @@ export class WorkerService {
       reason = "RSS limit reached";
     if (reason) {
       this.recycleRequested = true;
-      this.deps.onRecycle(reason);
+      this.deps.onRecycle(reason, this.processed + this.failed);
     }
   }
 
@@ -279,4 +286,9 @@ export class WorkerService {
     })();
     return this.closing;
   }
+}
+
+/** `n` plus a random whole number from 0 to a tenth of it (0 stays 0: no limit). */
+function withJitter(n: number): number {
+  return n > 0 ? n + Math.floor(Math.random() * (Math.floor(n / 10) + 1)) : 0;
 }

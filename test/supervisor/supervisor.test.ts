@@ -12,7 +12,8 @@ import { ROOT, spawnCli, stop } from "../support/processes.js";
 describe("supervisor restarts", () => {
   // A child that exits 0 after RUN_MS, as a worker recycling itself does; with END=announce-kill
   // it says it means status 0, then ends by SIGKILL (a worker holding a thread it cannot stop),
-  // and with END=kill it ends by SIGKILL unannounced (a crash, an OOM kill).
+  // with END=kill it ends by SIGKILL unannounced (a crash, an OOM kill), and with END=recycle it
+  // says it recycles after JOBS jobs, then exits 0.
   const dir = mkdtempSync(path.join(tmpdir(), "inferline-supervisor-"));
   const entry = path.join(dir, "child.mjs");
   writeFileSync(
@@ -20,6 +21,8 @@ describe("supervisor restarts", () => {
     `const kill = () => process.kill(process.pid, "SIGKILL");
     setTimeout(() => {
       if (process.env.END === "announce-kill") process.send({ type: "exiting", code: 0 }, undefined, {}, kill);
+      else if (process.env.END === "recycle")
+        process.send({ type: "recycling", jobs: Number(process.env.JOBS), reason: "test" }, undefined, {}, () => process.exit(0));
       else if (process.env.END === "kill") kill();
       else if (process.env.END === "crash") process.exit(1);
       else process.exit(0);
@@ -27,7 +30,7 @@ describe("supervisor restarts", () => {
   );
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  function supervise(runMs: number, end = "exit") {
+  function supervise(runMs: number, end = "exit", jobs = 0) {
     const lines: Record<string, unknown>[] = [];
     const logger = pino(
       { level: "info" },
@@ -35,7 +38,7 @@ describe("supervisor restarts", () => {
     );
     const supervisor = new Supervisor({
       entry,
-      env: { PATH: process.env.PATH ?? "", RUN_MS: String(runMs), END: end },
+      env: { PATH: process.env.PATH ?? "", RUN_MS: String(runMs), END: end, JOBS: String(jobs) },
       restartBackoffMs: 50,
       stopTimeoutMs: 5000,
       quickExitMs: 2000,
@@ -56,6 +59,35 @@ describe("supervisor restarts", () => {
       assert.deepEqual(delays, [50, 100, 200]);
     } finally {
       await supervisor.stop();
+    }
+  });
+
+  it("a worker recycling after jobs is replaced at once, however soon; one that took none backs off", async () => {
+    // WORKER_MAX_JOBS under a backlog: reached within a second of each launch.
+    const worked = supervise(100, "recycle", 100);
+    try {
+      await eventually(async () => worked.exits().length >= 4, 30_000);
+      const first = worked.exits().slice(0, 4);
+      assert.deepEqual(
+        first.map((l) => l.restart_in_ms),
+        [0, 0, 0, 0],
+      );
+      assert.equal(first[0]!.recycled_after_jobs, 100);
+    } finally {
+      await worked.supervisor.stop();
+    }
+    const idle = supervise(100, "recycle", 0);
+    try {
+      await eventually(async () => idle.exits().length >= 3, 30_000);
+      assert.deepEqual(
+        idle
+          .exits()
+          .slice(0, 3)
+          .map((l) => l.restart_in_ms),
+        [50, 100, 200],
+      );
+    } finally {
+      await idle.supervisor.stop();
     }
   });
 
