@@ -112,7 +112,8 @@ const program = new Command()
       "Configuration comes from environment variables (and .env outside production); env.example",
       "lists every one with its default. Command options override the variable they name.",
       "",
-      "Exit status: 0 done or stopped cleanly; 1 failed (the reason is on stderr) or bad usage;",
+      "Exit status: 0 done or stopped cleanly; 1 failed (the reason is on stderr), bad usage, or a",
+      "stop that had to kill a process (start: a child that did not finish within its timeout);",
       "2 invalid configuration (each bad variable is named); 130 stopped at once by a second signal.",
     ].join("\n"),
   );

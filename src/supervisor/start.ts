@@ -280,6 +280,16 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
         ],
         logger,
       );
+      // A stop that had to kill a process is no clean stop: the exit status says so (1), so a
+      // service manager or a script can tell it from one where every job in hand finished.
+      const unclean = supervisor?.uncleanStops ?? [];
+      if (unclean.length > 0) {
+        logger.error(
+          { event: "stop_unclean", children: unclean },
+          `stopped, but not cleanly: ${unclean.join(", ")}`,
+        );
+        throw new Error(`stopped, but not cleanly: ${unclean.join(", ")}`);
+      }
     })());
 
   const kill = () => {
@@ -294,7 +304,7 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
     url,
     failed,
     ready: launched.catch(async (err: unknown) => {
-      await stop();
+      await stop().catch(() => {}); // the start's own failure is the one to report
       throw err;
     }),
     stop,

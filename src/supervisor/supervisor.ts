@@ -61,6 +61,15 @@ export class Supervisor {
   private readonly slots = new Map<string, Slot>();
   /** Every child still running, also those being drained after `remove()`. */
   private readonly live = new Set<ChildProcess>();
+  private readonly unclean: string[] = [];
+
+  /**
+   * The children told to stop that did not end with status 0 (killed after the stop timeout,
+   * or failing): "worker-2 (SIGKILL)".
+   */
+  get uncleanStops(): readonly string[] {
+    return this.unclean;
+  }
   private stopping: Promise<void> | undefined;
 
   constructor(private readonly opts: SupervisorOptions) {}
@@ -152,7 +161,9 @@ export class Supervisor {
         // having said first which status it means: that exit is treated as the one announced.
         const code = exitCode ?? (signal === "SIGKILL" ? (slot.announced ?? null) : null);
         if (slot.stopping || this.stopping) {
-          logger.info(
+          // Stopped by a signal or a failure, not by finishing its work: `start` says so.
+          if (code !== 0) this.unclean.push(`${slot.spec.name} (${signal ?? code})`);
+          logger[code === 0 ? "info" : "warn"](
             { event: "child_stopped", child: slot.spec.name, code, signal },
             `${slot.spec.name} stopped (${signal ?? code})`,
           );

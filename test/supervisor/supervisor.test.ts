@@ -19,6 +19,9 @@ describe("supervisor restarts", () => {
   writeFileSync(
     entry,
     `const kill = () => process.kill(process.pid, "SIGKILL");
+    // On SIGTERM: exit 0 (a worker that drained), or with TERM=ignore hold on until killed.
+    process.on("SIGTERM", () => process.env.TERM_ACTION !== "ignore" && process.exit(0));
+    process.send({ type: "up" });
     setTimeout(() => {
       if (process.env.END === "announce-kill") process.send({ type: "exiting", code: 0 }, undefined, {}, kill);
       else if (process.env.END === "recycle")
@@ -30,7 +33,8 @@ describe("supervisor restarts", () => {
   );
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  function supervise(runMs: number, end = "exit", jobs = 0) {
+  function supervise(runMs: number, end = "exit", jobs = 0, termAction = "exit") {
+    let up = 0;
     const lines: Record<string, unknown>[] = [];
     const logger = pino(
       { level: "info" },
@@ -38,15 +42,22 @@ describe("supervisor restarts", () => {
     );
     const supervisor = new Supervisor({
       entry,
-      env: { PATH: process.env.PATH ?? "", RUN_MS: String(runMs), END: end, JOBS: String(jobs) },
+      env: {
+        PATH: process.env.PATH ?? "",
+        RUN_MS: String(runMs),
+        END: end,
+        JOBS: String(jobs),
+        TERM_ACTION: termAction,
+      },
       restartBackoffMs: 50,
-      stopTimeoutMs: 5000,
+      stopTimeoutMs: termAction === "ignore" ? 500 : 5000,
       quickExitMs: 2000,
       logger,
+      onMessage: () => void up++,
     });
     supervisor.add({ name: "child", args: [] });
     const exits = () => lines.filter((l) => l.event === "child_exited");
-    return { supervisor, exits };
+    return { supervisor, exits, up: () => up };
   }
 
   it("a child that exits 0 right after its launch is restarted after a growing backoff", async () => {
@@ -89,6 +100,17 @@ describe("supervisor restarts", () => {
     } finally {
       await idle.supervisor.stop();
     }
+  });
+
+  it("a stop says which children had to be killed, and only those", async () => {
+    const clean = supervise(60_000);
+    await eventually(async () => clean.up() > 0, 10_000);
+    await clean.supervisor.stop();
+    assert.deepEqual(clean.supervisor.uncleanStops, []);
+    const stubborn = supervise(60_000, "exit", 0, "ignore");
+    await eventually(async () => stubborn.up() > 0, 10_000);
+    await stubborn.supervisor.stop();
+    assert.deepEqual(stubborn.supervisor.uncleanStops, ["child (SIGKILL)"]);
   });
 
   it("a child that exits 0 after running a while (a worker recycling) is replaced at once", async () => {
