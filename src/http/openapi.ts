@@ -143,9 +143,12 @@ export function objectResponse(description: string, properties: Record<string, u
   return { description, type: "object", additionalProperties: true, properties } as const;
 }
 
-/** A non-JSON answer (HTML, Prometheus text, an event stream), documented by its media type. */
-export function mediaResponse(description: string, mediaType: string) {
-  return { description, content: { [mediaType]: { schema: { type: "string" } } } } as const;
+/** A non-JSON answer (HTML, Prometheus text, an event stream), documented by its media types. */
+export function mediaResponse(description: string, ...mediaTypes: [string, ...string[]]) {
+  return {
+    description,
+    content: Object.fromEntries(mediaTypes.map((type) => [type, { schema: { type: "string" } }])),
+  };
 }
 
 const batchViewSchema = {

@@ -2,7 +2,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import type { Config } from "../../config/index.js";
 import { CrossOriginRequestError, ForbiddenError, UnauthorizedError } from "../../errors/catalog.js";
 import { allows, type Security } from "../../security/index.js";
-import { RESPONSE_HEADERS } from "../openapi.js";
+import { mediaResponse, RESPONSE_HEADERS } from "../openapi.js";
 import { fromOtherOrigin, NO_KEYS_CONFIGURED, readCookies, SESSION_COOKIE } from "../auth.js";
 
 const page = (message = "") => `<!doctype html>
@@ -59,13 +59,12 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
       .header("cache-control", "no-store")
       .send(page(message));
 
-  const signInPage = {
-    description: "The sign-in page",
-    content: { "text/html": { schema: { type: "string" } } },
-  };
   app.get(
     "/dashboard/login",
-    { config: { access: "public" }, schema: { response: { 200: signInPage } } },
+    {
+      config: { access: "public" },
+      schema: { response: { 200: mediaResponse("The sign-in page", "text/html") } },
+    },
     async (_req, reply) => html(reply, 200),
   );
 

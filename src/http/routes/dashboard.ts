@@ -57,13 +57,7 @@ export const dashboardRoutes: FastifyPluginAsync<HttpDeps> = async (app) => {
       },
     },
     response: {
-      200: {
-        description: "A script or style sheet of the dashboard page",
-        content: {
-          "text/javascript": { schema: { type: "string" } },
-          "text/css": { schema: { type: "string" } },
-        },
-      },
+      200: mediaResponse("A script or style sheet of the dashboard page", "text/javascript", "text/css"),
       404: { description: "Error; code: route_not_found", $ref: "Error#" },
     },
   };
