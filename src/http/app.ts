@@ -66,7 +66,13 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
     // Long `Prefer: wait` requests must outlive the defaults.
     requestTimeout: (config.WAIT_MAX_SECONDS + 30) * 1000,
   });
-  app.server.on("connect", refuseConnect);
+  // The methods the routes take, as they are added (OPTIONS is answered for every path).
+  const methods = new Set<string>(["OPTIONS"]);
+  app.addHook("onRoute", (route) => [route.method].flat().forEach((m) => methods.add(m)));
+  app.server.on(
+    "connect",
+    refuseConnect(() => [...methods]),
+  );
   app.setValidatorCompiler(({ schema, httpPart }) =>
     httpPart === "body" ? exactAjv.compile(schema) : decimalIntegers(schema, coercingAjv.compile(schema)),
   );

@@ -117,6 +117,9 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
     assert.equal(body.error.code, "method_not_allowed");
     assert.match(body.error.message, /^CONNECT is not allowed/);
     assert.equal(r.headers.get("allow"), body.error.details.allowed.join(", "));
+    // The methods the routes take, as registered.
+    for (const m of ["GET", "HEAD", "POST", "DELETE", "OPTIONS"])
+      assert.ok(body.error.details.allowed.includes(m), m);
     assert.match(r.headers.get("x-request-id") ?? "", UUID);
     // The server goes on answering.
     assert.equal((await call(inferline.url, "GET", "/health/live")).status, 200);

@@ -25,13 +25,13 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
   }
   const what = "the HTTP request could not be read";
   const problem =
-    err.code === "HPE_HEADER_OVERFLOW" && requestLineTooLong(err)
-      ? new UriTooLongError(`${what}: its URL is too long`)
-      : err.code === "HPE_HEADER_OVERFLOW"
-        ? new HeadersTooLargeError(`${what}: its headers are too large`)
-        : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
-          ? new RequestTimeoutError(`${what}: it did not arrive in time`)
-          : new MalformedRequestError(`${what}: it is not valid HTTP/1.1`);
+    err.code === "HPE_HEADER_OVERFLOW"
+      ? requestLineTooLong(err)
+        ? new UriTooLongError(`${what}: its URL is too long`)
+        : new HeadersTooLargeError(`${what}: its headers are too large`)
+      : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? new RequestTimeoutError(`${what}: it did not arrive in time`)
+        : new MalformedRequestError(`${what}: it is not valid HTTP/1.1`);
   endWithError(socket, problem);
 }
 
@@ -51,15 +51,14 @@ function requestLineTooLong(err: NodeJS.ErrnoException): boolean {
   return (end === -1 ? raw.length : end) > LONGEST_REQUEST_LINE;
 }
 
-/** The methods the API's routes take, all routes together. */
-const API_METHODS = ["GET", "HEAD", "POST", "DELETE", "OPTIONS"] as const;
-
 /**
  * CONNECT asks a proxy for a tunnel: Node hands it to a "connect" listener, or, with none, drops
- * the connection without a word. This is no proxy: 405 in the API's error shape.
+ * the connection without a word. This is no proxy: 405 in the API's error shape, `Allow` listing
+ * the methods its routes take (`methods()`, read when asked: routes are added after this).
  */
-export function refuseConnect(req: IncomingMessage, socket: Socket): void {
-  endWithError(socket, new MethodNotAllowedError("CONNECT", (req.url ?? "").slice(0, 100), API_METHODS));
+export function refuseConnect(methods: () => readonly string[]) {
+  return (req: IncomingMessage, socket: Socket): void =>
+    endWithError(socket, new MethodNotAllowedError("CONNECT", (req.url ?? "").slice(0, 100), methods()));
 }
 
 /** Answers a request no route will see with the API's JSON error shape, and closes the connection. */
@@ -67,7 +66,7 @@ function endWithError(socket: Socket, problem: AppError): void {
   const status = problem.status;
   const body = JSON.stringify(problem.body());
   const extra = Object.entries(problem.headers)
-    .map(([name, value]) => `${name}: ${String(value)}\r\n`)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
     .join("");
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
