@@ -249,6 +249,8 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
   const stop = () =>
     (stopping ??= (async () => {
       stopRequested = true;
+      // Children killed before this stop (a drained worker, on a scale-down) are not its doing.
+      const killedBefore = supervisor?.uncleanStops.length ?? 0;
       await launched.catch(() => {});
       // In order: no more scaling; workers finish the jobs in hand (the API still answers
       // their clients meanwhile); then the API; Redis last, once nothing needs it. Each step
@@ -282,7 +284,7 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
       );
       // A stop that had to kill a process is no clean stop: the exit status says so (1), so a
       // service manager or a script can tell it from one where every job in hand finished.
-      const unclean = supervisor?.uncleanStops ?? [];
+      const unclean = supervisor?.uncleanStops.slice(killedBefore) ?? [];
       if (unclean.length > 0) {
         logger.error(
           { event: "stop_unclean", children: unclean },
