@@ -1,5 +1,6 @@
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import type { Redis } from "ioredis";
 import type { Config } from "../config/index.js";
 import { runSteps } from "../lifecycle/shutdown.js";
@@ -131,7 +132,7 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
   let pool: WorkerPool | undefined;
   let scaling: { autoscaler: Autoscaler; probe: QueueProbe } | undefined;
   let hangWatch: HangWatch | undefined;
-  /** The autoscaler's and the hang watch's connection to Redis. */
+  /** The autoscaler's, the hang watch's and the heartbeat cleanup's connection to Redis. */
   let connection: Redis | undefined;
 
   const launch = async (): Promise<void> => {
@@ -140,6 +141,18 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
     redis = await ensureRedis(config, logger, opts.env.PATH, (child) => (redisChild = child));
     if (stopRequested) return;
     const keys = runKeys(config);
+    // With workers: the autoscaler's, the hang watch's and the heartbeat cleanup's connection. A
+    // command timeout, so a Redis that stops answering fails a reading instead of hanging it
+    // (and with it the shutdown that waits for the reading in progress).
+    const commands =
+      opts.workers > 0
+        ? createRedis(redis.url, "command", { commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS })
+        : undefined;
+    commands?.on("error", () => {});
+    connection = commands;
+    const registry =
+      commands &&
+      new WorkerRegistry(commands, config.REDIS_KEY_PREFIX, config.WORKER_HEARTBEAT_INTERVAL_MS * 3);
     const children = new Supervisor({
       entry: opts.entry,
       env: { ...opts.env, ...keys.env, REDIS_URL: redis.url },
@@ -149,6 +162,20 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
       onMessage: (_name, m) => {
         const msg = m as { type?: string; url?: string };
         if (msg.type === "listening" && msg.url) announce(msg.url);
+      },
+      // A worker that died (crash, SIGKILL) could not remove its heartbeat: removed here, so
+      // health and the dashboard stop counting it now rather than when the record expires.
+      // (The API has no heartbeat: nothing is found for it.)
+      onExit: (name, exit) => {
+        if (exit.code === 0 || !registry) return;
+        registry
+          .removeProcess(hostname(), exit.pid)
+          .catch((err: unknown) =>
+            logger.debug(
+              { event: "heartbeat_cleanup_failed", child: name, err },
+              "could not remove a dead worker's heartbeat",
+            ),
+          );
       },
       onGiveUp: () => {
         const err = new StartError(
@@ -174,19 +201,7 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
     await workers.scaleTo(opts.workers);
 
     const watchHangs = config.WORKER_HANG_TIMEOUT_MS > 0;
-    if (opts.workers > 0 && !stopRequested && (config.AUTOSCALE || watchHangs)) {
-      // A command timeout, so a Redis that stops answering fails a reading instead of hanging it
-      // (and with it the shutdown that waits for the reading in progress).
-      const commands = createRedis(redis.url, "command", {
-        commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS,
-      });
-      commands.on("error", () => {});
-      connection = commands;
-      const registry = new WorkerRegistry(
-        commands,
-        config.REDIS_KEY_PREFIX,
-        config.WORKER_HEARTBEAT_INTERVAL_MS * 3,
-      );
+    if (registry && commands && !stopRequested && (config.AUTOSCALE || watchHangs)) {
       if (watchHangs) {
         hangWatch = new HangWatch({
           redis: commands,
@@ -268,7 +283,6 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
             timeoutMs: config.REDIS_COMMAND_TIMEOUT_MS + 1000,
           },
           { name: "close queue probe", run: () => scaling?.probe.close(), timeoutMs: 2000 },
-          { name: "disconnect autoscaler and hang watch from Redis", run: () => connection?.disconnect() },
           {
             name: "drain workers",
             run: async () => {
@@ -278,6 +292,7 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
             timeoutMs: childStopMs + 2000,
           },
           { name: "stop API", run: () => supervisor?.stop(), timeoutMs: childStopMs + 2000 },
+          { name: "disconnect supervisor from Redis", run: () => connection?.disconnect() },
           { name: "stop Redis", run: () => redis?.stop(), timeoutMs: 15_000 },
         ],
         logger,

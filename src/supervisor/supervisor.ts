@@ -14,6 +14,14 @@ export interface ChildSpec {
   readonly giveUpAfter?: number;
 }
 
+/** How a child process ended. */
+export interface ChildExit {
+  readonly pid: number;
+  /** Its exit status, or the one it announced before a SIGKILL; null when a signal ended it. */
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
 interface Slot {
   readonly spec: ChildSpec;
   child: ChildProcess | undefined;
@@ -44,6 +52,8 @@ export interface SupervisorOptions {
   readonly logger: Logger;
   /** Messages children send over IPC (the API reports its URL). */
   readonly onMessage?: (name: string, message: unknown) => void;
+  /** A child process ended, for whatever reason. */
+  readonly onExit?: (name: string, exit: ChildExit) => void;
   /** A child reached its `giveUpAfter`: it is not restarted any more. */
   readonly onGiveUp?: (name: string) => void;
 }
@@ -160,6 +170,7 @@ export class Supervisor {
         // A worker that recycles itself while holding a thread it cannot stop ends by SIGKILL,
         // having said first which status it means: that exit is treated as the one announced.
         const code = exitCode ?? (signal === "SIGKILL" ? (slot.announced ?? null) : null);
+        if (child.pid !== undefined) this.opts.onExit?.(slot.spec.name, { pid: child.pid, code, signal });
         if (slot.stopping || this.stopping) {
           // Stopped by a signal or a failure, not by finishing its work: `start` says so.
           if (code !== 0) this.unclean.push(`${slot.spec.name} (${signal ?? code})`);

@@ -65,6 +65,17 @@ export class WorkerRegistry {
     await this.redis.multi().del(this.key(id)).zrem(this.indexKey, id).exec();
   }
 
+  /**
+   * Removes the records of process `pid` on `host`: one that died without removing its own (a
+   * crash, SIGKILL), so health checks and the dashboard stop counting it at once instead of
+   * when its record expires. Returns how many records it removed.
+   */
+  async removeProcess(host: string, pid: number): Promise<number> {
+    const gone = (await this.list()).filter((r) => r.host === host && r.pid === pid);
+    await Promise.all(gone.map((r) => this.remove(r.id)));
+    return gone.length;
+  }
+
   /** Workers seen within the TTL. */
   async list(): Promise<WorkerRecord[]> {
     const ids = await this.redis.zrangebyscore(this.indexKey, Date.now() - this.ttlMs, "+inf");
