@@ -24,26 +24,46 @@ export interface ProcessorDeps {
   readonly cache: ResultCache;
 }
 
-/**
- * The BullMQ processor: re-checks the input (a job the worker finds invalid fails at once,
- * without retries), hands it to the model's batcher and returns its row of the output.
- */
-export function makeProcessor(deps: ProcessorDeps) {
-  return async function process(job: Job<JobData, JobResult>): Promise<JobResult> {
+export interface Processor {
+  /**
+   * The BullMQ processor: re-checks the input (a job the worker finds invalid fails at once,
+   * without retries), hands it to the model's batcher and returns its row of the output.
+   */
+  readonly process: (job: Job<JobData, JobResult>) => Promise<JobResult>;
+  /**
+   * For the BullMQ worker's `completed` event: logs `job_completed` and counts the job, once its
+   * completion is stored. One that cannot be stored (Redis lost as the job ends) is neither: its
+   * lease runs out and it runs again, and that run is the one logged and counted.
+   */
+  readonly completed: (job: Job<JobData, JobResult>) => void;
+}
+
+export function makeProcessor(deps: ProcessorDeps): Processor {
+  /** What to log and count for a job the processor finished, once BullMQ has stored it. */
+  const finished = new WeakMap<Job<JobData, JobResult>, () => void>();
+  const completed = (job: Job<JobData, JobResult>): void => {
+    const announce = finished.get(job);
+    finished.delete(job);
+    announce?.();
+  };
+  const process = async (job: Job<JobData, JobResult>): Promise<JobResult> => {
     const startedAt = Date.now();
     const { model, version, input, requestId } = job.data;
     const attempt = job.attemptsMade + 1;
     // On every line of the job's, so the one that ends it tells the whole story.
+    // Started again without a failure counted: the worker that had it died (or lost Redis).
+    const redelivered = (job.attemptsStarted ?? attempt) > attempt;
     const log = deps.logger.child({
       job_id: job.id,
       model,
       version,
       request_id: requestId,
       attempt,
+      ...(redelivered && { redelivered }),
       queue_wait_ms: startedAt - job.timestamp,
     });
     // The deadline is for starting: a retry, or a job a dead worker had started, is past it.
-    const firstStart = job.attemptsMade === 0 && (job.attemptsStarted ?? 1) <= 1;
+    const firstStart = job.attemptsMade === 0 && !redelivered;
     if (firstStart && job.data.deadline !== undefined && startedAt > job.data.deadline) {
       // Too late to be useful: end it without running the model. Logged as the job's end (code
       // expired); counted apart from failures, as the deadline is the client's choice.
@@ -96,21 +116,27 @@ export function makeProcessor(deps: ProcessorDeps) {
             log.warn({ event: "cache_store_failed", err: err.message }, "could not cache the result"),
           );
       }
-      deps.telemetry?.jobCompleted(
-        descriptor,
-        { waitMs: startedAt - job.timestamp, inferenceMs: out.inferenceMs, totalMs: doneAt - job.timestamp },
-        out.output,
-      );
       deps.onFinished(true);
-      log.info(
-        {
-          event: "job_completed",
-          duration_ms: Date.now() - startedAt,
-          inference_ms: out.inferenceMs,
-          batch_size: out.batchSize,
-        },
-        "job completed",
-      );
+      finished.set(job, () => {
+        deps.telemetry?.jobCompleted(
+          descriptor,
+          {
+            waitMs: startedAt - job.timestamp,
+            inferenceMs: out.inferenceMs,
+            totalMs: doneAt - job.timestamp,
+          },
+          out.output,
+        );
+        log.info(
+          {
+            event: "job_completed",
+            duration_ms: doneAt - startedAt,
+            inference_ms: out.inferenceMs,
+            batch_size: out.batchSize,
+          },
+          "job completed",
+        );
+      });
       return {
         output: out.output,
         inferenceMs: out.inferenceMs,
@@ -140,6 +166,7 @@ export function makeProcessor(deps: ProcessorDeps) {
       throw new Error(jobErr.toReason(), { cause: err });
     }
   };
+  return { process, completed };
 }
 
 /**

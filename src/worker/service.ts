@@ -91,7 +91,7 @@ export class WorkerService {
         onFinished: (ok) => this.finished(ok),
         telemetry: this.deps.telemetry,
       });
-      const w = new Worker<JobData, JobResult>(queueName(model), processor, {
+      const w = new Worker<JobData, JobResult>(queueName(model), processor.process, {
         connection,
         prefix: config.REDIS_KEY_PREFIX,
         concurrency: this.deps.concurrency,
@@ -107,6 +107,7 @@ export class WorkerService {
           "queue worker error",
         ),
       );
+      w.on("completed", processor.completed);
       w.on("stalled", (jobId) =>
         logger.warn({ event: "job_stalled", job_id: jobId, model }, "job lost its worker; redelivering"),
       );

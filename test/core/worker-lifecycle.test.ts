@@ -4,11 +4,13 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { testEnv } from "../support/config.js";
+import { startApi } from "../../src/api/main.js";
+import { testConfig, testEnv } from "../support/config.js";
 import { call } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
 import { ROOT, spawnCli, spawnWorker, stop } from "../support/processes.js";
-import { ownRedis } from "../support/redis.js";
+import { delayingProxy } from "../support/redis-proxy.js";
+import { cleanupPrefix, ownRedis, REDIS_URL, uniquePrefix } from "../support/redis.js";
 
 describe("worker processes", () => {
   const inferline = useInferline("lifecycle");
@@ -33,7 +35,10 @@ describe("worker processes", () => {
       const g = await call(inferline.url, "GET", `/api/results/${id}`, undefined, { prefer: "wait=20" });
       assert.equal(g.body.status, "completed");
       assert.deepEqual(g.body.result, { echo: "survive", attempt: 1 });
-      await survivor.waitForLine((l) => l.event === "job_completed" && l.job_id === id);
+      const done = await survivor.waitForLine((l) => l.event === "job_completed" && l.job_id === id);
+      // Its second start: no attempt failed, so still attempt 1, and the line says why it ran again.
+      assert.equal(done.attempt, 1);
+      assert.equal(done.redelivered, true);
     } finally {
       await Promise.all([stop(a), stop(b)]);
     }
@@ -178,6 +183,35 @@ describe("a worker stopped while it starts", () => {
     } finally {
       await stop(w);
       await redis.destroy();
+    }
+  });
+});
+
+describe("a job whose completion reaches Redis late", () => {
+  it("is logged job_completed only once Redis holds it completed", async () => {
+    const prefix = uniquePrefix("completion-late");
+    let holdMs = 0;
+    const proxy = await delayingProxy(new URL(REDIS_URL), { holdRequest: () => holdMs });
+    const api = await startApi(testConfig(prefix, { MODELS: "echo" }));
+    let w;
+    try {
+      w = await spawnWorker(testEnv(prefix, { REDIS_URL: proxy.url, MODELS: "echo" }), ["--models", "echo"]);
+      const r = await call(api.url, "POST", "/api/ml/echo", { text: "late", sleep_ms: 500 });
+      const id = r.body.job_id as string;
+      await w.waitForLine((l) => l.event === "job_started" && l.job_id === id);
+      // From now on, what the worker sends (the completion too) reaches Redis 3 s late.
+      holdMs = 3000;
+      const done = await w.waitForLine((l) => l.event === "job_completed" && l.job_id === id, 20_000);
+      holdMs = 0;
+      const g = await call(api.url, "GET", `/api/results/${id}`);
+      assert.equal(g.body.status, "completed", JSON.stringify(g.body));
+      assert.equal(done.attempt, 1);
+      assert.equal(done.redelivered, undefined);
+    } finally {
+      if (w) await stop(w);
+      await api.close();
+      proxy.server.close();
+      await cleanupPrefix(prefix);
     }
   });
 });

@@ -94,7 +94,7 @@ export async function workerKill({ short }: DrillOptions): Promise<DrillResult> 
     );
     check(r, r.errors5xx === 0, `0 5xx answers (${r.errors5xx})`);
     r.notes.push(
-      `duplicated = jobs whose processor finished twice: a worker killed after finishing a job but before acknowledging it (at-least-once; handlers must be idempotent)`,
+      `duplicated = jobs stored as completed twice (job_completed is logged once the completion is stored; a job a killed worker finished but had not yet acknowledged runs again elsewhere: at-least-once, handlers must be idempotent)`,
       `max recovery = kill until every job the killed worker held had completed elsewhere (lease ${overrides.WORKER_LOCK_DURATION_MS} ms)`,
     );
   } finally {
