@@ -73,6 +73,12 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
     "connect",
     refuseConnect(() => [...methods]),
   );
+  // Expect: 100-continue: Node would invite every such body. One declared over the limit is
+  // refused (413) before the client sends it, as RFC 9110 (10.1.1) means the header for.
+  app.server.on("checkContinue", (req, res) => {
+    if (!(Number(req.headers["content-length"]) > config.BODY_LIMIT_BYTES)) res.writeContinue();
+    app.server.emit("request", req, res);
+  });
   app.setValidatorCompiler(({ schema, httpPart }) =>
     httpPart === "body" ? exactAjv.compile(schema) : decimalIntegers(schema, coercingAjv.compile(schema)),
   );

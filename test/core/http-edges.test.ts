@@ -1,7 +1,38 @@
 import assert from "node:assert/strict";
+import { connect } from "node:net";
 import { describe, it } from "node:test";
 import { call, sendRaw } from "../support/http.js";
 import { useInferline } from "../support/inferline.js";
+
+/**
+ * Sends a POST's head with `Expect: 100-continue` and, if the server invites it (100 Continue),
+ * a JSON body of `length` bytes; resolves with everything the server wrote, once it closed the
+ * connection or 2 s passed after its final answer began.
+ */
+function expectContinue(port: number, length: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1", () =>
+      socket.write(
+        `POST /api/ml/echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n` +
+          `Content-Length: ${length}\r\nExpect: 100-continue\r\n\r\n`,
+      ),
+    );
+    let data = "";
+    let sent = false;
+    socket.setEncoding("latin1");
+    socket.setTimeout(10_000, () => socket.destroy(new Error("timeout")));
+    socket.on("data", (c: string) => {
+      data += c;
+      if (!sent && data.startsWith("HTTP/1.1 100 Continue\r\n\r\n")) {
+        sent = true;
+        socket.write(JSON.stringify({ text: "x".repeat(length - 11) }));
+      }
+      if (/^HTTP\/1\.1 [2-5]\d\d /m.test(data)) setTimeout(() => socket.destroy(), 2000).unref();
+    });
+    socket.on("error", reject);
+    socket.on("close", () => resolve(data));
+  });
+}
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -225,5 +256,17 @@ void describe("HTTP edges: every answer is the API's, with its headers", () => {
       assert.equal(r.status, 404, method);
       assert.equal((r.body.error as { code: string }).code, "route_not_found");
     }
+  });
+
+  void it("Expect: 100-continue invites a body within the limit, and refuses a larger one without inviting it", async () => {
+    const port = Number(new URL(inferline.url).port);
+    const small = await expectContinue(port, 40);
+    assert.match(small, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 202 /, small.slice(0, 200));
+    const large = await expectContinue(port, 2 * 1024 * 1024);
+    // The final answer first: the client never sends the 2 MiB, and the connection is closed.
+    assert.match(large, /^HTTP\/1\.1 413 /, large.slice(0, 200));
+    assert.ok(!large.includes("100 Continue"), large.slice(0, 200));
+    assert.match(large, /"code":"payload_too_large"/);
+    assert.match(large, /\r\nconnection: close\r\n/i);
   });
 });
