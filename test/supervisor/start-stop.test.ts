@@ -230,6 +230,44 @@ describe("inferline start: stopping", () => {
     }
   });
 
+  it("a worker that does not stop in time is killed, named in stop_unclean, and start exits 1", async () => {
+    const prefix = uniquePrefix("start-unclean");
+    const proc = spawnCli(
+      ["start", "--workers", "1"],
+      testEnv(prefix, {
+        MODELS: "echo",
+        LOG_LEVEL: "info",
+        AUTOSCALE: "false",
+        WORKER_HANG_TIMEOUT_MS: "0",
+        // The supervisor waits WORKER_SHUTDOWN_TIMEOUT_MS + 5 s for a worker to stop.
+        WORKER_SHUTDOWN_TIMEOUT_MS: "1000",
+      }),
+    );
+    let worker: number | undefined;
+    try {
+      await proc.waitForLine((l) => l.event === "api_started", 30_000);
+      worker = Number((await proc.waitForLine((l) => l.event === "worker_started", 30_000)).pid);
+      // Stopped, it cannot act on the SIGTERM it is sent.
+      process.kill(worker, "SIGSTOP");
+      proc.kill("SIGTERM");
+      const exit = await exitWithin(proc.exited, 45_000);
+      assert.ok(exit, "the supervisor exited");
+      assert.equal(exit.code, 1, proc.stderr().slice(-2000));
+      const unclean = proc.lines.find((l) => l.event === "stop_unclean");
+      assert.deepEqual(unclean?.children, ["worker-1 (SIGKILL)"]);
+      assert.equal(alive(worker), false);
+      assert.ok(
+        proc.lines.some((l) => l.event === "child_stopped" && l.child === "api" && l.code === 0),
+        "the API still stopped cleanly",
+      );
+    } finally {
+      if (worker !== undefined && alive(worker)) process.kill(worker, "SIGKILL");
+      await stop(proc);
+      killLeftovers(proc);
+      await cleanupPrefix(prefix);
+    }
+  });
+
   it("kill -9 of the supervisor: its API and workers notice and shut down gracefully", async () => {
     const prefix = uniquePrefix("start-kill9");
     const proc = spawnCli(
