@@ -50,9 +50,9 @@ export function makeProcessor(deps: ProcessorDeps): Processor {
     const startedAt = Date.now();
     const { model, version, input, requestId } = job.data;
     const attempt = job.attemptsMade + 1;
-    // On every line of the job's, so the one that ends it tells the whole story.
     // Started again without a failure counted: the worker that had it died (or lost Redis).
     const redelivered = (job.attemptsStarted ?? attempt) > attempt;
+    // On every line of the job's, so the one that ends it tells the whole story.
     const log = deps.logger.child({
       job_id: job.id,
       model,
