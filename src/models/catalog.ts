@@ -183,6 +183,8 @@ export async function readDescriptor(dir: string, name: string, version: string)
     try {
       features = featureSchema(parsePreprocessing(m.preprocessing));
       parseOnnxSection(m.onnx);
+      // What the preprocessing asks of an input must compile too, or every request would fail.
+      assertCompilableSchema(features);
     } catch (err) {
       throw new Error(`manifest.json invalid at ${(err as Error).message}`, { cause: err });
     }

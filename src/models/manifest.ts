@@ -17,8 +17,11 @@ export const manifestSchema = z
     kind: z.enum(["builtin", "onnx"]),
     /** kind builtin: which built-in implementation. */
     builtin: z.string().optional(),
-    /** kind onnx: model file name inside the version folder. */
-    file: z.string().optional(),
+    /** kind onnx: model file name inside the version folder (a name, not a path). */
+    file: z
+      .string()
+      .regex(/^(?!\.\.?$)[^/\\]+$/, "a file name inside the version folder, without a path")
+      .optional(),
     input: jsonSchemaObject,
     preprocessing: z.record(z.string(), z.unknown()).optional(),
     output: z

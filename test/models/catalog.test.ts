@@ -141,6 +141,26 @@ void describe("model catalog", () => {
         (m) => (m.output!.task = "sentiment"),
         /output\.task: an onnx model's task is classification or regression/,
       ],
+      // One column per value: which would a repeated one light?
+      [
+        "7",
+        (m) => {
+          const features = m.preprocessing!.features as { kind: string; values?: string[] }[];
+          const island = features.find((f) => f.kind === "categorical")!;
+          island.values = [...island.values!, island.values![0]!];
+        },
+        /preprocessing\.features\.\d+\.values\.\d+: "Biscoe" is listed twice/,
+      ],
+      [
+        "8",
+        (m) => {
+          const features = m.preprocessing!.features as unknown[];
+          features.push(features[1]);
+        },
+        /preprocessing\.features\.\d+\.name: "\w+" is listed twice/,
+      ],
+      // The model file lives in the version folder, never elsewhere on the disk.
+      ["9", (m) => ((m.file as unknown) = "../1/model.onnx"), /file: a file name inside the version folder/],
     ];
     try {
       await addPenguinsVersion(root, "1");

@@ -1,5 +1,17 @@
 import { z } from "zod";
 
+/** Adds an issue at the second of any value listed twice (at `key` within it, if given). */
+function noRepeats(values: readonly string[], ctx: z.RefinementCtx, key?: string): void {
+  values.forEach((v, i) => {
+    if (values.indexOf(v) !== i)
+      ctx.addIssue({
+        code: "custom",
+        path: key === undefined ? [i] : [i, key],
+        message: `${JSON.stringify(v)} is listed twice`,
+      });
+  });
+}
+
 /** One input column: a number standardised by its training mean and spread, or a one-hot category. */
 const numericFeature = z.object({
   name: z.string().min(1),
@@ -10,13 +22,23 @@ const numericFeature = z.object({
 const categoricalFeature = z.object({
   name: z.string().min(1),
   kind: z.literal("categorical"),
-  values: z.array(z.string()).min(1),
+  // Each value is one column of the model's input: a repeated one would leave it unclear which.
+  values: z.array(z.string()).min(1).superRefine(noRepeats),
 });
 
 /** Tabular inputs → features in the order the model was trained on. */
 export const tabularPreprocessingSchema = z.object({
   type: z.literal("tabular"),
-  features: z.array(z.discriminatedUnion("kind", [numericFeature, categoricalFeature])).min(1),
+  features: z
+    .array(z.discriminatedUnion("kind", [numericFeature, categoricalFeature]))
+    .min(1)
+    .superRefine((features, ctx) =>
+      noRepeats(
+        features.map((f) => f.name),
+        ctx,
+        "name",
+      ),
+    ),
 });
 export type TabularPreprocessing = z.infer<typeof tabularPreprocessingSchema>;
 export type TabularFeature = TabularPreprocessing["features"][number];
