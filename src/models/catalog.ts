@@ -22,6 +22,9 @@ export class ModelCatalog {
     private problemList: readonly CatalogProblem[],
   ) {}
 
+  /** The models served before the first reload: the only ones a reload serves. */
+  private founders: ReadonlySet<string> | undefined;
+
   get problems(): readonly CatalogProblem[] {
     return this.problemList;
   }
@@ -31,8 +34,21 @@ export class ModelCatalog {
    * given it (routes, validator, model pool), so a reload swaps the contents, not the object.
    */
   adopt(next: ModelCatalog): void {
-    this.byName = next.byName;
-    this.problemList = next.problemList;
+    // A reload serves new versions of the models served from the start, not new models: their
+    // queues and workers are set up when a process starts. A new one waits for a restart.
+    const founders = (this.founders ??= new Set(this.byName.keys()));
+    const byName = new Map(next.byName);
+    const problems = [...next.problemList];
+    for (const [name, versions] of next.byName) {
+      if (founders.has(name)) continue;
+      byName.delete(name);
+      problems.push({
+        path: path.dirname(versions[0]!.dir),
+        message: `${name} is a new model: it is served once the API and workers restart (a reload serves new versions of the models already served)`,
+      });
+    }
+    this.byName = byName;
+    this.problemList = problems;
   }
 
   /** A copy without one version (one that failed to load), which is reported as a problem. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -72,6 +72,35 @@ void describe("model reload", () => {
     assert.equal(p.status, 200, JSON.stringify(p.body));
     assert.equal(p.body.version, "3");
     assert.equal((p.body.result as { label: string }).label, "Adelie");
+  });
+
+  void it("a new model is not served before a restart: the reload reports it, requests get 404", async () => {
+    const dir = path.join(repo, "birds", "1");
+    await mkdir(dir, { recursive: true });
+    const manifest = JSON.parse(await readFile(path.join(repo, "penguins", "1", "manifest.json"), "utf8"));
+    await writeFile(path.join(dir, "manifest.json"), JSON.stringify({ ...manifest, name: "birds" }));
+    await cp(path.join(repo, "penguins", "1", "model.onnx"), path.join(dir, "model.onnx"));
+    try {
+      const r = await reload();
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      const models = r.body.models as { name: string }[];
+      assert.deepEqual(
+        models.map((m) => m.name),
+        ["penguins"],
+      );
+      const problems = r.body.problems as { path: string; message: string }[];
+      const problem = problems.find((p) => p.path === path.join(repo, "birds"));
+      assert.match(
+        problem?.message ?? "",
+        /birds is a new model: it is served once the API and workers restart/,
+      );
+      // No worker takes its jobs before a restart: refused at once rather than queued for ever.
+      const p = await predict(api.url, "birds", ADELIE);
+      assert.equal(p.status, 404, JSON.stringify(p.body));
+      assert.equal((p.body.error as { code: string }).code, "model_not_found");
+    } finally {
+      await rm(path.join(repo, "birds"), { recursive: true, force: true });
+    }
   });
 
   void it("a worker started while the newest version is broken serves the one before it", async () => {
