@@ -16,7 +16,7 @@ export interface VersionServing {
 
 /** One model as the live workers report it. */
 interface ModelReports {
-  /** Live workers taking its jobs. */
+  /** Live workers taking its jobs, and those that would were any of its versions to load. */
   readonly live: number;
   /** Those of them whose heartbeat lists the versions they serve. */
   readonly reporting: number;
@@ -121,7 +121,18 @@ export class ServedVersions {
    * one that no live worker serves and every live worker of the model failed to load.
    */
   resolve(name: string, version?: string): ModelDescriptor {
-    if (version === undefined) return this.latest(name);
+    if (version === undefined) {
+      const latest = this.latest(name);
+      // Not even the newest loads anywhere: the workers tried every version, newest first.
+      if (this.unloadable(name, latest.version))
+        throw new VersionNotFoundError(
+          name,
+          latest.version,
+          [],
+          `no version of it loads in any worker serving the model (GET /api/models/${name} says why)`,
+        );
+      return latest;
+    }
     const found = this.catalog.resolve(name, version);
     if (this.unloadable(name, version)) {
       const available = this.catalog
@@ -178,11 +189,35 @@ function summarise(records: readonly WorkerRecord[]): Map<string, ModelReports> 
       for (const v of versions) m.served.set(v, (m.served.get(v) ?? 0) + 1);
       for (const f of r.load_failed ?? []) {
         if (f.model !== model) continue;
-        const list = m.failed.get(f.version) ?? [];
-        if (!list.some((x) => x.worker === r.id)) list.push({ worker: r.id, reason: f.reason });
-        m.failed.set(f.version, list);
+        addFailure(m.failed, f.version, r.id, f.reason);
       }
+    }
+    // A model none of whose versions loaded in this worker: it takes none of its jobs, yet it is
+    // one of the model's workers, and its failures say why nothing serves the model.
+    const unserved = new Set<string>();
+    for (const f of r.load_failed ?? []) {
+      if (r.models.includes(f.model)) continue;
+      let m = view.get(f.model);
+      if (!m) view.set(f.model, (m = { live: 0, reporting: 0, served: new Map(), failed: new Map() }));
+      if (!unserved.has(f.model)) {
+        unserved.add(f.model);
+        m.live++;
+        m.reporting++;
+      }
+      addFailure(m.failed, f.version, r.id, f.reason);
     }
   }
   return view;
+}
+
+/** Records that `worker` failed to load `version` (once per worker). */
+function addFailure(
+  failed: Map<string, { worker: string; reason: string }[]>,
+  version: string,
+  worker: string,
+  reason: string,
+): void {
+  const list = failed.get(version) ?? [];
+  if (!list.some((x) => x.worker === worker)) list.push({ worker, reason });
+  failed.set(version, list);
 }

@@ -15,7 +15,7 @@ import { logOutages } from "../redis/outages.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { serveMetrics } from "../telemetry/metrics-server.js";
 import { createWorkerObservability } from "../telemetry/observability.js";
-import { WorkerRegistry } from "../telemetry/workers.js";
+import { type VersionLoadFailure, WorkerRegistry } from "../telemetry/workers.js";
 import { ModelPool } from "./pool.js";
 import { reloadModels } from "./reload.js";
 import { reportSessionEvent } from "./session-events.js";
@@ -116,6 +116,9 @@ export async function startWorker(
   });
   // Reloads look again at the models this process serves (it has no queue worker for others).
   let served: readonly string[] = models;
+  // Why the models it does not serve failed at start: said in every heartbeat, so API processes
+  // refuse their requests rather than queue jobs no worker takes.
+  let unserved: readonly VersionLoadFailure[] = [];
   const reload = async () => {
     const report = await reloadModels({
       workerId: service.id,
@@ -127,7 +130,7 @@ export async function startWorker(
       onServed: (model, version) => obs.telemetry.serves(model, version),
     });
     // The heartbeat tells every API process what this worker serves and what failed to load.
-    await service.scanned(report.failed);
+    await service.scanned([...report.failed, ...unserved]);
     return report;
   };
   // POST /api/admin/models/reload reaches every worker through this subscription.
@@ -135,11 +138,12 @@ export async function startWorker(
     logger.warn({ event: "reload_failed", err: err.message }, "model reload failed"),
   );
   // A newest version that cannot load must not stop the worker serving the one before it.
-  await reload();
+  const atStart = await reload();
   // A model none of whose versions loads was dropped from the catalog by the reload: serve the
   // others rather than fail (and be restarted, and fail again) over one broken model.
   served = models.filter((m) => catalog.has(m));
   const skipped = models.filter((m) => !catalog.has(m));
+  unserved = atStart.failed.filter((f) => skipped.includes(f.model));
   if (skipped.length > 0)
     logger.warn(
       { event: "models_not_served", models: skipped },

@@ -21,26 +21,29 @@ export const ONNX_MODELS = ["spam", "spam-mlp", "penguins", "cars-mpg"] as const
 
 /** A manifest as the model tests edit it. */
 export interface EditableManifest {
+  name: string;
   version: string;
   input: { properties: Record<string, Record<string, unknown>> };
   output: { labels: string[] };
 }
 
 /**
- * Writes `<repo>/penguins/<version>/`: the committed penguins model with its manifest passed
+ * Writes `<repo>/penguins/<version>/` (or `<repo>/<name>/<version>/`): the committed penguins model with its manifest passed
  * through `edit`, or (`broken`) a model file ONNX Runtime cannot load.
  */
 export async function addPenguinsVersion(
   repo: string,
   version: string,
-  opts: { broken?: boolean; edit?: (m: EditableManifest) => void } = {},
+  /** `name`: the same model under another name. */
+  opts: { broken?: boolean; edit?: (m: EditableManifest) => void; name?: string } = {},
 ): Promise<void> {
-  const dir = path.join(repo, "penguins", version);
+  const dir = path.join(repo, opts.name ?? "penguins", version);
   await mkdir(dir, { recursive: true });
   const manifest = JSON.parse(
     await readFile(path.join(MODELS_DIR, "penguins", "1", "manifest.json"), "utf8"),
   ) as EditableManifest;
   manifest.version = version;
+  if (opts.name) manifest.name = opts.name;
   opts.edit?.(manifest);
   await writeFile(path.join(dir, "manifest.json"), JSON.stringify(manifest));
   if (opts.broken) await writeFile(path.join(dir, "model.onnx"), "this is not an ONNX model");

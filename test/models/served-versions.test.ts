@@ -30,8 +30,10 @@ void describe("an API started while the newest version is broken", () => {
     repo = await mkdtemp(path.join(tmpdir(), "inferline-served-broken-"));
     await addPenguinsVersion(repo, "1");
     await addPenguinsVersion(repo, "2", { broken: true });
+    // A second model whose only version does not load.
+    await addPenguinsVersion(repo, "1", { broken: true, name: "puffins" });
     worker = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: repo }));
-    const failed = await worker.waitForLine((l) => l.event === "model_load_failed");
+    const failed = await worker.waitForLine((l) => l.event === "model_load_failed" && l.model === "penguins");
     assert.equal(failed.version, "2");
     // Started after the worker, with no reload since: all it has is the repository and Redis.
     api = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
@@ -97,6 +99,24 @@ void describe("an API started while the newest version is broken", () => {
     assert.match(error.message, /failed to load/);
     assert.deepEqual(error.details.available, ["1"]);
     assert.equal(worker.lines.filter((l) => l.event === "job_started" && l.version === "2").length, 0);
+  });
+
+  void it("refuses a model none of whose versions loads, also after a reload, and says why", async () => {
+    for (const round of ["before a reload", "after a reload"]) {
+      if (round === "after a reload") {
+        const r = await call(api.url, "POST", "/api/admin/models/reload");
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+      }
+      const r = await call(api.url, "POST", "/api/ml/puffins", ADELIE);
+      assert.equal(r.status, 404, `${round}: ${JSON.stringify(r.body)}`);
+      const error = r.body.error as { code: string; message: string };
+      assert.equal(error.code, "version_not_found");
+      assert.match(error.message, /no version of it loads in any worker/);
+      const m = await call(api.url, "GET", "/api/models/puffins");
+      const v1 = (m.body.versions as VersionEntry[]).find((v) => v.version === "1");
+      assert.equal(v1?.workers, 0, round);
+      assert.match(v1?.load_failed[0]?.reason ?? "", /ONNX Runtime could not load/, round);
+    }
   });
 });
 
@@ -254,6 +274,36 @@ void describe("which version the fleet's heartbeats route to", () => {
     ]);
     assert.equal(unknown.resolve("penguins", "3").version, "3");
     assert.equal(unknown.latest("penguins").version, "2");
+  });
+
+  void it("refuses a model none of whose versions loads in any worker, pinned or not", async () => {
+    // Each worker tried every version, newest first, and so took none of the model's jobs.
+    const all = [...failed("3"), ...failed("2"), ...failed("1")];
+    const nowhere = await view([
+      worker("a", { models: [], versions: {}, load_failed: all }),
+      worker("b", { models: [], versions: {}, load_failed: all }),
+    ]);
+    for (const version of [undefined, "3", "1"])
+      assert.throws(
+        () => nowhere.resolve("penguins", version),
+        (err: Error & { code?: string; details?: { available?: string[] } }) =>
+          err.code === "version_not_found" && err.details?.available?.length === 0,
+        `version ${version}`,
+      );
+    assert.deepEqual(nowhere.describe("penguins", "1"), {
+      workers: 0,
+      load_failed: [
+        { worker: "a", reason: "does not load" },
+        { worker: "b", reason: "does not load" },
+      ],
+    });
+    // One worker that serves it is enough.
+    const somewhere = await view([
+      worker("a", { models: [], versions: {}, load_failed: all }),
+      worker("b", { versions: { penguins: ["1"] }, load_failed: failed("3").concat(failed("2")) }),
+    ]);
+    assert.equal(somewhere.resolve("penguins").version, "1");
+    assert.equal(somewhere.resolve("penguins", "1").version, "1");
   });
 
   void it("keeps the last view when the heartbeats cannot be read", async () => {
