@@ -15,9 +15,9 @@ import { logOutages } from "../redis/outages.js";
 import { createLogger, type Logger } from "../telemetry/logger.js";
 import { serveMetrics } from "../telemetry/metrics-server.js";
 import { createWorkerObservability } from "../telemetry/observability.js";
-import { type VersionLoadFailure, WorkerRegistry } from "../telemetry/workers.js";
+import { WorkerRegistry } from "../telemetry/workers.js";
 import { ModelPool } from "./pool.js";
-import { reloadModels } from "./reload.js";
+import { LoadFailures, reloadModels } from "./reload.js";
 import { reportSessionEvent } from "./session-events.js";
 import { WorkerService } from "./service.js";
 
@@ -113,12 +113,22 @@ export async function startWorker(
     concurrency: options.concurrency ?? config.WORKER_CONCURRENCY,
     telemetry: obs.telemetry,
     onRecycle: (reason, jobs) => onRecycle({ reason, jobs }),
+    // An older version loaded on a job's demand that fails: left out from now on, as at a scan.
+    onLoadFailed: (model, version, reason) => {
+      if (!failures.add(catalog, { model, version, reason })) return;
+      logger.warn(
+        { event: "model_load_failed", model, version },
+        `${model}@${version} failed to load: ${reason}`,
+      );
+      void service.scanned(failures.list()).catch(() => {});
+    },
   });
   // Reloads look again at the models this process serves (it has no queue worker for others).
   let served: readonly string[] = models;
-  // Why the models it does not serve failed at start: said in every heartbeat, so API processes
-  // refuse their requests rather than queue jobs no worker takes.
-  let unserved: readonly VersionLoadFailure[] = [];
+  // Every heartbeat says which versions failed here and why, those of the models it does not
+  // serve (none of their versions loaded) too: API processes refuse their requests rather than
+  // queue jobs no worker takes.
+  const failures = new LoadFailures();
   const reload = async () => {
     const report = await reloadModels({
       workerId: service.id,
@@ -126,11 +136,12 @@ export async function startWorker(
       pool,
       load: loadCatalog,
       models: served,
+      failures,
       logger,
       onServed: (model, version) => obs.telemetry.serves(model, version),
     });
     // The heartbeat tells every API process what this worker serves and what failed to load.
-    await service.scanned([...report.failed, ...unserved]);
+    await service.scanned(failures.list());
     return report;
   };
   // POST /api/admin/models/reload reaches every worker through this subscription.
@@ -138,12 +149,11 @@ export async function startWorker(
     logger.warn({ event: "reload_failed", err: err.message }, "model reload failed"),
   );
   // A newest version that cannot load must not stop the worker serving the one before it.
-  const atStart = await reload();
+  await reload();
   // A model none of whose versions loads was dropped from the catalog by the reload: serve the
   // others rather than fail (and be restarted, and fail again) over one broken model.
   served = models.filter((m) => catalog.has(m));
   const skipped = models.filter((m) => !catalog.has(m));
-  unserved = atStart.failed.filter((f) => skipped.includes(f.model));
   if (skipped.length > 0)
     logger.warn(
       { event: "models_not_served", models: skipped },

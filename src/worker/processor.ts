@@ -15,6 +15,8 @@ export interface ProcessorDeps {
   readonly pool: ModelPool;
   readonly logger: Logger;
   readonly onFinished: (ok: boolean) => void;
+  /** A model version a job asked for failed to load (the job's attempt fails, retryable). */
+  readonly onLoadFailed?: (model: string, version: string, reason: string) => void;
   /** Metrics and stats (absent or no-op with METRICS_ENABLED off). */
   readonly telemetry?: WorkerTelemetry;
   /**
@@ -89,6 +91,7 @@ export function makeProcessor(deps: ProcessorDeps): Processor {
       try {
         entry = await deps.pool.get(model, version);
       } catch (err) {
+        deps.onLoadFailed?.(model, version, (err as Error).message);
         throw jobErrors.modelUnavailable(
           `model ${model}@${version} failed to load: ${(err as Error).message}`,
         );

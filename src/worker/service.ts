@@ -34,6 +34,8 @@ export interface WorkerServiceDeps {
   /** Called once when the process should be replaced (job count or RSS limit reached). */
   /** Asked once, with why and after how many jobs (done or failed). */
   readonly onRecycle: (reason: string, jobs: number) => void;
+  /** A model version a job asked for failed to load. */
+  readonly onLoadFailed?: (model: string, version: string, reason: string) => void;
 }
 
 /**
@@ -90,6 +92,7 @@ export class WorkerService {
         logger,
         onFinished: (ok) => this.finished(ok),
         telemetry: this.deps.telemetry,
+        onLoadFailed: this.deps.onLoadFailed,
       });
       const w = new Worker<JobData, JobResult>(queueName(model), processor.process, {
         connection,

@@ -72,6 +72,19 @@ void describe("model reload", () => {
     assert.equal(p.status, 200, JSON.stringify(p.body));
     assert.equal(p.body.version, "3");
     assert.equal((p.body.result as { label: string }).label, "Adelie");
+    // The broken version 2 did not come back with this reload: still reported, still not served.
+    assert.equal(r.body.status, "partial");
+    assert.deepEqual(
+      (r.body.failed as { version: string }[]).map((f) => f.version),
+      ["2", "2"],
+    );
+    const m = await call(api.url, "GET", "/api/models/penguins");
+    assert.deepEqual(
+      (m.body.versions as { version: string }[]).map((v) => v.version),
+      ["3", "1"],
+    );
+    const pinned = await call(api.url, "POST", "/api/ml/penguins?version=2", ADELIE);
+    assert.equal(pinned.status, 404, JSON.stringify(pinned.body));
   });
 
   void it("a new model is not served before a restart: the reload reports it, requests get 404", async () => {

@@ -9,7 +9,7 @@ import { ModelCatalog } from "../../src/models/catalog.js";
 import { ServedVersions } from "../../src/models/served.js";
 import type { WorkerRecord } from "../../src/telemetry/workers.js";
 import { testConfig, testEnv } from "../support/config.js";
-import { call } from "../support/http.js";
+import { call, eventually } from "../support/http.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
 import { addPenguinsVersion, ADELIE, predict } from "./reference.js";
@@ -200,6 +200,53 @@ void describe("an API started before any worker, with the newest version broken"
     const p = await predict(api.url, "penguins", { ...ADELIE, body_mass_g: 3730 });
     assert.equal(p.body.status, "completed", JSON.stringify(p.body));
     assert.equal(p.body.version, "1");
+  });
+});
+
+void describe("an older version that fails to load when a job first asks for it", () => {
+  const prefix = uniquePrefix("served-old-broken");
+  let repo: string;
+  let api: ApiHandle;
+  let worker: Spawned;
+
+  before(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), "inferline-served-old-broken-"));
+    // Only the newest version is loaded at start: version 1 is first tried by a job pinned to it.
+    await addPenguinsVersion(repo, "1", { broken: true });
+    await addPenguinsVersion(repo, "2");
+    worker = await spawnWorker(testEnv(prefix, { MODEL_REPOSITORY: repo }));
+    api = await startApi(testConfig(prefix, { MODEL_REPOSITORY: repo }));
+  });
+  after(async () => {
+    await stop(worker);
+    await api?.close();
+    await cleanupPrefix(prefix);
+    await rm(repo, { recursive: true, force: true });
+  });
+
+  void it("fails that job, then is refused at once and said to have failed, also after a reload", async () => {
+    const first = await call(api.url, "POST", "/api/ml/penguins?version=1", ADELIE, { prefer: "wait=20" });
+    assert.equal(first.body.status, "failed", JSON.stringify(first.body));
+    assert.equal(worker.lines.filter((l) => l.event === "model_load_failed" && l.version === "1").length, 1);
+    for (const round of ["after the job", "after a reload"]) {
+      if (round === "after a reload") {
+        const r = await call(api.url, "POST", "/api/admin/models/reload");
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+      }
+      const refused = await eventually(async () => {
+        const r = await call(api.url, "POST", "/api/ml/penguins?version=1", ADELIE);
+        return r.status === 404 ? r : undefined;
+      }, 5_000);
+      assert.equal((refused.body.error as { code: string }).code, "version_not_found", round);
+      const m = await call(api.url, "GET", "/api/models/penguins");
+      const v1 = (m.body.versions as VersionEntry[]).find((v) => v.version === "1");
+      // Listed with the worker's reason; the reload, which the worker answers with it, leaves it out.
+      if (round === "after the job")
+        assert.match(v1?.load_failed[0]?.reason ?? "", /ONNX Runtime could not load/, JSON.stringify(m.body));
+      else assert.equal(v1, undefined, JSON.stringify(m.body));
+      const p = await predict(api.url, "penguins", ADELIE);
+      assert.equal(p.body.version, "2", round);
+    }
   });
 });
 
