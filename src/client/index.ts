@@ -28,11 +28,15 @@ export interface ClientOptions {
 }
 
 export interface PredictOptions {
-  /** Seconds to hold each request open for the result (`Prefer: wait`, default 30). */
+  /**
+   * Whole seconds to hold each request open for the result (`Prefer: wait`; default 30, and 0
+   * for `submitBatch`). Anything but a whole number of 0 or more is refused with a RangeError.
+   */
   readonly wait?: number;
   /**
-   * Give up after this long overall, retries and their pauses included (ms, default 300 000);
-   * the job goes on. No retry is made that would wait past it: the error that called for it
+   * `predict` only: gives up after this long overall, retries, their pauses and each request
+   * included (ms, default 300 000); the job goes on. A request still unanswered at that time is
+   * abandoned, and no retry is made that would wait past it: the error that called for it
    * rejects instead (or `WaitTimeoutError` once the job is known).
    */
   readonly maxWaitMs?: number;
@@ -115,8 +119,9 @@ export class InferlineClient {
   ): Promise<Prediction<T>> {
     const maxWaitMs = opts.maxWaitMs ?? 300_000;
     const deadline = Date.now() + maxWaitMs;
+    const longest = checkedWait(opts.wait) ?? 30;
     // The submission is held no longer than the whole call may wait.
-    const wait = Math.min(opts.wait ?? 30, Math.max(0, Math.ceil(maxWaitMs / 1000)));
+    const wait = Math.min(longest, Math.max(0, Math.floor(maxWaitMs / 1000)));
     let view = await this.submitUntil(model, input, { ...opts, wait }, deadline);
     const signal = opts.signal;
     // A server that answers at once (it caps Prefer: wait lower, or ignores it) is polled with
@@ -125,7 +130,8 @@ export class InferlineClient {
     while (!TERMINAL.has(view.status)) {
       const left = deadline - Date.now();
       if (left <= 0) throw new WaitTimeoutError(view);
-      const asked = Math.max(1, Math.min(opts.wait ?? 30, Math.ceil(left / 1000)));
+      // Held no longer than the time left: under a second left, a look without a wait.
+      const asked = Math.min(longest, Math.floor(left / 1000));
       const t0 = Date.now();
       let polled: Answer;
       try {
@@ -133,7 +139,7 @@ export class InferlineClient {
           "GET",
           resultPath(view.job_id),
           undefined,
-          { prefer: `wait=${asked}` },
+          asked > 0 ? { prefer: `wait=${asked}` } : {},
           { deadline, signal },
         );
       } catch (err) {
@@ -146,7 +152,7 @@ export class InferlineClient {
       // for less than asked (its own cap): Preference-Applied says how long.
       const applied = /^\s*wait=(\d+)/i.exec(polled.headers.get("preference-applied") ?? "");
       const heldFor = applied ? Math.max(1, Math.min(asked, Number(applied[1]))) : asked;
-      if (Date.now() - t0 >= heldFor * 1000 - POLL_MIN_MS) pause = POLL_MIN_MS;
+      if (asked > 0 && Date.now() - t0 >= heldFor * 1000 - POLL_MIN_MS) pause = POLL_MIN_MS;
       else {
         await sleep(Math.min(pause, Math.max(0, deadline - Date.now())), signal);
         pause = Math.min(pause * 2, POLL_MAX_MS);
@@ -169,7 +175,7 @@ export class InferlineClient {
   ): Promise<JobView> {
     const path = `/api/ml/${encodeURIComponent(model)}${query(opts)}`;
     const headers = {
-      prefer: `wait=${opts.wait ?? 30}`,
+      prefer: `wait=${checkedWait(opts.wait) ?? 30}`,
       "idempotency-key": opts.idempotencyKey ?? randomKey(),
     };
     try {
@@ -194,7 +200,10 @@ export class InferlineClient {
       "POST",
       `/api/ml/${encodeURIComponent(model)}/batch${query(opts)}`,
       { inputs },
-      { prefer: `wait=${opts.wait ?? 0}`, "idempotency-key": opts.idempotencyKey ?? randomKey() },
+      {
+        prefer: `wait=${checkedWait(opts.wait) ?? 0}`,
+        "idempotency-key": opts.idempotencyKey ?? randomKey(),
+      },
       { signal: opts.signal },
     );
     return (body as { jobs: JobView[] }).jobs;
@@ -202,7 +211,8 @@ export class InferlineClient {
 
   /** A job's current view; with `wait`, held until it ends or the seconds pass. */
   async result(jobId: string, opts: { wait?: number; signal?: AbortSignal } = {}): Promise<JobView> {
-    const headers: Record<string, string> = opts.wait ? { prefer: `wait=${opts.wait}` } : {};
+    const wait = checkedWait(opts.wait);
+    const headers: Record<string, string> = wait ? { prefer: `wait=${wait}` } : {};
     const call = { signal: opts.signal };
     return (await this.request("GET", resultPath(jobId), undefined, headers, call)).body as JobView;
   }
@@ -218,8 +228,9 @@ export class InferlineClient {
   /**
    * One call, retried with backoff after 429, 502-504, network errors and answers that do not
    * come in time: safe for reads, for cancelation (a canceled job cancels again as a no-op) and
-   * for submissions, which carry an Idempotency-Key. With a deadline, a retry that would start
-   * after it is not made: OutOfTimeError carries the error that called for it. An aborted
+   * for submissions, which carry an Idempotency-Key. With a deadline, no answer is awaited past
+   * it and no retry made that would start after it: OutOfTimeError carries the error that called
+   * for it (for an answer cut off by the deadline, a TimeoutError). An aborted
    * signal ends it at once with the signal's reason, never retried.
    */
   private async request(
@@ -241,6 +252,9 @@ export class InferlineClient {
     for (let attempt = 0; ; attempt++) {
       let res: Response;
       let text: string;
+      // Each answer is awaited as long as the hold plus requestTimeoutMs, and never past the deadline.
+      const left = deadline === undefined ? Infinity : deadline - Date.now();
+      const timeoutMs = Math.max(1, Math.min(holdMs + this.requestTimeoutMs, left));
       try {
         res = await this.fetch(this.base + path, {
           method,
@@ -251,7 +265,7 @@ export class InferlineClient {
             ...headers,
           },
           body: body === undefined ? undefined : JSON.stringify(body),
-          signal: abortOn(AbortSignal.timeout(holdMs + this.requestTimeoutMs), signal),
+          signal: abortOn(AbortSignal.timeout(timeoutMs), signal),
         });
         text = await res.text();
       } catch (err) {
@@ -314,6 +328,13 @@ function retryAfterSeconds(value: string | null): number | undefined {
   if (/^\d+$/.test(value.trim())) return Number(value);
   const at = Date.parse(value);
   return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - Date.now()) / 1000));
+}
+
+/** `wait` as given, if it is a whole number of seconds (0 or more); a RangeError otherwise. */
+function checkedWait(wait: number | undefined): number | undefined {
+  if (wait !== undefined && !(Number.isSafeInteger(wait) && wait >= 0))
+    throw new RangeError(`wait must be a whole number of seconds, 0 or more; got ${String(wait)}`);
+  return wait;
 }
 
 function resultPath(jobId: string): string {

@@ -72,4 +72,9 @@ export interface JobView {
   readonly deadline?: string;
   /** True when the answer came from the result cache. */
   readonly cached?: boolean;
+  /**
+   * In the API's answers: where to read the job (`self`) and follow it (`events`); empty for a
+   * cached answer whose job is past its retention.
+   */
+  readonly links?: { readonly self?: string; readonly events?: string };
 }

@@ -157,7 +157,7 @@ describe("typed client against a live server", () => {
         return true;
       },
     );
-    assert.equal(prefers[0], "wait=1", "the submission is held no longer than the call may wait");
+    assert.equal(prefers[0], "wait=0", "the submission is held no longer than the call may wait");
     // The job goes on; let it end before the suite moves on.
     assert.equal((await client.result(jobId, { wait: 10 })).status, "completed");
   });
@@ -238,6 +238,55 @@ describe("typed client against a live server", () => {
       full.close();
       silent.close();
     }
+  });
+
+  it("maxWaitMs also cuts off a request the server holds without answering", async () => {
+    let requests = 0;
+    const silent: Server = createServer(() => void requests++);
+    silent.listen(0, "127.0.0.1");
+    await new Promise((r) => silent.once("listening", r));
+    try {
+      const baseUrl = `http://127.0.0.1:${(silent.address() as { port: number }).port}`;
+      // requestTimeoutMs (10 s by default) alone would keep the call four times as long.
+      const t0 = Date.now();
+      await assert.rejects(
+        new InferlineClient({ baseUrl }).predict("tiny", { text: "x" }, { maxWaitMs: 2500 }),
+        (e: unknown) => e instanceof Error && e.name === "TimeoutError",
+      );
+      const took = Date.now() - t0;
+      assert.ok(took < 10_000, `gave up after ${took} ms, past maxWaitMs and the request timeout`);
+      assert.equal(requests, 1, "no retry started past the deadline");
+    } finally {
+      silent.closeAllConnections();
+      silent.close();
+    }
+  });
+
+  it("refuses a wait that is not a whole number of seconds before sending anything", async () => {
+    let sent = 0;
+    const client = new InferlineClient({
+      baseUrl: api.url,
+      fetch: async (url, init) => {
+        sent++;
+        return fetch(url, init);
+      },
+    });
+    for (const wait of [2.5, -1, Number.NaN]) {
+      for (const call of [
+        () => client.predict("tiny", { text: "x" }, { wait }),
+        () => client.submit("tiny", { text: "x" }, { wait }),
+        () => client.submitBatch("tiny", [{ text: "x" }], { wait }),
+        () => client.result("tiny.0", { wait }),
+      ])
+        await assert.rejects(
+          call(),
+          (e: unknown) => e instanceof RangeError && /wait must be/.test(e.message),
+        );
+    }
+    assert.equal(sent, 0);
+    // A job view carries its links, typed.
+    const view = await client.submit("tiny", { text: "links" }, { wait: 5 });
+    assert.equal(view.links?.self, `/api/results/${view.job_id}`);
   });
 
   it("an aborted signal stops predict at once, mid-request or mid-pause; the job goes on", async () => {
