@@ -75,9 +75,17 @@ export class ModelCatalog {
       const versions: ModelDescriptor[] = [];
       // A folder removed or renamed while the repository is read is simply not there: models are
       // replaced by renames, and a rescan may fall between two of them.
-      const versionDirs = (await subdirectories(path.join(dir, name)).catch(ifGone([]))).filter((v) =>
-        /^[0-9]+$/.test(v),
+      const subfolders = (await subdirectories(path.join(dir, name)).catch(ifGone([]))).filter(
+        (v) => !v.startsWith("."),
       );
+      const versionDirs = subfolders.filter((v) => /^[0-9]+$/.test(v));
+      // Hidden folders are for staging (training writes a version there first); any other is a
+      // version misnamed ("v2"), which would otherwise be ignored without a word.
+      for (const v of subfolders.filter((v) => !versionDirs.includes(v)))
+        problems.push({
+          path: path.join(dir, name, v),
+          message: "not a version folder: versions are folders named by positive integers (1, 2, ...)",
+        });
       for (const v of versionDirs) {
         const vdir = path.join(dir, name, v);
         // Gone: skipped. Back already (a replacement renamed in): read once more.

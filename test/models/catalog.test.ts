@@ -106,17 +106,19 @@ void describe("model catalog", () => {
     }
   });
 
-  void it("takes versions as positive integers: 0 and 01 are problems, not versions", async () => {
+  void it("takes versions as positive integers: 0, 01 and v2 are problems, not versions", async () => {
     const root = await mkdtemp(path.join(tmpdir(), "inferline-versions-"));
     try {
-      for (const v of ["1", "01", "0"]) await addPenguinsVersion(root, v);
+      for (const v of ["1", "01", "0", "v2"]) await addPenguinsVersion(root, v);
+      // Hidden folders are staging (training writes there first): not reported.
+      await mkdir(path.join(root, "penguins", ".2.tmp-0a1b"));
       const catalog = await ModelCatalog.load(root);
       assert.deepEqual(
         catalog.versions("penguins").map((d) => d.version),
         ["1"],
       );
       assert.equal(catalog.resolve("penguins").version, "1");
-      assert.deepEqual(catalog.problems.map((p) => path.basename(p.path)).sort(), ["0", "01"]);
+      assert.deepEqual(catalog.problems.map((p) => path.basename(p.path)).sort(), ["0", "01", "v2"]);
       for (const p of catalog.problems) assert.match(p.message, /version.*positive integer/);
     } finally {
       await rm(root, { recursive: true, force: true });
