@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -88,11 +88,7 @@ void describe("model reload", () => {
   });
 
   void it("a new model is not served before a restart: the reload reports it, requests get 404", async () => {
-    const dir = path.join(repo, "birds", "1");
-    await mkdir(dir, { recursive: true });
-    const manifest = JSON.parse(await readFile(path.join(repo, "penguins", "1", "manifest.json"), "utf8"));
-    await writeFile(path.join(dir, "manifest.json"), JSON.stringify({ ...manifest, name: "birds" }));
-    await cp(path.join(repo, "penguins", "1", "model.onnx"), path.join(dir, "model.onnx"));
+    await addPenguinsVersion(repo, "1", { name: "birds" });
     try {
       const r = await reload();
       assert.equal(r.status, 200, JSON.stringify(r.body));
