@@ -61,6 +61,16 @@ const apiKeys = z.string().transform((v, ctx) => {
       });
       return z.NEVER;
     }
+    // The same key twice would get the scope of whichever entry comes first: downgrading a key
+    // by adding an entry, without removing the old one, would depend on the order of lines.
+    const earlier = entries.findIndex((e) => e.hash === hash);
+    if (earlier >= 0) {
+      ctx.addIssue({
+        code: "custom",
+        message: `entries ${earlier + 1} and ${entries.length + 1} are the same key; list each key once`,
+      });
+      return z.NEVER;
+    }
     entries.push({ hash, scope, name: name || hash.slice(0, 8) });
   }
   return entries;

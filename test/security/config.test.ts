@@ -45,6 +45,14 @@ void describe("secrets in the configuration", () => {
       /API_KEYS=.*entry 1 is not <sha256-hex>/,
     );
     assert.throws(() => buildConfig({ API_KEYS: `${hashKey("a")}:root` }), ConfigError);
+    // One key listed twice: which scope would it have? (The first entry's, before.)
+    assert.throws(
+      () =>
+        buildConfig({
+          API_KEYS: `${hashKey("a")}:predict:ci,${hashKey("b")}:admin,${hashKey("a")}:admin:ops`,
+        }),
+      /API_KEYS=.*entries 1 and 3 are the same key; list each key once/,
+    );
   });
 
   void it("takes a secret file's value as written: only API_KEYS files have comments", () => {
