@@ -196,6 +196,13 @@ export async function startApi(config: Config, logger: Logger = apiLogger(config
   const host = config.HOST === "0.0.0.0" || config.HOST === "::" ? "127.0.0.1" : config.HOST;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
   logger.info({ event: "api_started", url, models: catalog.names() }, `API listening on ${url}`);
+  // Said by every API process, not only by `start`'s banner: under compose, Kubernetes or systemd
+  // an API left open by mistake must show in its logs.
+  if (config.AUTH_DISABLED)
+    logger.warn(
+      { event: "auth_disabled" },
+      "authentication is off (AUTH_DISABLED=true): every route is open to anyone who can reach this process",
+    );
 
   let closing: Promise<void> | undefined;
   const close = () =>
