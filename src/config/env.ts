@@ -281,6 +281,8 @@ export const ENV_SCHEMA = {
         z
           .url({ protocol: /^https?$/ })
           .refine((u) => /^[^/]*\/\/[^/?#]*\/?$/.test(u), "an origin is scheme://host[:port], without a path")
+          // Origins are matched exactly: a pattern would match no browser's Origin at all.
+          .refine((u) => !u.includes("*"), "an origin is matched exactly: list each one, without wildcards")
           // As browsers write Origin: lower case, no trailing slash, no default port.
           .transform((u) => new URL(u).origin),
       ),

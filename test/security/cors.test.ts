@@ -68,12 +68,17 @@ void describe("CORS", () => {
       assert.ok(exposed.includes(name), `${name} is not in ${exposed.join(", ")}`);
   });
 
-  void it("CORS_ORIGINS takes origins only, not URLs with a path", () => {
+  void it("CORS_ORIGINS takes origins only, not URLs with a path or wildcards", () => {
     assert.deepEqual(
       testConfig(prefix, { CORS_ORIGINS: "https://a.example:443/, http://localhost:5173" }).CORS_ORIGINS,
       ["https://a.example", "http://localhost:5173"],
     );
     assert.throws(() => testConfig(prefix, { CORS_ORIGINS: "https://a.example/app" }), /CORS_ORIGINS/);
+    // Matched exactly, a pattern would match no Origin: refused rather than taken in silence.
+    assert.throws(
+      () => testConfig(prefix, { CORS_ORIGINS: "http://*.example.com" }),
+      /CORS_ORIGINS=.*without wildcards/,
+    );
   });
 
   void it("an OPTIONS request that is no preflight is not answered with a text error", async () => {
