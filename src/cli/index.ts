@@ -4,7 +4,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError } from "commander";
 import { apiLogger, startApi } from "../api/main.js";
-import { ConfigError, ENV_SCHEMA, loadConfig, PACKAGE_ROOT, type Config } from "../config/index.js";
+import { ConfigError, ENV_SCHEMA, KEY_NAME, loadConfig, PACKAGE_ROOT, type Config } from "../config/index.js";
 import type { RecyclingMessage } from "../contracts/child-messages.js";
 import { configEntry, generateKey } from "../security/keys.js";
 import { VERSION_FORMAT } from "../models/manifest.js";
@@ -216,7 +216,7 @@ keys
     if (opts.scope !== "predict" && opts.scope !== "admin")
       fail(new Error("--scope must be predict or admin"));
     const name = opts.name ?? `${opts.scope}-${new Date().toISOString().slice(0, 10)}`;
-    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) fail(new Error("--name: 1 to 64 letters, digits, _ . -"));
+    if (!KEY_NAME.test(name)) fail(new Error("--name: 1 to 64 letters, digits, _ . -"));
     const key = generateKey();
     process.stdout.write(
       [

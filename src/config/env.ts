@@ -47,6 +47,9 @@ function isProxyEntry(entry: string): boolean {
   return isIP(mask) === family;
 }
 
+/** An API key's name: a label for logs and rate limits. */
+export const KEY_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
 /** API_KEYS entries: `<sha256-hex>:<scope>[:<name>]`, separated by commas. */
 const apiKeys = z.string().transform((v, ctx) => {
   const entries: { hash: string; scope: "predict" | "admin"; name: string }[] = [];
@@ -54,10 +57,14 @@ const apiKeys = z.string().transform((v, ctx) => {
     const entry = raw.trim();
     if (entry.length === 0) continue;
     const [hash = "", scope = "", name] = entry.split(":");
-    if (!/^[0-9a-f]{64}$/.test(hash) || (scope !== "predict" && scope !== "admin")) {
+    if (
+      !/^[0-9a-f]{64}$/.test(hash) ||
+      (scope !== "predict" && scope !== "admin") ||
+      (name !== undefined && name !== "" && !KEY_NAME.test(name))
+    ) {
       ctx.addIssue({
         code: "custom",
-        message: `entry ${entries.length + 1} is not <sha256-hex>:<predict|admin>[:<name>]`,
+        message: `entry ${entries.length + 1} is not <sha256-hex>:<predict|admin>[:<name>] (a name is 1 to 64 letters, digits, _ . -)`,
       });
       return z.NEVER;
     }

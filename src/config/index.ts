@@ -3,7 +3,7 @@ import { config as loadDotenv } from "dotenv";
 import { redisTargetUrl } from "../redis/connection.js";
 import { type Env, parseEnv } from "./env.js";
 
-export { ConfigError, ENV_SCHEMA, PACKAGE_ROOT, type Env } from "./env.js";
+export { ConfigError, ENV_SCHEMA, KEY_NAME, PACKAGE_ROOT, type Env } from "./env.js";
 
 export type Config = Readonly<
   Env & {

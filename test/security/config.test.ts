@@ -45,6 +45,15 @@ void describe("secrets in the configuration", () => {
       /API_KEYS=.*entry 1 is not <sha256-hex>/,
     );
     assert.throws(() => buildConfig({ API_KEYS: `${hashKey("a")}:root` }), ConfigError);
+    // Names as `inferline keys create` makes them: they label logs and rate limits.
+    assert.throws(
+      () => buildConfig({ API_KEYS: `${hashKey("a")}:admin:bad name!` }),
+      /API_KEYS=.*entry 1 is not .*a name is 1 to 64 letters/,
+    );
+    assert.equal(
+      buildConfig({ API_KEYS: `${hashKey("a")}:admin:ops.team-1` }).API_KEYS?.[0]?.name,
+      "ops.team-1",
+    );
     // One key listed twice: which scope would it have? (The first entry's, before.)
     assert.throws(
       () =>
