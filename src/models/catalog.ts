@@ -120,6 +120,11 @@ export class ModelCatalog {
     return this.byName.has(name);
   }
 
+  /** Whether `version` of model `name` is in the catalog. */
+  hasVersion(name: string, version: string): boolean {
+    return this.byName.get(name)?.some((d) => d.version === version) ?? false;
+  }
+
   /** Versions of a model, newest first. */
   versions(name: string): readonly ModelDescriptor[] {
     const list = this.byName.get(name);

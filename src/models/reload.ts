@@ -142,7 +142,7 @@ export async function reloadCatalog(
 export function withoutFailed(catalog: ModelCatalog, failed: readonly FailedVersion[]): ModelCatalog {
   let next = catalog;
   for (const f of failed) {
-    if (next.has(f.model) && next.versions(f.model).some((d) => d.version === f.version))
+    if (next.hasVersion(f.model, f.version))
       next = next.without(f.model, f.version, `failed to load in worker ${f.worker}: ${f.reason}`);
   }
   return next;

@@ -177,11 +177,15 @@ function summarise(records: readonly WorkerRecord[]): Map<string, ModelReports> 
       failed: Map<string, { worker: string; reason: string }[]>;
     }
   >();
+  const entry = (model: string) => {
+    let m = view.get(model);
+    if (!m) view.set(model, (m = { live: 0, reporting: 0, served: new Map(), failed: new Map() }));
+    return m;
+  };
   for (const r of records) {
     if (r.state !== "running") continue;
     for (const model of r.models) {
-      let m = view.get(model);
-      if (!m) view.set(model, (m = { live: 0, reporting: 0, served: new Map(), failed: new Map() }));
+      const m = entry(model);
       m.live++;
       const versions = r.versions?.[model];
       if (!versions) continue;
@@ -197,8 +201,7 @@ function summarise(records: readonly WorkerRecord[]): Map<string, ModelReports> 
     const unserved = new Set<string>();
     for (const f of r.load_failed ?? []) {
       if (r.models.includes(f.model)) continue;
-      let m = view.get(f.model);
-      if (!m) view.set(f.model, (m = { live: 0, reporting: 0, served: new Map(), failed: new Map() }));
+      const m = entry(f.model);
       if (!unserved.has(f.model)) {
         unserved.add(f.model);
         m.live++;

@@ -70,10 +70,7 @@ export class ModelPool {
    * their jobs fail as not served anyway, and a session holds the model's memory until closed.
    */
   unloadMissing(): { model: string; version: string }[] {
-    return this.unloadWhere(
-      (name, version) =>
-        !this.catalog.has(name) || !this.catalog.versions(name).some((d) => d.version === version),
-    );
+    return this.unloadWhere((name, version) => !this.catalog.hasVersion(name, version));
   }
 
   /**

@@ -18,7 +18,7 @@ export class LoadFailures {
     const key = `${failure.model}@${failure.version}`;
     const known = this.byKey.has(key);
     this.byKey.set(key, failure);
-    if (has(catalog, failure.model, failure.version))
+    if (catalog.hasVersion(failure.model, failure.version))
       catalog.adopt(catalog.without(failure.model, failure.version, failure.reason));
     return !known;
   }
@@ -26,7 +26,8 @@ export class LoadFailures {
   /** Leaves the recorded versions out of a fresh scan; forgets those whose folder is gone. */
   leaveOut(catalog: ModelCatalog): void {
     for (const [key, f] of this.byKey) {
-      if (has(catalog, f.model, f.version)) catalog.adopt(catalog.without(f.model, f.version, f.reason));
+      if (catalog.hasVersion(f.model, f.version))
+        catalog.adopt(catalog.without(f.model, f.version, f.reason));
       else this.byKey.delete(key);
     }
   }
@@ -35,10 +36,6 @@ export class LoadFailures {
   list(models?: readonly string[]): VersionLoadFailure[] {
     return [...this.byKey.values()].filter((f) => !models || models.includes(f.model));
   }
-}
-
-function has(catalog: ModelCatalog, model: string, version: string): boolean {
-  return catalog.has(model) && catalog.versions(model).some((d) => d.version === version);
 }
 
 /**
