@@ -31,8 +31,10 @@ export interface WorkerServiceDeps {
   readonly concurrency: number;
   /** Per-job metrics and stats. */
   readonly telemetry?: WorkerTelemetry;
-  /** Called once when the process should be replaced (job count or RSS limit reached). */
-  /** Asked once, with why and after how many jobs (done or failed). */
+  /**
+   * Called once when the process should be replaced (job count or RSS limit reached), with why
+   * and after how many jobs (done or failed).
+   */
   readonly onRecycle: (reason: string, jobs: number) => void;
   /** A model version a job asked for failed to load. */
   readonly onLoadFailed?: (model: string, version: string, reason: string) => void;
