@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
+import "../models/onnx/no-telemetry.js";
 import ort from "onnxruntime-node";
 import { makeEncoder, parsePreprocessing } from "../models/preprocess/index.js";
 import { classificationMetrics, regressionMetrics, type Metrics } from "./metrics.js";

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { Worker } from "node:worker_threads";
+import "./no-telemetry.js";
 import type { InferenceSession } from "onnxruntime-node";
 
 export interface SessionInit {
