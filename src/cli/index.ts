@@ -259,6 +259,7 @@ program
         evaluate: opts.evaluate ?? false,
         version: opts.modelVersion,
         print: (l) => process.stdout.write(`${l}\n`),
+        printError: (l) => process.stderr.write(`inferline: ${l}\n`),
       }).catch(fail);
       process.exitCode = ok ? 0 : 1;
     },

@@ -193,6 +193,14 @@ export async function readDescriptor(dir: string, name: string, version: string)
   } catch (err) {
     throw new Error(`manifest.json unreadable: ${(err as Error).message}`, { cause: err });
   }
+  return descriptorFrom(raw, dir, name, version);
+}
+
+/**
+ * What a worker or an API makes of the manifest `raw` of `<name>/<version>` in `dir`, or an error
+ * naming the first field it refuses. `inferline train` asks it of a manifest before writing one.
+ */
+export function descriptorFrom(raw: unknown, dir: string, name: string, version: string): ModelDescriptor {
   const parsed = manifestSchema.safeParse(raw);
   if (!parsed.success) {
     const first = parsed.error.issues[0];

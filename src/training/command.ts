@@ -1,3 +1,4 @@
+import { access, constants, mkdir } from "node:fs/promises";
 import { evaluateCommitted } from "./evaluate.js";
 import { RECIPES, recipe, type Threshold } from "./recipes.js";
 import { trainRecipe } from "./train.js";
@@ -10,29 +11,49 @@ export interface TrainCommandOptions {
   /** The version folder to write (or re-check). */
   readonly version: string;
   readonly print: (line: string) => void;
+  /** Where a model that could not be trained or evaluated is reported (the others go on). */
+  readonly printError: (line: string) => void;
 }
 
 const bar = (t: Threshold) => (t.metric === "accuracy" ? `accuracy >= ${t.min}` : `rmse <= ${t.max}`);
 
 /**
- * `inferline train [name]`: trains the named built-in model (or all of them) and writes it into
- * the repository as `version`, or with `--evaluate` re-checks that version. Resolves to false when a
- * model misses its held-out threshold.
+ * `inferline train [name]`: trains the named built-in models (or all of them) and writes each
+ * that meets its held-out threshold into the repository as `version`, or with `--evaluate`
+ * re-checks that version. Resolves to false when a model misses its threshold or fails; the
+ * others are still trained or checked.
  */
 export async function trainCommand(names: readonly string[], o: TrainCommandOptions): Promise<boolean> {
-  const recipes = names.length > 0 ? names.map(recipe) : RECIPES;
+  const recipes = names.length > 0 ? [...new Set(names)].map(recipe) : RECIPES;
+  // A repository that cannot be written is found out before minutes of training, not after.
+  if (!o.evaluate) await writableRepository(o.repository);
   let ok = true;
   for (const r of recipes) {
-    const result = o.evaluate
-      ? await evaluateCommitted(r, o.repository, o.version)
-      : await trainRecipe(r, o.repository, { version: o.version });
-    ok &&= result.passed;
-    const metrics = Object.entries(result.metrics)
-      .map(([k, v]) => `${k}=${v}`)
-      .join(" ");
-    o.print(
-      `${r.name.padEnd(10)} held-out ${metrics}  (${bar(r.threshold)}: ${result.passed ? "pass" : "FAIL"})`,
-    );
+    try {
+      const result = o.evaluate
+        ? await evaluateCommitted(r, o.repository, o.version)
+        : await trainRecipe(r, o.repository, { version: o.version });
+      ok &&= result.passed;
+      const metrics = Object.entries(result.metrics)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(" ");
+      const verdict = result.passed ? "pass" : o.evaluate ? "FAIL" : "FAIL; not written";
+      o.print(`${r.name.padEnd(10)} held-out ${metrics}  (${bar(r.threshold)}: ${verdict})`);
+    } catch (err) {
+      ok = false;
+      o.printError((err as Error).message);
+    }
   }
   return ok;
+}
+
+/** Creates the repository if need be, and checks this process may write into it. */
+async function writableRepository(repo: string): Promise<void> {
+  if (repo.trim() === "") throw new Error("--repository must name a folder");
+  try {
+    await mkdir(repo, { recursive: true });
+    await access(repo, constants.W_OK);
+  } catch (err) {
+    throw new Error(`cannot write models into ${repo}: ${(err as Error).message}`, { cause: err });
+  }
 }

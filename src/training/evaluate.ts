@@ -18,7 +18,7 @@ interface CommittedManifest {
   file: string;
   preprocessing: unknown;
   onnx?: { input?: string; output?: string };
-  training: { seed: number; split: { test_fraction: number } };
+  training?: { seed?: number; split?: { test_fraction?: number } };
 }
 
 /**
@@ -35,7 +35,22 @@ export async function evaluateCommitted(r: Recipe, repo: string, version = "1"):
         `train it first: inferline train ${r.name} --model-version ${version}`,
     );
   });
-  const manifest = JSON.parse(text) as CommittedManifest;
+  const manifestFile = path.join(dir, "manifest.json");
+  let manifest: CommittedManifest;
+  try {
+    manifest = JSON.parse(text) as CommittedManifest;
+  } catch (err) {
+    throw new Error(`${manifestFile} is not JSON: ${(err as Error).message}`, { cause: err });
+  }
+  // Without the seed and share of its split, there is no held-out part to evaluate it on.
+  if (
+    typeof manifest.training?.seed !== "number" ||
+    typeof manifest.training.split?.test_fraction !== "number"
+  )
+    throw new Error(
+      `${r.name} version ${version} was not made by inferline train: ${manifestFile} records no ` +
+        "training.seed and training.split.test_fraction to rebuild its held-out split from",
+    );
   const { test } = await datasetSplit(r, manifest.training.seed, manifest.training.split.test_fraction);
   const encoder = makeEncoder(parsePreprocessing(manifest.preprocessing));
   const session = await ort.InferenceSession.create(path.join(dir, manifest.file), {

@@ -1,4 +1,5 @@
 import path from "node:path";
+import { descriptorFrom } from "../models/catalog.js";
 import { makeEncoder } from "../models/preprocess/index.js";
 import type { Example } from "./datasets.js";
 import { classificationMetrics, regressionMetrics, type Metrics } from "./metrics.js";
@@ -15,7 +16,11 @@ export interface TrainReport {
   readonly name: string;
   readonly metrics: Metrics;
   readonly passed: boolean;
+  /** The version folder. */
   readonly dir: string;
+  /** Whether it was written: a model that misses its threshold is not. */
+  readonly written: boolean;
+  /** Size of the model file written (0 when none was). */
   readonly bytes: number;
 }
 
@@ -36,9 +41,11 @@ export function meetsThreshold(t: Threshold, m: Metrics): boolean {
 }
 
 /**
- * Trains one built-in model from its recipe and writes `<repo>/<name>/<version>/` (model.onnx
- * and manifest.json; version 1 unless given), replacing that folder whole (see writeVersionFolder). Deterministic: the same
- * recipe gives byte-identical model.onnx.
+ * Trains one built-in model from its recipe and, when it meets its held-out threshold, writes
+ * `<repo>/<name>/<version>/` (model.onnx and manifest.json; version 1 unless given), replacing
+ * that folder whole (see writeVersionFolder). A model that misses it is not written, so a failed
+ * run never replaces a working version or offers a reload a worse one; a manifest a worker would
+ * refuse is an error. Deterministic: the same recipe gives byte-identical model.onnx.
  */
 export async function trainRecipe(
   r: Recipe,
@@ -47,6 +54,11 @@ export async function trainRecipe(
 ): Promise<TrainReport> {
   const now = options.now ?? new Date();
   const { train: trainRows, test: testRows } = await datasetSplit(r);
+  if (trainRows.length === 0 || testRows.length === 0)
+    throw new Error(
+      `${r.name}: ${trainRows.length + testRows.length} usable rows in ${r.dataset.name}; ` +
+        "training needs rows to learn from and rows to hold out",
+    );
   const preprocessing = r.preprocessing(trainRows);
   const encoder = makeEncoder(preprocessing);
   const encode = (rows: readonly Example[]): SparseRow[] =>
@@ -95,13 +107,21 @@ export async function trainRecipe(
 
   const version = options.version ?? "1";
   const dir = path.join(repo, r.name, version);
+  if (!passed) return { name: r.name, metrics, passed, dir, written: false, bytes: 0 };
   const bytes = exportMlp(model, { docString: `${r.name}: ${r.description}` });
+  const manifest = `${JSON.stringify(manifestFor(r, version, preprocessing, model, metrics, trainRows.length, now), null, 2)}\n`;
+  // Read back as a worker would: JSON has no Infinity or NaN (a statistic that overflowed is
+  // written as null), and a manifest no worker loads must not replace one that works.
+  try {
+    descriptorFrom(JSON.parse(manifest), dir, r.name, version);
+  } catch (err) {
+    throw new Error(`${r.name}: not written, as no worker would load it: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
   // Whole or not at all: workers may be reading or reloading this repository right now.
-  await writeVersionFolder(dir, {
-    [MODEL_FILE]: bytes,
-    "manifest.json": `${JSON.stringify(manifestFor(r, version, preprocessing, model, metrics, trainRows.length, now), null, 2)}\n`,
-  });
-  return { name: r.name, metrics, passed, dir, bytes: bytes.length };
+  await writeVersionFolder(dir, { [MODEL_FILE]: bytes, "manifest.json": manifest });
+  return { name: r.name, metrics, passed, dir, written: true, bytes: bytes.length };
 }
 
 function manifestFor(
@@ -144,14 +164,15 @@ function manifestFor(
       },
       architecture: {
         layers: model.layers.map((l) => [l.inputs, l.outputs]),
-        activation: "relu",
+        // Between hidden layers only: a network without one is a linear model.
+        activation: model.layers.length > 1 ? "relu" : "none",
         parameters: model.parameterCount(),
       },
       optimiser: { name: "adam", ...r.training },
       metrics,
       threshold: r.threshold,
       trained_at: now.toISOString(),
-      command: `inferline train ${r.name}`,
+      command: `inferline train ${r.name}${version === "1" ? "" : ` --model-version ${version}`}`,
     },
   };
 }

@@ -9,12 +9,38 @@ import path from "node:path";
  * in one rename. An existing one is renamed aside and the new one renamed in, two renames in a
  * row: a reader sees the old folder, the new one or, for the instant between them, none; never a
  * folder with some files written and others not, or old files next to new ones. Nothing is left
- * behind, whether it succeeds or fails.
+ * behind, whether it succeeds or fails, or is told to stop: SIGINT, SIGTERM and SIGHUP wait for
+ * it to end (see holdingSignals). A SIGKILL or a power cut can still leave the hidden folders.
  */
 export async function writeVersionFolder(
   dir: string,
   files: Readonly<Record<string, string | Uint8Array>>,
 ): Promise<void> {
+  await holdingSignals(() => write(dir, files));
+}
+
+const HELD = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+
+/**
+ * Runs `fn` with the stop signals held: one that arrives meanwhile is delivered again once it
+ * has ended, so a stop lands neither between the two renames (no version at all) nor before the
+ * staged folder is removed. When the process has handlers of its own for it, they ran already.
+ */
+async function holdingSignals(fn: () => Promise<void>): Promise<void> {
+  let caught: NodeJS.Signals | undefined;
+  const hold = (signal: NodeJS.Signals) => {
+    caught ??= signal;
+  };
+  for (const s of HELD) process.on(s, hold);
+  try {
+    await fn();
+  } finally {
+    for (const s of HELD) process.off(s, hold);
+    if (caught !== undefined && process.listenerCount(caught) === 0) process.kill(process.pid, caught);
+  }
+}
+
+async function write(dir: string, files: Readonly<Record<string, string | Uint8Array>>): Promise<void> {
   const parent = path.dirname(dir);
   const base = path.basename(dir);
   const beside = (what: string) => path.join(parent, `.${base}.${what}-${randomBytes(6).toString("hex")}`);

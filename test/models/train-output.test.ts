@@ -1,19 +1,25 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { cp, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { setImmediate as nextTurn } from "node:timers/promises";
+import { setImmediate as nextTurn, setTimeout as sleep } from "node:timers/promises";
 import { ModelCatalog, readDescriptor } from "../../src/models/catalog.js";
-import { recipe } from "../../src/training/recipes.js";
+import type { TabularPreprocessing } from "../../src/models/preprocess/tabular.js";
+import { recipe, type Recipe } from "../../src/training/recipes.js";
 import { trainRecipe } from "../../src/training/train.js";
 import { MODELS_DIR } from "./reference.js";
 
-// One epoch: a model unlike the committed one (which a reader must never see mixed with it), quickly.
-const penguins = { ...recipe("penguins"), training: { ...recipe("penguins").training, epochs: 1 } };
+// One epoch: a model unlike the committed one (which a reader must never see mixed with it),
+// quickly; written whatever its accuracy.
+const penguins: Recipe = {
+  ...recipe("penguins"),
+  training: { ...recipe("penguins").training, epochs: 1 },
+  threshold: { metric: "accuracy", min: 0 },
+};
 const TRAINED_AT = new Date("2030-01-02T03:04:05.000Z");
 
 /**
@@ -173,6 +179,109 @@ void describe("inferline train --model-version", () => {
     assert.match(cli.stderr, /penguins has no version 7 in .* to evaluate/);
     assert.match(cli.stderr, /inferline train penguins --model-version 7/);
     assert.doesNotMatch(cli.stderr, /ENOENT|at .*\.ts:\d+/);
+  });
+});
+
+void describe("inferline train writes only what serves", () => {
+  let repo: string;
+  let committed: string;
+  before(async () => {
+    repo = await mkdtemp(path.join(tmpdir(), "inferline-train-checks-"));
+    await cp(path.join(MODELS_DIR, "penguins", "1"), path.join(repo, "penguins", "1"), { recursive: true });
+    committed = look(path.join(repo, "penguins", "1"));
+  });
+  after(async () => {
+    await rm(repo, { recursive: true, force: true });
+  });
+
+  void it("a model that misses its held-out threshold replaces nothing and adds nothing", async () => {
+    const unreachable: Recipe = { ...penguins, threshold: { metric: "accuracy", min: 1.01 } };
+    for (const version of ["1", "2"]) {
+      const report = await trainRecipe(unreachable, repo, { progress: false, now: TRAINED_AT, version });
+      assert.equal(report.passed, false);
+      assert.equal(report.written, false);
+    }
+    assert.equal(look(path.join(repo, "penguins", "1")), committed);
+    assert.deepEqual(await readdir(path.join(repo, "penguins")), ["1"]);
+  });
+
+  void it("a statistic that overflows is an error naming the field, not a manifest no worker loads", async () => {
+    // A standard deviation that overflowed to Infinity, which JSON would write as null.
+    const overflowing: Recipe = {
+      ...penguins,
+      preprocessing: (train) => {
+        const fitted = penguins.preprocessing(train) as TabularPreprocessing;
+        return {
+          ...fitted,
+          features: fitted.features.map((f, i) => (i === 3 ? { ...f, std: Infinity } : f)),
+        };
+      },
+    };
+    await assert.rejects(
+      trainRecipe(overflowing, repo, { progress: false, now: TRAINED_AT, version: "3" }),
+      /penguins: not written, as no worker would load it: manifest\.json invalid at preprocessing\.features\.\d+\.std/,
+    );
+    await assert.rejects(
+      trainRecipe({ ...penguins, load: () => Promise.resolve([]) }, repo, { progress: false, version: "3" }),
+      /penguins: 0 usable rows in Palmer penguins/,
+    );
+    assert.deepEqual(await readdir(path.join(repo, "penguins")), ["1"]);
+  });
+
+  void it("a repository it cannot write into is refused before any training", async () => {
+    const file = path.join(repo, "not-a-folder");
+    await writeFile(file, "");
+    for (const where of [file, ""]) {
+      const cli = train("penguins", "--repository", where);
+      assert.equal(cli.status, 1, cli.stderr);
+      assert.match(
+        cli.stderr,
+        where ? /cannot write models into .*not-a-folder/ : /--repository must name a folder/,
+      );
+      assert.doesNotMatch(cli.stderr, /\[#|at .*\.ts:\d+/, "no training, no stack trace");
+    }
+  });
+
+  void it("--evaluate of a version it did not train says why it cannot", async () => {
+    const manifest = JSON.parse(
+      await readFile(path.join(repo, "penguins", "1", "manifest.json"), "utf8"),
+    ) as Record<string, unknown>;
+    await cp(path.join(repo, "penguins", "1"), path.join(repo, "penguins", "4"), { recursive: true });
+    await writeFile(
+      path.join(repo, "penguins", "4", "manifest.json"),
+      JSON.stringify({ ...manifest, version: "4", training: undefined }),
+    );
+    const cli = train("penguins", "--repository", repo, "--model-version", "4", "--evaluate");
+    assert.equal(cli.status, 1, cli.stderr);
+    assert.match(
+      cli.stderr,
+      /penguins version 4 was not made by inferline train: .*manifest\.json records no training\.seed/,
+    );
+    await rm(path.join(repo, "penguins", "4"), { recursive: true });
+  });
+
+  void it("a stop while the version is written waits for it: the old version or the new, nothing beside", async () => {
+    const dir = path.join(repo, "signals", "1");
+    await cp(path.join(repo, "penguins", "1"), dir, { recursive: true });
+    // A file large enough that writing and flushing it takes a while.
+    const script = path.join(repo, "write.mts");
+    await writeFile(
+      script,
+      `import { writeVersionFolder } from ${JSON.stringify(path.resolve("src/training/version-folder.ts"))};
+       await writeVersionFolder(${JSON.stringify(dir)}, { "model.onnx": new Uint8Array(64 * 1024 * 1024), "manifest.json": "{}" });`,
+    );
+    const child = spawn(process.execPath, ["--import", "tsx", script], { stdio: ["ignore", "pipe", "pipe"] });
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      child.on("exit", (_code, signal) => resolve(signal)),
+    );
+    // Sent once the staged folder exists: the write is under way.
+    for (let i = 0; i < 600 && !(await readdir(path.dirname(dir))).some((n) => n.startsWith(".1.tmp-")); i++)
+      await sleep(5);
+    child.kill("SIGTERM");
+    assert.equal(await exited, "SIGTERM", "the stop is still a stop");
+    assert.deepEqual(await readdir(path.dirname(dir)), ["1"]);
+    // The write ran to its end first: the new version is in place, whole.
+    assert.equal((await readFile(path.join(dir, "model.onnx"))).length, 64 * 1024 * 1024);
   });
 });
 
