@@ -13,6 +13,7 @@ import {
   UnsupportedMediaTypeError,
 } from "../errors/catalog.js";
 import { ajvMessage } from "../models/validation.js";
+import { dashboardErrorPage, isDashboardPage } from "./plugins/dashboard-login.js";
 
 /** Methods a route may be declared with; OPTIONS is answered for every routed path. */
 const ROUTED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] as const;
@@ -98,7 +99,13 @@ export function installErrorHandling(
     } else {
       request.log.info({ code: err.code, event: "request_rejected" }, err.message);
     }
-    void reply.code(err.status).headers(err.headers).send(err.body());
+    void reply.code(err.status).headers(err.headers);
+    if (isDashboardPage(request))
+      void reply
+        .type("text/html; charset=utf-8")
+        .header("cache-control", "no-store")
+        .send(dashboardErrorPage(request, err));
+    else void reply.send(err.body());
   });
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split("?")[0] ?? "/";

@@ -85,7 +85,14 @@ describe(
       );
       for (let i = 0; i < 20; i++) await call(inferline.url, "POST", "/api/ml/echo", { text: `e${i}` }, wait);
       for (let i = 0; i < 2; i++)
-        await call(inferline.url, "POST", "/api/ml/echo", { text: `x${i}`, fail: "error" }, wait);
+        // Failing once: a retry then completes, and its row leaves the list.
+        await call(
+          inferline.url,
+          "POST",
+          "/api/ml/echo",
+          { text: `x${i}`, fail: "error", fail_attempts: 1 },
+          wait,
+        );
       // Ground truth for some: labels agree for most, values are off by a little.
       for (const [i, d] of done.entries()) {
         if (i % 3 !== 0) continue;
@@ -128,15 +135,12 @@ describe(
       assert.match(models, /accuracy \d+\.\d%/);
       assert.match(models, /MAE 1\.50/);
 
-      // Failed jobs are listed with their error; Retry puts one back in its queue.
+      // Failed jobs are listed with their error.
       await page.waitForSelector("#failed tbody tr", { timeout: 15_000 });
       assert.match(
         (await page.locator("#failed tbody").textContent()) ?? "",
         /inference_failed: fail: injected error/,
       );
-      const retried = page.waitForResponse((r) => r.url().endsWith("/retry"));
-      await page.locator("#failed button[data-retry]").first().click();
-      assert.equal((await retried).status(), 202);
 
       // Pause stops a model's queue for every worker; the row then says so and offers Resume.
       const paused = page.waitForResponse((r) => r.url().endsWith("/api/admin/models/echo/pause"));
@@ -146,6 +150,22 @@ describe(
       await resume.waitFor({ timeout: 15_000 });
       const health = await call(inferline.url, "GET", "/health");
       assert.equal((health.body.models as Record<string, { paused: boolean }>).echo?.paused, true);
+      // Retry puts a failed job back in its queue. By keyboard, while echo is paused (the job then
+      // waits): once its row leaves the list, the focus stays in the table's box.
+      const retried = page.waitForResponse((r) => r.url().endsWith("/retry"));
+      const retry = page.locator("#failed button[data-retry]").first();
+      const retriedId = await retry.getAttribute("data-retry");
+      await retry.focus();
+      await page.keyboard.press("Enter");
+      assert.equal((await retried).status(), 202);
+      await page.locator(`#failed button[data-retry="${retriedId}"]`).waitFor({ state: "detached" });
+      assert.equal(
+        await page.evaluate(
+          "document.activeElement && document.activeElement.getAttribute('aria-labelledby')",
+        ),
+        "failed-title",
+      );
+
       const resumed = page.waitForResponse((r) => r.url().endsWith("/api/admin/models/echo/resume"));
       await resume.click();
       assert.equal((await resumed).status(), 200);
@@ -160,6 +180,67 @@ describe(
         await page.screenshot({ path: path.resolve(ROOT, shot), fullPage: true });
       }
       assert.deepEqual(errors, []);
+    });
+  },
+);
+
+describe(
+  "dashboard of a server that keeps no stats (METRICS_ENABLED=false)",
+  { skip: !existsSync(CHROMIUM) && `${CHROMIUM} missing` },
+  () => {
+    let browser: Browser;
+    after(async () => {
+      await browser?.close();
+    });
+    const inferline = useInferline("dashboard-no-stats", {
+      env: { MODELS: "echo", METRICS_ENABLED: "false", JOB_ATTEMPTS: "1" },
+      worker: true,
+    });
+    before(async () => {
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    });
+
+    it("says so once instead of failing every poll; tells how many failed jobs it lists", async () => {
+      await Promise.all(
+        Array.from({ length: 22 }, (_, i) =>
+          call(
+            inferline.url,
+            "POST",
+            "/api/ml/echo",
+            { text: `bad ${i}`, fail: "invalid" },
+            { prefer: "wait=10" },
+          ),
+        ),
+      );
+      const page = await browser.newPage();
+      const statsAsked: string[] = [];
+      page.on("request", (r) => {
+        if (r.url().includes("/api/stats")) statsAsked.push(r.url());
+      });
+      const pageErrors: string[] = [];
+      page.on("pageerror", (e) => pageErrors.push(e.message));
+      await page.goto(`${inferline.url}/dashboard`);
+      await page.waitForSelector("body[data-ready=true]", { timeout: 15_000 });
+      assert.equal(await page.locator("#stats-off").isVisible(), true);
+      assert.equal(await page.locator("[data-stats]:visible").count(), 0);
+      await eventually(
+        async () => /^updated /.test((await page.locator("#updated").textContent()) ?? ""),
+        15_000,
+        200,
+      );
+      assert.equal(await page.locator('[data-metric="workers"]').textContent(), "1");
+      await eventually(
+        async () => /^The newest 20 of 22 /.test((await page.locator("#failed-count").textContent()) ?? ""),
+        15_000,
+        200,
+      );
+      assert.equal(await page.locator("#failed tbody tr").count(), 20);
+      // One try each for the tiles and the charts, then no more.
+      const asked = statsAsked.length;
+      assert.ok(asked <= 2, statsAsked.join(" "));
+      await new Promise((r) => setTimeout(r, 3500));
+      assert.equal(statsAsked.length, asked);
+      assert.deepEqual(pageErrors, []);
     });
   },
 );
@@ -310,11 +391,13 @@ describe(
         15_000,
         100,
       );
-      assert.match(failed, /503 .*Redis/);
+      assert.match(failed, /Redis/);
       assert.doesNotMatch(failed, /undefined|TypeError|Cannot read/);
-      // The stats could not be read: their tiles are marked stale; /health answered, so not its.
+      // The stats could not be read: their tiles are marked stale; /health answered, but could
+      // not read the queues either.
       await eventually(async () => (await stale(throughputTile)) === 1, 15_000, 100);
-      assert.equal(await stale(queuesBox), 0);
+      await eventually(async () => (await stale(queuesBox)) === 1, 15_000, 100);
+      assert.equal(await stale(".reasons"), 0, "the reasons /health gave are current");
       await redis.start();
       await eventually(async () => (await text("#status")) === "degraded", 15_000, 200);
       await eventually(async () => (await stale("")) === 0, 15_000, 200);
@@ -335,6 +418,85 @@ describe(
       api = await startApi(config(port));
       await eventually(async () => (await text("#status")) === "degraded", 15_000, 200);
       await eventually(async () => (await stale("")) === 0, 15_000, 200);
+      assert.deepEqual(pageErrors, []);
+    });
+  },
+);
+
+describe(
+  "dashboard signed in while Redis is away",
+  { skip: !existsSync(CHROMIUM) && `${CHROMIUM} missing` },
+  () => {
+    const prefix = uniquePrefix("dashboard-redis-away");
+    const keys = testKeys();
+    let browser: Browser;
+    let redis: OwnRedis;
+    let api: ApiHandle | undefined;
+    before(async () => {
+      // With its data kept: the session and the jobs outlive the outage.
+      redis = await ownRedis({ aof: true });
+      api = await startApi(
+        testConfig(prefix, {
+          ...keys.env,
+          REDIS_URL: redis.url,
+          MODELS: "echo",
+          REDIS_COMMAND_TIMEOUT_MS: "300",
+          RETRY_AFTER_UNAVAILABLE_SECONDS: "1",
+        }),
+      );
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    });
+    after(async () => {
+      await browser?.close();
+      await api?.close();
+      await redis?.destroy();
+    });
+
+    it("keeps the last queue and worker reading, marked stale; a page load says why, then comes back", async () => {
+      const page = await browser.newPage();
+      const pageErrors: string[] = [];
+      page.on("pageerror", (e) => pageErrors.push(e.message));
+      const url = api!.url;
+      await page.goto(`${url}/dashboard/login`);
+      await page.fill("#key", keys.admin);
+      await Promise.all([page.waitForURL(`${url}/dashboard`), page.click("button[type=submit]")]);
+      await page.waitForSelector("body[data-ready=true]", { timeout: 15_000 });
+      // Two jobs wait (no worker): the queue panels read 2.
+      for (const n of [1, 2]) {
+        const r = await call(
+          url,
+          "POST",
+          "/api/ml/echo",
+          { text: `waiting ${n}` },
+          { authorization: `Bearer ${keys.admin}` },
+        );
+        assert.equal(r.status, 202);
+      }
+      const depth = page.locator('[data-metric="queue_depth"]');
+      await eventually(async () => (await depth.textContent()) === "2", 15_000, 200);
+      const text = async (selector: string) => (await page.locator(selector).textContent()) ?? "";
+      const stale = (selector: string) => page.locator(`${selector}[data-stale]`).count();
+
+      await redis.stop("SIGKILL");
+      await eventually(async () => (await text("#status")) === "unhealthy", 15_000, 200);
+      // /health answers without Redis, but its zeros for queues and workers are no reading.
+      await eventually(async () => (await stale(".tile:has([data-metric=queue_depth])")) === 1, 15_000, 100);
+      assert.equal(await depth.textContent(), "2");
+      assert.equal(await stale(".scroll:has(#queues)"), 1);
+      assert.equal(await stale(".scroll:has(#workers)"), 1);
+      assert.equal(await page.locator("#queues tbody tr").count(), 1, "the echo row stays");
+
+      // Opening the page needs the session checked, in Redis: a page saying so, not JSON.
+      const away = await page.reload();
+      assert.equal(away?.status(), 503);
+      assert.match(away?.headers()["content-type"] ?? "", /^text\/html/);
+      assert.match(await text("main [role=alert]"), /Redis.*\(503 service_unavailable\)/);
+      assert.equal(await page.locator('meta[http-equiv="refresh"]').getAttribute("content"), "1");
+      // It loads again by itself: once Redis is back, it is the dashboard.
+      await redis.start();
+      await page.waitForSelector("body[data-ready=true]", { timeout: 20_000 });
+      await eventually(async () => (await stale("")) === 0, 15_000, 200);
+      assert.equal(await depth.textContent(), "2");
       assert.deepEqual(pageErrors, []);
     });
   },

@@ -52,7 +52,9 @@ function fill(tableId, rows) {
   while (body.children.length > wanted.length) body.lastElementChild.remove();
   if (focused !== undefined && !body.contains(document.activeElement)) {
     const again = [...body.querySelectorAll("button")].find((b) => actsOn(b) === focused);
+    // Its row is gone (a retried job): the focus stays in the table's box, not lost to the page.
     if (again) again.focus();
+    else body.closest("[tabindex]")?.focus();
   }
 }
 
@@ -77,7 +79,8 @@ async function getJson(url, init) {
   const body = await res.json().catch(() => null);
   if (body === null) throw new Error(`${res.status} ${res.statusText || "answer"} (not from the API)`);
   // An error answer (Redis away, rate limited) is no data: say what the server said.
-  if (body.error) throw new Error(`${res.status} ${body.error.message}`);
+  if (body.error)
+    throw Object.assign(new Error(`${res.status} ${body.error.message}`), { status: res.status });
   return { status: res.status, body };
 }
 
@@ -87,14 +90,23 @@ async function pollHealth() {
   try {
     ({ body: h } = await getJson("/health"));
   } catch (err) {
-    // The last status read is no longer known to hold.
+    // The last status read is no longer known to hold, nor the queues and workers read with it.
     badge.textContent = "unknown";
     badge.dataset.status = "unknown";
+    report("fleet", err);
     throw err;
   }
   badge.textContent = h.status;
   badge.dataset.status = h.status;
   document.getElementById("reasons").replaceChildren(...(h.reasons || []).map((r) => el("li", {}, r)));
+  // Without Redis, /health still answers (unhealthy, and why), but cannot know the queues and
+  // workers: its zeros there are no reading. Their panels keep the last one, marked stale.
+  if (h.checks && h.checks.redis !== "up") {
+    report("fleet", new Error("Redis unreachable: queues and workers unknown"));
+    return;
+  }
+  report("fleet");
+  failedTotal = h.queue ? h.queue.failed : undefined;
   setMetric("queue_depth", String(h.queue ? h.queue.depth : "–"));
   setMetric("workers", String(h.system ? h.system.active_workers : "–"));
   fill(
@@ -135,20 +147,23 @@ async function pollHealth() {
   );
   fill(
     "workers",
-    (h.workers || []).map((w) =>
-      el(
-        "tr",
-        {},
-        el("td", {}, w.host),
-        el("td", { class: "num" }, w.pid),
-        el("td", {}, (w.models || []).join(", ")),
-        el("td", {}, w.state),
-        el("td", { class: "num" }, w.processed),
-        el("td", { class: "num" }, w.failed),
-        el("td", { class: "num" }, fmt(w.rss_bytes / 1048576, 0)),
-        el("td", {}, new Date(w.last_seen).toLocaleTimeString()),
+    // In a fixed order (host, then pid): rows that swap places on every poll are hard to read.
+    [...(h.workers || [])]
+      .sort((a, b) => String(a.host).localeCompare(String(b.host)) || a.pid - b.pid)
+      .map((w) =>
+        el(
+          "tr",
+          {},
+          el("td", {}, w.host),
+          el("td", { class: "num" }, w.pid),
+          el("td", {}, (w.models || []).join(", ")),
+          el("td", {}, w.state),
+          el("td", { class: "num" }, w.processed),
+          el("td", { class: "num" }, w.failed),
+          el("td", { class: "num" }, fmt(w.rss_bytes / 1048576, 0)),
+          el("td", {}, new Date(w.last_seen).toLocaleTimeString()),
+        ),
       ),
-    ),
   );
 }
 
@@ -244,10 +259,12 @@ async function pollCharts() {
     [line("p50", 0), line("p95", 3), line("p99", 1)],
     [xs, col("total_p50_ms"), col("total_p95_ms"), col("total_p99_ms")],
   );
+  // In percent, as the tiles show them.
+  const percent = (k) => col(k).map((v) => (v === null || v === undefined ? v : v * 100));
   chart(
     "chart-rates",
-    [line("error rate", 1), line("cache hit rate", 2)],
-    [xs, col("error_rate"), col("cache_hit_rate")],
+    [line("error rate %", 1), line("cache hit rate %", 2)],
+    [xs, percent("error_rate"), percent("cache_hit_rate")],
   );
   chart("chart-batch", [line("avg batch size", 4)], [xs, col("batch_avg_size")]);
 
@@ -348,8 +365,20 @@ function pauseOrResume(button, model, action) {
   });
 }
 
+// Failed jobs kept, from the last /health read: the list shows the newest FAILED_SHOWN per model.
+let failedTotal;
+const FAILED_SHOWN = 20;
+
 async function pollFailed() {
-  const { body } = await getJson("/api/admin/jobs/failed?limit=20");
+  const { body } = await getJson(`/api/admin/jobs/failed?limit=${FAILED_SHOWN}`);
+  // Cut short only where a model filled its share (health's count may be a poll behind).
+  const perModel = new Map();
+  for (const j of body.jobs) perModel.set(j.model, (perModel.get(j.model) ?? 0) + 1);
+  const cut = [...perModel.values()].some((n) => n >= FAILED_SHOWN);
+  document.getElementById("failed-count").textContent =
+    cut && failedTotal !== undefined && failedTotal > body.jobs.length
+      ? `The newest ${body.jobs.length} of ${failedTotal} (${FAILED_SHOWN} per model); GET /api/admin/jobs/failed lists more.`
+      : "";
   fill(
     "failed",
     body.jobs.map((j) =>
@@ -415,9 +444,24 @@ const polled = (source, fn) => {
   };
   return run;
 };
+// With METRICS_ENABLED=false the server keeps no stats (/api/stats answers 404): the panels they
+// feed give way to a note saying so, and are not polled again.
+let statsOff = false;
+const withStats = (poll) => async () => {
+  if (statsOff) return;
+  try {
+    await poll();
+  } catch (err) {
+    if (err.status !== 404) throw err;
+    statsOff = true;
+    for (const e of document.querySelectorAll("[data-stats]")) e.hidden = true;
+    document.getElementById("stats-off").hidden = false;
+  }
+};
+
 const refreshHealth = polled("health", pollHealth);
-const refreshSummary = polled("summary", pollSummary);
-const refreshCharts = polled("charts", pollCharts);
+const refreshSummary = polled("summary", withStats(pollSummary));
+const refreshCharts = polled("charts", withStats(pollCharts));
 const refreshFailed = polled("failed", pollFailed);
 
 function every(ms, run) {

@@ -1,6 +1,11 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import type { Config } from "../../config/index.js";
-import { CrossOriginRequestError, ForbiddenError, UnauthorizedError } from "../../errors/catalog.js";
+import {
+  type AppError,
+  CrossOriginRequestError,
+  ForbiddenError,
+  UnauthorizedError,
+} from "../../errors/catalog.js";
 import { allows, type Security } from "../../security/index.js";
 import { mediaResponse, RESPONSE_HEADERS } from "../openapi.js";
 import { fromOtherOrigin, NO_KEYS_CONFIGURED, readCookies, SESSION_COOKIE } from "../auth.js";
@@ -8,6 +13,7 @@ import { fromOtherOrigin, NO_KEYS_CONFIGURED, readCookies, SESSION_COOKIE } from
 const page = (message = "") => `<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Inferline dashboard: sign in</title>
+<link rel="icon" href="data:,">
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body>
 <main>
@@ -22,6 +28,40 @@ ${message ? `<p role="alert">${message}</p>` : ""}
 </body>
 </html>
 `;
+
+/** A browser's own request for a dashboard page (not the page's fetches, nor its assets). */
+export function isDashboardPage(req: FastifyRequest): boolean {
+  const path = req.url.split("?")[0] ?? "";
+  return /^\/dashboard(\/login|\/logout)?$/.test(path) && (req.headers.accept ?? "").includes("text/html");
+}
+
+const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/**
+ * What such a request that failed shows (instead of the JSON an API client gets): the error in
+ * words and a way on. A page load turned away for now (503 with Redis away: the session cannot
+ * be checked; 429) loads again by itself once `Retry-After` has passed, so the dashboard comes
+ * back when the service does.
+ */
+export function dashboardErrorPage(req: FastifyRequest, err: AppError): string {
+  const retryAfter = Number(err.headers["retry-after"]);
+  const again = req.method === "GET" && Number.isInteger(retryAfter) && retryAfter > 0;
+  const back = req.url.startsWith("/dashboard/log") ? "/dashboard/login" : "/dashboard";
+  return `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Inferline dashboard: ${err.status}</title>
+<link rel="icon" href="data:,">
+${again ? `<meta http-equiv="refresh" content="${retryAfter}">\n` : ""}<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body>
+<main>
+<h1>Inferline dashboard</h1>
+<p role="alert">${escapeHtml(err.message)} (${err.status} ${err.code})</p>
+<p>${again ? `This page tries again every ${retryAfter} s. ` : ""}<a href="${back}">Try again</a></p>
+</main>
+</body>
+</html>
+`;
+}
 
 function cookie(req: FastifyRequest, value: string, maxAgeSeconds: number): string {
   // Secure whenever the client reached us over TLS (directly, or through a proxy saying so).
