@@ -12,6 +12,15 @@ const num = (min: number, max: number) => z.coerce.number().min(min).max(max);
 const bool = z
   .enum(["true", "false", "1", "0", "yes", "no"])
   .transform((v) => v === "true" || v === "1" || v === "yes");
+/** The password in a connection URL ("" when there is none or the URL does not parse). */
+function urlPassword(url: string): string {
+  try {
+    return decodeURIComponent(new URL(url).password);
+  } catch {
+    return "";
+  }
+}
+
 const list = z
   .string()
   .transform((v) =>
@@ -111,6 +120,11 @@ export const ENV_SCHEMA = {
   REDIS_URL: z
     .string()
     .regex(/^rediss?:\/\//, "must start with redis:// or rediss://")
+    // The deploy examples' placeholder passwords are public: Redis would be open to anyone.
+    .refine(
+      (v) => !/^change-me/i.test(urlPassword(v)),
+      "its password is still the example value; use a long random one",
+    )
     .optional()
     .describe(
       "Redis connection URL (redis:// or rediss://, user and password allowed). Unset: 127.0.0.1:LOCAL_REDIS_PORT, started by `inferline start` when nothing answers.",

@@ -141,6 +141,15 @@ describe("deployment artefacts set only variables Inferline reads", () => {
       assert.ok(KNOWN.has(name!), `Dockerfile sets unknown ${name}`);
   });
 
+  it("every layout behind a proxy trusts it for the client's address", () => {
+    // Without it, per-address rate limits would count the proxy: one client could lock out all.
+    const trusted = (value: unknown) => buildConfig({ TRUST_PROXY: String(value) }).TRUST_PROXY !== false;
+    assert.ok(trusted(obj(k8s("ConfigMap", "inferline-config").data).TRUST_PROXY), "Kubernetes");
+    assert.ok(trusted(envFile("deploy/systemd/inferline.env.example").TRUST_PROXY), "systemd");
+    for (const name of ["api1", "api2"])
+      assert.match(String(obj(service(COMPOSE, name).environment).TRUST_PROXY), /^\$\{TRUST_PROXY:-true\}$/);
+  });
+
   it("keeps secrets out of the ConfigMap", () => {
     const configMap = obj(k8s("ConfigMap", "inferline-config").data);
     for (const [name, value] of Object.entries(configMap)) {

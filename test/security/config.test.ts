@@ -87,6 +87,27 @@ void describe("secrets in the configuration", () => {
     assert.equal(buildConfig({ SESSION_SECRET: "x".repeat(40) }).SESSION_SECRET, "x".repeat(40));
   });
 
+  void it("refuses the placeholder Redis passwords of the shipped examples", () => {
+    const shipped = [
+      "deploy/k8s/secret.yaml",
+      "deploy/systemd/inferline.env.example",
+      "deploy/env.production.example",
+    ].map((f) => /REDIS_URL[=:]\s*(\S+)/.exec(readFileSync(path.join(ROOT, f), "utf8"))?.[1] ?? f);
+    for (const value of shipped) {
+      assert.match(value, /^redis:\/\/:change-me/);
+      assert.throws(
+        () => buildConfig({ REDIS_URL: value }),
+        /REDIS_URL=\[redacted\]: its password is still the example value/,
+      );
+      assert.throws(
+        () => buildConfig({ REDIS_URL_FILE: file("redis-placeholder", `${value}\n`) }),
+        /example value/,
+      );
+    }
+    const own = "redis://:a-long-random-password-of-its-own@redis:6379";
+    assert.equal(buildConfig({ REDIS_URL: own }).REDIS_URL, own);
+  });
+
   void it("keeps detailed /health behind a key in the production examples", () => {
     // Through nginx or the ingress, a public /health would name every worker's host and pid.
     for (const f of [
