@@ -57,10 +57,8 @@ sed -i 's/server api[12]:3000/server 127.0.0.1:3000/' "$conf/conf.d/upstream.con
 mkdir -p "$conf/live"
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=api.example.com \
   -keyout "$conf/live/privkey.pem" -out "$conf/live/fullchain.pem" 2>/dev/null
-cp "$conf/live/fullchain.pem" "$conf/live/chain.pem"
 sed "s#/etc/letsencrypt/live/api.example.com#$conf/live#" deploy/nginx/templates/inferline-tls.conf >"$conf/conf.d/tls.conf"
-nginx -t -q -p "$conf" -c "$conf/nginx.conf" -e "$conf/error.log" 2>&1 | grep -v "ssl_stapling" || true
-nginx -t -q -p "$conf" -c "$conf/nginx.conf" -e "$conf/error.log" 2>/dev/null
+nginx -t -q -p "$conf" -c "$conf/nginx.conf" -e "$conf/error.log"
 rm -rf "$conf"
 
 step "nginx and blue-green tests (real nginx, local API processes)"

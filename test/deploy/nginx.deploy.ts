@@ -43,7 +43,18 @@ void describe("nginx load balancing over three API processes (deploy/nginx)", ()
     assert.equal(metrics.status, 404);
     assert.match(metrics.headers.get("content-type") ?? "", /application\/json/);
     const body = (await metrics.json()) as { error: { code: string } };
-    assert.equal(body.error.code, "not_found");
+    assert.equal(body.error.code, "route_not_found", "the API's code for it");
+    // Requests nginx itself refuses before any location: JSON with the API's codes, too.
+    for (const [path, headers, status, code] of [
+      ["/metrics%00", {}, 400, "malformed_request"],
+      [`/api/models?${"q".repeat(10_000)}`, {}, 414, "uri_too_long"],
+      ["/api/models", { "x-big": "h".repeat(10_000) }, 431, "headers_too_large"],
+    ] as const) {
+      const r = await fetch(`${nginx.url}${path}`, { headers });
+      assert.equal(r.status, status, path.slice(0, 20));
+      assert.match(r.headers.get("content-type") ?? "", /application\/json/, path.slice(0, 20));
+      assert.equal(((await r.json()) as { error: { code: string } }).error.code, code);
+    }
     const big = await fetch(`${nginx.url}/api/ml/echo`, {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -155,6 +166,28 @@ void describe("nginx load balancing over three API processes (deploy/nginx)", ()
     } finally {
       await selfSigned.close();
       await secure.stop();
+    }
+    // nginx's own 503 (no API answers) sets Retry-After, which drops the server's headers:
+    // it carries the policy all the same.
+    const alone = await startNginx(await freePort(), [`127.0.0.1:${await freePort()}`], {
+      tlsPort: await freePort(),
+    });
+    const agent = new Agent({ connect: { rejectUnauthorized: false } });
+    try {
+      const res = await request(`${alone.httpsUrl}/api/models`, { dispatcher: agent });
+      assert.equal(res.statusCode, 503);
+      assert.equal(
+        ((await res.body.json()) as { error: { code: string } }).error.code,
+        "service_unavailable",
+      );
+      assert.equal(String(res.headers["strict-transport-security"]), "max-age=31536000; includeSubDomains");
+      // Plain HTTP gets none.
+      const plain = await fetch(`${alone.url}/api/models`);
+      assert.equal(plain.status, 503);
+      assert.equal(plain.headers.get("strict-transport-security"), null);
+    } finally {
+      await agent.close();
+      await alone.stop();
     }
   });
 

@@ -78,7 +78,6 @@ export async function startNginx(
         .slice(0, template.indexOf("# Redirect plain HTTP"))
         .replace(/listen 443 ssl http2;/, `listen 127.0.0.1:${opts.tlsPort} ssl;`)
         .replace(/^.*listen \[::\]:443.*$/m, "")
-        .replace(/^.*ssl_(stapling|trusted_certificate).*$/gm, "")
         .replaceAll("/etc/letsencrypt/live/api.example.com", dir),
     );
   }
