@@ -20,3 +20,12 @@ export function canonicalJson(value: unknown): string {
 export function inputHash(value: unknown): string {
   return createHash("sha256").update(canonicalJson(value)).digest("hex");
 }
+
+/**
+ * An input's key among a version's cached results and jobs in flight: what the version's files
+ * hold (ModelDescriptor.fingerprint), then the input's hash. A version rewritten in place keys
+ * its results apart from those of what it held before. No colon: keys append to it after one.
+ */
+export function resultKey(fingerprint: string, input: unknown): string {
+  return fingerprint === "" ? inputHash(input) : `${fingerprint}.${inputHash(input)}`;
+}

@@ -3,8 +3,8 @@ import { modelKey, queueName } from "../queue/keys.js";
 import type { Priority } from "../contracts/jobs.js";
 
 /**
- * Result cache and in-flight coalescing, keyed by model + version + SHA-256 of the canonical
- * input. Invalidation never scans: each model has generation counters (`m` for the whole model,
+ * Result cache and in-flight coalescing, keyed by model + version + the version's files
+ * (resultKey) + SHA-256 of the canonical input. Invalidation never scans: each model has generation counters (`m` for the whole model,
  * `v:<version>` per version) that are part of every key, so bumping one orphans the old entries,
  * which then expire by TTL; the jobs in flight store theirs under the old generations, where no
  * one looks. One input is invalidated by dropping its entry and in-flight slot and fencing the

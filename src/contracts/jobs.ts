@@ -19,6 +19,11 @@ export interface JobData {
     readonly ttlSeconds: number;
     /** When Redis admitted the job (ms): an invalidation of its input since keeps its result out. */
     readonly admittedAt?: number;
+    /**
+     * The version's files as the API read them (ModelDescriptor.fingerprint), which the key
+     * holds: a worker that loaded other files under the same version stores nothing there.
+     */
+    readonly fingerprint?: string;
   };
   /** Epoch ms: a job not started by then ends `expired` without running. */
   readonly deadline?: number;

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { ModelNotFoundError, VersionNotFoundError } from "../errors/catalog.js";
@@ -187,13 +188,30 @@ async function subdirectories(dir: string): Promise<string[]> {
 }
 
 export async function readDescriptor(dir: string, name: string, version: string): Promise<ModelDescriptor> {
+  let text: string;
   let raw: unknown;
   try {
-    raw = JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8"));
+    text = await readFile(path.join(dir, "manifest.json"), "utf8");
+    raw = JSON.parse(text);
   } catch (err) {
     throw new Error(`manifest.json unreadable: ${(err as Error).message}`, { cause: err });
   }
-  return descriptorFrom(raw, dir, name, version);
+  const descriptor = descriptorFrom(raw, dir, name, version);
+  return Object.freeze({ ...descriptor, fingerprint: await fingerprint(text, descriptor) });
+}
+
+/**
+ * The manifest's bytes and the model file's size and modification time, hashed: what tells a
+ * version rewritten in place from what it held before without reading a model file of gigabytes.
+ */
+async function fingerprint(manifest: string, d: ModelDescriptor): Promise<string> {
+  const file = typeof d.manifest.file === "string" ? path.join(d.dir, d.manifest.file) : undefined;
+  const info = file === undefined ? undefined : await stat(file).catch(() => undefined);
+  return createHash("sha256")
+    .update(manifest)
+    .update(`\0${info?.size ?? "-"}\0${info?.mtimeMs ?? "-"}`)
+    .digest("hex")
+    .slice(0, 16);
 }
 
 /**
@@ -239,6 +257,7 @@ export function descriptorFrom(raw: unknown, dir: string, name: string, version:
     cacheTtlSeconds: m.cache.ttlSeconds,
     maxQueueDepth: m.limits?.maxQueueDepth,
     training: m.training,
+    fingerprint: "",
     dir,
     manifest: raw as Record<string, unknown>,
   });

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Job } from "bullmq";
-import { inputHash } from "../cache/canonical.js";
+import { resultKey } from "../cache/canonical.js";
 import type { Admission, AdmitRequest, ResultCache } from "../cache/result-cache.js";
 import {
   type JobData,
@@ -46,6 +46,8 @@ export interface SubmitRequest {
   readonly model: string;
   /** The version that serves the request. */
   readonly version: string;
+  /** What that version's files hold (ModelDescriptor.fingerprint): part of its results' keys. */
+  readonly fingerprint: string;
   /**
    * The version the caller named (`?version=`); absent when it asked for the latest. An
    * Idempotency-Key binds the request as sent, so this, not `version`, is what the key compares.
@@ -160,7 +162,7 @@ export class JobIntake {
       model: req.model,
       version: req.version,
       // The input's key in the cache and among jobs in flight; no lookup, no hashing.
-      hash: useCache || policy.coalesce ? inputHash(req.input) : "",
+      hash: useCache || policy.coalesce ? resultKey(req.fingerprint, req.input) : "",
       useCache,
       // A request with a deadline runs its own job: its deadline is not imposed on others
       // (joining it), nor another job's lack of one on it (joining another).
@@ -281,6 +283,7 @@ export class JobIntake {
               inflightKey: c.admission.inflightKey,
               ttlSeconds: cacheable ? req.cacheTtlSeconds : 0,
               admittedAt: c.admission.kind === "claim" ? c.admission.admittedAt : undefined,
+              fingerprint: req.fingerprint,
             }
           : undefined,
     };

@@ -1,4 +1,4 @@
-import { inputHash } from "../cache/canonical.js";
+import { inputHash, resultKey } from "../cache/canonical.js";
 import type { Admission, ResultCache } from "../cache/result-cache.js";
 import { type JobView, TERMINAL_STATUSES } from "../contracts/jobs.js";
 import { IdempotencyKeyReusedError, JobNotFoundError, RedisUnavailableError } from "../errors/catalog.js";
@@ -197,12 +197,16 @@ export class JobService {
   }
 
   /** Cache invalidation of one model: one input (of a version), one version, or all of it. */
-  async invalidateCache(target: { model: string; version?: string; input?: unknown }): Promise<void> {
+  async invalidateCache(
+    target: { model: string } & (
+      { version?: string } | { version: string; fingerprint: string; input: unknown }
+    ),
+  ): Promise<void> {
     const { cache, guard } = this.deps;
-    const { model, version, input } = target;
+    const { model, version } = target;
     await guard(async () => {
-      if (input !== undefined && version !== undefined)
-        await cache.invalidateInput(model, version, inputHash(input));
+      if ("input" in target)
+        await cache.invalidateInput(model, target.version, resultKey(target.fingerprint, target.input));
       else await cache.invalidateModel(model, version);
     });
   }

@@ -98,13 +98,19 @@ export function makeProcessor(deps: ProcessorDeps): Processor {
       }
       const out = await entry.batcher.submit({ input, attempt });
       const doneAt = Date.now();
-      if (job.data.cache) {
+      const cache = job.data.cache;
+      if (cache) {
+        // The API keyed the result by the version's files as it read them. A worker that loaded
+        // other files under the same version (rewritten in place, and reloaded on one side
+        // only) frees the in-flight slot but caches nothing where requests for those files look.
+        const sameFiles =
+          cache.fingerprint === undefined || cache.fingerprint === entry.model.descriptor.fingerprint;
         // Only successes are cached; a failure to cache costs a later recomputation, nothing else.
         // Not awaited: the store goes out on the connection BullMQ marks this job completed on,
         // just before it does, and Redis runs one connection's commands in order, so whoever
         // sees the job completed finds its result cached; the job need not wait a round trip.
         void deps.cache
-          .store(job.data.cache, job.id!, {
+          .store(sameFiles ? cache : { ...cache, ttlSeconds: 0 }, job.id!, {
             output: out.output,
             job_id: job.id!,
             created_at: new Date(job.timestamp).toISOString(),

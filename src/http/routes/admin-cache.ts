@@ -88,7 +88,7 @@ export const adminCacheRoutes: FastifyPluginAsync<HttpDeps> = async (
             `body.input is not an input of model "${d.name}" version ${d.version}: ${problemsToMessage(problems)}`,
             { problems },
           );
-        await jobs.invalidateCache({ model: d.name, version: d.version, input });
+        await jobs.invalidateCache({ model: d.name, version: d.version, fingerprint: d.fingerprint, input });
         return { invalidated: "input", model: d.name, version: d.version };
       }
       await jobs.invalidateCache({ model: d.name, version });

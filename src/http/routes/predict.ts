@@ -125,6 +125,7 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
       request: (input: unknown): SubmitRequest => ({
         model: descriptor.name,
         version: descriptor.version,
+        fingerprint: descriptor.fingerprint,
         requestedVersion: req.query.version,
         input,
         priority: req.query.priority ?? "normal",
