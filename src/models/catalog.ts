@@ -201,15 +201,17 @@ export async function readDescriptor(dir: string, name: string, version: string)
 }
 
 /**
- * The manifest's bytes and the model file's size and modification time, hashed: what tells a
- * version rewritten in place from what it held before without reading a model file of gigabytes.
+ * The manifest's bytes and the model file's size, hashed: what tells a version rewritten in
+ * place from what it held before (`inferline train` writes a new `trained_at`) without reading a
+ * model file of gigabytes. Not its modification time: copies of one repository on other hosts,
+ * or made without keeping times, must agree, or workers would never cache what APIs look up.
  */
 async function fingerprint(manifest: string, d: ModelDescriptor): Promise<string> {
   const file = typeof d.manifest.file === "string" ? path.join(d.dir, d.manifest.file) : undefined;
   const info = file === undefined ? undefined : await stat(file).catch(() => undefined);
   return createHash("sha256")
     .update(manifest)
-    .update(`\0${info?.size ?? "-"}\0${info?.mtimeMs ?? "-"}`)
+    .update(`\0${info?.size ?? "-"}`)
     .digest("hex")
     .slice(0, 16);
 }

@@ -28,10 +28,10 @@ export interface ModelDescriptor {
   /** Held-out metrics measured when the model was trained, if it was. */
   readonly training?: Readonly<Record<string, unknown>>;
   /**
-   * The version's files, in short: its manifest's bytes and its model file's size and time. A
-   * version changed in place (retrained over itself) gets another, so results cached for what it
-   * held before are not served for what it holds now. Empty for a descriptor made of a manifest
-   * not read from disk.
+   * The version's files, in short: its manifest's bytes and its model file's size. A version
+   * changed in place (retrained over itself, which rewrites its manifest) gets another, so
+   * results cached for what it held before are not served for what it holds now. Empty for a
+   * descriptor made of a manifest not read from disk.
    */
   readonly fingerprint: string;
   /** Folder holding the manifest (and the model file). */

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { cp, mkdtemp, rm, utimes } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
+import { readDescriptor } from "../../src/models/catalog.js";
 import { testConfig, testEnv } from "../support/config.js";
 import { spawnWorker, stop, type Spawned } from "../support/processes.js";
 import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
@@ -63,5 +64,23 @@ void describe("a version rewritten in place", () => {
     await startBoth.worker();
     assert.deepEqual(await ask(), { label: "Gentoo", cached: false });
     assert.deepEqual(await ask(), { label: "Gentoo", cached: true });
+  });
+
+  void it("is told apart by its files' contents, not where or when they were copied", async () => {
+    const read = (root: string) => readDescriptor(path.join(root, "penguins", "1"), "penguins", "1");
+    const copy = await mkdtemp(path.join(tmpdir(), "inferline-rewritten-copy-"));
+    try {
+      // Another host's copy, made without keeping times: the same files, so the same results.
+      await cp(path.join(repo, "penguins"), path.join(copy, "penguins"), { recursive: true });
+      await utimes(path.join(copy, "penguins", "1", "model.onnx"), new Date(0), new Date(0));
+      assert.equal((await read(copy)).fingerprint, (await read(repo)).fingerprint);
+      assert.match((await read(repo)).fingerprint, /^[0-9a-f]{16}$/);
+      await addPenguinsVersion(copy, "1", {
+        edit: (m) => (m.input.properties.island!.description = "where"),
+      });
+      assert.notEqual((await read(copy)).fingerprint, (await read(repo)).fingerprint);
+    } finally {
+      await rm(copy, { recursive: true, force: true });
+    }
   });
 });
