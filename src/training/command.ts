@@ -1,4 +1,5 @@
-import { access, constants, mkdir } from "node:fs/promises";
+import { access, constants, mkdir, stat } from "node:fs/promises";
+import path from "node:path";
 import { evaluateCommitted } from "./evaluate.js";
 import { RECIPES, recipe, type Threshold } from "./recipes.js";
 import { trainRecipe } from "./train.js";
@@ -26,7 +27,11 @@ const bar = (t: Threshold) => (t.metric === "accuracy" ? `accuracy >= ${t.min}` 
 export async function trainCommand(names: readonly string[], o: TrainCommandOptions): Promise<boolean> {
   const recipes = names.length > 0 ? [...new Set(names)].map(recipe) : RECIPES;
   // A repository that cannot be written is found out before minutes of training, not after.
-  if (!o.evaluate) await writableRepository(o.repository);
+  if (!o.evaluate)
+    await writableRepository(
+      o.repository,
+      recipes.map((r) => r.name),
+    );
   let ok = true;
   for (const r of recipes) {
     try {
@@ -47,12 +52,29 @@ export async function trainCommand(names: readonly string[], o: TrainCommandOpti
   return ok;
 }
 
-/** Creates the repository if need be, and checks this process may write into it. */
-async function writableRepository(repo: string): Promise<void> {
+/**
+ * Creates the repository if need be, and checks this process may write into it and into the
+ * folders of the models it will write (those that exist: a missing one is made in the repository).
+ */
+async function writableRepository(repo: string, models: readonly string[]): Promise<void> {
   if (repo.trim() === "") throw new Error("--repository must name a folder");
+  const writable = async (dir: string) => {
+    if (!(await stat(dir)).isDirectory()) throw new Error(`${dir} is not a folder`);
+    await access(dir, constants.W_OK);
+  };
   try {
     await mkdir(repo, { recursive: true });
-    await access(repo, constants.W_OK);
+    await writable(repo);
+    for (const name of models) {
+      const dir = path.join(repo, name);
+      if (
+        await stat(dir).then(
+          () => true,
+          () => false,
+        )
+      )
+        await writable(dir);
+    }
   } catch (err) {
     throw new Error(`cannot write models into ${repo}: ${(err as Error).message}`, { cause: err });
   }

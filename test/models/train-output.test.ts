@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { cp, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -231,12 +231,20 @@ void describe("inferline train writes only what serves", () => {
   void it("a repository it cannot write into is refused before any training", async () => {
     const file = path.join(repo, "not-a-folder");
     await writeFile(file, "");
-    for (const where of [file, ""]) {
+    // A repository whose penguins "folder" is a file: found out before training too.
+    const blocked = path.join(repo, "blocked");
+    await mkdir(blocked);
+    await writeFile(path.join(blocked, "penguins"), "");
+    for (const where of [file, "", blocked]) {
       const cli = train("penguins", "--repository", where);
       assert.equal(cli.status, 1, cli.stderr);
       assert.match(
         cli.stderr,
-        where ? /cannot write models into .*not-a-folder/ : /--repository must name a folder/,
+        where === ""
+          ? /--repository must name a folder/
+          : where === blocked
+            ? /cannot write models into .*blocked: .*penguins is not a folder/
+            : /cannot write models into .*not-a-folder/,
       );
       assert.doesNotMatch(cli.stderr, /\[#|at .*\.ts:\d+/, "no training, no stack trace");
     }

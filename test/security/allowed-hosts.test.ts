@@ -49,7 +49,7 @@ void describe("authentication off: only the server's own names are answered (DNS
       ["DELETE", "/api/results/some-job", sameOrigin],
       ["POST", "/api/admin/models/reload", sameOrigin],
       ["GET", "/api/stats", {}],
-      ["GET", "/dashboard", { accept: "text/html" }],
+      ["GET", "/dashboard", {}],
       ["GET", "/nothing-here", {}],
       // X-Forwarded-Host is written by the page itself: the Host header decides.
       ["GET", "/api/models", { "x-forwarded-host": "localhost" }],
@@ -60,6 +60,19 @@ void describe("authentication off: only the server's own names are answered (DNS
       assert.equal(r.body.error?.details?.host, foreign);
       assert.ok(r.body.error?.message.includes(`"${foreign}"`), r.body.error?.message);
       assert.match(r.body.error?.message ?? "", /Host header.*AUTH_DISABLED.*ALLOWED_HOSTS/);
+    }
+    // A browser loading the page gets the same answer as a page, and the page's own host in it
+    // as text.
+    for (const path of ["/dashboard", "/dashboard/"]) {
+      const page = await request(`${inferline.url}${path}`, {
+        headers: { host: `<b>${foreign}</b>`, accept: "text/html" },
+      });
+      assert.equal(page.statusCode, 403);
+      assert.match(String(page.headers["content-type"]), /^text\/html/, path);
+      const html = await page.body.text();
+      assert.match(html, /\(403 host_not_allowed\)/);
+      assert.match(html, /&#60;b&#62;rebind\.attacker\.test/);
+      assert.doesNotMatch(html, /<b>/);
     }
     for (const host of ["inferline.lan.evil.example", "corp.example.evil", "localhost.evil.example"])
       assert.equal((await send("GET", "/api/models", host)).status, 403, host);

@@ -32,7 +32,7 @@ ${message ? `<p role="alert">${message}</p>` : ""}
 /** A browser's own request for a dashboard page (not the page's fetches, nor its assets). */
 export function isDashboardPage(req: FastifyRequest): boolean {
   const path = req.url.split("?")[0] ?? "";
-  return /^\/dashboard(\/login|\/logout)?$/.test(path) && (req.headers.accept ?? "").includes("text/html");
+  return /^\/dashboard(\/|\/login|\/logout)?$/.test(path) && (req.headers.accept ?? "").includes("text/html");
 }
 
 const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
