@@ -12,12 +12,21 @@ const num = (min: number, max: number) => z.coerce.number().min(min).max(max);
 const bool = z
   .enum(["true", "false", "1", "0", "yes", "no"])
   .transform((v) => v === "true" || v === "1" || v === "yes");
-/** The password in a connection URL ("" when there is none or the URL does not parse). */
-function urlPassword(url: string): string {
+/**
+ * A Redis URL's user and password, percent-decoded as the connection decodes them (empty when it
+ * names none), or undefined when they are not valid percent-encoding. Read as the connection
+ * reads them, not with URL: a cluster's `host1:7000,host2:7001` is no URL host.
+ */
+function urlCredentials(url: string): { user: string; password: string } | undefined {
+  const written = /^rediss?:\/\/([^@/]*)@/.exec(url)?.[1] ?? "";
+  const colon = written.indexOf(":");
   try {
-    return decodeURIComponent(new URL(url).password);
+    return {
+      user: decodeURIComponent(colon < 0 ? written : written.slice(0, colon)),
+      password: colon < 0 ? "" : decodeURIComponent(written.slice(colon + 1)),
+    };
   } catch {
-    return "";
+    return undefined;
   }
 }
 
@@ -121,8 +130,9 @@ export const ENV_SCHEMA = {
     .string()
     .regex(/^rediss?:\/\//, "must start with redis:// or rediss://")
     // The deploy examples' placeholder passwords are public: Redis would be open to anyone.
+    .refine((v) => urlCredentials(v) !== undefined, "its user or password is not valid percent-encoding")
     .refine(
-      (v) => !/^change-me/i.test(urlPassword(v)),
+      (v) => !/^change-me/i.test(urlCredentials(v)?.password ?? ""),
       "its password is still the example value; use a long random one",
     )
     .optional()

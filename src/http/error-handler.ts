@@ -18,12 +18,21 @@ import { dashboardErrorPage, isDashboardPage } from "./plugins/dashboard-login.j
 /** Methods a route may be declared with; OPTIONS is answered for every routed path. */
 const ROUTED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] as const;
 
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /** What a route's body may be, as its 415 says it (default: JSON). */
+    bodies?: string;
+  }
+}
+
 /** Maps Fastify's own errors (parsing, limits, schema checks) onto the catalog. */
-function fromFastify(err: FastifyError, bodyLimit: number): AppError | undefined {
+function fromFastify(err: FastifyError, request: FastifyRequest, bodyLimit: number): AppError | undefined {
   switch (err.code) {
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
     case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":
-      return new UnsupportedMediaTypeError("request body must be JSON (Content-Type: application/json)");
+      return new UnsupportedMediaTypeError(
+        `request body must be ${request.routeOptions.config.bodies ?? "JSON (Content-Type: application/json)"}`,
+      );
     case "FST_ERR_CTP_BODY_TOO_LARGE":
       return new PayloadTooLargeError(`request body is larger than ${bodyLimit} bytes`, {
         limit_bytes: bodyLimit,
@@ -85,7 +94,7 @@ export function installErrorHandling(
     } else {
       // A route may take less than the global limit (the dashboard's login form).
       err =
-        fromFastify(raw, request.routeOptions.bodyLimit ?? opts.bodyLimit) ??
+        fromFastify(raw, request, request.routeOptions.bodyLimit ?? opts.bodyLimit) ??
         fromClientError(raw, request) ??
         new InternalError();
     }

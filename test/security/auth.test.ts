@@ -256,6 +256,18 @@ void describe("API keys", () => {
     assert.match(res.headers.get("set-cookie") ?? "", /^inferline_session=/);
   });
 
+  void it("dashboard login in another encoding: 415 naming both it takes", async () => {
+    const res = await fetch(`${inferline.url}/dashboard/login`, {
+      method: "POST",
+      headers: { "content-type": "text/xml" },
+      body: "<key/>",
+    });
+    assert.equal(res.status, 415);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, "unsupported_media_type");
+    assert.match(body.error.message, /a form \(Content-Type: application\/x-www-form-urlencoded\) or JSON/);
+  });
+
   void it("dashboard login behind TLS marks the cookie Secure", async () => {
     const res = await login(keys.admin, { "x-forwarded-proto": "https" });
     assert.match(res.headers.get("set-cookie") ?? "", /; Secure$/);

@@ -106,6 +106,15 @@ void describe("secrets in the configuration", () => {
     }
     const own = "redis://:a-long-random-password-of-its-own@redis:6379";
     assert.equal(buildConfig({ REDIS_URL: own }).REDIS_URL, own);
+    // A cluster's seeds are no URL host: still read, and still checked.
+    const seeds = "redis://:change-me@r1:7000,r2:7001?cluster=true";
+    assert.throws(() => buildConfig({ REDIS_URL: seeds }), /example value/);
+    assert.throws(
+      () => buildConfig({ REDIS_URL: "redis://:%E0%A4%A@redis:6379" }),
+      (err: Error) =>
+        err instanceof ConfigError &&
+        /REDIS_URL=\[redacted\]: its user or password is not valid percent-encoding/.test(err.message),
+    );
   });
 
   void it("keeps detailed /health behind a key in the production examples", () => {

@@ -111,7 +111,10 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
   app.post<{ Body: unknown }>(
     "/dashboard/login",
     {
-      config: { access: "public" },
+      config: {
+        access: "public",
+        bodies: "a form (Content-Type: application/x-www-form-urlencoded) or JSON (application/json)",
+      },
       bodyLimit: 4096,
       schema: {
         summary: "Sign in to the dashboard with an admin key",
