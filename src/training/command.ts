@@ -62,18 +62,13 @@ async function writableRepository(repo: string, models: readonly string[]): Prom
     if (!(await stat(dir)).isDirectory()) throw new Error(`${dir} is not a folder`);
     await access(dir, constants.W_OK);
   };
+  const exists = (dir: string) => stat(dir).then(Boolean, () => false);
   try {
     await mkdir(repo, { recursive: true });
     await writable(repo);
     for (const name of models) {
       const dir = path.join(repo, name);
-      if (
-        await stat(dir).then(
-          () => true,
-          () => false,
-        )
-      )
-        await writable(dir);
+      if (await exists(dir)) await writable(dir);
     }
   } catch (err) {
     throw new Error(`cannot write models into ${repo}: ${(err as Error).message}`, { cause: err });
