@@ -13,18 +13,16 @@ const bool = z
   .enum(["true", "false", "1", "0", "yes", "no"])
   .transform((v) => v === "true" || v === "1" || v === "yes");
 /**
- * A Redis URL's user and password, percent-decoded as the connection decodes them (empty when it
- * names none), or undefined when they are not valid percent-encoding. Read as the connection
+ * A Redis URL's password, percent-decoded as the connection decodes it ("" when it names none),
+ * or undefined when its user or password is not valid percent-encoding. Read as the connection
  * reads them, not with URL: a cluster's `host1:7000,host2:7001` is no URL host.
  */
-function urlCredentials(url: string): { user: string; password: string } | undefined {
+function urlPassword(url: string): string | undefined {
   const written = /^rediss?:\/\/([^@/]*)@/.exec(url)?.[1] ?? "";
   const colon = written.indexOf(":");
   try {
-    return {
-      user: decodeURIComponent(colon < 0 ? written : written.slice(0, colon)),
-      password: colon < 0 ? "" : decodeURIComponent(written.slice(colon + 1)),
-    };
+    decodeURIComponent(colon < 0 ? written : written.slice(0, colon));
+    return colon < 0 ? "" : decodeURIComponent(written.slice(colon + 1));
   } catch {
     return undefined;
   }
@@ -130,9 +128,9 @@ export const ENV_SCHEMA = {
     .string()
     .regex(/^rediss?:\/\//, "must start with redis:// or rediss://")
     // The deploy examples' placeholder passwords are public: Redis would be open to anyone.
-    .refine((v) => urlCredentials(v) !== undefined, "its user or password is not valid percent-encoding")
+    .refine((v) => urlPassword(v) !== undefined, "its user or password is not valid percent-encoding")
     .refine(
-      (v) => !/^change-me/i.test(urlCredentials(v)?.password ?? ""),
+      (v) => !/^change-me/i.test(urlPassword(v) ?? ""),
       "its password is still the example value; use a long random one",
     )
     .optional()
