@@ -3,6 +3,7 @@ import { isIP } from "node:net";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { z } from "zod";
+import { parseRedisUrl } from "../redis/connection.js";
 
 /** Where the package lives; defaults that point into the package are resolved from here. */
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -12,18 +13,12 @@ const num = (min: number, max: number) => z.coerce.number().min(min).max(max);
 const bool = z
   .enum(["true", "false", "1", "0", "yes", "no"])
   .transform((v) => v === "true" || v === "1" || v === "yes");
-/**
- * A Redis URL's password, percent-decoded as the connection decodes it ("" when it names none),
- * or undefined when its user or password is not valid percent-encoding. Read as the connection
- * reads them, not with URL: a cluster's `host1:7000,host2:7001` is no URL host.
- */
+/** A Redis URL's password as the connection reads it ("" when none); undefined when it cannot. */
 function urlPassword(url: string): string | undefined {
-  const written = /^rediss?:\/\/([^@/]*)@/.exec(url)?.[1] ?? "";
-  const colon = written.indexOf(":");
   try {
-    decodeURIComponent(colon < 0 ? written : written.slice(0, colon));
-    return colon < 0 ? "" : decodeURIComponent(written.slice(colon + 1));
+    return parseRedisUrl(url).password ?? "";
   } catch {
+    // Credentials that are not valid percent-encoding.
     return undefined;
   }
 }
