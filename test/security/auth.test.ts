@@ -195,6 +195,10 @@ void describe("API keys", () => {
     const stats = () => call(inferline.url, "GET", "/api/stats", undefined, { cookie: session });
     assert.equal((await stats()).status, 200);
     const host = new URL(inferline.url).host;
+    const signedIn = await fetch(`${inferline.url}/dashboard`, {
+      headers: { cookie: session, accept: "text/html" },
+    });
+    assert.match(await signedIn.text(), /<form id="signout" method="post" action="\/dashboard\/logout">/);
 
     // Only from the API's own pages: a same-site page cannot sign the operator out.
     const elsewhere: Record<string, string>[] = [
@@ -337,6 +341,10 @@ void describe("authentication off with keys still configured", () => {
     assert.equal(json.status, 204, JSON.stringify(json.body));
     const page = await fetch(`${inferline.url}/dashboard`, { headers: { accept: "text/html" } });
     assert.equal(page.status, 200);
+    // No session, so the page offers no sign-out.
+    const html = await page.text();
+    assert.match(html, /<header>/);
+    assert.doesNotMatch(html, /signout|Sign out/);
   });
 });
 

@@ -26,23 +26,26 @@ const ASSETS: Readonly<Record<string, { path: () => string; type: string }>> = {
  * charts, per-version predictions and accuracy, and failed jobs with a retry button. Scripts and
  * styles are files (no inline code, so a strict Content-Security-Policy holds).
  */
-export const dashboardRoutes: FastifyPluginAsync<HttpDeps> = async (app) => {
+export const dashboardRoutes: FastifyPluginAsync<HttpDeps> = async (app, { config }) => {
   const cache = new Map<string, Buffer>();
-  const load = async (name: string, path: string) => {
+  const load = async (name: string, path: string, edit?: (text: string) => string) => {
     let body = cache.get(name);
     if (!body) {
       body = await readFile(path);
+      if (edit) body = Buffer.from(edit(body.toString("utf8")));
       cache.set(name, body);
     }
     return body;
   };
+  // With authentication off there is no session, so nothing to sign out of.
+  const withoutSignOut = (html: string) => html.replace(/\s*<form id="signout"[\s\S]*?<\/form>/, "");
 
   const page = { response: { 200: mediaResponse("The dashboard page", "text/html") } };
   app.get("/dashboard", { config: { access: "admin" }, schema: page }, async (_req, reply) =>
     reply
       .type("text/html; charset=utf-8")
       .header("cache-control", "no-store")
-      .send(await load("index.html", HERE + "index.html")),
+      .send(await load("index.html", HERE + "index.html", config.AUTH_DISABLED ? withoutSignOut : undefined)),
   );
 
   const asset = {
