@@ -131,7 +131,15 @@ export function installErrorHandling(
       request.log.info({ code: err.code, event: "request_rejected" }, err.message);
       return reply.code(err.status).headers(err.headers).send(err.body());
     }
+    // The dashboard's address as often typed; one address keeps links and bookmarks alike.
+    if (path === "/dashboard/" && request.method === "GET") return reply.redirect("/dashboard", 301);
     const err = new RouteNotFoundError(`no route ${request.method} ${path}`);
-    return reply.code(err.status).send(err.body());
+    void reply.code(err.status);
+    if (isDashboardPage(request))
+      return reply
+        .type("text/html; charset=utf-8")
+        .header("cache-control", "no-store")
+        .send(dashboardErrorPage(request, err));
+    return reply.send(err.body());
   });
 }

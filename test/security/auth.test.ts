@@ -199,6 +199,24 @@ void describe("API keys", () => {
       headers: { cookie: session, accept: "text/html" },
     });
     assert.match(await signedIn.text(), /<form id="signout" method="post" action="\/dashboard\/logout">/);
+    // Signed in, the address with a slash leads to the page, and a mistyped one is a page too.
+    const slash = await fetch(`${inferline.url}/dashboard/`, {
+      headers: { cookie: session, accept: "text/html" },
+      redirect: "manual",
+    });
+    assert.equal(slash.status, 301);
+    assert.equal(slash.headers.get("location"), "/dashboard");
+    const typo = await fetch(`${inferline.url}/dashboard/stats`, {
+      headers: { cookie: session, accept: "text/html" },
+    });
+    assert.equal(typo.status, 404);
+    assert.match(typo.headers.get("content-type") ?? "", /^text\/html/);
+    assert.match(
+      await typo.text(),
+      /no route GET \/dashboard\/stats \(404 route_not_found\)[\s\S]*href="\/dashboard"/,
+    );
+    const fetched = await call(inferline.url, "GET", "/dashboard/stats", undefined, { cookie: session });
+    assert.equal(code(fetched.body), "route_not_found");
 
     // Only from the API's own pages: a same-site page cannot sign the operator out.
     const elsewhere: Record<string, string>[] = [

@@ -29,10 +29,13 @@ ${message ? `<p role="alert">${message}</p>` : ""}
 </html>
 `;
 
-/** A browser's own request for a dashboard page (not the page's fetches, nor its assets). */
+/**
+ * A browser's own request for a dashboard page (not the page's fetches, nor its scripts and
+ * styles, which browsers do not ask for as HTML), including a mistyped one under /dashboard/.
+ */
 export function isDashboardPage(req: FastifyRequest): boolean {
   const path = req.url.split("?")[0] ?? "";
-  return /^\/dashboard(\/|\/login|\/logout)?$/.test(path) && (req.headers.accept ?? "").includes("text/html");
+  return /^\/dashboard(\/.*)?$/.test(path) && (req.headers.accept ?? "").includes("text/html");
 }
 
 const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
