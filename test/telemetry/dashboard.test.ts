@@ -336,6 +336,30 @@ describe(
         await context.close();
       }
     });
+
+    it("a session that ends while the page is open leads to the sign-in page, which says so", async () => {
+      const context = await browser.newContext();
+      try {
+        const page = await context.newPage();
+        await page.goto(`${inferline.url}/dashboard/login`);
+        assert.equal(await page.getByRole("alert").count(), 0);
+        await page.fill("#key", keys.admin);
+        await Promise.all([page.waitForURL(`${inferline.url}/dashboard`), page.click("button[type=submit]")]);
+        const cookie = (await context.cookies()).find((c) => c.name === "inferline_session")?.value;
+        assert.ok(cookie, "signed in");
+        // Signed out from elsewhere (another tab, or a client holding the same session).
+        const out = await fetch(`${inferline.url}/dashboard/logout`, {
+          method: "POST",
+          headers: { cookie: `inferline_session=${cookie}` },
+          redirect: "manual",
+        });
+        assert.equal(out.status, 303);
+        await page.waitForURL(`${inferline.url}/dashboard/login?ended=1`, { timeout: 15_000 });
+        assert.match((await page.getByRole("alert").textContent()) ?? "", /session has ended/);
+      } finally {
+        await context.close();
+      }
+    });
   },
 );
 

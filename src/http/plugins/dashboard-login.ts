@@ -102,13 +102,30 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
       .header("cache-control", "no-store")
       .send(page(message));
 
-  app.get(
+  app.get<{ Querystring: { ended?: string } }>(
     "/dashboard/login",
     {
       config: { access: "public" },
-      schema: { response: { 200: mediaResponse("The sign-in page", "text/html") } },
+      schema: {
+        querystring: {
+          type: "object",
+          properties: {
+            ended: {
+              type: "string",
+              maxLength: 8,
+              description: "Set by the dashboard when its session ended while it was open: the page says so",
+            },
+          },
+        },
+        response: { 200: mediaResponse("The sign-in page", "text/html") },
+      },
     },
-    async (_req, reply) => html(reply, 200),
+    async (req, reply) =>
+      html(
+        reply,
+        200,
+        req.query.ended === undefined ? undefined : "Your session has ended. Sign in again to go on.",
+      ),
   );
 
   app.post<{ Body: unknown }>(
