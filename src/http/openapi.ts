@@ -2,6 +2,17 @@ import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { FastifyInstance, RouteOptions } from "fastify";
 
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /**
+     * A body the route checks itself (a model's input, against that model's own schema), as
+     * the API description shows it; Fastify does not validate it. `consumes`: its media types
+     * when not JSON only.
+     */
+    documentedBody?: { readonly schema: Record<string, unknown>; readonly consumes?: readonly string[] };
+  }
+}
+
 /**
  * The longest path parameter (a model name, a job id: `<model>.<32 hex>` with a model name of at
  * most 64 characters) the router takes; a longer one is answered 414 `uri_too_long`.
@@ -17,6 +28,18 @@ export const PATH_PARAMS = {
     type: "object",
     properties: { jobId: { type: "string", minLength: 1, maxLength: MAX_PARAM_LENGTH } },
   },
+} as const;
+
+/**
+ * A model's input as the API description shows it: each model has its own JSON Schema (its
+ * `input_schema` in GET /api/models/{model}), which the route checks.
+ */
+export const MODEL_INPUT = {
+  type: "object",
+  additionalProperties: true,
+  description:
+    "The model's input: a JSON object matching the model's `input_schema` (GET /api/models/{model}); a mismatch is 422 invalid_input naming the field",
+  example: { text: "The new release is fantastic" },
 } as const;
 
 /** Every error code the API can answer with, by HTTP status (kept in step with the catalog by a test). */
@@ -219,16 +242,22 @@ function completeRoute(route: RouteOptions): void {
   // A path parameter over the router's limit never reaches the route.
   if (url.includes("/:")) add(414, ["uri_too_long"]);
   if (access === "public") {
-    // Probes and metrics answer in their own shapes, even when failing. /health and /metrics
-    // are rate-limited per address, and need a key when their *_PUBLIC setting is off.
+    // Probes and metrics answer in their own shapes, even when failing; they need a key when
+    // their *_PUBLIC setting is off. Every public route is rate-limited per address, and one
+    // with a body answers for it as any other.
     if (url === "/health" || url === "/metrics") {
       const setting = url === "/health" ? "HEALTH_PUBLIC" : "METRICS_PUBLIC";
       add(401, undefined, `Error; code: unauthorized (only with ${setting}=false)`);
-      add(429, ["rate_limited"]);
-      withRetryAfter(schema.response as Record<string, Record<string, unknown>>);
       // A key is optional: needed only with the setting off.
       schema.security ??= [{}, { bearer: [] }, { apiKey: [] }];
     }
+    add(429, ["rate_limited"]);
+    if (methods.some((m) => m === "POST")) {
+      add(400);
+      add(413, ["payload_too_large"]);
+      add(415);
+    }
+    withRetryAfter(schema.response as Record<string, Record<string, unknown>>);
     return;
   }
   add(401);
@@ -246,10 +275,13 @@ function completeRoute(route: RouteOptions): void {
   schema.security ??= [{ bearer: [] }, { apiKey: [] }];
 }
 
-/** Every 429 and 503 says when to come back. */
+/**
+ * Every 429 and 503 of the API says when to come back; a probe's 503 (`/health` unhealthy) is a
+ * state, not a refusal.
+ */
 function withRetryAfter(response: Record<string, Record<string, unknown>>): void {
   for (const status of ["429", "503"])
-    if (response[status] && !response[status].headers)
+    if (response[status] && !response[status].headers && response[status].$ref === "Error#")
       response[status] = { ...response[status], headers: { "retry-after": RESPONSE_HEADERS["retry-after"] } };
 }
 
@@ -284,6 +316,15 @@ export async function installOpenApi(app: FastifyInstance, version: string): Pro
           description: "The live dashboard: its page and assets (admin key or session), sign-in and sign-out",
         },
       ],
+    },
+    transform: ({ schema, url, route }) => {
+      const body = route.config?.documentedBody;
+      return {
+        url,
+        schema: body
+          ? { ...schema, body: body.schema, ...(body.consumes && { consumes: body.consumes }) }
+          : schema,
+      };
     },
     refResolver: {
       buildLocalReference: (json, _base, _fragment, i) =>

@@ -173,6 +173,10 @@ describe("OpenAPI document: every answer the routes give is documented", () => {
     await send("GET", "/dashboard/assets/dashboard.css", 200);
     await send("GET", "/dashboard/assets/nope.js", 404);
     await send("GET", "/dashboard/login", 200);
+    // The sign-in form's body is checked as any other.
+    await send("POST", "/dashboard/login", 400, "{");
+    await send("POST", "/dashboard/login", 415, "key=x", { "content-type": "text/plain" });
+    await send("POST", "/dashboard/login", 413, { key: "k".repeat(5000) });
     await send("POST", "/dashboard/logout", 303);
     // A path parameter over the router's limit: 414, documented where there are parameters.
     await send("GET", `/api/results/sentiment.${"0".repeat(100)}`, 414);

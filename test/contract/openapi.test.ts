@@ -52,7 +52,8 @@ describe("OpenAPI document", () => {
       ["/api/admin/jobs/{jobId}/retry", "post", ["202", "404", "409", "414"]],
       ["/api/results/{jobId}/feedback", "post", ["201", "404", "414"]],
       ["/dashboard/assets/{name}", "get", ["200", "401", "403", "404"]],
-      ["/dashboard/login", "post", ["204", "303", "401", "403"]],
+      ["/dashboard/login", "get", ["200", "429"]],
+      ["/dashboard/login", "post", ["204", "303", "400", "401", "403", "413", "415", "429", "503"]],
       ["/dashboard/logout", "post", ["303", "403", "503"]],
       ["/health/live", "get", []],
       ["/health/ready", "get", []],
@@ -62,6 +63,27 @@ describe("OpenAPI document", () => {
       assert.ok(op, `${method.toUpperCase()} ${path} documented`);
       for (const s of statuses) assert.ok(op.responses[s], `${method} ${path} documents ${s}`);
     }
+  });
+
+  it("describes the bodies routes check themselves, and Retry-After only where it is sent", () => {
+    type Op = {
+      requestBody?: { content: Record<string, { schema: { type?: string; example?: unknown } }> };
+      responses: Record<string, { headers?: Record<string, unknown> }>;
+    };
+    const op = (path: string, method: string) => doc.paths[path]?.[method] as Op | undefined;
+    // One input: an object, with an example the docs page fills in for "Try it out".
+    const submit = op("/api/ml/{model}", "post")?.requestBody?.content["application/json"]?.schema;
+    assert.equal(submit?.type, "object");
+    assert.ok(submit?.example);
+    // The sign-in form takes the key as a form field or JSON.
+    assert.deepEqual(Object.keys(op("/dashboard/login", "post")?.requestBody?.content ?? {}).sort(), [
+      "application/json",
+      "application/x-www-form-urlencoded",
+    ]);
+    // /health answers 503 unhealthy as a state, without Retry-After; its 429 says when to come back.
+    const health = op("/health", "get")?.responses;
+    assert.equal(health?.["503"]?.headers?.["retry-after"], undefined);
+    assert.ok(health?.["429"]?.headers?.["retry-after"]);
   });
 
   it("tags say who may call: admin routes, the dashboard and operations apart from predictions", () => {

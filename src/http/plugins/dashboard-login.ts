@@ -134,6 +134,14 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
       config: {
         access: "public",
         bodies: "a form (Content-Type: application/x-www-form-urlencoded) or JSON (application/json)",
+        documentedBody: {
+          schema: {
+            type: "object",
+            properties: { key: { type: "string", description: "An API key with the admin scope" } },
+            required: ["key"],
+          },
+          consumes: ["application/x-www-form-urlencoded", "application/json"],
+        },
       },
       bodyLimit: 4096,
       schema: {
@@ -152,6 +160,10 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
             $ref: "Error#",
           },
           403: { description: "Error; code: forbidden, a key without the admin scope", $ref: "Error#" },
+          503: {
+            description: "Error; code: service_unavailable (Redis away: no session can be recorded)",
+            $ref: "Error#",
+          },
         },
       },
     },

@@ -4,7 +4,7 @@ import { BatchTooLargeError, InvalidInputError, InvalidParameterError } from "..
 import { MAX_PROBLEMS, problemsToMessage, WHOLE_INPUT, type InputProblem } from "../../models/validation.js";
 import type { SubmitRequest } from "../../queue/intake.js";
 import type { CachedJobView } from "../../queue/view.js";
-import { PATH_PARAMS, RESPONSE_HEADERS } from "../openapi.js";
+import { MODEL_INPUT, PATH_PARAMS, RESPONSE_HEADERS } from "../openapi.js";
 import { PREFER_HEADER, preferredWaitSeconds } from "../prefer.js";
 import { hangUpSignal } from "../hang-up.js";
 import type { HttpDeps } from "../types.js";
@@ -150,7 +150,7 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
         headers,
         response: jobResponses,
       },
-      config: { access: "predict" },
+      config: { access: "predict", documentedBody: { schema: MODEL_INPUT } },
     },
     async (req, reply) => {
       const { descriptor, waitSeconds, request } = base(req, reply);
@@ -196,7 +196,15 @@ export const predictRoutes: FastifyPluginAsync<HttpDeps> = async (
         headers,
         body: {
           type: "object",
-          properties: { inputs: { type: "array", minItems: 1, items: {} } },
+          properties: {
+            inputs: {
+              type: "array",
+              minItems: 1,
+              description: `At most ${config.BATCH_MAX_ITEMS} (BATCH_MAX_ITEMS); more is 413 batch_too_large`,
+              // Checked by the route against the model's own schema, as one input is.
+              items: { description: MODEL_INPUT.description },
+            },
+          },
           required: ["inputs"],
           additionalProperties: false,
         },
