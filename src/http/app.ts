@@ -12,7 +12,7 @@ import { clientErrorHandler, frameworkErrors, refuseConnect } from "./plugins/cl
 import { dashboardLogin } from "./plugins/dashboard-login.js";
 import { installJsonBody } from "./plugins/json-body.js";
 import { installSecurityHeaders, securityHeaders } from "./plugins/security-headers.js";
-import { RequestLog } from "./request-log.js";
+import { recordClientHangUps, RequestLog } from "./request-log.js";
 import { installErrorHandling } from "./error-handler.js";
 import { adminCacheRoutes } from "./routes/admin-cache.js";
 import { adminJobRoutes } from "./routes/admin-jobs.js";
@@ -87,6 +87,9 @@ export async function buildApp(deps: HttpDeps): Promise<FastifyInstance> {
   app.removeContentTypeParser("text/plain");
   installJsonBody(app, config.JSON_MAX_DEPTH);
   installRequestMetrics(app, deps.telemetry);
+  recordClientHangUps(app, (route, method, status, seconds) =>
+    deps.telemetry.requestFinished(route, method, status, seconds),
+  );
   // Hooks that never wait take a callback: an async one costs a promise per request each.
   app.addHook("onRequest", (request, reply, done) => {
     void reply.header("x-request-id", request.id);

@@ -1,4 +1,10 @@
-import { LogController, type FastifyReply, type FastifyRequest } from "fastify";
+import { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+
+/**
+ * The status recorded (never sent) for a request whose client went away before its answer was
+ * complete, as nginx logs it: a `Prefer: wait` given up on, an event stream closed.
+ */
+export const CLIENT_CLOSED_REQUEST = 499;
 
 /**
  * One log line per request, written when it completes (method, route, status, duration),
@@ -32,4 +38,35 @@ export class RequestLog extends LogController {
     if (error) reply.log.error({ ...fields, err: error }, "request errored");
     else reply.log.info(fields, "request completed");
   }
+}
+
+/**
+ * Fastify logs and counts a request when its answer has been sent; one whose client left first
+ * never is. This records it too, as status 499: the log line and `onClosed` (the request
+ * metrics), so a client that gives up is seen as one.
+ */
+export function recordClientHangUps(
+  app: FastifyInstance,
+  onClosed: (route: string, method: string, status: number, seconds: number) => void,
+): void {
+  app.addHook("onRequest", (request, reply, done) => {
+    const res = reply.raw;
+    res.once("close", () => {
+      // Sent in full, or failed (Fastify records those itself).
+      if (res.writableFinished || res.errored) return;
+      const route = request.routeOptions.url ?? "(none)";
+      request.log.info(
+        {
+          event: "http_request",
+          method: request.method,
+          route,
+          status: CLIENT_CLOSED_REQUEST,
+          duration_ms: Math.round(reply.elapsedTime * 100) / 100,
+        },
+        "client closed the connection before the answer",
+      );
+      onClosed(route, request.method, CLIENT_CLOSED_REQUEST, reply.elapsedTime / 1000);
+    });
+    done();
+  });
 }

@@ -92,6 +92,40 @@ describe("JSON logs: one request id from API to worker, lifecycle events, no sec
     assert.equal(queued.job_id, r.body.job_id);
   });
 
+  it("a client that leaves a Prefer: wait request is logged and counted, as 499", async () => {
+    const leaving = new AbortController();
+    const pending = fetch(`${base}/api/ml/echo`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json", "x-request-id": "req-obs-gone" },
+      body: JSON.stringify({ text: "slow", sleep_ms: 2000 }),
+      signal: leaving.signal,
+    }).catch((err: unknown) => err);
+    await api.waitForLine((l) => l.event === "job_queued" && l.request_id === "req-obs-gone");
+    leaving.abort();
+    assert.ok((await pending) instanceof Error);
+    const line = await api.waitForLine((l) => l.event === "http_request" && l.request_id === "req-obs-gone");
+    assert.equal(line.status, 499);
+    assert.equal(line.route, "/api/ml/:model");
+    assert.ok(Number(line.duration_ms) > 0);
+    const metrics = await fetch(`${base}/metrics`, { headers: { authorization: auth.authorization } });
+    assert.match(
+      await metrics.text(),
+      /^inferline_http_requests_total\{route="\/api\/ml\/:model",method="POST",status="499"[^}]*\} 1$/m,
+    );
+    // Answered in full, a request is recorded once, with its own status.
+    const done = await call(base, "GET", "/api/models", undefined, {
+      ...auth,
+      "x-request-id": "req-obs-once",
+    });
+    assert.equal(done.status, 200);
+    await api.waitForLine((l) => l.event === "http_request" && l.request_id === "req-obs-once");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(
+      api.lines.filter((l) => l.request_id === "req-obs-once" && l.event === "http_request").length,
+      1,
+    );
+  });
+
   it("a failing job logs a retry and then its failure, each with its attempt", async () => {
     const r = await call(
       base,
