@@ -23,6 +23,24 @@ function urlPassword(url: string): string | undefined {
   }
 }
 
+/** Whether the URL names where Redis is: every host given, each port a TCP port. */
+function urlAddressed(url: string): boolean {
+  if (!/^rediss?:\/\//.test(url)) return true; // Reported as such.
+  let topology;
+  try {
+    topology = parseRedisUrl(url);
+  } catch {
+    return true; // Bad percent-encoding: reported as such.
+  }
+  const nodes = topology.nodes;
+  return (
+    nodes.length > 0 &&
+    nodes.every((n) => n.host.length > 0 && Number.isInteger(n.port) && n.port >= 1 && n.port <= 65535) &&
+    // One host is handed to the client as a URL: it must read it the same way.
+    (topology.kind !== "single" || URL.canParse(url))
+  );
+}
+
 const list = z
   .string()
   .transform((v) =>
@@ -122,6 +140,7 @@ export const ENV_SCHEMA = {
   REDIS_URL: z
     .string()
     .regex(/^rediss?:\/\//, "must start with redis:// or rediss://")
+    .refine(urlAddressed, "must name a host, and a port from 1 to 65535 when it gives one: redis://host:port")
     // The deploy examples' placeholder passwords are public: Redis would be open to anyone.
     .refine((v) => urlPassword(v) !== undefined, "its user or password is not valid percent-encoding")
     .refine(

@@ -40,9 +40,9 @@ export function parseRedisUrl(url: string): RedisTopology {
     .split(",")
     .filter((h) => h.length > 0)
     .map((h) => {
-      const i = h.lastIndexOf(":");
-      const host = i > 0 ? h.slice(0, i) : h;
-      return { host: host.replace(/^\[|\]$/g, ""), port: i > 0 ? Number(h.slice(i + 1)) : 6379 };
+      // host, host:port, [v6] or [v6]:port; a port that is no number is NaN (refused by config).
+      const [, host = "", port] = /^(\[[^\]]*\]|[^:]*)(?::(.*))?$/.exec(h) ?? [];
+      return { host: host.replace(/^\[|\]$/g, ""), port: port === undefined ? 6379 : Number(port || NaN) };
     });
   const sentinelName = params.get("sentinel") ?? undefined;
   const clusterFlag = params.get("cluster");

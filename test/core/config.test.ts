@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { parse } from "dotenv";
 import { buildConfig, ConfigError, ENV_SCHEMA } from "../../src/config/index.js";
+import { parseRedisUrl } from "../../src/redis/connection.js";
 
 describe("config", () => {
   it("applies documented defaults and freezes the result", () => {
@@ -23,6 +24,39 @@ describe("config", () => {
       const text = err.message;
       for (const v of ["PORT", "REDIS_URL", "WORKER_CONCURRENCY"]) assert.match(text, new RegExp(v));
     }
+  });
+
+  it("refuses a REDIS_URL that names no host or a port that is none, rather than guess", () => {
+    // ioredis reads an empty host as 127.0.0.1:6379: another Redis than the one meant.
+    for (const url of [
+      "redis://",
+      "redis://:secret@/0",
+      "redis://127.0.0.1:notaport",
+      "redis://127.0.0.1:99999",
+      "redis://redis:0",
+      "redis://[::1",
+      "redis://r1:7000,:7001?cluster=true",
+    ])
+      assert.throws(
+        () => buildConfig({ REDIS_URL: url }),
+        (err: Error) =>
+          err instanceof ConfigError &&
+          /REDIS_URL=\[redacted\]: must name a host, and a port/.test(err.message),
+        url,
+      );
+    for (const url of [
+      "redis://localhost",
+      "redis://[::1]",
+      "rediss://user:pw@[fd00::1]:6380/2",
+      "redis://r1:7000,r2:7001?cluster=true",
+      "redis://s1:26379,s2?sentinel=main",
+    ])
+      assert.equal(buildConfig({ REDIS_URL: url }).REDIS_URL, url);
+    assert.deepEqual(parseRedisUrl("redis://[::1]").nodes, [{ host: "::1", port: 6379 }]);
+    assert.deepEqual(parseRedisUrl("redis://a,[fd00::1]:7001").nodes, [
+      { host: "a", port: 6379 },
+      { host: "fd00::1", port: 7001 },
+    ]);
   });
 
   it("checks TRUST_PROXY entries at boot, naming the variable and the entry at fault", () => {
