@@ -172,11 +172,24 @@ export class Supervisor {
         const code = exitCode ?? (signal === "SIGKILL" ? (slot.announced ?? null) : null);
         if (child.pid !== undefined) this.opts.onExit?.(slot.spec.name, { pid: child.pid, code, signal });
         if (slot.stopping || this.stopping) {
+          // The stop's SIGTERM ends a child by the default action only before its first line
+          // has run (it holds signals from there on: cli/early-signals.ts), so before it
+          // started anything: stopped as cleanly as one that finished its work.
+          const unstarted = signal === "SIGTERM" && !slot.ready;
+          const clean = code === 0 || unstarted;
           // Stopped by a signal or a failure, not by finishing its work: `start` says so.
-          if (code !== 0) this.unclean.push(`${slot.spec.name} (${signal ?? code})`);
-          logger[code === 0 ? "info" : "warn"](
-            { event: "child_stopped", child: slot.spec.name, code, signal },
-            `${slot.spec.name} stopped (${signal ?? code})`,
+          if (!clean) this.unclean.push(`${slot.spec.name} (${signal ?? code})`);
+          logger[clean ? "info" : "warn"](
+            {
+              event: "child_stopped",
+              child: slot.spec.name,
+              code,
+              signal,
+              ...(unstarted && { before_start: true }),
+            },
+            unstarted
+              ? `${slot.spec.name} stopped before it had started`
+              : `${slot.spec.name} stopped (${signal ?? code})`,
           );
           return;
         }

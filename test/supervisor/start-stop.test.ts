@@ -122,6 +122,34 @@ describe("inferline start: stopping", () => {
     }
   });
 
+  it("Ctrl-C just after the children are launched, while they still load: exits 0, every child clean", async () => {
+    const prefix = uniquePrefix("start-soon");
+    const proc = spawnCli(["start", "--workers", "2"], {
+      ...testEnv(prefix, { PORT: String(await freePort()) }),
+      LOG_LEVEL: "info",
+    });
+    try {
+      // Launched, but not yet started: their modules are still loading.
+      await proc.waitForLine((l) => l.event === "autoscaler_started", 60_000);
+      proc.kill("SIGINT");
+      const exit = await proc.exited;
+      assert.equal(exit.code, 0, proc.stderr().slice(-2000));
+      assert.ok(!proc.lines.some((l) => l.event === "stop_unclean"), "no child counted as killed");
+      const stopped = proc.lines.filter((l) => l.event === "child_stopped");
+      assert.equal(stopped.length, 3, JSON.stringify(stopped));
+      // Each finished its own stop, or had its SIGTERM before its first line ran.
+      for (const line of stopped)
+        assert.ok(
+          line.code === 0 || (line.before_start === true && line.signal === "SIGTERM"),
+          JSON.stringify(line),
+        );
+    } finally {
+      await stop(proc);
+      killLeftovers(proc);
+      await cleanupPrefix(prefix);
+    }
+  });
+
   it("a second Ctrl-C while workers drain: exits 130 at once, leaving no API, worker or redis-server", async () => {
     const local = await localRedisEnv("start-twice", {
       WORKERS: "1",
