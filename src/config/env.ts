@@ -136,7 +136,9 @@ export const ENV_SCHEMA = {
     .min(1)
     .default("127.0.0.1")
     .describe("Address the API listens on (0.0.0.0 in containers)."),
-  PORT: int(0, 65535).default(3000).describe("API port (0 picks a free one)."),
+  PORT: int(0, 65535)
+    .default(3000)
+    .describe("API port (0 picks a free one; `start` picks it once and keeps it when the API restarts)."),
   REDIS_URL: z
     .string()
     .regex(/^rediss?:\/\//, "must start with redis:// or rediss://")

@@ -1,5 +1,7 @@
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { createServer } from "node:net";
 import { hostname } from "node:os";
 import type { Redis } from "ioredis";
 import type { Config } from "../config/index.js";
@@ -113,6 +115,16 @@ export function runKeys(config: Config): { env: Record<string, string>; banner: 
   };
 }
 
+/** A port free on `host` now, as the system hands one out for port 0. */
+async function freePort(host: string): Promise<number> {
+  const server = createServer().listen(0, host);
+  await once(server, "listening");
+  const { port } = server.address() as { port: number };
+  server.close();
+  await once(server, "close");
+  return port;
+}
+
 /**
  * `inferline start`: Redis (found or started), one API process and N worker processes, the
  * worker count then following queue depth (AUTOSCALE_*) unless AUTOSCALE=false or N is 0.
@@ -139,6 +151,10 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
     // The repository first: a broken one would only make the API and the workers crash-loop.
     const catalog = await loadCatalog(config);
     redis = await ensureRedis(config, logger, opts.env.PATH, (child) => (redisChild = child));
+    if (stopRequested) return;
+    // PORT=0: one free port, chosen once, so that an API restarted after a crash listens where
+    // the banner said.
+    const port = config.PORT === 0 ? await freePort(config.HOST) : config.PORT;
     if (stopRequested) return;
     const keys = runKeys(config);
     // With workers: the autoscaler's, the hang watch's and the heartbeat cleanup's connection. A
@@ -179,7 +195,7 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
       },
       onGiveUp: () => {
         const err = new StartError(
-          `the API exited ${API_START_ATTEMPTS} times in a row before it listened on ${config.HOST}:${config.PORT} (its reason is above); stopped everything`,
+          `the API exited ${API_START_ATTEMPTS} times in a row before it listened on ${config.HOST}:${port} (its reason is above); stopped everything`,
         );
         void stop().then(() => giveUp(err));
       },
@@ -187,7 +203,7 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
     supervisor = children;
     children.add({
       name: "api",
-      args: ["api"],
+      args: ["api", "--port", String(port)],
       readyWhen: (m) => (m as { type?: string }).type === "listening",
       giveUpAfter: API_START_ATTEMPTS,
     });

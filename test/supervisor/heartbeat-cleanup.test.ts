@@ -10,6 +10,27 @@ import { REDIS_URL, suitePrefixes } from "../support/redis.js";
 describe("inferline start removes the heartbeat of a worker that died", () => {
   const prefix = suitePrefixes();
 
+  it("PORT=0: an API restarted after kill -9 listens where the banner said", async () => {
+    const proc = spawnCli(
+      ["start", "--workers", "0"],
+      testEnv(prefix("start-api-port"), { LOG_LEVEL: "info", SUPERVISOR_RESTART_BACKOFF_MS: "100" }),
+    );
+    try {
+      const first = await proc.waitForLine((l) => l.event === "api_started", 30_000);
+      await eventually(async () => /Inferline is up: (\S+)/.test(proc.stderr()), 10_000);
+      const banner = /Inferline is up: (\S+)/.exec(proc.stderr())?.[1];
+      assert.equal(banner, first.url);
+      process.kill(first.pid as number, "SIGKILL");
+      const second = await proc.waitForLine((l) => l.event === "api_started" && l.pid !== first.pid, 30_000);
+      assert.equal(second.url, banner);
+      assert.equal((await call(banner!, "GET", "/health/live")).status, 200);
+      proc.kill("SIGTERM");
+      assert.equal((await proc.exited).code, 0, proc.stderr().slice(-2000));
+    } finally {
+      await stop(proc, 30_000);
+    }
+  });
+
   it("kill -9 of a worker: health stops counting it at once, not when its record expires", async () => {
     const p = prefix("start-dead-beat");
     // Records live 3 heartbeat intervals (60 s here): only the supervisor's cleanup removes the
