@@ -7,7 +7,8 @@ import type { StatsReader } from "./stats-report.js";
 import { recentJobsKey } from "./stats.js";
 import type { WorkerRecord, WorkerRegistry } from "./workers.js";
 
-export type HealthStatus = "warming_up" | "unhealthy" | "degraded" | "healthy";
+export const HEALTH_STATUSES = ["healthy", "degraded", "unhealthy", "warming_up"] as const;
+export type HealthStatus = (typeof HEALTH_STATUSES)[number];
 
 export interface HealthThresholds {
   /** HEALTH_WARMUP_MS: longest warm-up after start (ms). */

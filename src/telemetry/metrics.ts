@@ -182,6 +182,24 @@ export class Metrics {
     });
   }
 
+  /**
+   * `inferline_health_status{status}`: 1 for the state /health reports (its evaluation, shared
+   * with the probes), 0 for the others. What only /health could tell (Redis full, a version that
+   * failed to load, a model without workers) can then raise an alert.
+   */
+  trackHealth(read: () => Promise<{ status: string }>, states: readonly string[]): void {
+    new Gauge({
+      name: "inferline_health_status",
+      help: "1 for the state /health reports (healthy, degraded, unhealthy, warming_up), 0 for the others.",
+      labelNames: ["status"] as const,
+      registers: [this.registry],
+      async collect() {
+        const report = await read().catch(() => undefined);
+        for (const status of states) this.set({ status }, report?.status === status ? 1 : 0);
+      },
+    });
+  }
+
   async text(): Promise<string> {
     return this.registry.metrics();
   }

@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import type { Config } from "../config/index.js";
 import { FeedbackStore } from "./feedback.js";
-import { HealthService } from "./health.js";
+import { HEALTH_STATUSES, HealthService } from "./health.js";
 import type { Logger } from "./logger.js";
 import { Metrics } from "./metrics.js";
 import { QueueInspector } from "./queues.js";
@@ -72,6 +72,7 @@ export function createApiObservability(
       memoryMaxRatio: config.HEALTH_MEMORY_MAX_RATIO,
     },
   });
+  metrics?.trackHealth(() => health.detailed(), HEALTH_STATUSES);
   return {
     health,
     /** What buildApp takes. */

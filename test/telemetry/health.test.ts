@@ -324,6 +324,11 @@ describe("health states, each caused for real", () => {
         assert.match(h.body.reasons.join("\n"), /Redis is full/);
         // Every process sees it at once; results and cached answers still work: in rotation.
         assert.equal(h.ready, 200);
+        // Prometheus sees it too (InferlineUnhealthy), while Redis still counts as up.
+        const metrics = await (await fetch(`${base}/metrics`)).text();
+        assert.match(metrics, /^inferline_health_status\{status="unhealthy",role="api"\} 1$/m);
+        assert.match(metrics, /^inferline_health_status\{status="healthy",role="api"\} 0$/m);
+        assert.match(metrics, /^inferline_redis_up\{role="api"\} 1$/m);
       } finally {
         await admin.config("SET", "maxmemory", "0");
       }
