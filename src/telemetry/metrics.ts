@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { HEALTH_STATUSES } from "./health.js";
 import type { QueueReading } from "./queues.js";
 
 /** Seconds buckets for latencies: 1 ms to 60 s. */
@@ -120,9 +121,29 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(role: "api" | "worker", gauges?: () => Promise<QueueGauges>) {
+  /**
+   * The API's gauges read Redis on scrape (`gauges`), and `health` gives the state /health
+   * reports: `inferline_health_status{status}` is 1 for it and 0 for the others, so what only
+   * /health could tell (Redis full, a model without workers) can raise an alert.
+   */
+  constructor(
+    role: "api" | "worker",
+    gauges?: () => Promise<QueueGauges>,
+    health?: () => Promise<{ status: string }>,
+  ) {
     this.registry.setDefaultLabels({ role });
     collectDefaultMetrics({ register: this.registry, prefix: "inferline_" });
+    if (health)
+      new Gauge({
+        name: "inferline_health_status",
+        help: "1 for the state /health reports (healthy, degraded, unhealthy, warming_up), 0 for the others.",
+        labelNames: ["status"] as const,
+        registers: [this.registry],
+        async collect() {
+          const report = await health().catch(() => undefined);
+          for (const status of HEALTH_STATUSES) this.set({ status }, report?.status === status ? 1 : 0);
+        },
+      });
     if (!gauges) return;
     // Read once per scrape, shared by the gauges below.
     let reading: Promise<QueueGauges> | undefined;
@@ -178,24 +199,6 @@ export class Metrics {
           () => 0,
         );
         this.set(up);
-      },
-    });
-  }
-
-  /**
-   * `inferline_health_status{status}`: 1 for the state /health reports (its evaluation, shared
-   * with the probes), 0 for the others. What only /health could tell (Redis full, a version that
-   * failed to load, a model without workers) can then raise an alert.
-   */
-  trackHealth(read: () => Promise<{ status: string }>, states: readonly string[]): void {
-    new Gauge({
-      name: "inferline_health_status",
-      help: "1 for the state /health reports (healthy, degraded, unhealthy, warming_up), 0 for the others.",
-      labelNames: ["status"] as const,
-      registers: [this.registry],
-      async collect() {
-        const report = await read().catch(() => undefined);
-        for (const status of states) this.set({ status }, report?.status === status ? 1 : 0);
       },
     });
   }

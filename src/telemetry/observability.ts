@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import type { Config } from "../config/index.js";
 import { FeedbackStore } from "./feedback.js";
-import { HEALTH_STATUSES, HealthService } from "./health.js";
+import { HealthService } from "./health.js";
 import type { Logger } from "./logger.js";
 import { Metrics } from "./metrics.js";
 import { QueueInspector } from "./queues.js";
@@ -44,13 +44,6 @@ export function createApiObservability(
         config.STATS_RETENTION_SECONDS,
       )
     : undefined;
-  const metrics = on
-    ? new Metrics("api", async () => ({
-        models: await queues.read(models()),
-        // Live ones, as health counts them: a worker starting or draining takes no jobs.
-        workers: (await workers.list()).filter((w) => w.state === "running").length,
-      }))
-    : undefined;
   const health = new HealthService({
     redis,
     prefix: config.REDIS_KEY_PREFIX,
@@ -72,7 +65,17 @@ export function createApiObservability(
       memoryMaxRatio: config.HEALTH_MEMORY_MAX_RATIO,
     },
   });
-  metrics?.trackHealth(() => health.detailed(), HEALTH_STATUSES);
+  const metrics = on
+    ? new Metrics(
+        "api",
+        async () => ({
+          models: await queues.read(models()),
+          // Live ones, as health counts them: a worker starting or draining takes no jobs.
+          workers: (await workers.list()).filter((w) => w.state === "running").length,
+        }),
+        () => health.detailed(),
+      )
+    : undefined;
   return {
     health,
     /** What buildApp takes. */

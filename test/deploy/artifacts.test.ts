@@ -254,7 +254,8 @@ describe("probes, ports and metric names exist", () => {
               workers: 1,
             })
           : undefined;
-      const text = await new Metrics(role, gauges).text();
+      const health = role === "api" ? async () => ({ status: "healthy" }) : undefined;
+      const text = await new Metrics(role, gauges, health).text();
       for (const [, name, type] of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
         names.add(name!);
         if (type === "histogram" || type === "summary")
