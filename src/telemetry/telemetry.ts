@@ -16,6 +16,12 @@ export interface ApiHooks {
   cacheLookup(model: string, version: string, hit: boolean): void;
 }
 
+/**
+ * The methods counted by name; any other (PROPFIND, TRACE, ...: all answered 405 or 404) is
+ * counted as `OTHER`, so a client trying each method Node knows adds no series of its own.
+ */
+const COUNTED_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
 export class ApiTelemetry implements ApiHooks {
   constructor(
     readonly metrics?: Metrics,
@@ -26,8 +32,9 @@ export class ApiTelemetry implements ApiHooks {
     return this.metrics !== undefined;
   }
 
-  requestFinished(route: string, method: string, status: number, seconds: number): void {
+  requestFinished(route: string, requestMethod: string, status: number, seconds: number): void {
     if (!this.metrics) return;
+    const method = COUNTED_METHODS.has(requestMethod) ? requestMethod : "OTHER";
     this.metrics.httpRequests.inc({ route, method, status: String(status) });
     this.metrics.httpDuration.observe({ route, method }, seconds);
     this.stats?.count("", "", "req");

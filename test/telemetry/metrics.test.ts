@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
+import { request } from "undici";
 import { startApi, type ApiHandle } from "../../src/api/main.js";
 import { Metrics } from "../../src/telemetry/metrics.js";
 import { serveMetrics } from "../../src/telemetry/metrics-server.js";
@@ -105,6 +106,27 @@ describe("Prometheus metrics move by exactly the traffic sent", () => {
       const problems = promtoolProblems(text);
       if (problems !== undefined) assert.equal(problems, "");
     }
+  });
+
+  it("methods outside HTTP's usual few are counted as one, not a series each", async () => {
+    const before = await scrape(`${api.url}/metrics`);
+    const exotic = ["PROPFIND", "MKCOL", "PURGE", "TRACE", "LOCK"];
+    for (const method of exotic) {
+      // Any token is a method on the wire; undici types only the usual ones.
+      const res = await request(`${api.url}/api/models`, { method: method as "GET" });
+      await res.body.dump();
+      assert.ok(res.statusCode === 405 || res.statusCode === 404, `${method}: ${res.statusCode}`);
+    }
+    const after = await scrape(`${api.url}/metrics`);
+    const samples = (x: Scrape) =>
+      x.families.find((f) => f.name === "inferline_http_requests_total")?.metrics ?? [];
+    const methods = new Set(samples(after).map((m) => m.labels?.method));
+    for (const method of exotic) assert.ok(!methods.has(method), method);
+    const other = (x: Scrape) =>
+      samples(x)
+        .filter((m) => m.labels?.method === "OTHER")
+        .reduce((sum, m) => sum + Number(m.value), 0);
+    assert.equal(other(after) - other(before), exotic.length);
   });
 
   it("inferline_queue_depth and the oldest job age count jobs nobody takes", async () => {
