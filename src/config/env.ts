@@ -125,7 +125,10 @@ export const ENV_SCHEMA = {
       "development | production | test. `.env` is read outside production; logs are pretty only in development.",
     ),
   LOG_LEVEL: z
-    .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+    .string()
+    // WARN as well as warn, as other tools accept it.
+    .transform((v) => v.toLowerCase())
+    .pipe(z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]))
     .default("info")
     .describe("pino log level."),
   LOG_PRETTY: bool
@@ -527,7 +530,7 @@ export const ENV_SCHEMA = {
   HEALTH_MEMORY_MAX_RATIO: num(0.1, 1)
     .default(0.9)
     .describe(
-      "API process memory (RSS against its cgroup limit, else heap against the V8 limit) above which health is unhealthy (0..1).",
+      "API process memory (RSS against its cgroup limit, else heap against the V8 limit) above which health is unhealthy (0.1 to 1).",
     ),
 } as const;
 

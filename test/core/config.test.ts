@@ -26,6 +26,12 @@ describe("config", () => {
     }
   });
 
+  it("takes a log level in any case, and names the levels when it is none", () => {
+    assert.equal(buildConfig({ LOG_LEVEL: "WARN" }).LOG_LEVEL, "warn");
+    assert.equal(buildConfig({ LOG_LEVEL: "Debug" }).LOG_LEVEL, "debug");
+    assert.throws(() => buildConfig({ LOG_LEVEL: "loud" }), /LOG_LEVEL="loud": .*"warn"/);
+  });
+
   it("refuses a REDIS_URL that names no host or a port that is none, rather than guess", () => {
     // ioredis reads an empty host as 127.0.0.1:6379: another Redis than the one meant.
     for (const url of [
