@@ -302,6 +302,21 @@ void describe("API keys", () => {
   });
 });
 
+void describe("health kept for keys (HEALTH_PUBLIC=false)", () => {
+  const keys = testKeys();
+  const inferline = useInferline("sec-health-closed", { env: { ...keys.env, HEALTH_PUBLIC: "false" } });
+
+  void it("readiness stays open to probes but names no reasons; /health gives them to a key", async () => {
+    const ready = await call(inferline.url, "GET", "/health/ready");
+    assert.ok(ready.status === 200 || ready.status === 503, String(ready.status));
+    assert.ok(typeof ready.body.health === "string");
+    assert.equal(ready.body.reasons, undefined);
+    assert.equal((await call(inferline.url, "GET", "/health")).status, 401);
+    const full = await call(inferline.url, "GET", "/health", undefined, bearer(keys.predict));
+    assert.ok(Array.isArray(full.body.reasons));
+  });
+});
+
 void describe("authentication off (AUTH_DISABLED)", () => {
   const LISTED = "https://app.example";
   const inferline = useInferline("sec-auth-off", { env: { AUTH_DISABLED: "true", CORS_ORIGINS: LISTED } });

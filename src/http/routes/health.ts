@@ -8,7 +8,7 @@ import type { HttpDeps } from "../types.js";
  * while warming up, draining or unable to serve (see HealthService.readiness). `/health`: the
  * detailed state with its reasons.
  */
-export const healthRoutes: FastifyPluginAsync<HttpDeps> = async (app, { health }) => {
+export const healthRoutes: FastifyPluginAsync<HttpDeps> = async (app, { health, config }) => {
   const ready = objectResponse("Ready", {
     status: { type: "string", enum: ["ready", "not_ready"] },
     health: { type: "string" },
@@ -37,16 +37,28 @@ export const healthRoutes: FastifyPluginAsync<HttpDeps> = async (app, { health }
       schema: {
         response: {
           200: ready,
-          503: { ...ready, description: "Not ready: warming up, draining or unable to serve (see reasons)" },
+          503: {
+            ...ready,
+            description:
+              "Not ready: warming up, draining or unable to serve (see reasons; with HEALTH_PUBLIC=false there are none: GET /health with a key has them)",
+          },
         },
       },
     },
     async (_req, reply) => {
       const r = await health.readiness();
-      return reply
-        .code(r.ready ? 200 : 503)
-        .header("cache-control", "no-store")
-        .send({ status: r.ready ? "ready" : "not_ready", health: r.status, reasons: r.reasons });
+      return (
+        reply
+          .code(r.ready ? 200 : 503)
+          .header("cache-control", "no-store")
+          // Always open (probes send no key): its reasons name models, hosts and Redis's memory,
+          // which HEALTH_PUBLIC=false keeps for callers with a key (GET /health).
+          .send({
+            status: r.ready ? "ready" : "not_ready",
+            health: r.status,
+            ...(config.HEALTH_PUBLIC && { reasons: r.reasons }),
+          })
+      );
     },
   );
 
