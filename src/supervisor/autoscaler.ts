@@ -124,6 +124,8 @@ export class Autoscaler {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
+  /** Since when samples fail (Redis away): said once, and once when they work again. */
+  private failingSince: number | undefined;
 
   constructor(private readonly deps: AutoscalerDeps) {}
 
@@ -146,11 +148,20 @@ export class Autoscaler {
     try {
       sample = await this.deps.sample();
     } catch (err) {
-      logger.warn(
+      const first = this.failingSince === undefined;
+      this.failingSince ??= Date.now();
+      logger[first ? "warn" : "debug"](
         { event: "autoscale_sample_failed", err: (err as Error).message },
-        "autoscaler: cannot read queues",
+        "autoscaler: cannot read the queues; holding the worker count until it can",
       );
       return undefined;
+    }
+    if (this.failingSince !== undefined) {
+      logger.info(
+        { event: "autoscale_sample_restored", down_ms: Date.now() - this.failingSince },
+        "autoscaler: reads the queues again",
+      );
+      this.failingSince = undefined;
     }
     if (this.stopped) return undefined;
     const current = this.deps.current();

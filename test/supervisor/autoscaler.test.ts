@@ -3,7 +3,14 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { buildConfig } from "../../src/config/index.js";
-import { decide, INITIAL_STATE, type ScalePolicy, type ScaleState } from "../../src/supervisor/autoscaler.js";
+import {
+  Autoscaler,
+  decide,
+  INITIAL_STATE,
+  type ScalePolicy,
+  type ScaleState,
+} from "../../src/supervisor/autoscaler.js";
+import type { Logger } from "../../src/telemetry/logger.js";
 import { scalePolicy } from "../../src/supervisor/start.js";
 import { WorkerRegistry } from "../../src/telemetry/workers.js";
 import { testEnv } from "../support/config.js";
@@ -145,6 +152,40 @@ void describe("autoscaler decisions", () => {
   void it("brings a count outside the bounds back at once", () => {
     assert.equal(decide(policy, INITIAL_STATE, { at: 0, depth: 0, processed: 0 }, 1).target, 2);
     assert.equal(decide(policy, INITIAL_STATE, { at: 0, depth: 0, processed: 0 }, 14).target, 10);
+  });
+});
+
+void describe("autoscaler without its readings", () => {
+  void it("says once that it cannot read the queues, once that it can again, and holds the count", async () => {
+    const lines: { level: string; event?: unknown }[] = [];
+    const log = (level: string) => (o: { event?: unknown }) => lines.push({ level, ...o });
+    const logger = { warn: log("warn"), debug: log("debug"), info: log("info") } as unknown as Logger;
+    let readable = false;
+    let scaled = 0;
+    const autoscaler = new Autoscaler({
+      policy,
+      logger,
+      sample: async () => {
+        if (!readable) throw new Error("Stream isn't writeable and enableOfflineQueue options is false");
+        return { at: Date.now(), depth: 0, processed: 0 };
+      },
+      current: () => 2,
+      scaleTo: async () => void scaled++,
+    });
+    for (let i = 0; i < 4; i++) assert.equal(await autoscaler.tick(), undefined);
+    readable = true;
+    await autoscaler.tick();
+    await autoscaler.tick();
+    const failed = lines.filter((l) => l.event === "autoscale_sample_failed");
+    assert.deepEqual(
+      failed.map((l) => l.level),
+      ["warn", "debug", "debug", "debug"],
+    );
+    assert.deepEqual(
+      lines.filter((l) => l.event === "autoscale_sample_restored").map((l) => l.level),
+      ["info"],
+    );
+    assert.equal(scaled, 0);
   });
 });
 
