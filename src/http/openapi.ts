@@ -219,7 +219,10 @@ function completeRoute(route: RouteOptions): void {
     route.config = { ...route.config, access: "public" };
     return;
   }
-  const schema = (route.schema ??= {}) as Record<string, unknown> & { response?: Record<string, unknown> };
+  // Its own copy: routes may share one schema object (pause and resume), but not their name.
+  const schema = (route.schema = { ...route.schema }) as Record<string, unknown> & {
+    response?: Record<string, unknown>;
+  };
   const access = (route.config as { access?: string } | undefined)?.access ?? "admin";
   const methods = Array.isArray(route.method) ? route.method : [route.method];
   const add = (status: number, codes?: readonly string[], description?: string) => {
@@ -229,6 +232,8 @@ function completeRoute(route: RouteOptions): void {
         ? { ...errorResponse(status, codes), description }
         : errorResponse(status, codes);
   };
+  // A name code generators use for the call: the method and the path (`postApiMlModel`).
+  schema.operationId ??= operationId(methods[0] ?? "GET", url);
   const operations = url.startsWith("/health") || url === "/metrics";
   schema.tags ??= [
     url.startsWith("/dashboard")
@@ -273,6 +278,12 @@ function completeRoute(route: RouteOptions): void {
   add(503);
   withRetryAfter(schema.response as Record<string, Record<string, unknown>>);
   schema.security ??= [{ bearer: [] }, { apiKey: [] }];
+}
+
+/** `POST /api/ml/:model/batch` → `postApiMlModelBatch`. */
+function operationId(method: string, url: string): string {
+  const words = url.split(/[^A-Za-z0-9]+/).filter((w) => w.length > 0);
+  return method.toLowerCase() + words.map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join("");
 }
 
 /**

@@ -86,6 +86,18 @@ describe("OpenAPI document", () => {
     assert.ok(health?.["429"]?.headers?.["retry-after"]);
   });
 
+  it("names every operation once, for code generators", () => {
+    const ids = Object.values(doc.paths).flatMap((ops) =>
+      Object.values(ops).map((op) => (op as { operationId?: string }).operationId),
+    );
+    assert.ok(
+      ids.every((id) => typeof id === "string" && /^[a-z]+[A-Za-z0-9]*$/.test(id)),
+      JSON.stringify(ids),
+    );
+    assert.equal(new Set(ids).size, ids.length);
+    assert.ok(ids.includes("postApiMlModel") && ids.includes("getApiResultsJobId"), JSON.stringify(ids));
+  });
+
   it("tags say who may call: admin routes, the dashboard and operations apart from predictions", () => {
     const tagOf = (path: string, method: string) => doc.paths[path]?.[method]?.tags?.[0];
     assert.equal(tagOf("/api/stats", "get"), "admin");
