@@ -3,7 +3,10 @@ import { HEALTH_STATUSES } from "./health.js";
 import type { QueueReading } from "./queues.js";
 
 /** Seconds buckets for latencies: 1 ms to 60 s. */
-const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+/** Seconds; from 0.1 ms, as small models (sentiment, echo) infer in well under a millisecond. */
+const LATENCY_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+];
 const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
 /** A live reading taken when Prometheus scrapes (queue depth, workers). */
