@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, realpathSync } from "node:fs";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -15,7 +15,28 @@ export interface RedisHandle {
   readonly url: string;
   /** True when `start` launched this redis-server itself (it stops it on exit). */
   readonly owned: boolean;
+  /**
+   * True when the Redis found on LOCAL_REDIS_PORT keeps its data in LOCAL_REDIS_DIR: one an
+   * earlier `start` launched and could not stop (it was killed). Nothing stops it on exit.
+   */
+  readonly leftRunning?: boolean;
   stop(): Promise<void>;
+}
+
+/** The folder the Redis at `url` keeps its data in (CONFIG GET dir), if it says. */
+async function redisDataDir(url: string, ms: number): Promise<string | undefined> {
+  const probe = createRedis(url, "command", { retryStrategy: () => null, connectTimeout: ms });
+  probe.on("error", () => {});
+  try {
+    await waitReady(probe, ms);
+    const reply = (await probe.config("GET", "dir")) as string[];
+    return reply[1];
+  } catch {
+    // CONFIG renamed or refused: nothing to tell.
+    return undefined;
+  } finally {
+    probe.disconnect();
+  }
 }
 
 /** True when Redis at `url` answers PING within `ms`; never throws, never retries. */
@@ -83,11 +104,20 @@ export async function ensureRedis(
     return none;
   }
   if (await redisAnswers(config.redisUrl, 1000)) {
-    logger.info(
-      { event: "redis_found", port: config.LOCAL_REDIS_PORT },
-      `using the Redis answering on 127.0.0.1:${config.LOCAL_REDIS_PORT}`,
-    );
-    return none;
+    const dir = path.resolve(config.LOCAL_REDIS_DIR);
+    const found = await redisDataDir(config.redisUrl, 1000);
+    const leftRunning = found !== undefined && existsSync(dir) && found === realpathSync(dir);
+    if (leftRunning)
+      logger.warn(
+        { event: "redis_found", port: config.LOCAL_REDIS_PORT, left_running: true, dir },
+        `using the redis-server an earlier inferline start left running on 127.0.0.1:${config.LOCAL_REDIS_PORT} (data in ${dir}); it is not stopped on exit: redis-cli -p ${config.LOCAL_REDIS_PORT} shutdown stops it`,
+      );
+    else
+      logger.info(
+        { event: "redis_found", port: config.LOCAL_REDIS_PORT },
+        `using the Redis answering on 127.0.0.1:${config.LOCAL_REDIS_PORT}`,
+      );
+    return { ...none, leftRunning };
   }
   const binary = onPath("redis-server", pathVar);
   if (!binary) {

@@ -256,7 +256,12 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
       }
     }
 
-    const { owned } = redis;
+    const { owned, leftRunning } = redis;
+    const redisLine = owned
+      ? `started here on 127.0.0.1:${config.LOCAL_REDIS_PORT} (stopped on exit)`
+      : leftRunning
+        ? `left running by an earlier start on 127.0.0.1:${config.LOCAL_REDIS_PORT} (not stopped on exit: redis-cli -p ${config.LOCAL_REDIS_PORT} shutdown)`
+        : "external";
     void url.then((u) => {
       opts.print(
         [
@@ -266,7 +271,7 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
           `    predict   curl -s -XPOST ${u}/api/ml/sentiment -H 'content-type: application/json' -H 'Prefer: wait=5'${config.AUTH_DISABLED ? "" : ' -H "Authorization: Bearer $INFERLINE_API_KEY"'} -d '{"text":"I love it"}'`,
           `    models    ${u}/api/models`,
           `    health    ${u}/health`,
-          `    redis     ${owned ? `started here on 127.0.0.1:${config.LOCAL_REDIS_PORT} (stopped on exit)` : "external"}`,
+          `    redis     ${redisLine}`,
           `    workers   ${opts.workers} process(es)${scaling ? " (autoscaled on queue depth)" : ""}`,
           "  Ctrl-C stops everything gracefully.",
           "",

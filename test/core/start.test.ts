@@ -7,7 +7,8 @@ import { testEnv } from "../support/config.js";
 import { call, eventually, freePort } from "../support/http.js";
 import { localRedisEnv } from "../support/local-redis-env.js";
 import { alive, ROOT, spawnCli, stop } from "../support/processes.js";
-import { cleanupPrefix, uniquePrefix } from "../support/redis.js";
+import { redisAnswers } from "../../src/supervisor/local-redis.js";
+import { cleanupPrefix, ownRedis, uniquePrefix } from "../support/redis.js";
 
 async function bannerUrl(stderr: () => string): Promise<string> {
   return eventually(async () => /Inferline is up: (http:\/\/\S+)/.exec(stderr())?.[1], 30_000);
@@ -105,6 +106,32 @@ describe("inferline start", () => {
     } finally {
       await stop(proc);
       await local.cleanup();
+    }
+  });
+
+  it("names a redis-server an earlier start left running, uses it, and leaves it running", async () => {
+    // What a start killed with -9 leaves behind: its redis-server, with its data in LOCAL_REDIS_DIR.
+    const redis = await ownRedis({ aof: false });
+    const prefix = uniquePrefix("start-left");
+    const env = testEnv(prefix, {
+      LOCAL_REDIS_PORT: String(redis.port),
+      LOCAL_REDIS_DIR: redis.dir,
+      WORKERS: "0",
+      LOG_LEVEL: "info",
+    });
+    delete (env as Record<string, string | undefined>).REDIS_URL;
+    const proc = spawnCli(["start"], env);
+    try {
+      await bannerUrl(proc.stderr);
+      assert.match(proc.stderr(), /redis\s+left running by an earlier start .*redis-cli -p \d+ shutdown/);
+      const found = await proc.waitForLine((l) => l.event === "redis_found");
+      assert.equal(found.left_running, true);
+      proc.kill("SIGINT");
+      assert.equal((await proc.exited).code, 0);
+      assert.ok(await redisAnswers(redis.url, 1000), "not stopped: this run did not start it");
+    } finally {
+      await stop(proc);
+      await redis.destroy();
     }
   });
 
