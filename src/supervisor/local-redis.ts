@@ -20,6 +20,8 @@ export interface RedisHandle {
    * earlier `start` launched and could not stop (it was killed). Nothing stops it on exit.
    */
   readonly leftRunning?: boolean;
+  /** False when REDIS_URL did not answer at start (the processes wait for it). */
+  readonly answering?: boolean;
   stop(): Promise<void>;
 }
 
@@ -95,13 +97,14 @@ export async function ensureRedis(
   const target = config.redisUrl;
   const none = { url: target, owned: false, stop: async () => {} };
   if (config.redisUrlFromEnv) {
-    if (!(await reachable(target, 2000))) {
+    const answering = await reachable(target, 2000);
+    if (!answering) {
       logger.warn(
         { event: "redis_unreachable" },
         "REDIS_URL does not answer yet; the API answers 503 until it does",
       );
     }
-    return none;
+    return { ...none, answering };
   }
   if (await redisAnswers(config.redisUrl, 1000)) {
     const dir = path.resolve(config.LOCAL_REDIS_DIR);

@@ -256,12 +256,14 @@ export function runStart(config: Config, logger: Logger, opts: StartOptions): St
       }
     }
 
-    const { owned, leftRunning } = redis;
+    const { owned, leftRunning, answering } = redis;
     const redisLine = owned
       ? `started here on 127.0.0.1:${config.LOCAL_REDIS_PORT} (stopped on exit)`
       : leftRunning
         ? `left running by an earlier start on 127.0.0.1:${config.LOCAL_REDIS_PORT} (not stopped on exit: redis-cli -p ${config.LOCAL_REDIS_PORT} shutdown)`
-        : "external";
+        : answering === false
+          ? "external, not answering yet (predictions answer 503 until it does)"
+          : "external";
     void url.then((u) => {
       opts.print(
         [

@@ -140,7 +140,7 @@ describe("inferline start", () => {
     const proc = spawnCli(["start", "--workers", "1"], testEnv(prefix, { LOG_LEVEL: "warn" }));
     try {
       const url = await bannerUrl(proc.stderr);
-      assert.match(proc.stderr(), /redis\s+external/);
+      assert.match(proc.stderr(), /redis\s+external\n/);
       const r = await eventually(
         async () => {
           const res = await call(url, "POST", "/api/ml/echo", { text: "hi" }, { prefer: "wait=5" });
@@ -155,6 +155,24 @@ describe("inferline start", () => {
     } finally {
       await stop(proc);
       await cleanupPrefix(prefix);
+    }
+  });
+
+  it("a REDIS_URL that does not answer yet: the banner says so, and start waits for it", async () => {
+    const proc = spawnCli(
+      ["start", "--workers", "0"],
+      testEnv(uniquePrefix("start-url-down"), { REDIS_URL: `redis://127.0.0.1:${await freePort()}` }),
+    );
+    try {
+      await bannerUrl(proc.stderr);
+      assert.match(
+        proc.stderr(),
+        /redis\s+external, not answering yet \(predictions answer 503 until it does\)/,
+      );
+      proc.kill("SIGTERM");
+      assert.equal((await proc.exited).code, 0);
+    } finally {
+      await stop(proc);
     }
   });
 
