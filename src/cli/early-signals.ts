@@ -1,3 +1,5 @@
+import type { SignalsHeldMessage } from "../contracts/child-messages.js";
+
 /**
  * The commands that run until stopped load their modules (ONNX Runtime, BullMQ, Fastify) for up
  * to a second or more before their own signal handlers exist. A SIGTERM in that time (a
@@ -18,6 +20,9 @@ const hold = (signal: NodeJS.Signals) => {
 export function holdEarlySignals(command: string | undefined): void {
   if (command !== "start" && command !== "api" && command !== "worker") return;
   for (const signal of HELD) process.on(signal, hold);
+  // Under `inferline start`: its stop is handled from now on.
+  const held: SignalsHeldMessage = { type: "signals_held" };
+  process.send?.(held);
 }
 
 /** Called once the command's own handlers are installed: they receive what was held. */

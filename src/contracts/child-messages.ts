@@ -31,3 +31,16 @@ export function isRecyclingMessage(m: unknown): m is RecyclingMessage {
   const { type, jobs, reason } = m as { type?: unknown; jobs?: unknown; reason?: unknown };
   return type === "recycling" && typeof jobs === "number" && typeof reason === "string";
 }
+
+/**
+ * Sent from a child's first line, once it holds SIGTERM, SIGINT and SIGHUP (cli/early-signals.ts):
+ * from then on a stop signal is handled, so a child ended by the default action of the
+ * supervisor's SIGTERM had not got that far (it had started nothing).
+ */
+export interface SignalsHeldMessage {
+  readonly type: "signals_held";
+}
+
+export function isSignalsHeldMessage(m: unknown): m is SignalsHeldMessage {
+  return typeof m === "object" && m !== null && (m as { type?: unknown }).type === "signals_held";
+}

@@ -1,5 +1,5 @@
 import { fork, type ChildProcess } from "node:child_process";
-import { isExitingMessage, isRecyclingMessage } from "../contracts/child-messages.js";
+import { isExitingMessage, isRecyclingMessage, isSignalsHeldMessage } from "../contracts/child-messages.js";
 import type { Logger } from "../telemetry/logger.js";
 import { terminateChild } from "./terminate.js";
 
@@ -29,6 +29,8 @@ interface Slot {
   /** Whether the running child said it was ready, and launches in a row that never did. */
   ready: boolean;
   unready: number;
+  /** Whether the running child said it holds stop signals (from its entry's first line). */
+  signalsHeld: boolean;
   stopping: boolean;
   exited: Promise<void>;
   /** The status the running child said it exits with before a SIGKILL hid it. */
@@ -91,6 +93,7 @@ export class Supervisor {
       failures: 0,
       ready: false,
       unready: 0,
+      signalsHeld: false,
       stopping: false,
       exited: Promise.resolve(),
       announced: undefined,
@@ -150,9 +153,11 @@ export class Supervisor {
     slot.launchedAt = started;
     this.live.add(child);
     slot.ready = false;
+    slot.signalsHeld = false;
     slot.announced = undefined;
     slot.recycledAfter = undefined;
     child.on("message", (m) => {
+      if (isSignalsHeldMessage(m)) slot.signalsHeld = true;
       if (isExitingMessage(m)) slot.announced = m.code;
       if (isRecyclingMessage(m)) slot.recycledAfter = m.jobs;
       if (slot.spec.readyWhen?.(m)) {
@@ -173,9 +178,9 @@ export class Supervisor {
         if (child.pid !== undefined) this.opts.onExit?.(slot.spec.name, { pid: child.pid, code, signal });
         if (slot.stopping || this.stopping) {
           // The stop's SIGTERM ends a child by the default action only before its first line
-          // has run (it holds signals from there on: cli/early-signals.ts), so before it
-          // started anything: stopped as cleanly as one that finished its work.
-          const unstarted = signal === "SIGTERM" && !slot.ready;
+          // has run (it holds signals from there on, and says so: cli/early-signals.ts), so
+          // before it started anything: stopped as cleanly as one that finished its work.
+          const unstarted = signal === "SIGTERM" && !slot.signalsHeld;
           const clean = code === 0 || unstarted;
           // Stopped by a signal or a failure, not by finishing its work: `start` says so.
           if (!clean) this.unclean.push(`${slot.spec.name} (${signal ?? code})`);
