@@ -132,7 +132,8 @@ export function installErrorHandling(
       return reply.code(err.status).headers(err.headers).send(err.body());
     }
     // The dashboard's address as often typed; one address keeps links and bookmarks alike.
-    if (path === "/dashboard/" && request.method === "GET") return reply.redirect("/dashboard", 301);
+    if (path === "/dashboard/" && (request.method === "GET" || request.method === "HEAD"))
+      return reply.redirect(`/dashboard${request.url.slice(path.length)}`, 301);
     const err = new RouteNotFoundError(`no route ${request.method} ${path}`);
     void reply.code(err.status);
     if (isDashboardPage(request))

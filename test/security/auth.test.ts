@@ -206,6 +206,19 @@ void describe("API keys", () => {
     });
     assert.equal(slash.status, 301);
     assert.equal(slash.headers.get("location"), "/dashboard");
+    const withQuery = await fetch(`${inferline.url}/dashboard/?tab=queues`, {
+      method: "HEAD",
+      headers: { cookie: session },
+      redirect: "manual",
+    });
+    assert.equal(withQuery.status, 301);
+    assert.equal(withQuery.headers.get("location"), "/dashboard?tab=queues");
+    // The sign-in page answers whatever its query says.
+    for (const query of ["?ended=1", "?ended=123456789", "?ended=1&ended=2", "?ended"]) {
+      const login = await fetch(`${inferline.url}/dashboard/login${query}`);
+      assert.equal(login.status, 200, query);
+      assert.match(await login.text(), /session has ended/, query);
+    }
     const typo = await fetch(`${inferline.url}/dashboard/stats`, {
       headers: { cookie: session, accept: "text/html" },
     });

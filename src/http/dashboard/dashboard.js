@@ -72,8 +72,8 @@ async function getJson(url, init) {
     throw new Error("the API could not be reached", { cause: err });
   }
   if (res.status === 401 || res.status === 403) {
-    // The session ended while the page was open (it expired, or was signed out elsewhere).
-    window.location.href = "/dashboard/login?ended=1";
+    // 401: the session ended while the page was open (it expired, or was signed out elsewhere).
+    window.location.href = res.status === 401 ? "/dashboard/login?ended=1" : "/dashboard/login";
     throw new Error("not signed in");
   }
   // A proxy's own error page (HTML) is no answer of the API's.

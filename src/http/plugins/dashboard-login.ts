@@ -102,7 +102,7 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
       .header("cache-control", "no-store")
       .send(page(message));
 
-  app.get<{ Querystring: { ended?: string } }>(
+  app.get<{ Querystring: { ended?: unknown } }>(
     "/dashboard/login",
     {
       config: { access: "public" },
@@ -110,9 +110,8 @@ export const dashboardLogin: FastifyPluginAsync<{ config: Config; security: Secu
         querystring: {
           type: "object",
           properties: {
+            // Any value, or several: the page only asks whether it is there.
             ended: {
-              type: "string",
-              maxLength: 8,
               description: "Set by the dashboard when its session ended while it was open: the page says so",
             },
           },
