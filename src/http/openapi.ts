@@ -248,15 +248,16 @@ function completeRoute(route: RouteOptions): void {
   if (url.includes("/:")) add(414, ["uri_too_long"]);
   if (access === "public") {
     // Probes and metrics answer in their own shapes, even when failing; they need a key when
-    // their *_PUBLIC setting is off. Every public route is rate-limited per address, and one
-    // with a body answers for it as any other.
+    // their *_PUBLIC setting is off. Public routes but the probes are rate-limited per address,
+    // and one with a body answers for it as any other.
     if (url === "/health" || url === "/metrics") {
       const setting = url === "/health" ? "HEALTH_PUBLIC" : "METRICS_PUBLIC";
       add(401, undefined, `Error; code: unauthorized (only with ${setting}=false)`);
       // A key is optional: needed only with the setting off.
       schema.security ??= [{}, { bearer: [] }, { apiKey: [] }];
     }
-    add(429, ["rate_limited"]);
+    // The probes are exempt (a load balancer polls them), as auth.ts says.
+    if (url !== "/health/live" && url !== "/health/ready") add(429, ["rate_limited"]);
     if (methods.some((m) => m === "POST")) {
       add(400);
       add(413, ["payload_too_large"]);

@@ -84,6 +84,9 @@ describe("OpenAPI document", () => {
     const health = op("/health", "get")?.responses;
     assert.equal(health?.["503"]?.headers?.["retry-after"], undefined);
     assert.ok(health?.["429"]?.headers?.["retry-after"]);
+    // The probes are never rate-limited, so they never answer 429.
+    for (const probe of ["/health/live", "/health/ready"])
+      assert.equal(op(probe, "get")?.responses["429"], undefined, probe);
   });
 
   it("names every operation once, for code generators", () => {
