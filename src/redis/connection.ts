@@ -30,6 +30,9 @@ export interface RedisTopology {
 
 const URL_SHAPE = /^(rediss?):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?#]*)(?:\/(\d+))?\/?(?:\?([^#]*))?$/;
 
+/** A port as written in a URL: decimal digits only (not "0x18eb" or "1e3"); else NaN. */
+const decimal = (port: string) => (/^\d+$/.test(port) ? Number(port) : NaN);
+
 /** Reads a Redis URL, including the multi-host cluster and Sentinel forms above. */
 export function parseRedisUrl(url: string): RedisTopology {
   const m = URL_SHAPE.exec(url);
@@ -41,8 +44,8 @@ export function parseRedisUrl(url: string): RedisTopology {
     .filter((h) => h.length > 0)
     .map((h) => {
       // host, host:port, [v6] or [v6]:port; a port that is no number is NaN (refused by config).
-      const [, host = "", port] = /^(\[[^\]]*\]|[^:]*)(?::(.*))?$/.exec(h) ?? [];
-      return { host: host.replace(/^\[|\]$/g, ""), port: port === undefined ? 6379 : Number(port || NaN) };
+      const [, host = "", port] = /^(\[[^\]]*\]|[^:]*)(?::(.*))?$/.exec(h.trim()) ?? [];
+      return { host: host.replace(/^\[|\]$/g, ""), port: port === undefined ? 6379 : decimal(port) };
     });
   const sentinelName = params.get("sentinel") ?? undefined;
   const clusterFlag = params.get("cluster");

@@ -42,6 +42,7 @@ describe("config", () => {
       "redis://redis:0",
       "redis://[::1",
       "redis://r1:7000,:7001?cluster=true",
+      "redis://r1:0x1b58,r2:7001?cluster=true",
     ])
       assert.throws(
         () => buildConfig({ REDIS_URL: url }),
@@ -59,6 +60,11 @@ describe("config", () => {
     ])
       assert.equal(buildConfig({ REDIS_URL: url }).REDIS_URL, url);
     assert.deepEqual(parseRedisUrl("redis://[::1]").nodes, [{ host: "::1", port: 6379 }]);
+    // Seeds listed with spaces after the commas, as people write lists.
+    assert.deepEqual(parseRedisUrl("redis://s1:26379, s2:26380?sentinel=main").nodes, [
+      { host: "s1", port: 26379 },
+      { host: "s2", port: 26380 },
+    ]);
     assert.deepEqual(parseRedisUrl("redis://a,[fd00::1]:7001").nodes, [
       { host: "a", port: 6379 },
       { host: "fd00::1", port: 7001 },
