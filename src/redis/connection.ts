@@ -135,6 +135,10 @@ function connect(url: string, role: RedisRole, extra: RedisOptions): Redis {
       ...byRole,
       ...auth,
       sentinels: topology.nodes.map((n) => ({ host: n.host, port: n.port })),
+      // Follow a switchover as soon as Sentinel announces it (+switch-master), not when the old
+      // master drops the connection: until Sentinel demotes it, seconds later, it still takes
+      // writes, which it discards when it resyncs as a replica (jobs answered 202, lost).
+      failoverDetector: true,
       name: topology.sentinelName,
       sentinelPassword: topology.password,
       db: topology.db,

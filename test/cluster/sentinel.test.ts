@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
 import { createRedis, waitReady } from "../../src/redis/connection.js";
 import { testEnv } from "../support/config.js";
 import { call, eventually, freePort } from "../support/http.js";
@@ -101,5 +102,84 @@ void describe("Redis behind Sentinel (REDIS_SENTINELS)", () => {
     );
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal((r.body.result as { label: string }).label, "positive");
+  });
+});
+
+void describe("a Sentinel switchover", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "inferline-failover-"));
+  const procs: ChildProcess[] = [];
+  let sentinelPort = 0;
+  let masterPort = 0;
+  let replicaPort = 0;
+
+  before(async () => {
+    masterPort = await freePort();
+    replicaPort = await freePort();
+    sentinelPort = await freePort();
+    const server = (port: number, ...extra: string[]) =>
+      spawn(
+        "redis-server",
+        ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir, ...extra],
+        { stdio: "ignore" },
+      );
+    procs.push(server(masterPort), server(replicaPort, "--replicaof", "127.0.0.1", String(masterPort)));
+    const conf = path.join(dir, "sentinel.conf");
+    writeFileSync(
+      conf,
+      [
+        `port ${sentinelPort}`,
+        "bind 127.0.0.1",
+        `dir ${dir}`,
+        `sentinel monitor inferline-ha 127.0.0.1 ${masterPort} 1`,
+        "sentinel down-after-milliseconds inferline-ha 2000",
+        "",
+      ].join("\n"),
+    );
+    procs.push(spawn("redis-server", [conf, "--sentinel"], { stdio: "ignore" }));
+  });
+
+  after(async () => {
+    for (const p of procs) p.kill("SIGKILL");
+    await sleep(100);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  void it("moves every connection to the new master at once, not when the old one is demoted", async () => {
+    const url = `redis://127.0.0.1:${sentinelPort}?sentinel=inferline-ha`;
+    const port = async (r: Redis) => Number(/tcp_port:(\d+)/.exec(await r.info("server"))?.[1]);
+    const sentinel = new Redis(sentinelPort, "127.0.0.1");
+    const replica = new Redis(replicaPort, "127.0.0.1");
+    const redis = createRedis(url, "blocking");
+    redis.on("error", () => {});
+    try {
+      await waitReady(redis, 10_000);
+      assert.equal(await port(redis), masterPort);
+      // The replica must have caught up before Sentinel will promote it.
+      await eventually(
+        async () => /master_link_status:up/.test(await replica.info("replication")),
+        15_000,
+        200,
+      );
+      await eventually(
+        async () => {
+          try {
+            await sentinel.call("SENTINEL", "FAILOVER", "inferline-ha");
+            return true;
+          } catch {
+            return false; // NOGOODSLAVE until Sentinel has seen the replica
+          }
+        },
+        15_000,
+        500,
+      );
+      // Sentinel demotes the old master only seconds later; until then it still takes writes,
+      // which it throws away when it resyncs as a replica: jobs answered 202, lost.
+      await eventually(async () => (await port(redis).catch(() => 0)) === replicaPort, 4_000, 50);
+      await redis.set("inferline-failover-probe", "ok", "EX", 10);
+    } finally {
+      redis.disconnect();
+      sentinel.disconnect();
+      replica.disconnect();
+    }
   });
 });
