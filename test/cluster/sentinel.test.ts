@@ -11,6 +11,32 @@ import { testEnv } from "../support/config.js";
 import { call, eventually, freePort } from "../support/http.js";
 import { spawnCli, stop, type Spawned } from "../support/processes.js";
 
+/** A redis-server on loopback with its data in `dir`; `extra` arguments after the usual ones. */
+function redisServer(dir: string, port: number, ...extra: string[]): ChildProcess {
+  return spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir, ...extra],
+    { stdio: "ignore" },
+  );
+}
+
+/** A Sentinel on loopback watching the master on `masterPort` as `name` (quorum 1, 2 s to down). */
+function startSentinel(dir: string, port: number, name: string, masterPort: number): ChildProcess {
+  const conf = path.join(dir, "sentinel.conf");
+  writeFileSync(
+    conf,
+    [
+      `port ${port}`,
+      "bind 127.0.0.1",
+      `dir ${dir}`,
+      `sentinel monitor ${name} 127.0.0.1 ${masterPort} 1`,
+      `sentinel down-after-milliseconds ${name} 2000`,
+      "",
+    ].join("\n"),
+  );
+  return spawn("redis-server", [conf, "--sentinel"], { stdio: "ignore" });
+}
+
 void describe("Redis behind Sentinel (REDIS_SENTINELS)", () => {
   const dir = mkdtempSync(path.join(tmpdir(), "inferline-sentinel-"));
   const procs: ChildProcess[] = [];
@@ -20,28 +46,7 @@ void describe("Redis behind Sentinel (REDIS_SENTINELS)", () => {
   before(async () => {
     const masterPort = await freePort();
     sentinelPort = await freePort();
-    procs.push(
-      spawn(
-        "redis-server",
-        ["--port", String(masterPort), "--bind", "127.0.0.1", "--save", "", "--dir", dir],
-        {
-          stdio: "ignore",
-        },
-      ),
-    );
-    const conf = path.join(dir, "sentinel.conf");
-    writeFileSync(
-      conf,
-      [
-        `port ${sentinelPort}`,
-        "bind 127.0.0.1",
-        `dir ${dir}`,
-        `sentinel monitor inferline-main 127.0.0.1 ${masterPort} 1`,
-        "sentinel down-after-milliseconds inferline-main 2000",
-        "",
-      ].join("\n"),
-    );
-    procs.push(spawn("redis-server", [conf, "--sentinel"], { stdio: "ignore" }));
+    procs.push(redisServer(dir, masterPort), startSentinel(dir, sentinelPort, "inferline-main", masterPort));
   });
 
   after(async () => {
@@ -116,26 +121,11 @@ void describe("a Sentinel switchover", () => {
     masterPort = await freePort();
     replicaPort = await freePort();
     sentinelPort = await freePort();
-    const server = (port: number, ...extra: string[]) =>
-      spawn(
-        "redis-server",
-        ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir, ...extra],
-        { stdio: "ignore" },
-      );
-    procs.push(server(masterPort), server(replicaPort, "--replicaof", "127.0.0.1", String(masterPort)));
-    const conf = path.join(dir, "sentinel.conf");
-    writeFileSync(
-      conf,
-      [
-        `port ${sentinelPort}`,
-        "bind 127.0.0.1",
-        `dir ${dir}`,
-        `sentinel monitor inferline-ha 127.0.0.1 ${masterPort} 1`,
-        "sentinel down-after-milliseconds inferline-ha 2000",
-        "",
-      ].join("\n"),
+    procs.push(
+      redisServer(dir, masterPort),
+      redisServer(dir, replicaPort, "--replicaof", "127.0.0.1", String(masterPort)),
+      startSentinel(dir, sentinelPort, "inferline-ha", masterPort),
     );
-    procs.push(spawn("redis-server", [conf, "--sentinel"], { stdio: "ignore" }));
   });
 
   after(async () => {
