@@ -6,6 +6,17 @@ import { LogController, type FastifyInstance, type FastifyReply, type FastifyReq
  */
 export const CLIENT_CLOSED_REQUEST = 499;
 
+/** The fields of a request's one `http_request` line. */
+function requestLine(request: FastifyRequest, reply: FastifyReply, status: number) {
+  return {
+    event: "http_request",
+    method: request.method,
+    route: request.routeOptions.url ?? "(none)",
+    status,
+    duration_ms: Math.round(reply.elapsedTime * 100) / 100,
+  };
+}
+
 /**
  * One log line per request, written when it completes (method, route, status, duration),
  * instead of Fastify's two; the incoming line is kept at debug level.
@@ -28,13 +39,7 @@ export class RequestLog extends LogController {
     reply: FastifyReply,
   ): void {
     if (this.isLogDisabled(request)) return;
-    const fields = {
-      event: "http_request",
-      method: request.method,
-      route: request.routeOptions.url ?? "(none)",
-      status: reply.statusCode,
-      duration_ms: Math.round(reply.elapsedTime * 100) / 100,
-    };
+    const fields = requestLine(request, reply, reply.statusCode);
     if (error) reply.log.error({ ...fields, err: error }, "request errored");
     else reply.log.info(fields, "request completed");
   }
@@ -54,18 +59,9 @@ export function recordClientHangUps(
     res.once("close", () => {
       // Sent in full, or failed (Fastify records those itself).
       if (res.writableFinished || res.errored) return;
-      const route = request.routeOptions.url ?? "(none)";
-      request.log.info(
-        {
-          event: "http_request",
-          method: request.method,
-          route,
-          status: CLIENT_CLOSED_REQUEST,
-          duration_ms: Math.round(reply.elapsedTime * 100) / 100,
-        },
-        "client closed the connection before the answer",
-      );
-      onClosed(route, request.method, CLIENT_CLOSED_REQUEST, reply.elapsedTime / 1000);
+      const line = requestLine(request, reply, CLIENT_CLOSED_REQUEST);
+      request.log.info(line, "client closed the connection before the answer");
+      onClosed(line.route, line.method, line.status, reply.elapsedTime / 1000);
     });
     done();
   });
